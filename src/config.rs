@@ -1,0 +1,316 @@
+//! Settings from the environment (and a `.env` file, if present), read once at start-up.
+
+use std::{net::SocketAddr, time::Duration};
+
+use jsonwebtoken::Algorithm;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+/// A setting that could not be used; the message names the variable.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(String);
+
+fn bad(var: &str, why: impl std::fmt::Display) -> ConfigError {
+    ConfigError(format!("{var}: {why}"))
+}
+
+/// The environment as given, before interpretation. Field names are the variable names.
+#[derive(Deserialize)]
+struct Env {
+    database_url: Option<SecretString>,
+    db_host: Option<String>,
+    db_port: Option<u16>,
+    db_user: Option<String>,
+    db_password: Option<SecretString>,
+    db_name: Option<String>,
+    secret_key: Option<SecretString>,
+    token_creation_algorithm: Option<String>,
+    token_expiry_limit: Option<u64>,
+    token_issuer: Option<String>,
+    token_audience: Option<String>,
+    refresh_token_secret: Option<SecretString>,
+    refresh_token_lifetime_days: Option<u64>,
+    refresh_token_idle_days: Option<u64>,
+    refresh_reuse_grace_seconds: Option<u64>,
+    listen_addr: Option<String>,
+    log_format: Option<String>,
+    cors_allowed_origins: Option<String>,
+    argon2_memory_kib: Option<u32>,
+    argon2_iterations: Option<u32>,
+    argon2_parallelism: Option<u32>,
+    hash_concurrency: Option<usize>,
+    hash_queue_limit: Option<usize>,
+    password_min_length: Option<usize>,
+    password_max_length: Option<usize>,
+    db_max_connections: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen_addr: SocketAddr,
+    pub log_format: LogFormat,
+    pub database: DatabaseSettings,
+    pub tokens: TokenSettings,
+    pub passwords: PasswordSettings,
+    /// Origins allowed to call from a browser (grpc-web and REST); empty means none.
+    pub cors_allowed_origins: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DatabaseSettings {
+    pub url: SecretString,
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct TokenSettings {
+    pub algorithm: Algorithm,
+    /// HMAC key for access tokens; generated and kept in the database when `None`.
+    pub secret_key: Option<SecretString>,
+    /// HMAC key for refresh tokens; generated and kept in the database when `None`.
+    pub refresh_secret: Option<SecretString>,
+    pub access_lifetime: Duration,
+    pub refresh_lifetime: Duration,
+    pub refresh_idle_timeout: Duration,
+    pub refresh_reuse_grace: Duration,
+    pub issuer: String,
+    pub audience: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct PasswordSettings {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+    pub min_length: usize,
+    pub max_length: usize,
+    /// Hashes computed at once; further requests wait.
+    pub concurrency: usize,
+    /// Requests allowed to wait for a hashing slot; more are refused at once.
+    pub queue_limit: usize,
+}
+
+impl Default for PasswordSettings {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Self {
+            memory_kib: 19 * 1024,
+            iterations: 2,
+            parallelism: 1,
+            min_length: 8,
+            max_length: 128,
+            concurrency: cores,
+            queue_limit: 64 * cores,
+        }
+    }
+}
+
+const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/authd";
+const DAY: u64 = 24 * 60 * 60;
+
+impl Settings {
+    /// Reads `.env` (if present) and then the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        if let Err(e) = dotenvy::dotenv()
+            && !e.not_found()
+        {
+            return Err(ConfigError(format!(".env: {e}")));
+        }
+        let env: Env = envy::from_env().map_err(|e| ConfigError(e.to_string()))?;
+        Self::from_parts(env)
+    }
+
+    fn from_parts(env: Env) -> Result<Self, ConfigError> {
+        let listen_addr = match env.listen_addr {
+            None => SocketAddr::from(([127, 0, 0, 1], 8000)),
+            Some(s) => s
+                .trim()
+                .parse()
+                .map_err(|e| bad("LISTEN_ADDR", format!("{e} (expected host:port, such as 127.0.0.1:8000)")))?,
+        };
+        let log_format = match env.log_format.as_deref().map(str::trim) {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => return Err(bad("LOG_FORMAT", format!("{other:?} is neither text nor json"))),
+        };
+        let algorithm = match env.token_creation_algorithm.as_deref().map(str::trim) {
+            None => Algorithm::HS256,
+            Some("HS256") => Algorithm::HS256,
+            Some("HS384") => Algorithm::HS384,
+            Some("HS512") => Algorithm::HS512,
+            Some(other) => {
+                return Err(bad(
+                    "TOKEN_CREATION_ALGORITHM",
+                    format!("{other:?} is not supported (use HS256, HS384 or HS512)"),
+                ));
+            }
+        };
+        let minutes = env.token_expiry_limit.unwrap_or(15);
+        if !(1..=24 * 60).contains(&minutes) {
+            return Err(bad("TOKEN_EXPIRY_LIMIT", "must be 1 to 1440 minutes"));
+        }
+        for (var, secret) in [("SECRET_KEY", &env.secret_key), ("REFRESH_TOKEN_SECRET", &env.refresh_token_secret)] {
+            if secret.as_ref().is_some_and(|s| s.expose_secret().len() < 16) {
+                return Err(bad(var, "must be at least 16 bytes"));
+            }
+        }
+        let days = |var, value: Option<u64>, default| match value.unwrap_or(default) {
+            0 => Err(bad(var, "must be at least 1 day")),
+            d => Ok(Duration::from_secs(d * DAY)),
+        };
+        let tokens = TokenSettings {
+            algorithm,
+            secret_key: env.secret_key,
+            refresh_secret: env.refresh_token_secret,
+            access_lifetime: Duration::from_secs(minutes * 60),
+            refresh_lifetime: days("REFRESH_TOKEN_LIFETIME_DAYS", env.refresh_token_lifetime_days, 30)?,
+            refresh_idle_timeout: days("REFRESH_TOKEN_IDLE_DAYS", env.refresh_token_idle_days, 7)?,
+            refresh_reuse_grace: Duration::from_secs(env.refresh_reuse_grace_seconds.unwrap_or(10)),
+            issuer: env.token_issuer.unwrap_or_else(|| "authd".into()),
+            audience: env.token_audience.unwrap_or_else(|| "authd".into()),
+        };
+
+        let defaults = PasswordSettings::default();
+        let passwords = PasswordSettings {
+            memory_kib: env.argon2_memory_kib.unwrap_or(defaults.memory_kib),
+            iterations: env.argon2_iterations.unwrap_or(defaults.iterations),
+            parallelism: env.argon2_parallelism.unwrap_or(defaults.parallelism),
+            min_length: env.password_min_length.unwrap_or(defaults.min_length),
+            max_length: env.password_max_length.unwrap_or(defaults.max_length),
+            concurrency: env.hash_concurrency.unwrap_or(defaults.concurrency),
+            queue_limit: env.hash_queue_limit.unwrap_or(defaults.queue_limit),
+        };
+        if passwords.memory_kib < 19 * 1024 || passwords.iterations < 2 {
+            return Err(bad(
+                "ARGON2_MEMORY_KIB/ARGON2_ITERATIONS",
+                "below the OWASP minimum (19456 KiB, 2 iterations)",
+            ));
+        }
+        if passwords.parallelism == 0 {
+            return Err(bad("ARGON2_PARALLELISM", "must be at least 1"));
+        }
+        if passwords.min_length == 0 || passwords.min_length > passwords.max_length {
+            return Err(bad("PASSWORD_MIN_LENGTH", "must be at least 1 and at most PASSWORD_MAX_LENGTH"));
+        }
+        if passwords.max_length > 1024 {
+            return Err(bad("PASSWORD_MAX_LENGTH", "must be at most 1024"));
+        }
+        if passwords.concurrency == 0 {
+            return Err(bad("HASH_CONCURRENCY", "must be at least 1"));
+        }
+
+        let url = match (env.database_url, env.db_host) {
+            (Some(url), _) => url,
+            (None, Some(host)) => SecretString::from(postgres_url(
+                &host,
+                env.db_port.unwrap_or(5432),
+                env.db_user.as_deref().unwrap_or("postgres"),
+                env.db_password.as_ref().map(|p| p.expose_secret()),
+                env.db_name.as_deref().unwrap_or("postgres"),
+            )),
+            (None, None) => SecretString::from(DEFAULT_DATABASE_URL),
+        };
+        let database = DatabaseSettings { url, max_connections: env.db_max_connections.unwrap_or(10).max(1) };
+
+        let cors_allowed_origins = env
+            .cors_allowed_origins
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|o| !o.is_empty())
+            .map(String::from)
+            .collect::<Vec<_>>();
+        if let Some(origin) = cors_allowed_origins.iter().find(|o| http::HeaderValue::from_str(o).is_err()) {
+            return Err(bad("CORS_ALLOWED_ORIGINS", format!("{origin:?} is not a valid origin")));
+        }
+
+        Ok(Self { listen_addr, log_format, database, tokens, passwords, cors_allowed_origins })
+    }
+
+    /// Settings for a server on `database_url` with every other value at its default;
+    /// what the tests and embedders start from.
+    pub fn with_database(database_url: &str) -> Self {
+        let vars = [("DATABASE_URL".to_owned(), database_url.to_owned())];
+        #[allow(clippy::expect_used)] // the defaults are valid, as the tests show
+        envy::from_iter(vars)
+            .map_err(|e| ConfigError(e.to_string()))
+            .and_then(Self::from_parts)
+            .expect("default settings are valid")
+    }
+}
+
+/// The old app's `DB_*` variables as one URL; user, password and database are percent-encoded.
+fn postgres_url(host: &str, port: u16, user: &str, password: Option<&str>, name: &str) -> String {
+    let encode = |s: &str| {
+        s.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect::<String>()
+    };
+    let credentials = match password {
+        Some(p) => format!("{}:{}", encode(user), encode(p)),
+        None => encode(user),
+    };
+    format!("postgres://{credentials}@{host}:{port}/{}", encode(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let vars = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        Settings::from_parts(envy::from_iter(vars).map_err(|e| ConfigError(e.to_string()))?)
+    }
+
+    #[test]
+    fn defaults_need_nothing_configured() {
+        let s = env(&[]).unwrap();
+        assert_eq!(s.listen_addr.to_string(), "127.0.0.1:8000");
+        assert_eq!(s.tokens.algorithm, Algorithm::HS256);
+        assert_eq!(s.tokens.access_lifetime, Duration::from_secs(15 * 60));
+        assert_eq!(s.passwords.memory_kib, 19456);
+        assert!(s.cors_allowed_origins.is_empty());
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        for (var, value) in [
+            ("TOKEN_EXPIRY_LIMIT", "soon"),
+            ("TOKEN_EXPIRY_LIMIT", "0"),
+            ("TOKEN_CREATION_ALGORITHM", "none"),
+            ("LISTEN_ADDR", "localhost"),
+            ("LOG_FORMAT", "xml"),
+            ("SECRET_KEY", "short"),
+            ("ARGON2_MEMORY_KIB", "1024"),
+            ("DB_PORT", "postgres"),
+        ] {
+            let err = env(&[(var, value)]).unwrap_err().to_string();
+            assert!(err.contains(var) || err.contains(&var.replace("_KIB", "")), "{var}={value}: {err}");
+        }
+    }
+
+    #[test]
+    fn old_app_db_variables_build_the_url() {
+        let s =
+            env(&[("DB_HOST", "db"), ("DB_USER", "app"), ("DB_PASSWORD", "p@ss/word"), ("DB_NAME", "users")]).unwrap();
+        assert_eq!(s.database.url.expose_secret(), "postgres://app:p%40ss%2Fword@db:5432/users");
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug_output() {
+        let s = env(&[("SECRET_KEY", "a-very-secret-key-123"), ("DATABASE_URL", "postgres://u:hunter2@h/d")]).unwrap();
+        let debug = format!("{s:?}");
+        assert!(!debug.contains("a-very-secret-key-123"), "{debug}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+    }
+}

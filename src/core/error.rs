@@ -1,0 +1,67 @@
+use std::time::Duration;
+
+use crate::{domain::FieldViolation, security::passwords::HashError, store::StoreError};
+
+/// Everything a use case can fail with. Each transport maps it once: `grpc::status` and
+/// `rest::error`.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid input")]
+    InvalidInput(Vec<FieldViolation>),
+    #[error("email already registered")]
+    EmailTaken,
+    /// Wrong password or unknown email: deliberately one case.
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    /// A refresh token that is not genuine, expired, revoked or reused.
+    #[error("refresh token rejected")]
+    RefreshRejected,
+    /// No bearer token where one is needed.
+    #[error("missing bearer token")]
+    MissingToken,
+    /// A bearer token that is not a live access token.
+    #[error("invalid access token")]
+    InvalidToken,
+    #[error("overloaded")]
+    Overloaded { retry_after: Duration },
+    #[error("database unavailable")]
+    Unavailable(#[source] anyhow::Error),
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn invalid(field: &str, description: &str) -> Self {
+        Self::InvalidInput(vec![FieldViolation::new(field, description)])
+    }
+
+    /// Logs the cause of a server-side failure; callers only ever see a generic message.
+    pub fn log_if_internal(&self) {
+        match self {
+            Self::Unavailable(e) => tracing::error!(error = format!("{e:#}"), "database unavailable"),
+            Self::Unexpected(e) => tracing::error!(error = format!("{e:#}"), "internal error"),
+            _ => {}
+        }
+    }
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::EmailTaken => Self::EmailTaken,
+            StoreError::Unavailable(e) => Self::Unavailable(e.into()),
+            StoreError::Other(e) => Self::Unexpected(e),
+        }
+    }
+}
+
+impl From<HashError> for Error {
+    fn from(e: HashError) -> Self {
+        match e {
+            HashError::Saturated => Self::Overloaded { retry_after: Duration::from_secs(1) },
+            HashError::Unexpected(e) => Self::Unexpected(e),
+        }
+    }
+}

@@ -1,0 +1,289 @@
+//! The use cases, shared by every transport: register, login, refresh, me.
+
+mod error;
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use secrecy::ExposeSecret;
+use uuid::Uuid;
+
+pub use error::{Error, Result};
+
+use crate::{
+    config::Settings,
+    domain::{About, Email, FieldViolation, Location, Password, PasswordPolicy, UserName, Violations},
+    pb,
+    security::{
+        access::{AccessTokens, VerifiedAccess},
+        passwords::{Passwords, Verdict},
+        random_secret,
+        refresh::{RefreshClaim, RefreshTokens},
+    },
+    store::{NewSession, NewUser, Store, UserRecord},
+};
+
+/// Who is calling, as far as the transport can tell; kept on the session for its owner.
+#[derive(Debug, Clone, Default)]
+pub struct ClientInfo {
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+impl ClientInfo {
+    pub fn new(ip: Option<std::net::IpAddr>, user_agent: Option<&str>) -> Self {
+        Self {
+            ip: ip.map(|ip| ip.to_string()),
+            // Bounded: it is the caller's free text, stored and shown back later.
+            user_agent: user_agent.map(|ua| ua.chars().take(256).collect()),
+        }
+    }
+}
+
+/// A successful login or refresh: the tokens and whose they are.
+#[derive(Debug, Clone)]
+pub struct SignedIn {
+    pub user: pb::User,
+    pub tokens: pb::TokenResponse,
+}
+
+/// A registration whose every field is valid.
+pub struct Registration {
+    name: UserName,
+    email: Email,
+    location: Location,
+    about: About,
+    password: Password,
+}
+
+struct SessionPolicy {
+    lifetime: Duration,
+    idle_timeout: Duration,
+    reuse_grace: Duration,
+}
+
+/// The service: every rule of authd lives here or below, none in a transport.
+#[derive(Clone)]
+pub struct Authd {
+    store: Arc<dyn Store>,
+    passwords: Passwords,
+    access: AccessTokens,
+    refresh: RefreshTokens,
+    password_policy: PasswordPolicy,
+    sessions: Arc<SessionPolicy>,
+}
+
+/// Names under which generated keys are kept in the database.
+const ACCESS_SECRET: &str = "access_token_hmac";
+const REFRESH_SECRET: &str = "refresh_token_hmac";
+
+impl Authd {
+    /// Builds the service over `store`, taking keys from the settings or, where none is
+    /// configured, from the store (generating them on first start).
+    pub async fn new(store: Arc<dyn Store>, settings: &Settings) -> anyhow::Result<Self> {
+        let tokens = &settings.tokens;
+        let access_secret = match &tokens.secret_key {
+            Some(key) => key.expose_secret().as_bytes().to_vec(),
+            None => {
+                tracing::warn!("SECRET_KEY is not set: using a generated key kept in the database");
+                store.secret(ACCESS_SECRET, &random_secret()).await.context("loading the access token key")?
+            }
+        };
+        let refresh_secret = match &tokens.refresh_secret {
+            Some(key) => key.expose_secret().as_bytes().to_vec(),
+            None => store.secret(REFRESH_SECRET, &random_secret()).await.context("loading the refresh token key")?,
+        };
+        Ok(Self {
+            store,
+            passwords: Passwords::new(&settings.passwords)?,
+            access: AccessTokens::new(tokens, &access_secret)?,
+            refresh: RefreshTokens::new(&refresh_secret)?,
+            password_policy: PasswordPolicy {
+                min_length: settings.passwords.min_length,
+                max_length: settings.passwords.max_length,
+            },
+            sessions: Arc::new(SessionPolicy {
+                lifetime: tokens.refresh_lifetime,
+                idle_timeout: tokens.refresh_idle_timeout,
+                reuse_grace: tokens.refresh_reuse_grace,
+            }),
+        })
+    }
+
+    /// Whether the database answers.
+    pub async fn ready(&self) -> Result<()> {
+        Ok(self.store.ping().await?)
+    }
+
+    /// Checks every field of a registration, reporting all that are bad.
+    pub fn validate_registration(&self, req: &pb::RegisterUserRequest) -> Result<Registration, Vec<FieldViolation>> {
+        let mut v = Violations::default();
+        let name = v.check("name", UserName::parse(&req.name));
+        let email = v.check("email", Email::parse(&req.email));
+        let location = v.check("location", Location::parse(&req.location));
+        let about = v.check("about", About::parse(req.about.as_deref()));
+        let password = v.check("password", Password::parse_new(&req.password, self.password_policy));
+        v.finish(|| {
+            Some(Registration { name: name?, email: email?, location: location?, about: about?, password: password? })
+        })
+    }
+
+    #[tracing::instrument(skip_all)]
+    pub async fn register(&self, req: &pb::RegisterUserRequest) -> Result<pb::User> {
+        let r = self.validate_registration(req).map_err(Error::InvalidInput)?;
+        let hash = self.passwords.hash(&r.password).await?;
+        let user = self
+            .store
+            .insert_user(&NewUser {
+                name: r.name.as_str(),
+                email: r.email.as_str(),
+                location: r.location.as_str(),
+                about: r.about.as_deref(),
+                password_hash: &hash,
+            })
+            .await?;
+        tracing::info!(user_id = user.user_id, "registered");
+        Ok(user_message(&user))
+    }
+
+    /// Checks the fields of a login request, reporting all that are bad.
+    pub fn validate_login(&self, req: &pb::LoginRequest) -> Result<(Email, Password), Vec<FieldViolation>> {
+        let mut v = Violations::default();
+        let email = v.check("email", Email::parse(&req.email));
+        let password = v.check("password", Password::parse_offered(&req.password, self.password_policy));
+        v.finish(|| Some((email?, password?)))
+    }
+
+    #[tracing::instrument(skip_all)]
+    pub async fn login(&self, req: &pb::LoginRequest, client: &ClientInfo) -> Result<SignedIn> {
+        let (email, password) = self.validate_login(req).map_err(Error::InvalidInput)?;
+
+        let Some(user) = self.store.user_by_email(email.as_str()).await? else {
+            self.passwords.verify_nobody(&password).await?;
+            return Err(Error::InvalidCredentials);
+        };
+        match self.passwords.verify(&password, &user.password).await? {
+            Verdict::Mismatch => return Err(Error::InvalidCredentials),
+            Verdict::Match => {}
+            Verdict::MatchNeedsRehash(hash) => {
+                self.store.set_password_hash(user.user_id, &hash, Utc::now()).await?;
+                tracing::info!(user_id = user.user_id, "password hash upgraded");
+            }
+        }
+
+        let now = Utc::now();
+        let session_id = Uuid::new_v4();
+        self.store
+            .insert_session(&NewSession {
+                session_id,
+                user_id: user.user_id,
+                now,
+                expires_at: now + self.sessions.lifetime,
+                user_agent: client.user_agent.as_deref(),
+                ip: client.ip.as_deref(),
+            })
+            .await?;
+        tracing::info!(user_id = user.user_id, %session_id, "logged in");
+        self.signed_in(&user, RefreshClaim { session_id, generation: 0 }, now)
+    }
+
+    /// Rotates a refresh token. The successor of a generation is always the same token,
+    /// so a retry inside the grace window gets the very token the first call got; an
+    /// older token presented later is taken as stolen and ends the session.
+    #[tracing::instrument(skip_all)]
+    pub async fn refresh(&self, req: &pb::RefreshTokenRequest) -> Result<SignedIn> {
+        if req.refresh_token.trim().is_empty() {
+            return Err(Error::invalid("refresh_token", "must not be empty"));
+        }
+        let claim = self.refresh.decode(req.refresh_token.trim()).ok_or(Error::RefreshRejected)?;
+        let now = Utc::now();
+        let idle_cutoff = now - self.sessions.idle_timeout;
+
+        let session = match self.store.advance_session(claim.session_id, claim.generation, now, idle_cutoff).await? {
+            Some(session) => session,
+            None => {
+                let session = self.store.session(claim.session_id).await?.ok_or(Error::RefreshRejected)?;
+                let live = session.revoked_at.is_none() && session.expires_at > now;
+                let just_rotated = session.generation == claim.generation + 1
+                    && session.rotated_at.is_some_and(|at| at + self.sessions.reuse_grace >= now);
+                if live && just_rotated {
+                    tracing::info!(session_id = %session.session_id, "refresh retried within the grace window");
+                    session
+                } else {
+                    if live && session.generation > claim.generation {
+                        self.store.revoke_session(session.session_id, now).await?;
+                        tracing::warn!(session_id = %session.session_id, user_id = session.user_id, "refresh token reused: session revoked");
+                    }
+                    return Err(Error::RefreshRejected);
+                }
+            }
+        };
+        let user = self.store.user_by_id(session.user_id).await?.ok_or(Error::RefreshRejected)?;
+        self.signed_in(&user, RefreshClaim { session_id: session.session_id, generation: session.generation }, now)
+    }
+
+    /// The caller's profile, given the `authorization` header or metadata value.
+    pub async fn me(&self, authorization: Option<&str>) -> Result<pb::User> {
+        let access = self.authenticate(authorization)?;
+        let user =
+            self.store.session_user(access.session_id, access.user_id, Utc::now()).await?.ok_or(Error::InvalidToken)?;
+        Ok(user_message(&user))
+    }
+
+    /// Checks the token itself (not yet its session): signature, type, issuer, times.
+    fn authenticate(&self, authorization: Option<&str>) -> Result<VerifiedAccess> {
+        let token = bearer_token(authorization.ok_or(Error::MissingToken)?).ok_or(Error::MissingToken)?;
+        self.access.verify(token).ok_or(Error::InvalidToken)
+    }
+
+    fn signed_in(&self, user: &UserRecord, refresh: RefreshClaim, now: DateTime<Utc>) -> Result<SignedIn> {
+        let access_token =
+            self.access.issue(user.user_id, refresh.session_id, now.timestamp()).context("signing an access token")?;
+        Ok(SignedIn {
+            user: user_message(user),
+            tokens: pb::TokenResponse {
+                access_token,
+                refresh_token: self.refresh.encode(refresh),
+                token_type: "Bearer".into(),
+                expires_in: self.access.lifetime().as_secs() as i64,
+            },
+        })
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` value; the scheme is case-insensitive.
+pub fn bearer_token(header: &str) -> Option<&str> {
+    let (scheme, token) = header.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+fn user_message(user: &UserRecord) -> pb::User {
+    let timestamp =
+        |t: DateTime<Utc>| prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 };
+    pb::User {
+        user_id: user.user_id,
+        name: user.name.clone(),
+        email: user.email.clone(),
+        location: user.location.clone(),
+        about: user.about.clone(),
+        created_at: Some(timestamp(user.created_at)),
+        updated_at: Some(timestamp(user.updated_at)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_token;
+
+    #[test]
+    fn bearer_tokens_are_taken_from_the_header_value() {
+        assert_eq!(bearer_token("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("bearer  abc "), Some("abc"));
+        assert_eq!(bearer_token("Basic abc"), None);
+        assert_eq!(bearer_token("Bearer"), None);
+        assert_eq!(bearer_token("Bearer "), None);
+        assert_eq!(bearer_token("abc"), None);
+    }
+}

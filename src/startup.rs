@@ -1,0 +1,248 @@
+//! Wiring: one listener serving gRPC (h2c), grpc-web, the REST shim, health and
+//! reflection, with graceful shutdown.
+
+use std::{
+    future::Future,
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use axum::{
+    Router,
+    body::Body,
+    extract::Request,
+    http::{HeaderName, HeaderValue, Method, header},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+};
+use http_body_util::BodyExt;
+use secrecy::ExposeSecret;
+use tokio::net::TcpListener;
+use tonic::service::Routes;
+use tonic_health::{ServingStatus, server::HealthReporter};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::{
+    config::Settings,
+    core::Authd,
+    grpc::{AuthApi, UserApi},
+    pb::{auth_service_server::AuthServiceServer, user_service_server::UserServiceServer},
+    rest,
+    store::PgStore,
+};
+
+/// The largest request body or gRPC message accepted.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// How often the database is checked for gRPC health.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    authd: Authd,
+    health: HealthReporter,
+}
+
+impl Application {
+    /// Connects to and migrates the database, builds the service and binds the listener
+    /// (port 0 picks a free port: see [`Application::local_addr`]).
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let store = PgStore::connect(settings.database.url.expose_secret(), settings.database.max_connections)
+            .await
+            .context("connecting to PostgreSQL (DATABASE_URL)")?;
+        let authd = Authd::new(Arc::new(store), &settings).await?;
+        let (health, health_service) = tonic_health::server::health_reporter();
+        set_serving(&health, true).await;
+        let router = router(authd.clone(), &settings, health_service)?;
+        let listener = TcpListener::bind(settings.listen_addr)
+            .await
+            .with_context(|| format!("binding LISTEN_ADDR {}", settings.listen_addr))?;
+        Ok(Self { listener, router, authd, health })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// Serves until `shutdown` completes, then lets in-flight requests finish.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        tracing::info!(addr = %self.local_addr(), "authd listening");
+        let watcher = tokio::spawn(watch_database(self.authd, self.health));
+        let service = self.router.into_make_service_with_connect_info::<SocketAddr>();
+        let served = axum::serve(self.listener, service).with_graceful_shutdown(shutdown).await;
+        watcher.abort();
+        tracing::info!("authd stopped");
+        Ok(served?)
+    }
+}
+
+fn router(
+    authd: Authd,
+    settings: &Settings,
+    health: tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+) -> anyhow::Result<Router> {
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            // So that reflection clients can decode the error details we send.
+            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+    };
+    let grpc = Routes::new(UserServiceServer::new(UserApi(authd.clone())).max_decoding_message_size(MAX_MESSAGE_BYTES))
+        .add_service(AuthServiceServer::new(AuthApi(authd.clone())).max_decoding_message_size(MAX_MESSAGE_BYTES))
+        .add_service(health)
+        .add_service(reflection().build_v1().context("reflection v1")?)
+        .add_service(reflection().build_v1alpha().context("reflection v1alpha")?)
+        .into_axum_router()
+        // Only here: on plain HTTP/1.1 routes the grpc-web layer would answer 400.
+        .layer(tonic_web::GrpcWebLayer::new());
+
+    Ok(grpc
+        .merge(rest::router(authd))
+        .fallback(fallback)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_MESSAGE_BYTES))
+        .layer(middleware::from_fn(access_log))
+        .layer(cors(&settings.cors_allowed_origins)?))
+}
+
+/// Unknown paths: UNIMPLEMENTED for gRPC callers, FastAPI's 404 for everyone else.
+async fn fallback(request: Request) -> Response {
+    if is_grpc(&request) {
+        tonic::Status::unimplemented("unknown service or method").into_http::<Body>()
+    } else {
+        rest::not_found().await.into_response()
+    }
+}
+
+fn is_grpc(request: &Request) -> bool {
+    request.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+fn cors(origins: &[String]) -> anyhow::Result<CorsLayer> {
+    let origins = origins
+        .iter()
+        .map(|o| HeaderValue::from_str(o).with_context(|| format!("CORS_ALLOWED_ORIGINS: {o:?}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let names = |names: &[&'static str]| names.iter().map(|n| HeaderName::from_static(n)).collect::<Vec<_>>();
+    Ok(CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
+        .allow_headers(names(&["authorization", "content-type", "x-grpc-web", "x-user-agent", "grpc-timeout"]))
+        .expose_headers(names(&[
+            "grpc-status",
+            "grpc-message",
+            "grpc-status-details-bin",
+            "www-authenticate",
+            "retry-after",
+        ]))
+        .max_age(Duration::from_secs(600)))
+}
+
+/// One log line per request: method, path (never the query), status, gRPC status when
+/// visible, latency. gRPC statuses come in trailers, so the line waits for the body's end.
+async fn access_log(request: Request, next: Next) -> Response {
+    let mut line = AccessLine {
+        start: Instant::now(),
+        method: request.method().clone(),
+        path: request.uri().path().to_owned(),
+        status: 0,
+        done: false,
+    };
+    let grpc = is_grpc(&request);
+    let response = next.run(request).await;
+    line.status = response.status().as_u16();
+    let grpc_status =
+        |headers: &http::HeaderMap| headers.get("grpc-status").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    if !grpc || grpc_status(response.headers()).is_some() {
+        line.emit(grpc_status(response.headers()).as_deref());
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let body = body.map_frame(move |frame| {
+        if let Some(trailers) = frame.trailers_ref() {
+            line.emit(grpc_status(trailers).as_deref());
+        }
+        frame
+    });
+    Response::from_parts(parts, Body::new(body))
+}
+
+struct AccessLine {
+    start: Instant,
+    method: Method,
+    path: String,
+    status: u16,
+    done: bool,
+}
+
+impl AccessLine {
+    fn emit(&mut self, grpc_status: Option<&str>) {
+        if std::mem::replace(&mut self.done, true) {
+            return;
+        }
+        let latency_ms = self.start.elapsed().as_secs_f64() * 1000.0;
+        tracing::info!(
+            method = %self.method,
+            path = %self.path,
+            status = self.status,
+            grpc_status,
+            latency_ms = format!("{latency_ms:.2}"),
+            "request"
+        );
+    }
+}
+
+impl Drop for AccessLine {
+    fn drop(&mut self) {
+        self.emit(None);
+    }
+}
+
+/// Keeps gRPC health in step with the database.
+async fn watch_database(authd: Authd, health: HealthReporter) {
+    // Start-up has just reached the database and reported serving.
+    let mut serving = true;
+    loop {
+        tokio::time::sleep(HEALTH_INTERVAL).await;
+        let now_serving = authd.ready().await.is_ok();
+        if serving != now_serving {
+            set_serving(&health, now_serving).await;
+            tracing::warn!(serving = now_serving, "database reachability changed");
+            serving = now_serving;
+        }
+    }
+}
+
+async fn set_serving(health: &HealthReporter, serving: bool) {
+    let status = if serving { ServingStatus::Serving } else { ServingStatus::NotServing };
+    for service in ["", "authd.v1.UserService", "authd.v1.AuthService"] {
+        health.set_service_status(service, status).await;
+    }
+}
+
+/// Completes on ctrl-c or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}

@@ -1,0 +1,205 @@
+//! PostgreSQL, the production backend.
+
+use std::{str::FromStr, time::Duration};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::{
+    PgPool, Postgres,
+    migrate::MigrateDatabase,
+    postgres::{PgConnectOptions, PgPoolOptions},
+};
+use uuid::Uuid;
+
+use super::{NewSession, NewUser, SessionRecord, Store, StoreError, StoreResult, UserRecord, classify};
+
+/// Waiting longer than this for a connection means the database is in trouble: answer
+/// UNAVAILABLE rather than hang.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
+#[derive(Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+const USER_COLUMNS: &str = "user_id, name, email, location, about, password, created_at, updated_at";
+
+impl PgStore {
+    /// Connects, creating the database first if it does not exist yet, and migrates it.
+    pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
+        let options = PgConnectOptions::from_str(url)?;
+        if !Postgres::database_exists(url).await? {
+            tracing::info!(database = options.get_database().unwrap_or_default(), "creating the database");
+            Postgres::create_database(url).await?;
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("select 1").execute(&self.pool).await.map_err(classify)?;
+        Ok(())
+    }
+
+    async fn insert_user(&self, user: &NewUser<'_>) -> StoreResult<UserRecord> {
+        sqlx::query_as::<_, UserRecord>(
+            "insert into users (name, email, location, about, password) values ($1, $2, $3, $4, $5)
+             returning user_id, name, email, location, about, password, created_at, updated_at",
+        )
+        .bind(user.name)
+        .bind(user.email)
+        .bind(user.location)
+        .bind(user.about)
+        .bind(user.password_hash)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| match &e {
+            // The old app's case-sensitive constraint may still exist beside ours.
+            sqlx::Error::Database(db)
+                if matches!(db.constraint(), Some("users_email_lower_key" | "users_email_key")) =>
+            {
+                StoreError::EmailTaken
+            }
+            _ => classify(e),
+        })
+    }
+
+    async fn user_by_email(&self, email: &str) -> StoreResult<Option<UserRecord>> {
+        sqlx::query_as::<_, UserRecord>(sqlx::AssertSqlSafe(format!(
+            "select {USER_COLUMNS} from users where lower(email) = lower($1)"
+        )))
+        .bind(email)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(classify)
+    }
+
+    async fn user_by_id(&self, user_id: i64) -> StoreResult<Option<UserRecord>> {
+        sqlx::query_as::<_, UserRecord>(sqlx::AssertSqlSafe(format!(
+            "select {USER_COLUMNS} from users where user_id = $1"
+        )))
+        .bind(user_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(classify)
+    }
+
+    async fn set_password_hash(&self, user_id: i64, hash: &str, now: DateTime<Utc>) -> StoreResult<()> {
+        sqlx::query("update users set password = $2, updated_at = $3 where user_id = $1")
+            .bind(user_id)
+            .bind(hash)
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn insert_session(&self, s: &NewSession<'_>) -> StoreResult<()> {
+        sqlx::query(
+            "insert into sessions (session_id, user_id, created_at, last_used_at, expires_at, user_agent, ip)
+             values ($1, $2, $3, $3, $4, $5, $6)",
+        )
+        .bind(s.session_id)
+        .bind(s.user_id)
+        .bind(s.now)
+        .bind(s.expires_at)
+        .bind(s.user_agent)
+        .bind(s.ip)
+        .execute(&self.pool)
+        .await
+        .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn advance_session(
+        &self,
+        session_id: Uuid,
+        generation: i64,
+        now: DateTime<Utc>,
+        idle_cutoff: DateTime<Utc>,
+    ) -> StoreResult<Option<SessionRecord>> {
+        // One conditional update: the row lock makes concurrent callers queue, and only
+        // the first still finds `generation` current.
+        sqlx::query_as::<_, SessionRecord>(
+            "update sessions
+                set generation = generation + 1, rotated_at = $3, last_used_at = $3
+              where session_id = $1 and generation = $2 and revoked_at is null
+                and expires_at > $3 and last_used_at > $4
+             returning session_id, user_id, generation, created_at, last_used_at, rotated_at, expires_at, revoked_at",
+        )
+        .bind(session_id)
+        .bind(generation)
+        .bind(now)
+        .bind(idle_cutoff)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(classify)
+    }
+
+    async fn session(&self, session_id: Uuid) -> StoreResult<Option<SessionRecord>> {
+        sqlx::query_as::<_, SessionRecord>(
+            "select session_id, user_id, generation, created_at, last_used_at, rotated_at, expires_at, revoked_at
+               from sessions where session_id = $1",
+        )
+        .bind(session_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(classify)
+    }
+
+    async fn revoke_session(&self, session_id: Uuid, now: DateTime<Utc>) -> StoreResult<()> {
+        sqlx::query("update sessions set revoked_at = $2 where session_id = $1 and revoked_at is null")
+            .bind(session_id)
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn session_user(
+        &self,
+        session_id: Uuid,
+        user_id: i64,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<UserRecord>> {
+        sqlx::query_as::<_, UserRecord>(
+            "select u.user_id, u.name, u.email, u.location, u.about, u.password, u.created_at, u.updated_at
+               from sessions s join users u on u.user_id = s.user_id
+              where s.session_id = $1 and s.user_id = $2 and s.revoked_at is null and s.expires_at > $3",
+        )
+        .bind(session_id)
+        .bind(user_id)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(classify)
+    }
+
+    async fn secret(&self, name: &str, candidate: &[u8]) -> StoreResult<Vec<u8>> {
+        sqlx::query("insert into secrets (name, value) values ($1, $2) on conflict (name) do nothing")
+            .bind(name)
+            .bind(candidate)
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
+        sqlx::query_scalar("select value from secrets where name = $1")
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(classify)
+    }
+}
