@@ -1,6 +1,7 @@
 //! The gRPC transport: thin adapters from the generated service traits to the core.
 
 mod auth;
+pub mod codec;
 mod user;
 
 use std::net::SocketAddr;

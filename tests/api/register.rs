@@ -186,3 +186,48 @@ async fn bad_grpc_registrations_get_one_field_violation_per_bad_field() {
     }
     assert!(users.register_user(grpc_registration()).await.is_ok(), "nothing was created by the bad requests");
 }
+
+#[tokio::test]
+async fn a_message_that_is_not_valid_protobuf_is_invalid_argument() {
+    use authd::pb::RegisterUserResponse;
+    let app = spawn_app().await;
+    let mut grpc = tonic::client::Grpc::new(app.grpc_channel().await);
+    // Raw bytes sent as the request: field 1 (name) as a string that is not UTF-8, then a
+    // truncated field.
+    let codec = RawCodec::<RegisterUserResponse>::default();
+    let path: http::uri::PathAndQuery = "/authd.v1.UserService/RegisterUser".parse().unwrap();
+    for bytes in [vec![0x0a, 0x02, 0xff, 0xfe], vec![0x0a, 0x10, b'a'], vec![0xff; 8]] {
+        grpc.ready().await.unwrap();
+        let status = grpc.unary(tonic::Request::new(bytes.clone()), path.clone(), codec.clone()).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{bytes:?}: {status:?}");
+    }
+}
+
+/// Sends raw bytes as the request message, so that a test can send what no client would.
+#[derive(Clone, Default)]
+struct RawCodec<U>(std::marker::PhantomData<U>);
+
+struct RawEncoder;
+
+impl tonic::codec::Encoder for RawEncoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(&mut self, item: Vec<u8>, buf: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        use bytes::BufMut;
+        buf.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl<U: prost::Message + Default + Send + 'static> tonic::codec::Codec for RawCodec<U> {
+    type Encode = Vec<u8>;
+    type Decode = U;
+    type Encoder = RawEncoder;
+    type Decoder = tonic_prost::ProstDecoder<U>;
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+    fn decoder(&mut self) -> Self::Decoder {
+        tonic_prost::ProstDecoder::default()
+    }
+}
