@@ -1,6 +1,6 @@
 //! Settings from the environment (and a `.env` file, if present), read once at start-up.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use jsonwebtoken::Algorithm;
 use secrecy::{ExposeSecret, SecretString};
@@ -30,6 +30,8 @@ struct Env {
     token_issuer: Option<String>,
     token_audience: Option<String>,
     refresh_token_secret: Option<SecretString>,
+    token_private_key_file: Option<PathBuf>,
+    signing_key_reload_seconds: Option<u64>,
     refresh_token_lifetime_days: Option<u64>,
     refresh_token_idle_days: Option<u64>,
     refresh_reuse_grace_seconds: Option<u64>,
@@ -76,6 +78,11 @@ pub struct TokenSettings {
     pub secret_key: Option<SecretString>,
     /// HMAC key for refresh tokens; generated and kept in the database when `None`.
     pub refresh_secret: Option<SecretString>,
+    /// PEM private key for RS256, ES256 or EdDSA; generated and kept in the database
+    /// when `None`.
+    pub private_key_file: Option<PathBuf>,
+    /// How often each replica re-reads the signing keys, to follow a rotation.
+    pub key_reload_interval: Duration,
     pub access_lifetime: Duration,
     pub refresh_lifetime: Duration,
     pub refresh_idle_timeout: Duration,
@@ -145,13 +152,20 @@ impl Settings {
             Some("HS256") => Algorithm::HS256,
             Some("HS384") => Algorithm::HS384,
             Some("HS512") => Algorithm::HS512,
+            Some("RS256") => Algorithm::RS256,
+            Some("ES256") => Algorithm::ES256,
+            Some("EdDSA") => Algorithm::EdDSA,
             Some(other) => {
                 return Err(bad(
                     "TOKEN_CREATION_ALGORITHM",
-                    format!("{other:?} is not supported (use HS256, HS384 or HS512)"),
+                    format!("{other:?} is not supported (use HS256, HS384, HS512, RS256, ES256 or EdDSA)"),
                 ));
             }
         };
+        let symmetric = matches!(algorithm, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512);
+        if symmetric && env.token_private_key_file.is_some() {
+            return Err(bad("TOKEN_PRIVATE_KEY_FILE", "applies to RS256, ES256 and EdDSA, not to HMAC algorithms"));
+        }
         let minutes = env.token_expiry_limit.unwrap_or(15);
         if !(1..=24 * 60).contains(&minutes) {
             return Err(bad("TOKEN_EXPIRY_LIMIT", "must be 1 to 1440 minutes"));
@@ -169,6 +183,8 @@ impl Settings {
             algorithm,
             secret_key: env.secret_key,
             refresh_secret: env.refresh_token_secret,
+            private_key_file: env.token_private_key_file,
+            key_reload_interval: Duration::from_secs(env.signing_key_reload_seconds.unwrap_or(60).max(1)),
             access_lifetime: Duration::from_secs(minutes * 60),
             refresh_lifetime: days("REFRESH_TOKEN_LIFETIME_DAYS", env.refresh_token_lifetime_days, 30)?,
             refresh_idle_timeout: days("REFRESH_TOKEN_IDLE_DAYS", env.refresh_token_idle_days, 7)?,

@@ -69,10 +69,12 @@ impl Application {
     /// Serves until `shutdown` completes, then lets in-flight requests finish.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         tracing::info!(addr = %self.local_addr(), "authd listening");
-        let watcher = tokio::spawn(watch_database(self.authd, self.health));
+        let watcher = tokio::spawn(watch_database(self.authd.clone(), self.health));
+        let key_reloader = tokio::spawn(reload_keys(self.authd));
         let service = self.router.into_make_service_with_connect_info::<SocketAddr>();
         let served = axum::serve(self.listener, service).with_graceful_shutdown(shutdown).await;
         watcher.abort();
+        key_reloader.abort();
         tracing::info!("authd stopped");
         Ok(served?)
     }
@@ -211,6 +213,16 @@ async fn watch_database(authd: Authd, health: HealthReporter) {
             set_serving(&health, now_serving).await;
             tracing::warn!(serving = now_serving, "database reachability changed");
             serving = now_serving;
+        }
+    }
+}
+
+/// Follows key rotations made by other replicas or by `authd rotate-key`.
+async fn reload_keys(authd: Authd) {
+    loop {
+        tokio::time::sleep(authd.key_reload_interval()).await;
+        if let Err(e) = authd.reload_keys().await {
+            tracing::warn!(error = format!("{e:#}"), "could not reload the signing keys");
         }
     }
 }

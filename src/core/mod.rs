@@ -1,6 +1,7 @@
 //! The use cases, shared by every transport: register, login, refresh, me.
 
 mod error;
+pub mod keys;
 
 use std::{sync::Arc, time::Duration};
 
@@ -12,7 +13,7 @@ use uuid::Uuid;
 pub use error::{Error, Result};
 
 use crate::{
-    config::Settings,
+    config::{Settings, TokenSettings},
     domain::{About, Email, FieldViolation, Location, Password, PasswordPolicy, UserName, Violations},
     pb,
     security::{
@@ -72,10 +73,10 @@ pub struct Authd {
     refresh: RefreshTokens,
     password_policy: PasswordPolicy,
     sessions: Arc<SessionPolicy>,
+    token_settings: Arc<TokenSettings>,
 }
 
-/// Names under which generated keys are kept in the database.
-const ACCESS_SECRET: &str = "access_token_hmac";
+/// The name under which a generated refresh token key is kept in the database.
 const REFRESH_SECRET: &str = "refresh_token_hmac";
 
 impl Authd {
@@ -83,13 +84,7 @@ impl Authd {
     /// configured, from the store (generating them on first start).
     pub async fn new(store: Arc<dyn Store>, settings: &Settings) -> anyhow::Result<Self> {
         let tokens = &settings.tokens;
-        let access_secret = match &tokens.secret_key {
-            Some(key) => key.expose_secret().as_bytes().to_vec(),
-            None => {
-                tracing::warn!("SECRET_KEY is not set: using a generated key kept in the database");
-                store.secret(ACCESS_SECRET, &random_secret()).await.context("loading the access token key")?
-            }
-        };
+        let access_keys = keys::load(store.as_ref(), tokens, true).await?;
         let refresh_secret = match &tokens.refresh_secret {
             Some(key) => key.expose_secret().as_bytes().to_vec(),
             None => store.secret(REFRESH_SECRET, &random_secret()).await.context("loading the refresh token key")?,
@@ -97,7 +92,7 @@ impl Authd {
         Ok(Self {
             store,
             passwords: Passwords::new(&settings.passwords)?,
-            access: AccessTokens::new(tokens, &access_secret)?,
+            access: AccessTokens::new(tokens, access_keys.signing, access_keys.retired)?,
             refresh: RefreshTokens::new(&refresh_secret)?,
             password_policy: PasswordPolicy {
                 min_length: settings.passwords.min_length,
@@ -108,7 +103,24 @@ impl Authd {
                 idle_timeout: tokens.refresh_idle_timeout,
                 reuse_grace: tokens.refresh_reuse_grace,
             }),
+            token_settings: Arc::new(tokens.clone()),
         })
+    }
+
+    /// Re-reads the signing keys, to follow a rotation made by another process.
+    pub async fn reload_keys(&self) -> anyhow::Result<()> {
+        let loaded = keys::load(self.store.as_ref(), &self.token_settings, false).await?;
+        let before = self.access.signing_kid();
+        self.access.set_keys(loaded.signing, loaded.retired)?;
+        let after = self.access.signing_kid();
+        if before != after {
+            tracing::info!(kid = after, "now signing with a new key");
+        }
+        Ok(())
+    }
+
+    pub fn key_reload_interval(&self) -> Duration {
+        self.token_settings.key_reload_interval
     }
 
     /// Whether the database answers.
@@ -225,16 +237,58 @@ impl Authd {
 
     /// The caller's profile, given the `authorization` header or metadata value.
     pub async fn me(&self, authorization: Option<&str>) -> Result<pb::User> {
-        let access = self.authenticate(authorization)?;
-        let user =
-            self.store.session_user(access.session_id, access.user_id, Utc::now()).await?.ok_or(Error::InvalidToken)?;
+        let (_, user) = self.authenticate(authorization).await?;
         Ok(user_message(&user))
     }
 
-    /// Checks the token itself (not yet its session): signature, type, issuer, times.
-    fn authenticate(&self, authorization: Option<&str>) -> Result<VerifiedAccess> {
+    /// Ends the caller's session, or all of the user's; returns how many ended.
+    #[tracing::instrument(skip_all)]
+    pub async fn logout(&self, authorization: Option<&str>, all_sessions: bool) -> Result<u64> {
+        let (access, user) = self.authenticate(authorization).await?;
+        let now = Utc::now();
+        let ended = if all_sessions {
+            self.store.revoke_user_sessions(user.user_id, now).await?
+        } else {
+            self.store.revoke_session(access.session_id, now).await?
+        };
+        tracing::info!(user_id = user.user_id, session_id = %access.session_id, all_sessions, ended, "logged out");
+        Ok(ended)
+    }
+
+    /// Whether `token` is an access token that is active right now (RFC 7662 semantics:
+    /// an inactive token is an answer, not an error).
+    pub async fn validate_token(&self, token: &str) -> Result<pb::ValidateTokenResponse> {
+        if token.trim().is_empty() {
+            return Err(Error::invalid("token", "must not be empty"));
+        }
+        let inactive = pb::ValidateTokenResponse::default();
+        let Some(access) = self.access.verify(token.trim()) else {
+            return Ok(inactive);
+        };
+        if self.store.session_user(access.session_id, access.user_id, Utc::now()).await?.is_none() {
+            return Ok(inactive);
+        }
+        Ok(pb::ValidateTokenResponse {
+            active: true,
+            user_id: access.user_id,
+            session_id: access.session_id.to_string(),
+            expires_at: Some(prost_types::Timestamp { seconds: access.expires_at, nanos: 0 }),
+        })
+    }
+
+    /// The public keys that verify access tokens.
+    pub fn jwks(&self) -> Vec<jsonwebtoken::jwk::Jwk> {
+        self.access.jwks()
+    }
+
+    /// The live session and user behind a bearer token: signature, type, issuer,
+    /// audience, times, and then that the session is live and the user still exists.
+    async fn authenticate(&self, authorization: Option<&str>) -> Result<(VerifiedAccess, UserRecord)> {
         let token = bearer_token(authorization.ok_or(Error::MissingToken)?).ok_or(Error::MissingToken)?;
-        self.access.verify(token).ok_or(Error::InvalidToken)
+        let access = self.access.verify(token).ok_or(Error::InvalidToken)?;
+        let user =
+            self.store.session_user(access.session_id, access.user_id, Utc::now()).await?.ok_or(Error::InvalidToken)?;
+        Ok((access, user))
     }
 
     fn signed_in(&self, user: &UserRecord, refresh: RefreshClaim, now: DateTime<Utc>) -> Result<SignedIn> {

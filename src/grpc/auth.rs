@@ -1,9 +1,12 @@
 use tonic::{Request, Response, Status};
 
-use super::client_info;
+use super::{authorization, client_info};
 use crate::{
     core::Authd,
-    pb::{LoginRequest, RefreshTokenRequest, TokenResponse, auth_service_server::AuthService},
+    pb::{
+        GetJwksRequest, GetJwksResponse, Jwk, LoginRequest, LogoutRequest, LogoutResponse, RefreshTokenRequest,
+        TokenResponse, ValidateTokenRequest, ValidateTokenResponse, auth_service_server::AuthService,
+    },
 };
 
 pub struct AuthApi(pub Authd);
@@ -18,5 +21,39 @@ impl AuthService for AuthApi {
     async fn refresh_token(&self, request: Request<RefreshTokenRequest>) -> Result<Response<TokenResponse>, Status> {
         let signed_in = self.0.refresh(request.get_ref()).await?;
         Ok(Response::new(signed_in.tokens))
+    }
+
+    async fn logout(&self, request: Request<LogoutRequest>) -> Result<Response<LogoutResponse>, Status> {
+        let ended = self.0.logout(authorization(&request), request.get_ref().all_sessions).await?;
+        Ok(Response::new(LogoutResponse { sessions_ended: ended as i64 }))
+    }
+
+    async fn validate_token(
+        &self,
+        request: Request<ValidateTokenRequest>,
+    ) -> Result<Response<ValidateTokenResponse>, Status> {
+        Ok(Response::new(self.0.validate_token(&request.get_ref().token).await?))
+    }
+
+    async fn get_jwks(&self, _: Request<GetJwksRequest>) -> Result<Response<GetJwksResponse>, Status> {
+        let keys = self.0.jwks().iter().map(jwk_message).collect();
+        Ok(Response::new(GetJwksResponse { keys }))
+    }
+}
+
+/// A JWK in the proto's flat shape: members a key type does not have are empty.
+fn jwk_message(jwk: &jsonwebtoken::jwk::Jwk) -> Jwk {
+    let json = serde_json::to_value(jwk).unwrap_or_default();
+    let member = |name: &str| json.get(name).and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+    Jwk {
+        kty: member("kty"),
+        kid: member("kid"),
+        r#use: member("use"),
+        alg: member("alg"),
+        n: member("n"),
+        e: member("e"),
+        crv: member("crv"),
+        x: member("x"),
+        y: member("y"),
     }
 }

@@ -75,6 +75,14 @@ impl RequestBody {
         }
     }
 
+    /// Like [`RequestBody::json`], but an empty body is an empty object.
+    pub fn json_or_empty(self) -> Result<Fields, Error> {
+        if self.bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Fields::new(Map::new(), false));
+        }
+        self.json()
+    }
+
     /// The body as `application/x-www-form-urlencoded`; a repeated key is refused.
     pub fn form(self) -> Result<Fields, Error> {
         let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(&self.bytes)
@@ -127,6 +135,18 @@ impl Fields {
             None | Some(Value::Null) => None,
             Some(_) => {
                 self.violation(name, "must be a string");
+                None
+            }
+        }
+    }
+
+    /// An optional boolean: missing and `null` are both `None`.
+    pub fn optional_bool(&mut self, name: &str) -> Option<bool> {
+        match self.object.remove(name) {
+            Some(Value::Bool(b)) => Some(b),
+            None | Some(Value::Null) => None,
+            Some(_) => {
+                self.violation(name, "must be true or false");
                 None
             }
         }

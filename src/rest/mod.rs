@@ -27,6 +27,9 @@ pub fn router(authd: Authd) -> Router {
         .route("/api/v1/auth/login", post(login))
         .route("/api/v1/auth/refresh-token", post(refresh_token))
         .route("/api/v1/me", get(me))
+        .route("/api/v1/auth/logout", post(logout))
+        .route("/api/v1/auth/validate", post(validate))
+        .route("/.well-known/jwks.json", get(jwks))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(ready))
         .with_state(authd)
@@ -86,9 +89,12 @@ async fn refresh_token(State(authd): State<Authd>, body: RequestBody) -> Result<
     Ok(Json(signed_in_body("Token refreshed successfully.", signed_in)))
 }
 
+fn authorization(headers: &HeaderMap) -> Option<&str> {
+    headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())
+}
+
 async fn me(State(authd): State<Authd>, headers: HeaderMap) -> Result<Json<Value>, Error> {
-    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let user = authd.me(authorization).await?;
+    let user = authd.me(authorization(&headers)).await?;
     Ok(Json(json!({
         "user_id": user.user_id,
         "name": user.name,
@@ -96,6 +102,36 @@ async fn me(State(authd): State<Authd>, headers: HeaderMap) -> Result<Json<Value
         "about": user.about,
         "location": user.location,
     })))
+}
+
+/// `Authorization: Bearer <access>`; an optional body `{"all_sessions": true}`.
+async fn logout(State(authd): State<Authd>, headers: HeaderMap, body: RequestBody) -> Result<Json<Value>, Error> {
+    let mut fields = body.json_or_empty()?;
+    let all_sessions = fields.optional_bool("all_sessions").unwrap_or(false);
+    fields.finish(Ok(()))?;
+    let ended = authd.logout(authorization(&headers), all_sessions).await?;
+    Ok(Json(json!({"message": "Logout successful.", "sessions_ended": ended})))
+}
+
+/// `{"token": "<access token>"}`: whether it is active right now (RFC 7662).
+async fn validate(State(authd): State<Authd>, body: RequestBody) -> Result<Json<Value>, Error> {
+    let mut fields = body.json()?;
+    let token = fields.string("token");
+    fields.finish(Ok(()))?;
+    let answer = authd.validate_token(&token).await?;
+    Ok(Json(match answer.expires_at {
+        Some(expires_at) if answer.active => json!({
+            "active": true,
+            "user_id": answer.user_id,
+            "session_id": answer.session_id,
+            "exp": expires_at.seconds,
+        }),
+        _ => json!({"active": false}),
+    }))
+}
+
+async fn jwks(State(authd): State<Authd>) -> impl IntoResponse {
+    ([(header::CACHE_CONTROL, "public, max-age=300")], Json(json!({ "keys": authd.jwks() })))
 }
 
 async fn ready(State(authd): State<Authd>) -> impl IntoResponse {

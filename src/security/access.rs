@@ -1,17 +1,22 @@
-//! Access tokens: short-lived JWTs (`typ: at+jwt`) naming a user and a session.
+//! Access tokens: short-lived JWTs (`typ: at+jwt`, `kid`) naming a user and a session.
 
-use std::{collections::HashSet, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, RwLock},
+    time::Duration,
+};
 
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use anyhow::Context;
+use jsonwebtoken::{Header, Validation, jwk::Jwk};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use super::keys::Key;
 use crate::config::TokenSettings;
 
 pub const TOKEN_TYPE: &str = "at+jwt";
 /// Clock difference tolerated between this server and others checking its tokens.
-const LEEWAY_SECONDS: u64 = 30;
+pub const LEEWAY: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct AccessClaims {
@@ -34,48 +39,83 @@ pub struct VerifiedAccess {
     pub expires_at: i64,
 }
 
+/// The key that signs new tokens, and every key whose tokens are still accepted.
+pub struct KeySet {
+    signing: Key,
+    verifying: HashMap<String, (Key, Validation)>,
+}
+
 #[derive(Clone)]
 pub struct AccessTokens {
-    algorithm: Algorithm,
-    kid: String,
-    encoding: EncodingKey,
-    decoding: DecodingKey,
-    validation: Validation,
+    keys: Arc<RwLock<Arc<KeySet>>>,
     lifetime: Duration,
     issuer: String,
     audience: String,
 }
 
 impl AccessTokens {
-    /// HMAC signing with `secret`, the algorithm pinned from configuration.
-    pub fn new(settings: &TokenSettings, secret: &[u8]) -> anyhow::Result<Self> {
-        let algorithm = settings.algorithm;
-        let mut validation = Validation::new(algorithm);
-        validation.leeway = LEEWAY_SECONDS;
-        validation.validate_nbf = true;
-        validation.set_issuer(&[&settings.issuer]);
-        validation.set_audience(&[&settings.audience]);
-        validation.required_spec_claims =
-            ["exp", "nbf", "iat", "sub", "iss", "aud"].map(String::from).into_iter().collect::<HashSet<_>>();
-        // The key id says which key signed, never the key: a short hash of it.
-        let kid = format!("hs-{}", hex(&Sha256::digest(secret)[..8]));
-        Ok(Self {
-            algorithm,
-            kid,
-            encoding: EncodingKey::from_secret(secret)?,
-            decoding: DecodingKey::from_secret(secret)?,
-            validation,
+    pub fn new(settings: &TokenSettings, signing: Key, retired: Vec<Key>) -> anyhow::Result<Self> {
+        let tokens = Self {
+            keys: Arc::new(RwLock::new(Arc::new(KeySet { signing: signing.clone(), verifying: HashMap::new() }))),
             lifetime: settings.access_lifetime,
             issuer: settings.issuer.clone(),
             audience: settings.audience.clone(),
-        })
+        };
+        tokens.set_keys(signing, retired)?;
+        Ok(tokens)
+    }
+
+    /// Swaps in a new key set: `signing` signs from now on; it and `retired` verify.
+    pub fn set_keys(&self, signing: Key, retired: Vec<Key>) -> anyhow::Result<()> {
+        anyhow::ensure!(signing.encoding.is_some(), "the signing key {} has no private part", signing.kid);
+        let verifying = std::iter::once(signing.clone())
+            .chain(retired)
+            .map(|key| {
+                let validation = self.validation(&key);
+                (key.kid.clone(), (key, validation))
+            })
+            .collect();
+        let set = Arc::new(KeySet { signing, verifying });
+        *self.keys.write().map_err(|_| anyhow::anyhow!("key set lock poisoned"))? = set;
+        Ok(())
+    }
+
+    fn validation(&self, key: &Key) -> Validation {
+        let mut validation = Validation::new(key.algorithm);
+        validation.leeway = LEEWAY.as_secs();
+        validation.validate_nbf = true;
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_audience(&[&self.audience]);
+        validation.required_spec_claims =
+            ["exp", "nbf", "iat", "sub", "iss", "aud"].map(String::from).into_iter().collect::<HashSet<_>>();
+        validation
+    }
+
+    fn keys(&self) -> Arc<KeySet> {
+        match self.keys.read() {
+            Ok(keys) => Arc::clone(&keys),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
     }
 
     pub fn lifetime(&self) -> Duration {
         self.lifetime
     }
 
+    pub fn signing_kid(&self) -> String {
+        self.keys().signing.kid.clone()
+    }
+
+    /// The public keys of the current set, for JWKS; HMAC secrets are never among them.
+    pub fn jwks(&self) -> Vec<Jwk> {
+        let keys = self.keys();
+        let mut jwks: Vec<Jwk> = keys.verifying.values().filter_map(|(key, _)| key.public_jwk.clone()).collect();
+        jwks.sort_by(|a, b| a.common.key_id.cmp(&b.common.key_id));
+        jwks
+    }
+
     pub fn issue(&self, user_id: i64, session_id: Uuid, now: i64) -> anyhow::Result<String> {
+        let keys = self.keys();
         let claims = AccessClaims {
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
@@ -86,21 +126,26 @@ impl AccessTokens {
             exp: now + self.lifetime.as_secs() as i64,
             jti: Uuid::new_v4(),
         };
-        let mut header = Header::new(self.algorithm);
+        let mut header = Header::new(keys.signing.algorithm);
         header.typ = Some(TOKEN_TYPE.into());
-        header.kid = Some(self.kid.clone());
-        Ok(jsonwebtoken::encode(&header, &claims, &self.encoding)?)
+        header.kid = Some(keys.signing.kid.clone());
+        let encoding = keys.signing.encoding.as_ref().context("signing key without a private part")?;
+        Ok(jsonwebtoken::encode(&header, &claims, encoding)?)
     }
 
-    /// `None` for anything but an unexpired access token that this server signed.
+    /// `None` for anything but an unexpired access token signed by one of our keys, with
+    /// that key's algorithm.
     pub fn verify(&self, token: &str) -> Option<VerifiedAccess> {
         if token.len() > 4096 {
             return None;
         }
-        let data = jsonwebtoken::decode::<AccessClaims>(token, &self.decoding, &self.validation).ok()?;
-        if data.header.typ.as_deref() != Some(TOKEN_TYPE) || data.header.kid.as_deref() != Some(self.kid.as_str()) {
+        let header = jsonwebtoken::decode_header(token).ok()?;
+        if header.typ.as_deref() != Some(TOKEN_TYPE) {
             return None;
         }
+        let keys = self.keys();
+        let (key, validation) = keys.verifying.get(header.kid.as_deref()?)?;
+        let data = jsonwebtoken::decode::<AccessClaims>(token, &key.decoding, validation).ok()?;
         Some(VerifiedAccess {
             user_id: data.claims.sub.parse().ok()?,
             session_id: data.claims.sid,
@@ -109,28 +154,34 @@ impl AccessTokens {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+    use jsonwebtoken::{Algorithm, EncodingKey};
 
     use super::*;
-    use crate::config::Settings;
+    use crate::{config::Settings, security::keys::generate_private_pem};
 
-    fn tokens(secret: &[u8]) -> AccessTokens {
-        AccessTokens::new(&Settings::with_database("postgres://x").tokens, secret).unwrap()
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    fn hmac_tokens(secret: &[u8]) -> AccessTokens {
+        let settings = Settings::with_database("postgres://x").tokens;
+        AccessTokens::new(&settings, Key::hmac(Algorithm::HS256, secret).unwrap(), vec![]).unwrap()
     }
 
     fn now() -> i64 {
         chrono::Utc::now().timestamp()
     }
 
+    fn forge(header: &Header, token: &str, key: &EncodingKey) -> String {
+        let claims = token.split('.').nth(1).unwrap();
+        let claims: AccessClaims = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(claims).unwrap()).unwrap();
+        jsonwebtoken::encode(header, &claims, key).unwrap()
+    }
+
     #[test]
     fn a_fresh_token_verifies_with_its_claims_and_header() {
-        let t = tokens(b"0123456789abcdef0123456789abcdef");
+        let t = hmac_tokens(SECRET);
         let sid = Uuid::new_v4();
         let token = t.issue(42, sid, now()).unwrap();
         let verified = t.verify(&token).unwrap();
@@ -138,14 +189,16 @@ mod tests {
         let header = jsonwebtoken::decode_header(&token).unwrap();
         assert_eq!(header.typ.as_deref(), Some("at+jwt"));
         assert_eq!(header.alg, Algorithm::HS256);
-        assert!(header.kid.unwrap().starts_with("hs-"));
+        assert_eq!(header.kid.unwrap(), t.signing_kid());
+        assert!(t.jwks().is_empty(), "an HMAC secret is never published");
     }
 
     #[test]
     fn expired_foreign_and_tampered_tokens_are_refused() {
-        let t = tokens(b"0123456789abcdef0123456789abcdef");
-        assert_eq!(t.verify(&t.issue(1, Uuid::new_v4(), now() - 16 * 60 - LEEWAY_SECONDS as i64).unwrap()), None);
-        let other = tokens(b"another-secret-another-secret-xx");
+        let t = hmac_tokens(SECRET);
+        let stale = now() - 15 * 60 - LEEWAY.as_secs() as i64 - 1;
+        assert_eq!(t.verify(&t.issue(1, Uuid::new_v4(), stale).unwrap()), None);
+        let other = hmac_tokens(b"another-secret-another-secret-xx");
         assert_eq!(t.verify(&other.issue(1, Uuid::new_v4(), now()).unwrap()), None);
         for junk in ["", "a.b.c", "not a jwt", &"x".repeat(5000)] {
             assert_eq!(t.verify(junk), None);
@@ -153,19 +206,63 @@ mod tests {
     }
 
     #[test]
+    fn a_token_from_the_future_is_refused() {
+        let t = hmac_tokens(SECRET);
+        let later = now() + 10 * 60;
+        assert_eq!(t.verify(&t.issue(1, Uuid::new_v4(), later).unwrap()), None);
+    }
+
+    #[test]
     fn alg_none_and_wrong_typ_are_refused() {
-        let secret = b"0123456789abcdef0123456789abcdef";
-        let t = tokens(secret);
+        let t = hmac_tokens(SECRET);
         let token = t.issue(1, Uuid::new_v4(), now()).unwrap();
         let claims = token.split('.').nth(1).unwrap();
-        let none_header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"at+jwt"}"#);
+        let kid = t.signing_kid();
+        let none_header = URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"none","typ":"at+jwt","kid":"{kid}"}}"#));
         assert_eq!(t.verify(&format!("{none_header}.{claims}.")), None);
 
-        // Same key and claims, but typed as a plain JWT: not an access token.
+        // Same key and claims, typed as a plain JWT: not an access token.
         let mut header = Header::new(Algorithm::HS256);
         header.typ = Some("JWT".into());
-        let decoded: AccessClaims = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(claims).unwrap()).unwrap();
-        let plain = jsonwebtoken::encode(&header, &decoded, &EncodingKey::from_secret(secret).unwrap()).unwrap();
-        assert_eq!(t.verify(&plain), None);
+        header.kid = Some(kid.clone());
+        assert_eq!(t.verify(&forge(&header, &token, &EncodingKey::from_secret(SECRET).unwrap())), None);
+        // Typed right, but another HMAC algorithm than the key's.
+        let mut header = Header::new(Algorithm::HS512);
+        header.typ = Some(TOKEN_TYPE.into());
+        header.kid = Some(kid);
+        assert_eq!(t.verify(&forge(&header, &token, &EncodingKey::from_secret(SECRET).unwrap())), None);
+    }
+
+    #[test]
+    fn an_hmac_token_keyed_with_our_public_key_is_refused() {
+        let settings = Settings::with_database("postgres://x").tokens;
+        let pem = generate_private_pem(Algorithm::RS256).unwrap();
+        let key = Key::from_private_pem(Algorithm::RS256, &pem).unwrap();
+        let t = AccessTokens::new(&settings, key.clone(), vec![]).unwrap();
+        let token = t.issue(1, Uuid::new_v4(), now()).unwrap();
+        assert!(t.verify(&token).is_some());
+
+        // The classic confusion: HS256 over the public key's bytes, with our kid.
+        let public = serde_json::to_vec(key.public_jwk.as_ref().unwrap()).unwrap();
+        let mut header = Header::new(Algorithm::HS256);
+        header.typ = Some(TOKEN_TYPE.into());
+        header.kid = Some(key.kid.clone());
+        assert_eq!(t.verify(&forge(&header, &token, &EncodingKey::from_secret(&public).unwrap())), None);
+    }
+
+    #[test]
+    fn retired_keys_still_verify_but_no_longer_sign() {
+        let settings = Settings::with_database("postgres://x").tokens;
+        let old = Key::from_private_pem(Algorithm::ES256, &generate_private_pem(Algorithm::ES256).unwrap()).unwrap();
+        let new = Key::from_private_pem(Algorithm::ES256, &generate_private_pem(Algorithm::ES256).unwrap()).unwrap();
+        let t = AccessTokens::new(&settings, old.clone(), vec![]).unwrap();
+        let before = t.issue(1, Uuid::new_v4(), now()).unwrap();
+        t.set_keys(new.clone(), vec![old.clone()]).unwrap();
+        let after = t.issue(1, Uuid::new_v4(), now()).unwrap();
+        assert!(t.verify(&before).is_some() && t.verify(&after).is_some());
+        assert_eq!(jsonwebtoken::decode_header(&after).unwrap().kid.unwrap(), new.kid);
+        assert_eq!(t.jwks().len(), 2);
+        t.set_keys(new, vec![]).unwrap();
+        assert!(t.verify(&before).is_none(), "a key dropped from the set verifies nothing");
     }
 }

@@ -1,6 +1,7 @@
 //! Cryptography: password hashing and the two kinds of token.
 
 pub mod access;
+pub mod keys;
 pub mod passwords;
 pub mod refresh;
 

@@ -54,6 +54,18 @@ pub struct SessionRecord {
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SigningKeyRecord {
+    pub kid: String,
+    /// As jsonwebtoken names it: `RS256`, `ES256`, `EdDSA`.
+    pub algorithm: String,
+    pub public_jwk: String,
+    /// PKCS#8 PEM for a key we generated; `None` for a key read from a file.
+    pub private_pem: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub retired_at: Option<DateTime<Utc>>,
+}
+
 pub struct NewSession<'a> {
     pub session_id: Uuid,
     pub user_id: i64,
@@ -87,10 +99,20 @@ pub trait Store: Send + Sync + 'static {
         idle_cutoff: DateTime<Utc>,
     ) -> StoreResult<Option<SessionRecord>>;
     async fn session(&self, session_id: Uuid) -> StoreResult<Option<SessionRecord>>;
-    async fn revoke_session(&self, session_id: Uuid, now: DateTime<Utc>) -> StoreResult<()>;
+    /// Ends one session; returns how many were live (0 or 1).
+    async fn revoke_session(&self, session_id: Uuid, now: DateTime<Utc>) -> StoreResult<u64>;
+    /// Ends every live session of a user; returns how many.
+    async fn revoke_user_sessions(&self, user_id: i64, now: DateTime<Utc>) -> StoreResult<u64>;
     /// The user of a session that is live at `now` and belongs to `user_id`.
     async fn session_user(&self, session_id: Uuid, user_id: i64, now: DateTime<Utc>)
     -> StoreResult<Option<UserRecord>>;
+
+    /// Signing keys that are active or were retired after `retired_since`, oldest first.
+    async fn signing_keys(&self, retired_since: DateTime<Utc>) -> StoreResult<Vec<SigningKeyRecord>>;
+    /// Adds a key; one with the same `kid` already there is left as it is.
+    async fn insert_signing_key(&self, key: &SigningKeyRecord) -> StoreResult<()>;
+    /// Retires every active key but `kid`.
+    async fn retire_signing_keys_except(&self, kid: &str, now: DateTime<Utc>) -> StoreResult<()>;
 
     /// The secret kept under `name`, storing `candidate` first if there is none; every
     /// replica gets the same answer.

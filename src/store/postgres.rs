@@ -11,7 +11,9 @@ use sqlx::{
 };
 use uuid::Uuid;
 
-use super::{NewSession, NewUser, SessionRecord, Store, StoreError, StoreResult, UserRecord, classify};
+use super::{
+    NewSession, NewUser, SessionRecord, SigningKeyRecord, Store, StoreError, StoreResult, UserRecord, classify,
+};
 
 /// Waiting longer than this for a connection means the database is in trouble: answer
 /// UNAVAILABLE rather than hang.
@@ -160,9 +162,58 @@ impl Store for PgStore {
         .map_err(classify)
     }
 
-    async fn revoke_session(&self, session_id: Uuid, now: DateTime<Utc>) -> StoreResult<()> {
-        sqlx::query("update sessions set revoked_at = $2 where session_id = $1 and revoked_at is null")
+    async fn revoke_session(&self, session_id: Uuid, now: DateTime<Utc>) -> StoreResult<u64> {
+        let done = sqlx::query("update sessions set revoked_at = $2 where session_id = $1 and revoked_at is null")
             .bind(session_id)
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn revoke_user_sessions(&self, user_id: i64, now: DateTime<Utc>) -> StoreResult<u64> {
+        let done = sqlx::query("update sessions set revoked_at = $2 where user_id = $1 and revoked_at is null")
+            .bind(user_id)
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn signing_keys(&self, retired_since: DateTime<Utc>) -> StoreResult<Vec<SigningKeyRecord>> {
+        sqlx::query_as::<_, SigningKeyRecord>(
+            "select kid, algorithm, public_jwk, private_pem, created_at, retired_at from signing_keys
+              where retired_at is null or retired_at > $1
+              order by created_at, kid",
+        )
+        .bind(retired_since)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)
+    }
+
+    async fn insert_signing_key(&self, key: &SigningKeyRecord) -> StoreResult<()> {
+        sqlx::query(
+            "insert into signing_keys (kid, algorithm, public_jwk, private_pem, created_at, retired_at)
+             values ($1, $2, $3, $4, $5, $6) on conflict (kid) do nothing",
+        )
+        .bind(&key.kid)
+        .bind(&key.algorithm)
+        .bind(&key.public_jwk)
+        .bind(&key.private_pem)
+        .bind(key.created_at)
+        .bind(key.retired_at)
+        .execute(&self.pool)
+        .await
+        .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn retire_signing_keys_except(&self, kid: &str, now: DateTime<Utc>) -> StoreResult<()> {
+        sqlx::query("update signing_keys set retired_at = $2 where kid <> $1 and retired_at is null")
+            .bind(kid)
             .bind(now)
             .execute(&self.pool)
             .await

@@ -20,6 +20,7 @@ pub const ALLOWED_ORIGIN: &str = "https://app.example";
 /// A server of our own over a database of its own, dropped with it.
 pub struct TestApp {
     pub addr: SocketAddr,
+    pub database_url: String,
     pub http: reqwest::Client,
     admin_url: String,
     database: String,
@@ -57,6 +58,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     }));
     TestApp {
         addr,
+        database_url,
         http: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap(),
         admin_url,
         database,

@@ -8,4 +8,6 @@ mod login;
 mod me;
 mod refresh;
 mod register;
+mod sessions;
+mod signing;
 mod transport;
