@@ -1,6 +1,10 @@
 //! Settings from the environment (and a `.env` file, if present), read once at start-up.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use jsonwebtoken::Algorithm;
 use secrecy::{ExposeSecret, SecretString};
@@ -46,6 +50,10 @@ struct Env {
     password_min_length: Option<usize>,
     password_max_length: Option<usize>,
     db_max_connections: Option<u32>,
+    data_dir: Option<String>,
+    xdg_data_home: Option<String>,
+    home: Option<String>,
+    migrate_on_start: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,8 +75,12 @@ pub struct Settings {
 
 #[derive(Debug, Clone)]
 pub struct DatabaseSettings {
+    /// `postgres://...` or `sqlite://<path>`.
     pub url: SecretString,
     pub max_connections: u32,
+    /// Whether a plain start applies pending migrations (`MIGRATE_ON_START`); when off,
+    /// start-up refuses a database whose schema is behind (run `authd migrate`).
+    pub migrate_on_start: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -119,7 +131,8 @@ impl Default for PasswordSettings {
     }
 }
 
-const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/authd";
+/// The embedded database's file name, inside the data directory.
+const DEFAULT_DATABASE_FILE: &str = "authd.db";
 const DAY: u64 = 24 * 60 * 60;
 
 impl Settings {
@@ -231,9 +244,21 @@ impl Settings {
                 env.db_password.as_ref().map(|p| p.expose_secret()),
                 env.db_name.as_deref().unwrap_or("postgres"),
             )),
-            (None, None) => SecretString::from(DEFAULT_DATABASE_URL),
+            (None, None) => {
+                let dir = data_dir(env.data_dir, env.xdg_data_home, env.home)?;
+                SecretString::from(sqlite_url(&dir.join(DEFAULT_DATABASE_FILE)))
+            }
         };
-        let database = DatabaseSettings { url, max_connections: env.db_max_connections.unwrap_or(10).max(1) };
+        let migrate_on_start = match env.migrate_on_start.as_deref().map(|v| v.trim().to_ascii_lowercase()) {
+            None => true,
+            Some(v) => match v.as_str() {
+                "1" | "true" | "yes" | "on" => true,
+                "0" | "false" | "no" | "off" => false,
+                _ => return Err(bad("MIGRATE_ON_START", format!("{v:?} is neither true nor false"))),
+            },
+        };
+        let database =
+            DatabaseSettings { url, max_connections: env.db_max_connections.unwrap_or(10).max(1), migrate_on_start };
 
         let cors_allowed_origins = env
             .cors_allowed_origins
@@ -260,6 +285,48 @@ impl Settings {
             .and_then(Self::from_parts)
             .expect("default settings are valid")
     }
+}
+
+/// Where the embedded database lives when nothing else is configured: `DATA_DIR`, else
+/// `$XDG_DATA_HOME/authd`, else `$HOME/.local/share/authd`.
+fn data_dir(
+    data_dir: Option<String>,
+    xdg_data_home: Option<String>,
+    home: Option<String>,
+) -> Result<PathBuf, ConfigError> {
+    let absolute = |var: &str, value: String| {
+        let path = PathBuf::from(value.trim());
+        if path.is_absolute() { Ok(path) } else { Err(bad(var, format!("{path:?} is not an absolute path"))) }
+    };
+    let non_empty = |v: Option<String>| v.filter(|v| !v.trim().is_empty());
+    if let Some(dir) = non_empty(data_dir) {
+        return absolute("DATA_DIR", dir);
+    }
+    // The XDG specification says to ignore a relative XDG_DATA_HOME.
+    if let Some(xdg) = non_empty(xdg_data_home).filter(|x| Path::new(x.trim()).is_absolute()) {
+        return Ok(PathBuf::from(xdg.trim()).join("authd"));
+    }
+    match non_empty(home) {
+        Some(home) => Ok(absolute("HOME", home)?.join(".local/share/authd")),
+        None => {
+            Err(bad("DATA_DIR", "not set, and neither is XDG_DATA_HOME nor HOME: name a directory for the database"))
+        }
+    }
+}
+
+/// A `sqlite://` URL for a file; `%`, `?` and `#` in the path are percent-encoded.
+pub fn sqlite_url(path: &Path) -> String {
+    let path = path.to_string_lossy();
+    let mut url = String::from("sqlite://");
+    for c in path.chars() {
+        match c {
+            '%' => url.push_str("%25"),
+            '?' => url.push_str("%3F"),
+            '#' => url.push_str("%23"),
+            c => url.push(c),
+        }
+    }
+    url
 }
 
 /// The old app's `DB_*` variables as one URL; user, password and database are percent-encoded.
@@ -290,7 +357,9 @@ mod tests {
 
     #[test]
     fn defaults_need_nothing_configured() {
-        let s = env(&[]).unwrap();
+        let s = env(&[("HOME", "/home/ada")]).unwrap();
+        assert_eq!(s.database.url.expose_secret(), "sqlite:///home/ada/.local/share/authd/authd.db");
+        assert!(s.database.migrate_on_start);
         assert_eq!(s.listen_addr.to_string(), "127.0.0.1:8000");
         assert_eq!(s.tokens.algorithm, Algorithm::HS256);
         assert_eq!(s.tokens.access_lifetime, Duration::from_secs(15 * 60));
@@ -309,10 +378,25 @@ mod tests {
             ("SECRET_KEY", "short"),
             ("ARGON2_MEMORY_KIB", "1024"),
             ("DB_PORT", "postgres"),
+            ("MIGRATE_ON_START", "maybe"),
+            ("DATA_DIR", "relative/dir"),
+            ("DB_MAX_CONNECTIONS", "many"),
         ] {
-            let err = env(&[(var, value)]).unwrap_err().to_string();
+            let err = env(&[(var, value), ("HOME", "/home/ada")]).unwrap_err().to_string();
             assert!(err.contains(var) || err.contains(&var.replace("_KIB", "")), "{var}={value}: {err}");
         }
+    }
+
+    #[test]
+    fn the_embedded_database_lives_in_the_data_directory() {
+        let url = |pairs: &[(&str, &str)]| env(pairs).unwrap().database.url.expose_secret().to_owned();
+        assert_eq!(url(&[("XDG_DATA_HOME", "/x"), ("HOME", "/h")]), "sqlite:///x/authd/authd.db");
+        assert_eq!(url(&[("XDG_DATA_HOME", "rel"), ("HOME", "/h")]), "sqlite:///h/.local/share/authd/authd.db");
+        assert_eq!(url(&[("DATA_DIR", "/srv/a?b#c%d"), ("HOME", "/h")]), "sqlite:///srv/a%3Fb%23c%25d/authd.db");
+        assert_eq!(url(&[("DATABASE_URL", "sqlite:///tmp/x.db"), ("DB_HOST", "db")]), "sqlite:///tmp/x.db");
+        let err = env(&[]).unwrap_err().to_string();
+        assert!(err.contains("DATA_DIR"), "{err}");
+        assert!(!env(&[("HOME", "/h"), ("MIGRATE_ON_START", "false")]).unwrap().database.migrate_on_start);
     }
 
     #[test]

@@ -4,7 +4,6 @@
 use std::{
     future::Future,
     net::SocketAddr,
-    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -18,7 +17,6 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use http_body_util::BodyExt;
-use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 use tonic::service::Routes;
 use tonic_health::{ServingStatus, server::HealthReporter};
@@ -30,13 +28,35 @@ use crate::{
     grpc::{AuthApi, UserApi},
     pb::{auth_service_server::AuthServiceServer, user_service_server::UserServiceServer},
     rest,
-    store::PgStore,
+    store::{self, Migrations},
 };
 
 /// The largest request body or gRPC message accepted.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// How often the database is checked for gRPC health.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+
+/// `authd migrate`: applies pending migrations (after the adoption check) and returns.
+pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
+    store::open(&settings.database, Migrations::Apply).await?;
+    tracing::info!("migrations applied");
+    Ok(())
+}
+
+/// `authd rotate-key`: a new generated signing key signs from now on; replicas follow
+/// within `SIGNING_KEY_RELOAD_SECONDS`, and the old key stays published until its tokens
+/// have expired.
+pub async fn rotate_key(settings: &Settings) -> anyhow::Result<()> {
+    let store = store::open(&settings.database, Migrations::RequireCurrent).await?;
+    let kid = crate::core::keys::rotate(store.as_ref(), &settings.tokens).await?;
+    tracing::info!(kid, "signing key rotated");
+    Ok(())
+}
+
+/// A plain start: builds the application and serves until ctrl-c or SIGTERM.
+pub async fn serve(settings: Settings) -> anyhow::Result<()> {
+    Application::build(settings).await.context("start-up")?.run_until(shutdown_signal()).await
+}
 
 pub struct Application {
     listener: TcpListener,
@@ -49,10 +69,10 @@ impl Application {
     /// Connects to and migrates the database, builds the service and binds the listener
     /// (port 0 picks a free port: see [`Application::local_addr`]).
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let store = PgStore::connect(settings.database.url.expose_secret(), settings.database.max_connections)
-            .await
-            .context("connecting to PostgreSQL (DATABASE_URL)")?;
-        let authd = Authd::new(Arc::new(store), &settings).await?;
+        let migrations =
+            if settings.database.migrate_on_start { Migrations::Apply } else { Migrations::RequireCurrent };
+        let store = store::open(&settings.database, migrations).await?;
+        let authd = Authd::new(store, &settings).await?;
         let (health, health_service) = tonic_health::server::health_reporter();
         set_serving(&health, true).await;
         let router = router(authd.clone(), &settings, health_service)?;

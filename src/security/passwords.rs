@@ -1,5 +1,6 @@
 //! argon2id hashing on the blocking pool, under a cap on concurrent hashes and a bound on
-//! the callers waiting for one.
+//! the callers waiting for one. The old app's bcrypt hashes still verify, and are
+//! replaced by argon2id on the first successful login.
 
 use std::sync::{
     Arc,
@@ -78,6 +79,18 @@ impl Passwords {
         let stored = stored.to_owned();
         let wanted = self.params.clone();
         self.on_blocking_pool(move || {
+            if is_bcrypt(&stored) {
+                // bcrypt reads at most 72 bytes of a password, as the old app's library did.
+                let matches = bcrypt::verify(password.as_bytes(), &stored)
+                    .map_err(|e| anyhow::anyhow!("stored bcrypt hash: {e}"))?;
+                if !matches {
+                    return Ok(Verdict::Mismatch);
+                }
+                let fresh = argon2
+                    .hash_password(password.as_bytes())
+                    .map_err(|e| anyhow::anyhow!("rehashing a password: {e}"))?;
+                return Ok(Verdict::MatchNeedsRehash(fresh.to_string()));
+            }
             let hash =
                 PasswordHash::new(&stored).map_err(|e| anyhow::anyhow!("stored hash is not a PHC string: {e}"))?;
             if argon2.verify_password(password.as_bytes(), &hash).is_err() {
@@ -122,6 +135,11 @@ impl Passwords {
             .map_err(|e| anyhow::anyhow!("hashing task failed: {e}"))?
             .map_err(HashError::Unexpected)
     }
+}
+
+/// A bcrypt hash in its modular crypt format (`$2b$12$...`), as the old app stored them.
+fn is_bcrypt(stored: &str) -> bool {
+    ["$2a$", "$2b$", "$2y$"].iter().any(|prefix| stored.starts_with(prefix))
 }
 
 const PASSWORD_POLICY_ANY: crate::domain::PasswordPolicy =
@@ -171,6 +189,25 @@ mod tests {
             Verdict::MatchNeedsRehash(new) => assert!(new.contains("m=19456,t=2,p=1"), "{new}"),
             other => panic!("expected a rehash, got {other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn the_old_apps_bcrypt_hashes_verify_and_are_upgraded_to_argon2id() {
+        let passwords = Passwords::new(&PasswordSettings::default()).unwrap();
+        let parts = bcrypt::hash_with_result("old secret", 4).unwrap();
+        for version in [bcrypt::Version::TwoA, bcrypt::Version::TwoB, bcrypt::Version::TwoY] {
+            let legacy = parts.format_for_version(version);
+            assert_eq!(passwords.verify(&password("old secreT"), &legacy).await.unwrap(), Verdict::Mismatch);
+            match passwords.verify(&password("old secret"), &legacy).await.unwrap() {
+                Verdict::MatchNeedsRehash(new) => {
+                    assert!(new.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{new}");
+                    assert_eq!(passwords.verify(&password("old secret"), &new).await.unwrap(), Verdict::Match);
+                }
+                other => panic!("{legacy}: expected a rehash, got {other:?}"),
+            }
+        }
+        // A damaged bcrypt hash is an error, not a match.
+        assert!(passwords.verify(&password("old secret"), "$2b$04$short").await.is_err());
     }
 
     #[tokio::test]

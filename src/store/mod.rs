@@ -1,12 +1,127 @@
 //! The database boundary. The core talks to a [`Store`]; each backend implements it.
 
+mod adoption;
 mod postgres;
+mod sqlite;
 
+use std::sync::Arc;
+
+use anyhow::Context;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use secrecy::ExposeSecret;
+use sqlx::migrate::Migrator;
 use uuid::Uuid;
 
 pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+use crate::config::DatabaseSettings;
+
+/// What opening a store does about the schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Migrations {
+    /// Check that an existing database can be adopted, then apply pending migrations
+    /// (creating the database first if need be).
+    Apply,
+    /// Change nothing; refuse a database with pending migrations.
+    RequireCurrent,
+}
+
+/// The two backends, told apart by the URL's scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+impl Backend {
+    pub fn of(url: &str) -> anyhow::Result<Self> {
+        let scheme = url.split_once(':').map(|(s, _)| s.to_ascii_lowercase()).unwrap_or_default();
+        match scheme.as_str() {
+            "postgres" | "postgresql" => Ok(Self::Postgres),
+            "sqlite" => Ok(Self::Sqlite),
+            _ => anyhow::bail!("DATABASE_URL: expected a postgres:// or sqlite:// URL, got scheme {scheme:?}"),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Postgres => "PostgreSQL",
+            Self::Sqlite => "SQLite",
+        }
+    }
+}
+
+/// Opens the configured database, applying or checking migrations, and logs one line
+/// saying which database is in use (never its password).
+pub async fn open(settings: &DatabaseSettings, migrations: Migrations) -> anyhow::Result<Arc<dyn Store>> {
+    let url = settings.url.expose_secret();
+    let backend = Backend::of(url)?;
+    tracing::info!(backend = backend.name(), url = %redacted(url), "database");
+    let context = || format!("opening {} at {} (DATABASE_URL)", backend.name(), redacted(url));
+    Ok(match backend {
+        Backend::Postgres => {
+            Arc::new(PgStore::connect(url, settings.max_connections, migrations).await.with_context(context)?)
+        }
+        Backend::Sqlite => {
+            Arc::new(SqliteStore::connect(url, settings.max_connections, migrations).await.with_context(context)?)
+        }
+    })
+}
+
+/// A database URL fit for a log line: any password (in the user info or a `password=`
+/// parameter) replaced by `***`.
+pub fn redacted(url: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let mut out = match base.split_once("://") {
+        Some((scheme, rest)) => {
+            // The user info ends at the last '@' before the path.
+            let authority_end = rest.find('/').unwrap_or(rest.len());
+            match rest[..authority_end].rfind('@') {
+                Some(at) => {
+                    let user = rest[..at].split(':').next().unwrap_or_default();
+                    let password = rest[..at].contains(':');
+                    format!("{scheme}://{user}{}@{}", if password { ":***" } else { "" }, &rest[at + 1..])
+                }
+                None => base.to_owned(),
+            }
+        }
+        None => base.to_owned(),
+    };
+    if let Some(query) = query {
+        let params = query
+            .split('&')
+            .map(|p| match p.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => p.to_owned(),
+            })
+            .collect::<Vec<_>>();
+        out = format!("{out}?{}", params.join("&"));
+    }
+    out
+}
+
+/// Fails, naming them, if any of the migrator's migrations is not among `applied`.
+fn pending_migrations(migrator: &Migrator, applied: &[i64]) -> anyhow::Result<()> {
+    let pending = migrator
+        .iter()
+        .filter(|m| m.migration_type.is_up_migration() && !applied.contains(&m.version))
+        .map(|m| format!("{} {}", m.version, m.description))
+        .collect::<Vec<_>>();
+    if pending.is_empty() {
+        Ok(())
+    } else {
+        anyhow::bail!(
+            "the database schema is behind ({} pending: {}) and MIGRATE_ON_START is off: run `authd migrate` first",
+            pending.len(),
+            pending.join(", ")
+        )
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -124,10 +239,45 @@ fn classify(error: sqlx::Error) -> StoreError {
     use sqlx::Error as E;
     let unavailable = match &error {
         E::Io(_) | E::Tls(_) | E::PoolTimedOut | E::PoolClosed | E::WorkerCrashed => true,
-        // Connection exceptions (08), operator intervention such as a shutdown (57P),
-        // and too many connections (53300).
+        // SQLite: busy or locked past the busy timeout (5, 6), I/O error (10), full disk
+        // (13), cannot open (14); extended codes keep the primary code in the low byte.
+        E::Database(db) if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() => {
+            db.code().and_then(|c| c.parse::<i32>().ok()).is_some_and(|c| matches!(c & 0xff, 5 | 6 | 10 | 13 | 14))
+        }
+        // PostgreSQL: connection exceptions (08), operator intervention such as a
+        // shutdown (57P), and too many connections (53300).
         E::Database(db) => db.code().is_some_and(|c| c.starts_with("08") || c.starts_with("57P") || c == "53300"),
         _ => false,
     };
     if unavailable { StoreError::Unavailable(error) } else { StoreError::Other(error.into()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_lose_their_passwords_in_logs() {
+        for (url, shown) in [
+            ("postgres://app:hunter2@db:5432/users", "postgres://app:***@db:5432/users"),
+            ("postgres://app:p%40ss@db/users?sslmode=require", "postgres://app:***@db/users?sslmode=require"),
+            (
+                "postgres://app@db/users?password=hunter2&sslmode=disable",
+                "postgres://app@db/users?password=***&sslmode=disable",
+            ),
+            ("postgres://db/users", "postgres://db/users"),
+            ("sqlite:///home/ada/.local/share/authd/authd.db", "sqlite:///home/ada/.local/share/authd/authd.db"),
+        ] {
+            assert_eq!(redacted(url), shown);
+        }
+    }
+
+    #[test]
+    fn the_scheme_picks_the_backend() {
+        assert_eq!(Backend::of("postgres://x/y").unwrap(), Backend::Postgres);
+        assert_eq!(Backend::of("postgresql://x/y").unwrap(), Backend::Postgres);
+        assert_eq!(Backend::of("sqlite:///tmp/a.db").unwrap(), Backend::Sqlite);
+        assert_eq!(Backend::of("sqlite::memory:").unwrap(), Backend::Sqlite);
+        assert!(Backend::of("mysql://x/y").unwrap_err().to_string().contains("DATABASE_URL"));
+    }
 }

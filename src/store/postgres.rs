@@ -2,18 +2,22 @@
 
 use std::{str::FromStr, time::Duration};
 
+use anyhow::Context;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::{
     PgPool, Postgres,
-    migrate::MigrateDatabase,
+    migrate::{MigrateDatabase, Migrator},
     postgres::{PgConnectOptions, PgPoolOptions},
 };
 use uuid::Uuid;
 
 use super::{
-    NewSession, NewUser, SessionRecord, SigningKeyRecord, Store, StoreError, StoreResult, UserRecord, classify,
+    Migrations, NewSession, NewUser, SessionRecord, SigningKeyRecord, Store, StoreError, StoreResult, UserRecord,
+    adoption, classify, pending_migrations,
 };
+
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// Waiting longer than this for a connection means the database is in trouble: answer
 /// UNAVAILABLE rather than hang.
@@ -27,10 +31,11 @@ pub struct PgStore {
 const USER_COLUMNS: &str = "user_id, name, email, location, about, password, created_at, updated_at";
 
 impl PgStore {
-    /// Connects, creating the database first if it does not exist yet, and migrates it.
-    pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
+    /// Connects and applies or checks the migrations. When applying, a missing database
+    /// is created first, and an existing one is checked for adoption before any change.
+    pub async fn connect(url: &str, max_connections: u32, migrations: Migrations) -> anyhow::Result<Self> {
         let options = PgConnectOptions::from_str(url)?;
-        if !Postgres::database_exists(url).await? {
+        if migrations == Migrations::Apply && !Postgres::database_exists(url).await? {
             tracing::info!(database = options.get_database().unwrap_or_default(), "creating the database");
             Postgres::create_database(url).await?;
         }
@@ -39,7 +44,22 @@ impl PgStore {
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options)
             .await?;
-        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        match migrations {
+            Migrations::Apply => {
+                adoption::check(&pool, &MIGRATOR).await?;
+                MIGRATOR.run(&pool).await.context("applying migrations")?;
+            }
+            Migrations::RequireCurrent => {
+                let has_table: bool =
+                    sqlx::query_scalar("select to_regclass('_sqlx_migrations') is not null").fetch_one(&pool).await?;
+                let applied: Vec<i64> = if has_table {
+                    sqlx::query_scalar("select version from _sqlx_migrations where success").fetch_all(&pool).await?
+                } else {
+                    Vec::new()
+                };
+                pending_migrations(&MIGRATOR, &applied)?;
+            }
+        }
         Ok(Self { pool })
     }
 

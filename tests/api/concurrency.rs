@@ -6,7 +6,6 @@ use tonic::Code;
 use crate::helpers::{ada, spawn_app};
 use authd::pb::RegisterUserRequest;
 
-#[tokio::test]
 async fn concurrent_registrations_of_one_email_give_exactly_one_account() {
     let app = spawn_app().await;
     let emails = ["race@example.com", "RACE@example.com", "Race@Example.com", "race@EXAMPLE.COM"];
@@ -37,3 +36,5 @@ async fn concurrent_registrations_of_one_email_give_exactly_one_account() {
     assert!(rest.iter().all(|s| *s == StatusCode::CREATED || *s == StatusCode::BAD_REQUEST), "{rest:?}");
     assert!(grpc.iter().all(|r| matches!(r, Ok(()) | Err(Code::AlreadyExists))), "{grpc:?}");
 }
+
+on_both_backends!(concurrent_registrations_of_one_email_give_exactly_one_account,);

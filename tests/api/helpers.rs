@@ -1,6 +1,6 @@
 #![allow(dead_code)] // each test module uses a different part of the harness
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, path::PathBuf};
 
 use authd::{
     config::Settings,
@@ -17,19 +17,146 @@ use tonic_types::StatusExt;
 /// The origin the test server lets browsers call from.
 pub const ALLOWED_ORIGIN: &str = "https://app.example";
 
+/// Runs each named `async fn()` test twice: on SQLite always, and on PostgreSQL when
+/// `TEST_DATABASE_URL` is set (skipped with a line on stderr otherwise, or failed when
+/// `AUTHD_REQUIRE_POSTGRES=1`). The tests are then `<module>::sqlite::<name>` and
+/// `<module>::postgres::<name>`.
+macro_rules! on_both_backends {
+    ($($test:ident),+ $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    $crate::helpers::on_sqlite(super::$test()).await
+                }
+            )+
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    $crate::helpers::on_postgres(concat!(module_path!(), "::", stringify!($test)), super::$test()).await
+                }
+            )+
+        }
+    };
+}
+
+/// The database backend a test runs on.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    Sqlite,
+    /// With the URL of a database where tests may create and drop databases.
+    Postgres(String),
+}
+
+tokio::task_local! {
+    static BACKEND: Backend;
+}
+
+pub async fn on_sqlite(test: impl Future<Output = ()>) {
+    BACKEND.scope(Backend::Sqlite, test).await
+}
+
+pub async fn on_postgres(name: &str, test: impl Future<Output = ()>) {
+    match postgres_admin_url() {
+        Some(url) => BACKEND.scope(Backend::Postgres(url), test).await,
+        None if std::env::var("AUTHD_REQUIRE_POSTGRES").is_ok_and(|v| v.trim() == "1") => {
+            panic!("AUTHD_REQUIRE_POSTGRES=1 but TEST_DATABASE_URL is not set: {name} cannot run on PostgreSQL")
+        }
+        None => eprintln!("skipped on PostgreSQL (TEST_DATABASE_URL is not set): {name}"),
+    }
+}
+
+/// Where tests may create and drop PostgreSQL databases, if anywhere.
+fn postgres_admin_url() -> Option<String> {
+    std::env::var("TEST_DATABASE_URL").ok().filter(|url| !url.trim().is_empty())
+}
+
+/// The backend of the running test: SQLite unless it runs under [`on_postgres`].
+pub fn backend() -> Backend {
+    BACKEND.try_with(Backend::clone).unwrap_or(Backend::Sqlite)
+}
+
+/// A database of a test's own, removed on drop: a fresh PostgreSQL database, or a
+/// SQLite file (not yet created) in a fresh temporary directory.
+pub struct TestDb {
+    pub url: String,
+    place: Place,
+}
+
+enum Place {
+    Sqlite(PathBuf),
+    Postgres { admin_url: String, database: String },
+}
+
+impl TestDb {
+    pub async fn create() -> Self {
+        let id = uuid::Uuid::new_v4().simple();
+        match backend() {
+            Backend::Sqlite => {
+                let dir = std::env::temp_dir().join(format!("authd-test-{id}"));
+                let url = authd::config::sqlite_url(&dir.join("data").join("authd.db"));
+                Self { url, place: Place::Sqlite(dir) }
+            }
+            Backend::Postgres(admin_url) => {
+                let database = format!("authd_test_{id}");
+                let mut admin =
+                    PgConnection::connect(&admin_url).await.expect("PostgreSQL must be reachable at TEST_DATABASE_URL");
+                admin.execute(sqlx::AssertSqlSafe(format!(r#"create database "{database}""#))).await.unwrap();
+                let url = with_database(&admin_url, &database);
+                Self { url, place: Place::Postgres { admin_url, database } }
+            }
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        match &self.place {
+            Place::Sqlite(dir) => {
+                if let Err(e) = std::fs::remove_dir_all(dir)
+                    && e.kind() != std::io::ErrorKind::NotFound
+                {
+                    eprintln!("could not remove test database directory {}: {e}", dir.display());
+                }
+            }
+            Place::Postgres { admin_url, database } => {
+                let (admin_url, database) = (admin_url.clone(), database.clone());
+                // Drop runs inside the test's runtime, which cannot block on itself.
+                let dropped = std::thread::spawn(move || {
+                    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                    runtime.block_on(async {
+                        let mut admin = PgConnection::connect(&admin_url).await?;
+                        admin
+                            .execute(sqlx::AssertSqlSafe(format!(
+                                r#"drop database if exists "{database}" with (force)"#
+                            )))
+                            .await
+                    })
+                })
+                .join();
+                if !matches!(dropped, Ok(Ok(_))) {
+                    eprintln!("could not drop test database {}", self.url);
+                }
+            }
+        }
+    }
+}
+
 /// A server of our own over a database of its own, dropped with it.
 pub struct TestApp {
     pub addr: SocketAddr,
-    pub database_url: String,
     pub http: reqwest::Client,
-    admin_url: String,
-    database: String,
-    stop: Option<oneshot::Sender<()>>,
+    /// Fields drop in order: the server stops before its database goes.
+    server: Option<Server>,
+    db: Option<TestDb>,
+    settings: Settings,
 }
 
-/// Where tests may create and drop databases; `TEST_DATABASE_URL` overrides.
-fn admin_url() -> String {
-    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+struct Server {
+    stop: oneshot::Sender<()>,
+    done: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -37,32 +164,34 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
-    let admin_url = admin_url();
-    let database = format!("authd_test_{}", uuid::Uuid::new_v4().simple());
-    let mut admin = PgConnection::connect(&admin_url).await.expect(
-        "PostgreSQL must be reachable at TEST_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres)",
-    );
-    admin.execute(sqlx::AssertSqlSafe(format!(r#"create database "{database}""#))).await.unwrap();
-    let database_url = with_database(&admin_url, &database);
+    let db = TestDb::create().await;
+    let mut settings = test_settings(&db.url);
+    configure(&mut settings);
+    start(db, settings).await
+}
 
-    let mut settings = Settings::with_database(&database_url);
+/// Settings for a test server on `database_url`: port 0, and the test origin allowed.
+pub fn test_settings(database_url: &str) -> Settings {
+    let mut settings = Settings::with_database(database_url);
     settings.listen_addr = "127.0.0.1:0".parse().unwrap();
     settings.cors_allowed_origins = vec![ALLOWED_ORIGIN.into()];
-    configure(&mut settings);
+    settings
+}
 
-    let app = Application::build(settings).await.expect("the app starts");
+/// Starts a server on `db` with `settings` (whose URL should be the database's).
+pub async fn start(db: TestDb, settings: Settings) -> TestApp {
+    let app = Application::build(settings.clone()).await.expect("the app starts");
     let addr = app.local_addr();
     let (stop, stopped) = oneshot::channel();
-    tokio::spawn(app.run_until(async move {
+    let done = tokio::spawn(app.run_until(async move {
         let _ = stopped.await;
     }));
     TestApp {
         addr,
-        database_url,
         http: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap(),
-        admin_url,
-        database,
-        stop: Some(stop),
+        server: Some(Server { stop, done }),
+        db: Some(db),
+        settings,
     }
 }
 
@@ -73,23 +202,8 @@ fn with_database(url: &str, database: &str) -> String {
 
 impl Drop for TestApp {
     fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        let (admin_url, database) = (self.admin_url.clone(), self.database.clone());
-        // Drop runs inside the test's runtime, which cannot block on itself.
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            runtime.block_on(async {
-                let mut admin = PgConnection::connect(&admin_url).await?;
-                admin
-                    .execute(sqlx::AssertSqlSafe(format!(r#"drop database if exists "{database}" with (force)"#)))
-                    .await
-            })
-        })
-        .join();
-        if !matches!(dropped, Ok(Ok(_))) {
-            eprintln!("could not drop test database {}", self.database);
+        if let Some(server) = self.server.take() {
+            let _ = server.stop.send(());
         }
     }
 }
@@ -100,6 +214,21 @@ pub fn ada() -> Value {
 }
 
 impl TestApp {
+    /// The URL of the app's database, to look at it from a test.
+    pub fn database_url(&self) -> &str {
+        &self.db.as_ref().unwrap().url
+    }
+
+    /// Stops the server, waits for it to finish, and starts a new one (on a new port)
+    /// over the same database with the same settings.
+    pub async fn restart(mut self) -> TestApp {
+        let server = self.server.take().unwrap();
+        let _ = server.stop.send(());
+        server.done.await.unwrap().unwrap();
+        let db = self.db.take().unwrap();
+        start(db, self.settings.clone()).await
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }

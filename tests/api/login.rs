@@ -4,7 +4,6 @@ use tonic::Code;
 
 use crate::helpers::{ada, field_violations, json_of, spawn_app};
 
-#[tokio::test]
 async fn rest_login_answers_in_the_old_apps_shape() {
     let app = spawn_app().await;
     app.register(&ada()).await;
@@ -24,7 +23,6 @@ async fn rest_login_answers_in_the_old_apps_shape() {
     assert_ne!(token["token"], token["refreshToken"]);
 }
 
-#[tokio::test]
 async fn the_oauth2_password_form_logs_in_too() {
     let app = spawn_app().await;
     app.register(&ada()).await;
@@ -40,7 +38,6 @@ async fn the_oauth2_password_form_logs_in_too() {
     assert_eq!(body, json!({"error": [{"username": "field required"}]}));
 }
 
-#[tokio::test]
 async fn a_wrong_password_and_an_unknown_email_fail_alike() {
     let app = spawn_app().await;
     app.register(&ada()).await;
@@ -57,7 +54,6 @@ async fn a_wrong_password_and_an_unknown_email_fail_alike() {
     }
 }
 
-#[tokio::test]
 async fn grpc_login_returns_bearer_tokens() {
     let app = spawn_app().await;
     app.register(&ada()).await;
@@ -67,7 +63,6 @@ async fn grpc_login_returns_bearer_tokens() {
     assert!(!tokens.access_token.is_empty() && !tokens.refresh_token.is_empty());
 }
 
-#[tokio::test]
 async fn bad_login_input_names_the_field_on_both_transports() {
     let app = spawn_app().await;
     let cases: Vec<(Value, Value, Vec<&str>)> = vec![
@@ -100,3 +95,11 @@ async fn bad_login_input_names_the_field_on_both_transports() {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(answer, json!({"error": [{"email": "must be a string"}, {"password": "field required"}]}));
 }
+
+on_both_backends!(
+    rest_login_answers_in_the_old_apps_shape,
+    the_oauth2_password_form_logs_in_too,
+    a_wrong_password_and_an_unknown_email_fail_alike,
+    grpc_login_returns_bearer_tokens,
+    bad_login_input_names_the_field_on_both_transports,
+);

@@ -1,13 +1,18 @@
-//! Black-box tests: each starts the real server on port 0 over a fresh PostgreSQL
-//! database and talks to it as its callers do.
+//! Black-box tests: each starts the real server on port 0 over a fresh database and talks
+//! to it as its callers do. Every test runs on SQLite, and on PostgreSQL too when
+//! `TEST_DATABASE_URL` is set (see `on_both_backends!`).
 
+#[macro_use]
 mod helpers;
 
+mod adoption;
 mod concurrency;
+mod embedded;
 mod login;
 mod me;
 mod refresh;
 mod register;
 mod sessions;
 mod signing;
+mod storage;
 mod transport;

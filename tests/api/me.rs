@@ -5,7 +5,6 @@ use tonic::Code;
 use crate::helpers::{json_of, spawn_app, with_bearer};
 use authd::pb::GetMeRequest;
 
-#[tokio::test]
 async fn me_returns_the_profile_for_a_valid_access_token() {
     let app = spawn_app().await;
     let (access, _) = app.ada_tokens().await;
@@ -24,7 +23,6 @@ async fn me_returns_the_profile_for_a_valid_access_token() {
     );
 }
 
-#[tokio::test]
 async fn me_without_a_bearer_token_is_not_authenticated() {
     let app = spawn_app().await;
     for authorization in [None, Some("Basic YWRhOnB3"), Some("Bearer"), Some("")] {
@@ -41,7 +39,6 @@ async fn me_without_a_bearer_token_is_not_authenticated() {
     assert_eq!(status.code(), Code::Unauthenticated);
 }
 
-#[tokio::test]
 async fn me_with_a_bad_or_wrong_kind_of_token_is_refused() {
     let app = spawn_app().await;
     let (access, refresh) = app.ada_tokens().await;
@@ -62,3 +59,9 @@ async fn me_with_a_bad_or_wrong_kind_of_token_is_refused() {
         assert_eq!(status.code(), Code::Unauthenticated, "{token}");
     }
 }
+
+on_both_backends!(
+    me_returns_the_profile_for_a_valid_access_token,
+    me_without_a_bearer_token_is_not_authenticated,
+    me_with_a_bad_or_wrong_kind_of_token_is_refused,
+);

@@ -5,7 +5,6 @@ use tonic::Code;
 use crate::helpers::{json_of, spawn_app};
 use authd::pb::RefreshTokenRequest;
 
-#[tokio::test]
 async fn rest_refresh_rotates_both_tokens_in_the_login_shape() {
     let app = spawn_app().await;
     let (_, refresh) = app.ada_tokens().await;
@@ -21,7 +20,6 @@ async fn rest_refresh_rotates_both_tokens_in_the_login_shape() {
     assert_eq!(app.refresh(new_refresh).await.status(), StatusCode::OK);
 }
 
-#[tokio::test]
 async fn bad_refresh_tokens_get_the_old_apps_401() {
     let app = spawn_app().await;
     let (access, _) = app.ada_tokens().await;
@@ -39,7 +37,6 @@ async fn bad_refresh_tokens_get_the_old_apps_401() {
     }
 }
 
-#[tokio::test]
 async fn bad_refresh_input_is_422_naming_the_field() {
     let app = spawn_app().await;
     let cases = [
@@ -54,7 +51,6 @@ async fn bad_refresh_input_is_422_naming_the_field() {
     }
 }
 
-#[tokio::test]
 async fn grpc_refresh_rotates_and_refuses_access_tokens() {
     let app = spawn_app().await;
     let (access, refresh) = app.ada_tokens().await;
@@ -71,3 +67,10 @@ async fn grpc_refresh_rotates_and_refuses_access_tokens() {
     let status = auth.refresh_token(RefreshTokenRequest { refresh_token: String::new() }).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
 }
+
+on_both_backends!(
+    rest_refresh_rotates_both_tokens_in_the_login_shape,
+    bad_refresh_tokens_get_the_old_apps_401,
+    bad_refresh_input_is_422_naming_the_field,
+    grpc_refresh_rotates_and_refuses_access_tokens,
+);

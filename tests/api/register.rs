@@ -5,7 +5,6 @@ use tonic::Code;
 use crate::helpers::{ada, field_violations, json_of, spawn_app};
 use authd::pb::RegisterUserRequest;
 
-#[tokio::test]
 async fn rest_registration_answers_201_in_the_old_dialect_and_the_user_can_log_in() {
     let app = spawn_app().await;
     let (status, body) = json_of(app.register(&ada()).await).await;
@@ -14,7 +13,6 @@ async fn rest_registration_answers_201_in_the_old_dialect_and_the_user_can_log_i
     assert_eq!(app.login("ada@example.com", "correct horse battery").await.status(), StatusCode::OK);
 }
 
-#[tokio::test]
 async fn surrounding_whitespace_is_trimmed_but_the_password_is_kept_exactly() {
     let app = spawn_app().await;
     let body =
@@ -27,7 +25,6 @@ async fn surrounding_whitespace_is_trimmed_but_the_password_is_kept_exactly() {
     assert_eq!(login["data"]["about"], Value::Null);
 }
 
-#[tokio::test]
 async fn an_email_registered_in_any_case_is_refused_with_400() {
     let app = spawn_app().await;
     assert_eq!(app.register(&ada()).await.status(), StatusCode::CREATED);
@@ -38,7 +35,6 @@ async fn an_email_registered_in_any_case_is_refused_with_400() {
     assert_eq!(body, json!({"error": {"email": "Email already registered. Try logging in."}}));
 }
 
-#[tokio::test]
 async fn bad_rest_registrations_get_422_naming_every_bad_field_and_create_nothing() {
     let app = spawn_app().await;
     let long = "x".repeat(101);
@@ -99,7 +95,6 @@ async fn bad_rest_registrations_get_422_naming_every_bad_field_and_create_nothin
     assert_eq!(app.register(&ada()).await.status(), StatusCode::CREATED);
 }
 
-#[tokio::test]
 async fn malformed_rest_bodies_get_422_on_the_body() {
     let app = spawn_app().await;
     let url = app.url("/api/v1/register-user");
@@ -122,7 +117,6 @@ async fn malformed_rest_bodies_get_422_on_the_body() {
     }
 }
 
-#[tokio::test]
 async fn an_oversized_body_is_refused_with_413() {
     let app = spawn_app().await;
     let mut body = ada();
@@ -142,7 +136,6 @@ fn grpc_registration() -> RegisterUserRequest {
     }
 }
 
-#[tokio::test]
 async fn grpc_registration_returns_the_user_and_refuses_a_duplicate() {
     let app = spawn_app().await;
     let mut users = app.users().await;
@@ -161,7 +154,6 @@ async fn grpc_registration_returns_the_user_and_refuses_a_duplicate() {
     assert_eq!(status.message(), "Email already registered. Try logging in.");
 }
 
-#[tokio::test]
 async fn bad_grpc_registrations_get_one_field_violation_per_bad_field() {
     let app = spawn_app().await;
     let mut users = app.users().await;
@@ -187,7 +179,6 @@ async fn bad_grpc_registrations_get_one_field_violation_per_bad_field() {
     assert!(users.register_user(grpc_registration()).await.is_ok(), "nothing was created by the bad requests");
 }
 
-#[tokio::test]
 async fn a_message_that_is_not_valid_protobuf_is_invalid_argument() {
     use authd::pb::RegisterUserResponse;
     let app = spawn_app().await;
@@ -231,3 +222,15 @@ impl<U: prost::Message + Default + Send + 'static> tonic::codec::Codec for RawCo
         tonic_prost::ProstDecoder::default()
     }
 }
+
+on_both_backends!(
+    rest_registration_answers_201_in_the_old_dialect_and_the_user_can_log_in,
+    surrounding_whitespace_is_trimmed_but_the_password_is_kept_exactly,
+    an_email_registered_in_any_case_is_refused_with_400,
+    bad_rest_registrations_get_422_naming_every_bad_field_and_create_nothing,
+    malformed_rest_bodies_get_422_on_the_body,
+    an_oversized_body_is_refused_with_413,
+    grpc_registration_returns_the_user_and_refuses_a_duplicate,
+    bad_grpc_registrations_get_one_field_violation_per_bad_field,
+    a_message_that_is_not_valid_protobuf_is_invalid_argument,
+);

@@ -33,7 +33,6 @@ async fn me_ok(app: &TestApp, access: &str) -> bool {
     app.me(Some(&format!("Bearer {access}"))).await.status() == StatusCode::OK
 }
 
-#[tokio::test]
 async fn a_retried_refresh_inside_the_grace_window_gets_the_same_successor() {
     let app = spawn_app().await;
     let (_, r0) = app.ada_tokens().await;
@@ -46,7 +45,6 @@ async fn a_retried_refresh_inside_the_grace_window_gets_the_same_successor() {
     assert!(me_ok(&app, &a2).await);
 }
 
-#[tokio::test]
 async fn a_reused_refresh_token_after_the_window_ends_the_whole_session() {
     let app = spawn_app_with(|s| s.tokens.refresh_reuse_grace = Duration::ZERO).await;
     let (a0, r0) = app.ada_tokens().await;
@@ -65,7 +63,6 @@ async fn a_reused_refresh_token_after_the_window_ends_the_whole_session() {
     assert_eq!(status, StatusCode::OK);
 }
 
-#[tokio::test]
 async fn twenty_concurrent_refreshes_of_one_token_give_one_successor_and_keep_the_session() {
     let app = spawn_app().await;
     let (_, r0) = app.ada_tokens().await;
@@ -87,7 +84,6 @@ async fn twenty_concurrent_refreshes_of_one_token_give_one_successor_and_keep_th
     assert!(me_ok(&app, &a2).await);
 }
 
-#[tokio::test]
 async fn logout_ends_the_callers_session_at_once_and_no_other() {
     let app = spawn_app().await;
     let (a1, r1) = app.ada_tokens().await;
@@ -108,7 +104,6 @@ async fn logout_ends_the_callers_session_at_once_and_no_other() {
     assert!(active(&app, &a2).await);
 }
 
-#[tokio::test]
 async fn logout_of_all_sessions_over_grpc_ends_every_one() {
     let app = spawn_app().await;
     let (a1, r1) = app.ada_tokens().await;
@@ -136,7 +131,6 @@ async fn logout_of_all_sessions_over_grpc_ends_every_one() {
     assert_eq!(json_of(response).await, (StatusCode::UNAUTHORIZED, json!({"detail": "Not authenticated"})));
 }
 
-#[tokio::test]
 async fn validate_token_answers_active_with_the_claims_or_inactive_without_error() {
     let app = spawn_app().await;
     let (access, refresh) = app.ada_tokens().await;
@@ -165,7 +159,6 @@ async fn validate_token_answers_active_with_the_claims_or_inactive_without_error
     assert_eq!((status, body), (StatusCode::UNPROCESSABLE_ENTITY, json!({"error": [{"token": "field required"}]})));
 }
 
-#[tokio::test]
 async fn the_logout_body_is_optional_but_checked() {
     let app = spawn_app().await;
     assert_eq!(app.register(&ada()).await.status(), StatusCode::CREATED);
@@ -187,3 +180,13 @@ async fn the_logout_body_is_optional_but_checked() {
     );
     assert!(me_ok(&app, &access).await, "a refused logout changes nothing");
 }
+
+on_both_backends!(
+    a_retried_refresh_inside_the_grace_window_gets_the_same_successor,
+    a_reused_refresh_token_after_the_window_ends_the_whole_session,
+    twenty_concurrent_refreshes_of_one_token_give_one_successor_and_keep_the_session,
+    logout_ends_the_callers_session_at_once_and_no_other,
+    logout_of_all_sessions_over_grpc_ends_every_one,
+    validate_token_answers_active_with_the_claims_or_inactive_without_error,
+    the_logout_body_is_optional_but_checked,
+);

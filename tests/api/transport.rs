@@ -92,7 +92,6 @@ fn decode_base64_chunks(raw: &[u8]) -> Vec<u8> {
     out
 }
 
-#[tokio::test]
 async fn grpc_web_works_binary_and_text_over_http1_and_http2() {
     let app = spawn_app().await;
     app.ada_tokens().await;
@@ -125,7 +124,6 @@ async fn grpc_web_works_binary_and_text_over_http1_and_http2() {
     }
 }
 
-#[tokio::test]
 async fn cors_preflight_is_answered_for_allowed_origins_only() {
     let app = spawn_app().await;
     let preflight = |origin: &'static str| {
@@ -154,7 +152,6 @@ async fn cors_preflight_is_answered_for_allowed_origins_only() {
     assert!(exposed.contains("grpc-status") && exposed.contains("grpc-message"), "{exposed}");
 }
 
-#[tokio::test]
 async fn reflection_lists_the_services_in_v1_and_v1alpha() {
     use tonic_reflection::pb::{v1, v1alpha};
     let app = spawn_app().await;
@@ -200,7 +197,6 @@ fn tokio_stream_once<T: Send + 'static>(item: T) -> impl futures::Stream<Item = 
     futures::stream::iter([item])
 }
 
-#[tokio::test]
 async fn health_is_served_over_grpc_and_http() {
     let app = spawn_app().await;
     let mut health = HealthClient::new(app.grpc_channel().await);
@@ -214,7 +210,6 @@ async fn health_is_served_over_grpc_and_http() {
     assert_eq!((status, body), (StatusCode::OK, json!({"status": "ready"})));
 }
 
-#[tokio::test]
 async fn unknown_paths_get_404_and_unknown_methods_unimplemented() {
     let app = spawn_app().await;
     let (status, body) = json_of(app.http.get(app.url("/api/v1/nope")).send().await.unwrap()).await;
@@ -227,3 +222,11 @@ async fn unknown_paths_get_404_and_unknown_methods_unimplemented() {
     let status = grpc.unary(tonic::Request::new(GetMeRequest {}), path, codec).await.unwrap_err();
     assert_eq!(status.code(), Code::Unimplemented);
 }
+
+on_both_backends!(
+    grpc_web_works_binary_and_text_over_http1_and_http2,
+    cors_preflight_is_answered_for_allowed_origins_only,
+    reflection_lists_the_services_in_v1_and_v1alpha,
+    health_is_served_over_grpc_and_http,
+    unknown_paths_get_404_and_unknown_methods_unimplemented,
+);
