@@ -1,0 +1,601 @@
+//! authd-bench: starts a release authd on PostgreSQL, loads it over loopback for a bounded
+//! time after a warm-up, and prints one table of throughput and latency, each figure beside
+//! its baseline, plus memory and start-up time.
+//!
+//!     cargo run --release --bin authd-bench              # 10 s per case
+//!     cargo run --release --bin authd-bench -- --smoke   # 1 s per case, to keep it working
+//!
+//! `BENCH_DATABASE_URL` (else `TEST_DATABASE_URL`, else the local PostgreSQL) names a
+//! database where the bench may create and drop its own.
+
+use std::{
+    future::Future,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use argon2::{Algorithm, Argon2, Params, PasswordHasher, Version};
+use authd::pb::{
+    GetMeRequest, LoginRequest, RegisterUserRequest, ValidateTokenRequest, auth_service_client::AuthServiceClient,
+    user_service_client::UserServiceClient,
+};
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+use sqlx::{Connection, Executor, PgConnection};
+use tonic::{Request, transport::Channel};
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+const PASSWORD: &str = "correct horse battery staple";
+/// Connections the gRPC load is spread over (HTTP/2 multiplexes the streams on each).
+const CHANNELS: usize = 4;
+/// Concurrency for the cheap calls, and for the argon2-bound ones.
+const CHEAP_CONCURRENCY: usize = 64;
+const HASHING_CONCURRENCY: usize = 8;
+const USERS: usize = 16;
+
+/// How long each case runs, after a warm-up that is not recorded.
+#[derive(Clone, Copy)]
+struct Timing {
+    warmup: Duration,
+    duration: Duration,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let smoke = std::env::args().any(|a| a == "--smoke");
+    let timing = Timing {
+        duration: Duration::from_secs(if smoke { 1 } else { 10 }),
+        warmup: Duration::from_secs(if smoke { 0 } else { 2 }),
+    };
+    let admin_url = std::env::var("BENCH_DATABASE_URL")
+        .or_else(|_| std::env::var("TEST_DATABASE_URL"))
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let binary = authd_binary()?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "authd-bench: {} per case after {} warm-up; {cores} cores shared by server and load; binary {}",
+        humantime(timing.duration),
+        humantime(timing.warmup),
+        binary.display()
+    );
+
+    let startup_sqlite = startup_to_ready_sqlite(&binary).await?;
+    let database = BenchDatabase::create(&admin_url).await?;
+    let server = Server::start(&binary, &[("DATABASE_URL", database.url.as_str())]).await?;
+    // Let start-up allocations settle before reading the idle figure.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle_rss = server.rss_kib()?;
+    let result = run_cases(&server, timing, cores).await;
+    let peak_rss = server.peak_rss_kib()?;
+    drop(server);
+    database.drop().await;
+    let mut report = result?;
+    report.memory = Some((idle_rss, peak_rss));
+    report.startup_sqlite = Some(startup_sqlite);
+    report.print();
+    Ok(())
+}
+
+/// The release `authd` beside this binary, built first if it is missing or older.
+fn authd_binary() -> Result<PathBuf> {
+    let here = std::env::current_exe()?;
+    let dir = here.parent().context("the bench binary's directory")?;
+    let binary = dir.join("authd");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let release = dir.ends_with("release");
+    let mut build = Command::new(cargo);
+    build.args(["build", "--bin", "authd"]);
+    // `cargo run` describes this package in CARGO_* variables; passed on, they would make
+    // build scripts that watch them (ring's) rebuild everything.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_CRATE_", "CARGO_BIN_", "CARGO_PRIMARY_"]
+            .iter()
+            .any(|p| key.starts_with(p))
+        {
+            build.env_remove(key.as_ref());
+        }
+    }
+    if release {
+        build.arg("--release");
+    }
+    let status = build.status().context("running cargo build for authd")?;
+    if !status.success() || !binary.exists() {
+        bail!("could not build {}", binary.display());
+    }
+    if !release {
+        eprintln!("warning: this is a debug build; run with --release for meaningful figures");
+    }
+    Ok(binary)
+}
+
+struct BenchDatabase {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+impl BenchDatabase {
+    async fn create(admin_url: &str) -> Result<Self> {
+        let name = format!("authd_bench_{}", std::process::id());
+        let mut admin = PgConnection::connect(admin_url)
+            .await
+            .with_context(|| format!("PostgreSQL at {admin_url} (set BENCH_DATABASE_URL)"))?;
+        admin.execute(sqlx::AssertSqlSafe(format!(r#"drop database if exists "{name}""#))).await?;
+        admin.execute(sqlx::AssertSqlSafe(format!(r#"create database "{name}""#))).await?;
+        let (base, _) = admin_url.rsplit_once('/').context("a database URL ends in /<database>")?;
+        Ok(Self { admin_url: admin_url.into(), url: format!("{base}/{name}"), name })
+    }
+
+    async fn drop(self) {
+        if let Ok(mut admin) = PgConnection::connect(&self.admin_url).await {
+            let _ = admin
+                .execute(sqlx::AssertSqlSafe(format!(r#"drop database if exists "{}" with (force)"#, self.name)))
+                .await;
+        }
+    }
+}
+
+/// A running authd process, killed on drop.
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Server {
+    /// Starts authd with nothing configured but `env` and a listener on a free port.
+    fn spawn(binary: &Path, env: &[(&str, &str)]) -> Result<Self> {
+        let addr = format!("127.0.0.1:{}", free_port()?);
+        let child = Command::new(binary)
+            .env_clear()
+            .env("LISTEN_ADDR", &addr)
+            .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting authd")?;
+        Ok(Self { child, addr })
+    }
+
+    async fn start(binary: &Path, env: &[(&str, &str)]) -> Result<Self> {
+        let server = Self::spawn(binary, env)?;
+        server.wait_ready(Duration::from_secs(30)).await?;
+        Ok(server)
+    }
+
+    async fn wait_ready(&self, limit: Duration) -> Result<Duration> {
+        let start = Instant::now();
+        let client = Client::builder(TokioExecutor::new()).build_http::<Empty<bytes::Bytes>>();
+        let uri: http::Uri = format!("http://{}/readyz", self.addr).parse()?;
+        while start.elapsed() < limit {
+            if let Ok(response) = client.get(uri.clone()).await
+                && response.status() == 200
+            {
+                return Ok(start.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        bail!("authd was not ready within {limit:?}")
+    }
+
+    fn status_kib(&self, field: &str) -> Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        let line = status.lines().find(|l| l.starts_with(field)).with_context(|| format!("{field} in /proc"))?;
+        Ok(line.split_whitespace().nth(1).context("a number")?.parse()?)
+    }
+
+    fn rss_kib(&self) -> Result<u64> {
+        self.status_kib("VmRSS:")
+    }
+
+    fn peak_rss_kib(&self) -> Result<u64> {
+        self.status_kib("VmHWM:")
+    }
+
+    async fn channel(&self) -> Result<Channel> {
+        Ok(Channel::from_shared(format!("http://{}", self.addr))?.connect().await?)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Result<Self> {
+        let path = std::env::temp_dir().join(format!("authd-bench-{}-{}", std::process::id(), uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&path)?;
+        Ok(Self(path))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Start-up to ready on the embedded database: a first start (creates and migrates the
+/// file, generates keys) and a restart; the median of a few of each.
+async fn startup_to_ready_sqlite(binary: &Path) -> Result<(Duration, Duration)> {
+    let (mut first, mut again) = (Vec::new(), Vec::new());
+    for _ in 0..5 {
+        let data_dir = TempDir::new()?;
+        let data_dir = data_dir.0.to_str().context("a UTF-8 temporary directory")?;
+        for times in [&mut first, &mut again] {
+            let start = Instant::now();
+            let server = Server::spawn(binary, &[("DATA_DIR", data_dir)])?;
+            server.wait_ready(Duration::from_secs(10)).await?;
+            times.push(start.elapsed());
+        }
+    }
+    first.sort();
+    again.sort();
+    Ok((first[first.len() / 2], again[again.len() / 2]))
+}
+
+/// One case's measurements.
+struct Stats {
+    ok: u64,
+    errors: u64,
+    elapsed: Duration,
+    latency_us: Histogram<u64>,
+}
+
+impl Stats {
+    fn throughput(&self) -> f64 {
+        self.ok as f64 / self.elapsed.as_secs_f64()
+    }
+    fn quantile_ms(&self, q: f64) -> f64 {
+        self.latency_us.value_at_quantile(q) as f64 / 1000.0
+    }
+}
+
+/// Runs `call` from `concurrency` tasks for the warm-up (not recorded) and then for the
+/// duration. `call(task, n)` returns whether the call succeeded.
+async fn load<F, Fut>(concurrency: usize, timing: Timing, call: F) -> Stats
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = bool> + Send,
+{
+    let call = Arc::new(call);
+    let warm_until = Instant::now() + timing.warmup;
+    let end = warm_until + timing.duration;
+    let tasks = (0..concurrency)
+        .map(|task| {
+            let call = Arc::clone(&call);
+            tokio::spawn(async move {
+                let mut histogram = Histogram::<u64>::new_with_bounds(1, 120_000_000, 3).ok();
+                let (mut ok, mut errors, mut n) = (0u64, 0u64, 0u64);
+                loop {
+                    let start = Instant::now();
+                    if start >= end {
+                        break;
+                    }
+                    let success = call(task, n).await;
+                    n += 1;
+                    if start < warm_until {
+                        continue;
+                    }
+                    if success {
+                        ok += 1;
+                        if let Some(h) = histogram.as_mut() {
+                            let _ = h.record(start.elapsed().as_micros().max(1) as u64);
+                        }
+                    } else {
+                        errors += 1;
+                    }
+                }
+                (ok, errors, histogram)
+            })
+        })
+        .collect::<Vec<_>>();
+    let mut stats = Stats {
+        ok: 0,
+        errors: 0,
+        elapsed: timing.duration,
+        latency_us: Histogram::new_with_bounds(1, 120_000_000, 3).unwrap_or_else(|_| unreachable!("valid bounds")),
+    };
+    for task in tasks {
+        if let Ok((ok, errors, Some(histogram))) = task.await {
+            stats.ok += ok;
+            stats.errors += errors;
+            let _ = stats.latency_us.add(histogram);
+        }
+    }
+    stats
+}
+
+struct Row {
+    case: &'static str,
+    concurrency: usize,
+    stats: Stats,
+    /// (baseline name, baseline throughput, target ratio)
+    versus: Option<(&'static str, f64, f64)>,
+}
+
+#[derive(Default)]
+struct Report {
+    rows: Vec<Row>,
+    argon2_ceiling: f64,
+    health_ceiling: f64,
+    getme_p99_rest_vs_storm: Option<(f64, f64)>,
+    memory: Option<(u64, u64)>,
+    startup_sqlite: Option<(Duration, Duration)>,
+}
+
+async fn run_cases(server: &Server, timing: Timing, cores: usize) -> Result<Report> {
+    let mut channels = Vec::new();
+    for _ in 0..CHANNELS {
+        channels.push(server.channel().await?);
+    }
+    let channels = Arc::new(channels);
+
+    // Users to log in as, each with a session whose access token the cheap cases send.
+    let mut users = UserServiceClient::new(channels[0].clone());
+    let mut auth = AuthServiceClient::new(channels[0].clone());
+    let mut tokens = Vec::new();
+    for i in 0..USERS {
+        let email = format!("bench{i}@example.com");
+        users
+            .register_user(RegisterUserRequest {
+                name: format!("Bench {i}"),
+                email: email.clone(),
+                location: "Loopback".into(),
+                about: None,
+                password: PASSWORD.into(),
+            })
+            .await?;
+        let reply = auth.login(LoginRequest { email, password: PASSWORD.into() }).await?.into_inner();
+        tokens.push(format!("Bearer {}", reply.access_token));
+    }
+    let tokens = Arc::new(tokens);
+    let mut report = Report::default();
+
+    let health = {
+        let channels = Arc::clone(&channels);
+        load(CHEAP_CONCURRENCY, timing, move |task, _| {
+            let mut client = HealthClient::new(channels[task % CHANNELS].clone());
+            async move { client.check(HealthCheckRequest { service: String::new() }).await.is_ok() }
+        })
+        .await
+    };
+    report.health_ceiling = health.throughput();
+    report.rows.push(Row {
+        case: "grpc.health.v1 Check (baseline)",
+        concurrency: CHEAP_CONCURRENCY,
+        stats: health,
+        versus: None,
+    });
+
+    let get_me = |channels: Arc<Vec<Channel>>, tokens: Arc<Vec<String>>| {
+        move |task: usize, _| {
+            let mut client = UserServiceClient::new(channels[task % CHANNELS].clone());
+            let mut request = Request::new(GetMeRequest {});
+            let token = tokens[task % USERS].parse();
+            async move {
+                match token {
+                    Ok(value) => {
+                        request.metadata_mut().insert("authorization", value);
+                        client.get_me(request).await.is_ok()
+                    }
+                    Err(_) => false,
+                }
+            }
+        }
+    };
+    let stats = load(CHEAP_CONCURRENCY, timing, get_me(Arc::clone(&channels), Arc::clone(&tokens))).await;
+    let getme_p99_rest = stats.quantile_ms(0.99);
+    let ceiling = report.health_ceiling;
+    report.rows.push(Row {
+        case: "gRPC GetMe",
+        concurrency: CHEAP_CONCURRENCY,
+        stats,
+        versus: Some(("health", ceiling, 0.5)),
+    });
+
+    let stats = {
+        let (channels, tokens) = (Arc::clone(&channels), Arc::clone(&tokens));
+        load(CHEAP_CONCURRENCY, timing, move |task, _| {
+            let mut client = AuthServiceClient::new(channels[task % CHANNELS].clone());
+            let token = tokens[task % USERS].trim_start_matches("Bearer ").to_owned();
+            async move {
+                client.validate_token(ValidateTokenRequest { token }).await.is_ok_and(|r| r.into_inner().active)
+            }
+        })
+        .await
+    };
+    report.rows.push(Row {
+        case: "gRPC ValidateToken",
+        concurrency: CHEAP_CONCURRENCY,
+        stats,
+        versus: Some(("health", ceiling, 0.5)),
+    });
+
+    let stats = {
+        let client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(CHEAP_CONCURRENCY)
+            .build_http::<Empty<bytes::Bytes>>();
+        let uri: http::Uri = format!("http://{}/api/v1/me", server.addr).parse()?;
+        let tokens = Arc::clone(&tokens);
+        load(CHEAP_CONCURRENCY, timing, move |task, _| {
+            let request = http::Request::get(uri.clone())
+                .header("authorization", tokens[task % USERS].as_str())
+                .body(Empty::<bytes::Bytes>::new());
+            let client = client.clone();
+            async move {
+                let Ok(request) = request else { return false };
+                match client.request(request).await {
+                    Ok(response) => {
+                        let ok = response.status() == 200;
+                        ok && response.into_body().collect().await.is_ok()
+                    }
+                    Err(_) => false,
+                }
+            }
+        })
+        .await
+    };
+    report.rows.push(Row {
+        case: "REST GET /api/v1/me",
+        concurrency: CHEAP_CONCURRENCY,
+        stats,
+        versus: Some(("health", ceiling, 0.5)),
+    });
+
+    report.argon2_ceiling = argon2_ceiling(cores);
+    let login = |channels: Arc<Vec<Channel>>| {
+        move |task: usize, _| {
+            let mut client = AuthServiceClient::new(channels[task % CHANNELS].clone());
+            let email = format!("bench{}@example.com", task % USERS);
+            async move { client.login(LoginRequest { email, password: PASSWORD.into() }).await.is_ok() }
+        }
+    };
+    let stats = load(HASHING_CONCURRENCY, timing, login(Arc::clone(&channels))).await;
+    let argon2 = report.argon2_ceiling;
+    report.rows.push(Row {
+        case: "gRPC Login",
+        concurrency: HASHING_CONCURRENCY,
+        stats,
+        versus: Some(("argon2", argon2, 0.85)),
+    });
+
+    let stats = {
+        let channels = Arc::clone(&channels);
+        load(HASHING_CONCURRENCY, timing, move |task, n| {
+            let mut client = UserServiceClient::new(channels[task % CHANNELS].clone());
+            let request = RegisterUserRequest {
+                name: "New User".into(),
+                email: format!("new-{task}-{n}@example.com"),
+                location: "Loopback".into(),
+                about: None,
+                password: PASSWORD.into(),
+            };
+            async move { client.register_user(request).await.is_ok() }
+        })
+        .await
+    };
+    report.rows.push(Row {
+        case: "gRPC RegisterUser",
+        concurrency: HASHING_CONCURRENCY,
+        stats,
+        versus: Some(("argon2", argon2, 0.85)),
+    });
+
+    // GetMe while logins keep every core hashing.
+    let storm = tokio::spawn({
+        let channels = Arc::clone(&channels);
+        let storm = Timing { warmup: Duration::ZERO, duration: timing.warmup + timing.duration };
+        async move { load(HASHING_CONCURRENCY * 2, storm, login(channels)).await }
+    });
+    let stats = load(CHEAP_CONCURRENCY / 4, timing, get_me(Arc::clone(&channels), Arc::clone(&tokens))).await;
+    let storm = storm.await?;
+    report.getme_p99_rest_vs_storm = Some((getme_p99_rest, stats.quantile_ms(0.99)));
+    report.rows.push(Row {
+        case: "gRPC GetMe during a login storm",
+        concurrency: CHEAP_CONCURRENCY / 4,
+        stats,
+        versus: None,
+    });
+    report.rows.push(Row {
+        case: "  (the storm: gRPC Login)",
+        concurrency: HASHING_CONCURRENCY * 2,
+        stats: storm,
+        versus: Some(("argon2", argon2, 0.85)),
+    });
+    Ok(report)
+}
+
+/// Hashes per second the machine can do: one thread's rate with authd's default
+/// parameters, times the cores.
+fn argon2_ceiling(cores: usize) -> f64 {
+    let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, Params::default());
+    let _ = argon2.hash_password(PASSWORD.as_bytes());
+    let start = Instant::now();
+    let rounds = 20;
+    for _ in 0..rounds {
+        let _ = argon2.hash_password(PASSWORD.as_bytes());
+    }
+    rounds as f64 / start.elapsed().as_secs_f64() * cores as f64
+}
+
+fn humantime(d: Duration) -> String {
+    format!("{} s", d.as_secs_f64())
+}
+
+impl Report {
+    fn print(&self) {
+        println!();
+        println!("| case | concurrency | req/s | p50 ms | p99 ms | p99.9 ms | errors | vs baseline | target |");
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|---|");
+        for row in &self.rows {
+            let s = &row.stats;
+            let (ratio, target) = match row.versus {
+                Some((name, baseline, target)) if baseline > 0.0 => {
+                    let ratio = s.throughput() / baseline;
+                    let verdict = if ratio >= target { "met" } else { "MISSED" };
+                    (format!("{:.0}% of {name}", ratio * 100.0), format!("≥ {:.0}%: {verdict}", target * 100.0))
+                }
+                _ => (String::new(), String::new()),
+            };
+            println!(
+                "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} | {} |",
+                row.case,
+                row.concurrency,
+                s.throughput(),
+                s.quantile_ms(0.5),
+                s.quantile_ms(0.99),
+                s.quantile_ms(0.999),
+                s.errors,
+                ratio,
+                target
+            );
+        }
+        println!();
+        println!(
+            "baselines: health check {:.0} req/s; argon2 ceiling {:.1} hashes/s (one thread × cores)",
+            self.health_ceiling, self.argon2_ceiling
+        );
+        if let Some((rest, storm)) = self.getme_p99_rest_vs_storm {
+            let ratio = storm / rest.max(0.001);
+            let verdict = if ratio <= 3.0 { "met" } else { "MISSED" };
+            println!(
+                "GetMe p99 at rest {rest:.2} ms, during the login storm {storm:.2} ms: {ratio:.1}× (target ≤ 3×: {verdict})"
+            );
+        }
+        if let Some((idle, peak)) = self.memory {
+            let verdict = if idle <= 30 * 1024 { "met" } else { "MISSED" };
+            println!(
+                "RSS on PostgreSQL: idle {:.1} MiB (target ≤ 30 MiB: {verdict}), peak {:.1} MiB",
+                idle as f64 / 1024.0,
+                peak as f64 / 1024.0
+            );
+        }
+        if let Some((first, again)) = self.startup_sqlite {
+            let verdict = if again <= Duration::from_millis(200) && first <= Duration::from_millis(200) {
+                "met"
+            } else {
+                "MISSED"
+            };
+            println!(
+                "start-up to ready on the embedded database (median of 5): first start {:.0} ms, restart {:.0} ms (target ≤ 200 ms: {verdict})",
+                first.as_secs_f64() * 1000.0,
+                again.as_secs_f64() * 1000.0
+            );
+        }
+    }
+}
