@@ -36,6 +36,7 @@ struct Env {
     refresh_token_secret: Option<SecretString>,
     token_private_key_file: Option<PathBuf>,
     signing_key_reload_seconds: Option<u64>,
+    session_cache_seconds: Option<u64>,
     refresh_token_lifetime_days: Option<u64>,
     refresh_token_idle_days: Option<u64>,
     refresh_reuse_grace_seconds: Option<u64>,
@@ -95,6 +96,9 @@ pub struct TokenSettings {
     pub private_key_file: Option<PathBuf>,
     /// How often each replica re-reads the signing keys, to follow a rotation.
     pub key_reload_interval: Duration,
+    /// How long a session confirmed live is trusted without asking the database again
+    /// (changes announced by any replica drop it sooner); zero turns the cache off.
+    pub session_cache_ttl: Duration,
     pub access_lifetime: Duration,
     pub refresh_lifetime: Duration,
     pub refresh_idle_timeout: Duration,
@@ -198,6 +202,7 @@ impl Settings {
             refresh_secret: env.refresh_token_secret,
             private_key_file: env.token_private_key_file,
             key_reload_interval: Duration::from_secs(env.signing_key_reload_seconds.unwrap_or(60).max(1)),
+            session_cache_ttl: Duration::from_secs(env.session_cache_seconds.unwrap_or(5)),
             access_lifetime: Duration::from_secs(minutes * 60),
             refresh_lifetime: days("REFRESH_TOKEN_LIFETIME_DAYS", env.refresh_token_lifetime_days, 30)?,
             refresh_idle_timeout: days("REFRESH_TOKEN_IDLE_DAYS", env.refresh_token_idle_days, 7)?,

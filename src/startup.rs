@@ -90,11 +90,13 @@ impl Application {
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         tracing::info!(addr = %self.local_addr(), "authd listening");
         let watcher = tokio::spawn(watch_database(self.authd.clone(), self.health));
-        let key_reloader = tokio::spawn(reload_keys(self.authd));
+        let key_reloader = tokio::spawn(reload_keys(self.authd.clone()));
+        let cache_follower = tokio::spawn(async move { self.authd.follow_session_changes().await });
         let service = self.router.into_make_service_with_connect_info::<SocketAddr>();
         let served = axum::serve(self.listener, service).with_graceful_shutdown(shutdown).await;
         watcher.abort();
         key_reloader.abort();
+        cache_follower.abort();
         tracing::info!("authd stopped");
         Ok(served?)
     }

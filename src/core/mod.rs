@@ -1,5 +1,6 @@
 //! The use cases, shared by every transport: register, login, refresh, me.
 
+mod cache;
 mod error;
 pub mod keys;
 
@@ -22,7 +23,7 @@ use crate::{
         random_secret,
         refresh::{RefreshClaim, RefreshTokens},
     },
-    store::{NewSession, NewUser, Store, UserRecord},
+    store::{NewSession, NewUser, SessionChange, Store, UserRecord},
 };
 
 /// Who is calling, as far as the transport can tell; kept on the session for its owner.
@@ -74,6 +75,7 @@ pub struct Authd {
     password_policy: PasswordPolicy,
     sessions: Arc<SessionPolicy>,
     token_settings: Arc<TokenSettings>,
+    cache: Arc<cache::SessionCache>,
 }
 
 /// The name under which a generated refresh token key is kept in the database.
@@ -104,6 +106,7 @@ impl Authd {
                 reuse_grace: tokens.refresh_reuse_grace,
             }),
             token_settings: Arc::new(tokens.clone()),
+            cache: Arc::new(cache::SessionCache::new(tokens.session_cache_ttl)),
         })
     }
 
@@ -117,6 +120,23 @@ impl Authd {
             tracing::info!(kid = after, "now signing with a new key");
         }
         Ok(())
+    }
+
+    /// Keeps the session cache in step with changes made by every process on the database;
+    /// runs for as long as the server does.
+    pub async fn follow_session_changes(&self) {
+        loop {
+            let cache = Arc::clone(&self.cache);
+            let result = self.store.follow_session_changes(&move |change| cache.apply(change)).await;
+            self.cache.deafen();
+            if let Err(e) = result {
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    "not hearing session changes; the session cache is off until reconnected"
+                );
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
     }
 
     pub fn key_reload_interval(&self) -> Duration {
@@ -225,6 +245,7 @@ impl Authd {
                 } else {
                     if live && session.generation > claim.generation {
                         self.store.revoke_session(session.session_id, now).await?;
+                        self.cache.apply(SessionChange::Session(session.session_id));
                         tracing::warn!(session_id = %session.session_id, user_id = session.user_id, "refresh token reused: session revoked");
                     }
                     return Err(Error::RefreshRejected);
@@ -246,11 +267,12 @@ impl Authd {
     pub async fn logout(&self, authorization: Option<&str>, all_sessions: bool) -> Result<u64> {
         let (access, user) = self.authenticate(authorization).await?;
         let now = Utc::now();
-        let ended = if all_sessions {
-            self.store.revoke_user_sessions(user.user_id, now).await?
+        let (ended, change) = if all_sessions {
+            (self.store.revoke_user_sessions(user.user_id, now).await?, SessionChange::User(user.user_id))
         } else {
-            self.store.revoke_session(access.session_id, now).await?
+            (self.store.revoke_session(access.session_id, now).await?, SessionChange::Session(access.session_id))
         };
+        self.cache.apply(change);
         tracing::info!(user_id = user.user_id, session_id = %access.session_id, all_sessions, ended, "logged out");
         Ok(ended)
     }
@@ -265,7 +287,7 @@ impl Authd {
         let Some(access) = self.access.verify(token.trim()) else {
             return Ok(inactive);
         };
-        if self.store.session_user(access.session_id, access.user_id, Utc::now()).await?.is_none() {
+        if self.live_session_user(&access).await?.is_none() {
             return Ok(inactive);
         }
         Ok(pb::ValidateTokenResponse {
@@ -283,12 +305,26 @@ impl Authd {
 
     /// The live session and user behind a bearer token: signature, type, issuer,
     /// audience, times, and then that the session is live and the user still exists.
-    async fn authenticate(&self, authorization: Option<&str>) -> Result<(VerifiedAccess, UserRecord)> {
+    async fn authenticate(&self, authorization: Option<&str>) -> Result<(VerifiedAccess, Arc<UserRecord>)> {
         let token = bearer_token(authorization.ok_or(Error::MissingToken)?).ok_or(Error::MissingToken)?;
         let access = self.access.verify(token).ok_or(Error::InvalidToken)?;
-        let user =
-            self.store.session_user(access.session_id, access.user_id, Utc::now()).await?.ok_or(Error::InvalidToken)?;
+        let user = self.live_session_user(&access).await?.ok_or(Error::InvalidToken)?;
         Ok((access, user))
+    }
+
+    /// The user of the token's session if that session is live, from the cache when it
+    /// was confirmed moments ago.
+    async fn live_session_user(&self, access: &VerifiedAccess) -> Result<Option<Arc<UserRecord>>> {
+        if let Some(user) = self.cache.get(access.session_id, access.user_id) {
+            return Ok(Some(user));
+        }
+        let asked = std::time::Instant::now();
+        let Some(user) = self.store.session_user(access.session_id, access.user_id, Utc::now()).await? else {
+            return Ok(None);
+        };
+        let user = Arc::new(user);
+        self.cache.put(access.session_id, Arc::clone(&user), asked);
+        Ok(Some(user))
     }
 
     fn signed_in(&self, user: &UserRecord, refresh: RefreshClaim, now: DateTime<Utc>) -> Result<SignedIn> {

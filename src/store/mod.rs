@@ -190,6 +190,17 @@ pub struct NewSession<'a> {
     pub ip: Option<&'a str>,
 }
 
+/// A change that processes caching sessions must hear of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionChange {
+    /// From now on every change is heard (sent first, and again after a reconnection).
+    Listening,
+    /// A session ended.
+    Session(Uuid),
+    /// Something about a user changed, or every session of theirs ended.
+    User(i64),
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> StoreResult<()>;
@@ -228,6 +239,11 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_signing_key(&self, key: &SigningKeyRecord) -> StoreResult<()>;
     /// Retires every active key but `kid`.
     async fn retire_signing_keys_except(&self, kid: &str, now: DateTime<Utc>) -> StoreResult<()>;
+
+    /// Calls `on_change` for every session change made by any process on this database,
+    /// starting with [`SessionChange::Listening`]; returns only on failure, after which
+    /// changes may have been missed.
+    async fn follow_session_changes(&self, on_change: &(dyn Fn(SessionChange) + Send + Sync)) -> anyhow::Result<()>;
 
     /// The secret kept under `name`, storing `candidate` first if there is none; every
     /// replica gets the same answer.

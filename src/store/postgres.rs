@@ -8,13 +8,13 @@ use chrono::{DateTime, Utc};
 use sqlx::{
     PgPool, Postgres,
     migrate::{MigrateDatabase, Migrator},
-    postgres::{PgConnectOptions, PgPoolOptions},
+    postgres::{PgConnectOptions, PgListener, PgPoolOptions},
 };
 use uuid::Uuid;
 
 use super::{
-    Migrations, NewSession, NewUser, SessionRecord, SigningKeyRecord, Store, StoreError, StoreResult, UserRecord,
-    adoption, classify, pending_migrations,
+    Migrations, NewSession, NewUser, SessionChange, SessionRecord, SigningKeyRecord, Store, StoreError, StoreResult,
+    UserRecord, adoption, classify, pending_migrations,
 };
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
@@ -30,7 +30,34 @@ pub struct PgStore {
 
 const USER_COLUMNS: &str = "user_id, name, email, location, about, password, created_at, updated_at";
 
+/// The NOTIFY channel on which every process announces session changes.
+const CHANGES_CHANNEL: &str = "authd_session_changes";
+
+fn parse_change(payload: &str) -> Option<SessionChange> {
+    match payload.split_once(':')? {
+        ("session", id) => id.parse().ok().map(SessionChange::Session),
+        ("user", id) => id.parse().ok().map(SessionChange::User),
+        _ => None,
+    }
+}
+
 impl PgStore {
+    /// Tells every process caching sessions (this one included) of a change.
+    async fn announce(&self, change: SessionChange) -> StoreResult<()> {
+        let payload = match change {
+            SessionChange::Session(id) => format!("session:{id}"),
+            SessionChange::User(id) => format!("user:{id}"),
+            SessionChange::Listening => return Ok(()),
+        };
+        sqlx::query("select pg_notify($1, $2)")
+            .bind(CHANGES_CHANNEL)
+            .bind(payload)
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
     /// Connects and applies or checks the migrations. When applying, a missing database
     /// is created first, and an existing one is checked for adoption before any change.
     pub async fn connect(url: &str, max_connections: u32, migrations: Migrations) -> anyhow::Result<Self> {
@@ -189,6 +216,7 @@ impl Store for PgStore {
             .execute(&self.pool)
             .await
             .map_err(classify)?;
+        self.announce(SessionChange::Session(session_id)).await?;
         Ok(done.rows_affected())
     }
 
@@ -199,7 +227,22 @@ impl Store for PgStore {
             .execute(&self.pool)
             .await
             .map_err(classify)?;
+        self.announce(SessionChange::User(user_id)).await?;
         Ok(done.rows_affected())
+    }
+
+    async fn follow_session_changes(&self, on_change: &(dyn Fn(SessionChange) + Send + Sync)) -> anyhow::Result<()> {
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(CHANGES_CHANNEL).await?;
+        on_change(SessionChange::Listening);
+        loop {
+            // `recv` would reconnect silently and lose what was sent meanwhile: end instead.
+            let notification = listener.try_recv().await?.context("the notification connection closed")?;
+            match parse_change(notification.payload()) {
+                Some(change) => on_change(change),
+                None => tracing::warn!(payload = notification.payload(), "unknown session change"),
+            }
+        }
     }
 
     async fn signing_keys(&self, retired_since: DateTime<Utc>) -> StoreResult<Vec<SigningKeyRecord>> {

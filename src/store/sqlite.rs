@@ -18,8 +18,8 @@ use sqlx::{
 use uuid::Uuid;
 
 use super::{
-    Migrations, NewSession, NewUser, SessionRecord, SigningKeyRecord, Store, StoreError, StoreResult, UserRecord,
-    classify, pending_migrations,
+    Migrations, NewSession, NewUser, SessionChange, SessionRecord, SigningKeyRecord, Store, StoreError, StoreResult,
+    UserRecord, classify, pending_migrations,
 };
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -279,6 +279,12 @@ impl Store for SqliteStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(classify)
+    }
+
+    async fn follow_session_changes(&self, on_change: &(dyn Fn(SessionChange) + Send + Sync)) -> anyhow::Result<()> {
+        // One process owns the file: every change is made here, and heard directly.
+        on_change(SessionChange::Listening);
+        std::future::pending().await
     }
 
     async fn secret(&self, name: &str, candidate: &[u8]) -> StoreResult<Vec<u8>> {

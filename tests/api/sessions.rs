@@ -190,3 +190,44 @@ on_both_backends!(
     validate_token_answers_active_with_the_claims_or_inactive_without_error,
     the_logout_body_is_optional_but_checked,
 );
+
+/// Two processes on one PostgreSQL database: a logout on one reaches the other's session
+/// cache through NOTIFY, long before the cache would have expired the session.
+#[tokio::test]
+async fn a_logout_on_one_replica_ends_the_session_on_the_other_at_once() {
+    crate::helpers::on_postgres("sessions::a_logout_on_one_replica_ends_the_session_on_the_other_at_once", async {
+        let long_cache = |s: &mut authd::config::Settings| s.tokens.session_cache_ttl = Duration::from_secs(60);
+        let a = spawn_app_with(long_cache).await;
+        let mut settings = crate::helpers::test_settings(a.database_url());
+        long_cache(&mut settings);
+        let b = authd::startup::Application::build(settings).await.unwrap();
+        let b_addr = b.local_addr();
+        let b_server = tokio::spawn(b.run_until(std::future::pending()));
+        let b_me = |access: String| {
+            let http = a.http.clone();
+            async move {
+                http.get(format!("http://{b_addr}/api/v1/me")).bearer_auth(access).send().await.unwrap().status()
+            }
+        };
+
+        let (access, _) = a.ada_tokens().await;
+        // B confirms the session (and caches it) before the logout.
+        for _ in 0..3 {
+            assert_eq!(b_me(access.clone()).await, StatusCode::OK);
+        }
+        let response = a.http.post(a.url("/api/v1/auth/logout")).bearer_auth(&access).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        loop {
+            let status = b_me(access.clone()).await;
+            if status == StatusCode::UNAUTHORIZED {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "replica B still accepts the logged-out token: {status}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        b_server.abort();
+    })
+    .await
+}
