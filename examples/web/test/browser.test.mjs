@@ -77,6 +77,8 @@ async function startAuthd(origins) {
   // Its working directory is the empty data directory, so no stray `.env` is read.
   const authd = spawn(authdBinary(), ["serve"], { cwd: dataDir, env, stdio: ["ignore", "pipe", "pipe"] });
   started.authd = authd;
+  // Should the test process die before `after` runs, authd must not outlive it.
+  process.once("exit", () => authd.kill("SIGKILL"));
   const exited = once(authd, "exit").then(([code, signal]) => {
     throw new Error(`authd exited (${code ?? signal}) before listening:\n${authdLog.join("\n")}`);
   });
