@@ -11,7 +11,7 @@ use anyhow::Context;
 use axum::{
     Router,
     body::Body,
-    extract::Request,
+    extract::{Request, State},
     http::{HeaderName, HeaderValue, Method, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
@@ -33,8 +33,9 @@ use crate::{
 
 /// The largest request body or gRPC message accepted.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
-/// How often the database is checked for gRPC health.
-const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+
+/// How often spent rate-limit counters are deleted.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
 
 /// `authd migrate`: applies pending migrations (after the adoption check) and returns.
 pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
@@ -63,6 +64,7 @@ pub struct Application {
     router: Router,
     authd: Authd,
     health: HealthReporter,
+    health_check_interval: Duration,
 }
 
 impl Application {
@@ -79,7 +81,7 @@ impl Application {
         let listener = TcpListener::bind(settings.listen_addr)
             .await
             .with_context(|| format!("binding LISTEN_ADDR {}", settings.listen_addr))?;
-        Ok(Self { listener, router, authd, health })
+        Ok(Self { listener, router, authd, health, health_check_interval: settings.limits.health_check_interval })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -89,7 +91,7 @@ impl Application {
     /// Serves until `shutdown` completes, then lets in-flight requests finish.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         tracing::info!(addr = %self.local_addr(), "authd listening");
-        let watcher = tokio::spawn(watch_database(self.authd.clone(), self.health));
+        let watcher = tokio::spawn(watch_database(self.authd.clone(), self.health, self.health_check_interval));
         let key_reloader = tokio::spawn(reload_keys(self.authd));
         let service = self.router.into_make_service_with_connect_info::<SocketAddr>();
         let served = axum::serve(self.listener, service).with_graceful_shutdown(shutdown).await;
@@ -118,6 +120,7 @@ fn router(
         .add_service(reflection().build_v1().context("reflection v1")?)
         .add_service(reflection().build_v1alpha().context("reflection v1alpha")?)
         .into_axum_router()
+        .layer(middleware::map_response(oversized_message_status))
         // Only here: on plain HTTP/1.1 routes the grpc-web layer would answer 400.
         .layer(tonic_web::GrpcWebLayer::new());
 
@@ -125,8 +128,33 @@ fn router(
         .merge(rest::router(authd))
         .fallback(fallback)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_MESSAGE_BYTES))
+        .layer(middleware::from_fn_with_state(settings.limits.request_timeout, request_timeout))
         .layer(middleware::from_fn(access_log))
         .layer(cors(&settings.cors_allowed_origins)?))
+}
+
+/// tonic answers OUT_OF_RANGE to a request message over the size limit; our contract
+/// says RESOURCE_EXHAUSTED. No authd method answers OUT_OF_RANGE otherwise. A decoding
+/// failure ends the call before any message, so the status is in the headers.
+async fn oversized_message_status(mut response: Response) -> Response {
+    let out_of_range = (tonic::Code::OutOfRange as i32).to_string();
+    if response.headers().get("grpc-status").is_some_and(|v| v.as_bytes() == out_of_range.as_bytes()) {
+        let headers = response.headers_mut();
+        headers.insert("grpc-status", HeaderValue::from(tonic::Code::ResourceExhausted as i32));
+        headers.insert("grpc-message", HeaderValue::from_static("request%20message%20too%20large"));
+    }
+    response
+}
+
+/// Every request gets `limit` to be answered (reading a slow body included): past it,
+/// gRPC callers get DEADLINE_EXCEEDED and others 503, and the work is dropped.
+async fn request_timeout(State(limit): State<Duration>, request: Request, next: Next) -> Response {
+    let grpc = is_grpc(&request);
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) if grpc => tonic::Status::deadline_exceeded("request timed out").into_http::<Body>(),
+        Err(_) => rest::error_body(http::StatusCode::SERVICE_UNAVAILABLE, "Request timed out."),
+    }
 }
 
 /// Unknown paths: UNIMPLEMENTED for gRPC callers, FastAPI's 404 for everyone else.
@@ -222,13 +250,20 @@ impl Drop for AccessLine {
     }
 }
 
-/// Keeps gRPC health in step with the database.
-async fn watch_database(authd: Authd, health: HealthReporter) {
+/// Keeps gRPC health in step with the database, and prunes spent rate-limit counters.
+async fn watch_database(authd: Authd, health: HealthReporter, interval: Duration) {
     // Start-up has just reached the database and reported serving.
     let mut serving = true;
+    let mut last_prune = Instant::now();
     loop {
-        tokio::time::sleep(HEALTH_INTERVAL).await;
+        tokio::time::sleep(interval).await;
         let now_serving = authd.ready().await.is_ok();
+        if now_serving && last_prune.elapsed() >= PRUNE_INTERVAL {
+            last_prune = Instant::now();
+            if let Err(e) = authd.prune_throttle().await {
+                e.log_if_internal();
+            }
+        }
         if serving != now_serving {
             set_serving(&health, now_serving).await;
             tracing::warn!(serving = now_serving, "database reachability changed");

@@ -181,6 +181,16 @@ pub struct SigningKeyRecord {
     pub retired_at: Option<DateTime<Utc>>,
 }
 
+/// Hits counted under one throttle key in the current window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
+pub struct ThrottleCount {
+    pub hits: i64,
+    /// When the window began, in Unix milliseconds.
+    pub window_start_ms: i64,
+    /// The latest hit, in Unix milliseconds.
+    pub last_hit_ms: i64,
+}
+
 pub struct NewSession<'a> {
     pub session_id: Uuid,
     pub user_id: i64,
@@ -228,6 +238,15 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_signing_key(&self, key: &SigningKeyRecord) -> StoreResult<()>;
     /// Retires every active key but `kid`.
     async fn retire_signing_keys_except(&self, kid: &str, now: DateTime<Utc>) -> StoreResult<()>;
+
+    /// Counts one hit under `key`, atomically, in a fixed window of `window_ms`: a window
+    /// begun `window_ms` or more before `now_ms` starts over at this hit.
+    async fn throttle_hit(&self, key: &str, now_ms: i64, window_ms: i64) -> StoreResult<ThrottleCount>;
+    /// The hits under `key` in a window still open at `now_ms`, if any.
+    async fn throttle_count(&self, key: &str, now_ms: i64, window_ms: i64) -> StoreResult<Option<ThrottleCount>>;
+    async fn throttle_clear(&self, key: &str) -> StoreResult<()>;
+    /// Forgets keys not hit since `before_ms`; returns how many.
+    async fn throttle_prune(&self, before_ms: i64) -> StoreResult<u64>;
 
     /// The secret kept under `name`, storing `candidate` first if there is none; every
     /// replica gets the same answer.
