@@ -258,6 +258,9 @@ fn classify(error: sqlx::Error) -> StoreError {
     use sqlx::Error as E;
     let unavailable = match &error {
         E::Io(_) | E::Tls(_) | E::PoolTimedOut | E::PoolClosed | E::WorkerCrashed => true,
+        // The conversation broke off, as when something between us and the database
+        // accepts a connection and closes it ("unexpected response from SSLRequest").
+        E::Protocol(_) => true,
         // SQLite: busy or locked past the busy timeout (5, 6), I/O error (10), full disk
         // (13), cannot open (14); extended codes keep the primary code in the low byte.
         E::Database(db) if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() => {
