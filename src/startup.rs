@@ -65,6 +65,7 @@ pub struct Application {
     authd: Authd,
     health: HealthReporter,
     health_check_interval: Duration,
+    header_read_timeout: Duration,
 }
 
 impl Application {
@@ -81,24 +82,103 @@ impl Application {
         let listener = TcpListener::bind(settings.listen_addr)
             .await
             .with_context(|| format!("binding LISTEN_ADDR {}", settings.listen_addr))?;
-        Ok(Self { listener, router, authd, health, health_check_interval: settings.limits.health_check_interval })
+        Ok(Self {
+            listener,
+            router,
+            authd,
+            health,
+            health_check_interval: settings.limits.health_check_interval,
+            header_read_timeout: settings.limits.request_timeout.min(HEADER_READ_TIMEOUT),
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
-    /// Serves until `shutdown` completes, then lets in-flight requests finish.
+    /// Serves until `shutdown` completes, then stops accepting connections and lets
+    /// in-flight requests finish (for at most [`SHUTDOWN_GRACE`]).
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         tracing::info!(addr = %self.local_addr(), "authd listening");
         let watcher = tokio::spawn(watch_database(self.authd.clone(), self.health, self.health_check_interval));
         let key_reloader = tokio::spawn(reload_keys(self.authd));
-        let service = self.router.into_make_service_with_connect_info::<SocketAddr>();
-        let served = axum::serve(self.listener, service).with_graceful_shutdown(shutdown).await;
+        serve_connections(self.listener, self.router, self.header_read_timeout, shutdown).await;
         watcher.abort();
         key_reloader.abort();
         tracing::info!("authd stopped");
-        Ok(served?)
+        Ok(())
+    }
+}
+
+/// Headers must arrive within this (or the request timeout, if shorter), or the
+/// connection is closed: slow-loris clients cannot hold it.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Idle HTTP/2 connections are pinged this often, and closed when the ping goes unanswered.
+const HTTP2_KEEP_ALIVE: Duration = Duration::from_secs(30);
+/// The most header bytes read per HTTP/1.1 request, and per HTTP/2 header list.
+const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// In-flight requests get this long to finish after a shutdown signal.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// hyper's server, configured by hand (axum::serve sets no timer, so no header timeout):
+/// HTTP/1.1 and h2c on one listener, each request told its peer address.
+async fn serve_connections(
+    listener: TcpListener,
+    router: Router,
+    header_read_timeout: Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    use hyper_util::{
+        rt::{TokioExecutor, TokioIo, TokioTimer},
+        server::{conn::auto::Builder, graceful::GracefulShutdown},
+        service::TowerToHyperService,
+    };
+    use tower::ServiceExt;
+
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
+        .max_buf_size(MAX_HEADER_BYTES.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(HTTP2_KEEP_ALIVE)
+        .max_header_list_size(MAX_HEADER_BYTES as u32);
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(connection) => connection,
+                Err(e) => {
+                    // Out of file descriptors, say: wait rather than spin.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let service = router.clone().map_request(move |mut request: hyper::Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+            request.map(Body::new)
+        });
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, %peer, "connection ended with an error");
+            }
+        });
+    }
+    // New connections are refused from here on.
+    drop(listener);
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
+        tracing::warn!("requests still in flight after {SHUTDOWN_GRACE:?}: stopping anyway");
     }
 }
 

@@ -213,7 +213,18 @@ async fn a_slow_body_times_out_and_frees_its_connection() {
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
 }
 
+async fn headers_that_never_end_do_not_hold_a_connection() {
+    let app = spawn_app_with(|s| s.limits.request_timeout = Duration::from_secs(1)).await;
+    let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    stream.write_all(b"GET /healthz HTTP/1.1\r\nhost: authd\r\nx-slow: ").await.unwrap();
+    let mut answer = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut answer)).await;
+    assert!(closed.is_ok(), "the server closes a connection whose headers never end");
+    assert!(!String::from_utf8_lossy(&answer).contains("200 OK"));
+}
+
 on_both_backends!(
+    headers_that_never_end_do_not_hold_a_connection,
     logins_past_the_per_ip_limit_are_refused_for_that_ip_only,
     registrations_and_refreshes_are_limited_per_ip,
     failed_logins_back_off_per_account_and_ip_without_locking_out_the_owner,
