@@ -55,6 +55,16 @@ struct Env {
     xdg_data_home: Option<String>,
     home: Option<String>,
     migrate_on_start: Option<String>,
+    throttle_window_seconds: Option<u64>,
+    login_ip_limit: Option<u32>,
+    register_ip_limit: Option<u32>,
+    refresh_ip_limit: Option<u32>,
+    login_free_failures: Option<u32>,
+    login_backoff_max_seconds: Option<u64>,
+    login_account_failure_limit: Option<u32>,
+    login_failure_window_seconds: Option<u64>,
+    request_timeout_seconds: Option<u64>,
+    health_check_interval_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +82,37 @@ pub struct Settings {
     pub passwords: PasswordSettings,
     /// Origins allowed to call from a browser (grpc-web and REST); empty means none.
     pub cors_allowed_origins: Vec<String>,
+    pub throttle: ThrottleSettings,
+    pub limits: LimitSettings,
+}
+
+/// Rate limits against brute force (see the README's "Abuse resistance").
+#[derive(Debug, Clone)]
+pub struct ThrottleSettings {
+    /// The window of the per-IP limits.
+    pub window: Duration,
+    /// Login, register and refresh calls allowed per client IP and window; 0 turns the limit off.
+    pub login_per_ip: u32,
+    pub register_per_ip: u32,
+    pub refresh_per_ip: u32,
+    /// Failed logins allowed for one (account, IP) in `failure_window`; from then on each
+    /// try waits 1 s after the last failure, doubling with every further failure up to
+    /// `backoff_max`. A successful login clears them.
+    pub free_failures: u32,
+    pub backoff_max: Duration,
+    /// Failed logins for one account, from all IPs, in `failure_window`, past which only
+    /// IPs without a failure for that account may still try.
+    pub account_failure_limit: u32,
+    pub failure_window: Duration,
+}
+
+/// Bounds on requests and background checks.
+#[derive(Debug, Clone)]
+pub struct LimitSettings {
+    /// Every request gets this long; then REST answers 503 and gRPC DEADLINE_EXCEEDED.
+    pub request_timeout: Duration,
+    /// How often the database is checked for gRPC health and `/readyz` reporting.
+    pub health_check_interval: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -254,14 +295,7 @@ impl Settings {
                 SecretString::from(sqlite_url(&dir.join(DEFAULT_DATABASE_FILE)))
             }
         };
-        let migrate_on_start = match env.migrate_on_start.as_deref().map(|v| v.trim().to_ascii_lowercase()) {
-            None => true,
-            Some(v) => match v.as_str() {
-                "1" | "true" | "yes" | "on" => true,
-                "0" | "false" | "no" | "off" => false,
-                _ => return Err(bad("MIGRATE_ON_START", format!("{v:?} is neither true nor false"))),
-            },
-        };
+        let migrate_on_start = flag("MIGRATE_ON_START", env.migrate_on_start.as_deref(), true)?;
         let database =
             DatabaseSettings { url, max_connections: env.db_max_connections.unwrap_or(10).max(1), migrate_on_start };
 
@@ -277,7 +311,26 @@ impl Settings {
             return Err(bad("CORS_ALLOWED_ORIGINS", format!("{origin:?} is not a valid origin")));
         }
 
-        Ok(Self { listen_addr, log_format, database, tokens, passwords, cors_allowed_origins })
+        let seconds = |var, value: Option<u64>, default| match value.unwrap_or(default) {
+            0 => Err(bad(var, "must be at least 1 second")),
+            s => Ok(Duration::from_secs(s)),
+        };
+        let throttle = ThrottleSettings {
+            window: seconds("THROTTLE_WINDOW_SECONDS", env.throttle_window_seconds, 60)?,
+            login_per_ip: env.login_ip_limit.unwrap_or(30),
+            register_per_ip: env.register_ip_limit.unwrap_or(10),
+            refresh_per_ip: env.refresh_ip_limit.unwrap_or(60),
+            free_failures: env.login_free_failures.unwrap_or(5),
+            backoff_max: seconds("LOGIN_BACKOFF_MAX_SECONDS", env.login_backoff_max_seconds, 900)?,
+            account_failure_limit: env.login_account_failure_limit.unwrap_or(100),
+            failure_window: seconds("LOGIN_FAILURE_WINDOW_SECONDS", env.login_failure_window_seconds, 900)?,
+        };
+        let limits = LimitSettings {
+            request_timeout: seconds("REQUEST_TIMEOUT_SECONDS", env.request_timeout_seconds, 30)?,
+            health_check_interval: Duration::from_millis(env.health_check_interval_ms.unwrap_or(5000).max(100)),
+        };
+
+        Ok(Self { listen_addr, log_format, database, tokens, passwords, cors_allowed_origins, throttle, limits })
     }
 
     /// Settings for a server on `database_url` with every other value at its default;
@@ -289,6 +342,18 @@ impl Settings {
             .map_err(|e| ConfigError(e.to_string()))
             .and_then(Self::from_parts)
             .expect("default settings are valid")
+    }
+}
+
+/// A boolean variable: `true`/`false`, `1`/`0`, `yes`/`no` or `on`/`off`.
+fn flag(var: &str, value: Option<&str>, default: bool) -> Result<bool, ConfigError> {
+    match value.map(|v| v.trim().to_ascii_lowercase()) {
+        None => Ok(default),
+        Some(v) => match v.as_str() {
+            "1" | "true" | "yes" | "on" => Ok(true),
+            "0" | "false" | "no" | "off" => Ok(false),
+            _ => Err(bad(var, format!("{v:?} is neither true nor false"))),
+        },
     }
 }
 
@@ -386,6 +451,9 @@ mod tests {
             ("MIGRATE_ON_START", "maybe"),
             ("DATA_DIR", "relative/dir"),
             ("DB_MAX_CONNECTIONS", "many"),
+            ("LOGIN_IP_LIMIT", "-1"),
+            ("THROTTLE_WINDOW_SECONDS", "0"),
+            ("REQUEST_TIMEOUT_SECONDS", "0"),
         ] {
             let err = env(&[(var, value), ("HOME", "/home/ada")]).unwrap_err().to_string();
             assert!(err.contains(var) || err.contains(&var.replace("_KIB", "")), "{var}={value}: {err}");

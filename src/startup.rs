@@ -11,7 +11,7 @@ use anyhow::Context;
 use axum::{
     Router,
     body::Body,
-    extract::Request,
+    extract::{Request, State},
     http::{HeaderName, HeaderValue, Method, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
@@ -33,8 +33,9 @@ use crate::{
 
 /// The largest request body or gRPC message accepted.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
-/// How often the database is checked for gRPC health.
-const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+
+/// How often spent rate-limit counters are deleted.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
 
 /// `authd migrate`: applies pending migrations (after the adoption check) and returns.
 pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
@@ -63,6 +64,8 @@ pub struct Application {
     router: Router,
     authd: Authd,
     health: HealthReporter,
+    health_check_interval: Duration,
+    header_read_timeout: Duration,
 }
 
 impl Application {
@@ -79,26 +82,105 @@ impl Application {
         let listener = TcpListener::bind(settings.listen_addr)
             .await
             .with_context(|| format!("binding LISTEN_ADDR {}", settings.listen_addr))?;
-        Ok(Self { listener, router, authd, health })
+        Ok(Self {
+            listener,
+            router,
+            authd,
+            health,
+            health_check_interval: settings.limits.health_check_interval,
+            header_read_timeout: settings.limits.request_timeout.min(HEADER_READ_TIMEOUT),
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
-    /// Serves until `shutdown` completes, then lets in-flight requests finish.
+    /// Serves until `shutdown` completes, then stops accepting connections and lets
+    /// in-flight requests finish (for at most [`SHUTDOWN_GRACE`]).
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         tracing::info!(addr = %self.local_addr(), "authd listening");
-        let watcher = tokio::spawn(watch_database(self.authd.clone(), self.health));
+        let watcher = tokio::spawn(watch_database(self.authd.clone(), self.health, self.health_check_interval));
         let key_reloader = tokio::spawn(reload_keys(self.authd.clone()));
         let cache_follower = tokio::spawn(async move { self.authd.follow_session_changes().await });
-        let service = self.router.into_make_service_with_connect_info::<SocketAddr>();
-        let served = axum::serve(self.listener, service).with_graceful_shutdown(shutdown).await;
+        serve_connections(self.listener, self.router, self.header_read_timeout, shutdown).await;
         watcher.abort();
         key_reloader.abort();
         cache_follower.abort();
         tracing::info!("authd stopped");
-        Ok(served?)
+        Ok(())
+    }
+}
+
+/// Headers must arrive within this (or the request timeout, if shorter), or the
+/// connection is closed: slow-loris clients cannot hold it.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Idle HTTP/2 connections are pinged this often, and closed when the ping goes unanswered.
+const HTTP2_KEEP_ALIVE: Duration = Duration::from_secs(30);
+/// The most header bytes read per HTTP/1.1 request, and per HTTP/2 header list.
+const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// In-flight requests get this long to finish after a shutdown signal.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// hyper's server, configured by hand (axum::serve sets no timer, so no header timeout):
+/// HTTP/1.1 and h2c on one listener, each request told its peer address.
+async fn serve_connections(
+    listener: TcpListener,
+    router: Router,
+    header_read_timeout: Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    use hyper_util::{
+        rt::{TokioExecutor, TokioIo, TokioTimer},
+        server::{conn::auto::Builder, graceful::GracefulShutdown},
+        service::TowerToHyperService,
+    };
+    use tower::ServiceExt;
+
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
+        .max_buf_size(MAX_HEADER_BYTES.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(HTTP2_KEEP_ALIVE)
+        .max_header_list_size(MAX_HEADER_BYTES as u32);
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(connection) => connection,
+                Err(e) => {
+                    // Out of file descriptors, say: wait rather than spin.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let service = router.clone().map_request(move |mut request: hyper::Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+            request.map(Body::new)
+        });
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, %peer, "connection ended with an error");
+            }
+        });
+    }
+    // New connections are refused from here on.
+    drop(listener);
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
+        tracing::warn!("requests still in flight after {SHUTDOWN_GRACE:?}: stopping anyway");
     }
 }
 
@@ -120,6 +202,7 @@ fn router(
         .add_service(reflection().build_v1().context("reflection v1")?)
         .add_service(reflection().build_v1alpha().context("reflection v1alpha")?)
         .into_axum_router()
+        .layer(middleware::map_response(oversized_message_status))
         // Only here: on plain HTTP/1.1 routes the grpc-web layer would answer 400.
         .layer(tonic_web::GrpcWebLayer::new());
 
@@ -127,8 +210,33 @@ fn router(
         .merge(rest::router(authd))
         .fallback(fallback)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_MESSAGE_BYTES))
+        .layer(middleware::from_fn_with_state(settings.limits.request_timeout, request_timeout))
         .layer(middleware::from_fn(access_log))
         .layer(cors(&settings.cors_allowed_origins)?))
+}
+
+/// tonic answers OUT_OF_RANGE to a request message over the size limit; our contract
+/// says RESOURCE_EXHAUSTED. No authd method answers OUT_OF_RANGE otherwise. A decoding
+/// failure ends the call before any message, so the status is in the headers.
+async fn oversized_message_status(mut response: Response) -> Response {
+    let out_of_range = (tonic::Code::OutOfRange as i32).to_string();
+    if response.headers().get("grpc-status").is_some_and(|v| v.as_bytes() == out_of_range.as_bytes()) {
+        let headers = response.headers_mut();
+        headers.insert("grpc-status", HeaderValue::from(tonic::Code::ResourceExhausted as i32));
+        headers.insert("grpc-message", HeaderValue::from_static("request%20message%20too%20large"));
+    }
+    response
+}
+
+/// Every request gets `limit` to be answered (reading a slow body included): past it,
+/// gRPC callers get DEADLINE_EXCEEDED and others 503, and the work is dropped.
+async fn request_timeout(State(limit): State<Duration>, request: Request, next: Next) -> Response {
+    let grpc = is_grpc(&request);
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) if grpc => tonic::Status::deadline_exceeded("request timed out").into_http::<Body>(),
+        Err(_) => rest::error_body(http::StatusCode::SERVICE_UNAVAILABLE, "Request timed out."),
+    }
 }
 
 /// Unknown paths: UNIMPLEMENTED for gRPC callers, FastAPI's 404 for everyone else.
@@ -224,13 +332,20 @@ impl Drop for AccessLine {
     }
 }
 
-/// Keeps gRPC health in step with the database.
-async fn watch_database(authd: Authd, health: HealthReporter) {
+/// Keeps gRPC health in step with the database, and prunes spent rate-limit counters.
+async fn watch_database(authd: Authd, health: HealthReporter, interval: Duration) {
     // Start-up has just reached the database and reported serving.
     let mut serving = true;
+    let mut last_prune = Instant::now();
     loop {
-        tokio::time::sleep(HEALTH_INTERVAL).await;
+        tokio::time::sleep(interval).await;
         let now_serving = authd.ready().await.is_ok();
+        if now_serving && last_prune.elapsed() >= PRUNE_INTERVAL {
+            last_prune = Instant::now();
+            if let Err(e) = authd.prune_throttle().await {
+                e.log_if_internal();
+            }
+        }
         if serving != now_serving {
             set_serving(&health, now_serving).await;
             tracing::warn!(serving = now_serving, "database reachability changed");

@@ -3,6 +3,7 @@
 mod cache;
 mod error;
 pub mod keys;
+mod throttle;
 
 use std::{sync::Arc, time::Duration};
 
@@ -12,6 +13,7 @@ use secrecy::ExposeSecret;
 use uuid::Uuid;
 
 pub use error::{Error, Result};
+use throttle::{Action, Throttle};
 
 use crate::{
     config::{Settings, TokenSettings},
@@ -76,6 +78,7 @@ pub struct Authd {
     sessions: Arc<SessionPolicy>,
     token_settings: Arc<TokenSettings>,
     cache: Arc<cache::SessionCache>,
+    throttle: Throttle,
 }
 
 /// The name under which a generated refresh token key is kept in the database.
@@ -92,6 +95,7 @@ impl Authd {
             None => store.secret(REFRESH_SECRET, &random_secret()).await.context("loading the refresh token key")?,
         };
         Ok(Self {
+            throttle: Throttle::new(store.clone(), &settings.throttle),
             store,
             passwords: Passwords::new(&settings.passwords)?,
             access: AccessTokens::new(tokens, access_keys.signing, access_keys.retired)?,
@@ -143,6 +147,11 @@ impl Authd {
         self.token_settings.key_reload_interval
     }
 
+    /// Forgets rate-limit counters that have run out.
+    pub async fn prune_throttle(&self) -> Result<u64> {
+        self.throttle.prune().await
+    }
+
     /// Whether the database answers.
     pub async fn ready(&self) -> Result<()> {
         Ok(self.store.ping().await?)
@@ -162,8 +171,9 @@ impl Authd {
     }
 
     #[tracing::instrument(skip_all)]
-    pub async fn register(&self, req: &pb::RegisterUserRequest) -> Result<pb::User> {
+    pub async fn register(&self, req: &pb::RegisterUserRequest, client: &ClientInfo) -> Result<pb::User> {
         let r = self.validate_registration(req).map_err(Error::InvalidInput)?;
+        self.throttle.per_ip(Action::Register, client).await?;
         let hash = self.passwords.hash(&r.password).await?;
         let user = self
             .store
@@ -190,19 +200,28 @@ impl Authd {
     #[tracing::instrument(skip_all)]
     pub async fn login(&self, req: &pb::LoginRequest, client: &ClientInfo) -> Result<SignedIn> {
         let (email, password) = self.validate_login(req).map_err(Error::InvalidInput)?;
+        self.throttle.per_ip(Action::Login, client).await?;
+        let keys = Throttle::login_keys(email.as_str(), client);
+        self.throttle.before_login(&keys).await?;
 
+        // An unknown email costs what a wrong password costs, and counts as a failure too.
         let Some(user) = self.store.user_by_email(email.as_str()).await? else {
             self.passwords.verify_nobody(&password).await?;
+            self.throttle.login_failed(&keys).await?;
             return Err(Error::InvalidCredentials);
         };
         match self.passwords.verify(&password, &user.password).await? {
-            Verdict::Mismatch => return Err(Error::InvalidCredentials),
+            Verdict::Mismatch => {
+                self.throttle.login_failed(&keys).await?;
+                return Err(Error::InvalidCredentials);
+            }
             Verdict::Match => {}
             Verdict::MatchNeedsRehash(hash) => {
                 self.store.set_password_hash(user.user_id, &hash, Utc::now()).await?;
                 tracing::info!(user_id = user.user_id, "password hash upgraded");
             }
         }
+        self.throttle.login_succeeded(&keys).await?;
 
         let now = Utc::now();
         let session_id = Uuid::new_v4();
@@ -224,10 +243,11 @@ impl Authd {
     /// so a retry inside the grace window gets the very token the first call got; an
     /// older token presented later is taken as stolen and ends the session.
     #[tracing::instrument(skip_all)]
-    pub async fn refresh(&self, req: &pb::RefreshTokenRequest) -> Result<SignedIn> {
+    pub async fn refresh(&self, req: &pb::RefreshTokenRequest, client: &ClientInfo) -> Result<SignedIn> {
         if req.refresh_token.trim().is_empty() {
             return Err(Error::invalid("refresh_token", "must not be empty"));
         }
+        self.throttle.per_ip(Action::Refresh, client).await?;
         let claim = self.refresh.decode(req.refresh_token.trim()).ok_or(Error::RefreshRejected)?;
         let now = Utc::now();
         let idle_cutoff = now - self.sessions.idle_timeout;

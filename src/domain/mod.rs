@@ -60,3 +60,25 @@ fn text(value: &str, max: usize) -> Result<String, String> {
     }
     Ok(value.to_owned())
 }
+
+#[cfg(test)]
+mod fuzz {
+    //! Arbitrary text through every parser: an answer, never a panic. Run longer with
+    //! `PROPTEST_CASES=100000 cargo test --lib fuzz`.
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn no_input_makes_a_parser_panic(text in any::<String>(), min in 0..200usize, max in 0..200usize) {
+            let policy = PasswordPolicy { min_length: min, max_length: max };
+            let _ = Email::parse(&text);
+            let _ = UserName::parse(&text);
+            let _ = Location::parse(&text);
+            let _ = About::parse(Some(&text));
+            let _ = Password::parse_new(&text, policy);
+            let _ = Password::parse_offered(&text, policy);
+        }
+    }
+}

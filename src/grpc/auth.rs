@@ -19,7 +19,7 @@ impl AuthService for AuthApi {
     }
 
     async fn refresh_token(&self, request: Request<RefreshTokenRequest>) -> Result<Response<TokenResponse>, Status> {
-        let signed_in = self.0.refresh(request.get_ref()).await?;
+        let signed_in = self.0.refresh(request.get_ref(), &client_info(&request)).await?;
         Ok(Response::new(signed_in.tokens))
     }
 

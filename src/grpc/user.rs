@@ -1,6 +1,6 @@
 use tonic::{Request, Response, Status};
 
-use super::authorization;
+use super::{authorization, client_info};
 use crate::{
     core::Authd,
     pb::{GetMeRequest, RegisterUserRequest, RegisterUserResponse, User, user_service_server::UserService},
@@ -14,7 +14,7 @@ impl UserService for UserApi {
         &self,
         request: Request<RegisterUserRequest>,
     ) -> Result<Response<RegisterUserResponse>, Status> {
-        let user = self.0.register(request.get_ref()).await?;
+        let user = self.0.register(request.get_ref(), &client_info(&request)).await?;
         Ok(Response::new(RegisterUserResponse { user: Some(user) }))
     }
 

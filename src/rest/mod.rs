@@ -35,7 +35,12 @@ pub fn router(authd: Authd) -> Router {
         .with_state(authd)
 }
 
-async fn register_user(State(authd): State<Authd>, body: RequestBody) -> Result<impl IntoResponse, Error> {
+async fn register_user(
+    State(authd): State<Authd>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: RequestBody,
+) -> Result<impl IntoResponse, Error> {
     let mut fields = body.json()?;
     let request = pb::RegisterUserRequest {
         name: fields.string("name"),
@@ -45,7 +50,7 @@ async fn register_user(State(authd): State<Authd>, body: RequestBody) -> Result<
         password: fields.string("password"),
     };
     fields.finish(authd.validate_registration(&request))?;
-    authd.register(&request).await?;
+    authd.register(&request, &client_info(peer, &headers)).await?;
     Ok((StatusCode::CREATED, Json(json!({"message": "User created successfully."}))))
 }
 
@@ -67,16 +72,17 @@ async fn login(
     };
     let renamed = if fields.is_form() { [("email", "username")].as_slice() } else { &[] };
     fields.finish(authd.validate_login(&request).map_err(|v| rename(v, renamed)))?;
-    let user_agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok());
-    let signed_in = authd
-        .login(&request, &ClientInfo::new(Some(peer.ip()), user_agent))
-        .await
-        .map_err(|e| rename_fields(e, renamed))?;
+    let signed_in = authd.login(&request, &client_info(peer, &headers)).await.map_err(|e| rename_fields(e, renamed))?;
     Ok(Json(signed_in_body("Login successful.", signed_in)))
 }
 
 /// `{"token": "<refresh token>", "tokenType": "Bearer"}`; the old app's field names.
-async fn refresh_token(State(authd): State<Authd>, body: RequestBody) -> Result<Json<Value>, Error> {
+async fn refresh_token(
+    State(authd): State<Authd>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: RequestBody,
+) -> Result<Json<Value>, Error> {
     let mut fields = body.json()?;
     let request = pb::RefreshTokenRequest { refresh_token: fields.string("token") };
     if let Some(token_type) = fields.optional_string("tokenType")
@@ -85,8 +91,16 @@ async fn refresh_token(State(authd): State<Authd>, body: RequestBody) -> Result<
         fields.violation("tokenType", "must be Bearer");
     }
     fields.finish(Ok(()))?;
-    let signed_in = authd.refresh(&request).await.map_err(|e| rename_fields(e, &[("refresh_token", "token")]))?;
+    let signed_in = authd
+        .refresh(&request, &client_info(peer, &headers))
+        .await
+        .map_err(|e| rename_fields(e, &[("refresh_token", "token")]))?;
     Ok(Json(signed_in_body("Token refreshed successfully.", signed_in)))
+}
+
+/// The peer address of the connection (proxies' `X-Forwarded-For` is not trusted).
+fn client_info(peer: SocketAddr, headers: &HeaderMap) -> ClientInfo {
+    ClientInfo::new(Some(peer.ip()), headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()))
 }
 
 fn authorization(headers: &HeaderMap) -> Option<&str> {
@@ -181,4 +195,4 @@ fn rename(mut violations: Vec<FieldViolation>, renamed: &[(&str, &str)]) -> Vec<
     violations
 }
 
-pub use self::error::not_found;
+pub use self::error::{error_body, not_found};

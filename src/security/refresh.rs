@@ -100,4 +100,18 @@ mod tests {
             assert_eq!(t.decode(junk), None, "{junk}");
         }
     }
+
+    proptest::proptest! {
+        /// Refresh token parsing, fuzzed: arbitrary text decodes to nothing, never a
+        /// panic. Run longer with `PROPTEST_CASES=100000 cargo test --lib fuzz`.
+        #[test]
+        fn fuzz_no_token_makes_decoding_panic(text in proptest::prelude::any::<String>(), generation in proptest::prelude::any::<i64>()) {
+            let t = tokens(b"k1k1k1k1k1k1k1k1");
+            assert_eq!(t.decode(&text), None);
+            let token = t.encode(RefreshClaim { session_id: Uuid::new_v4(), generation });
+            for cut in [1, token.len() / 2, token.len().saturating_sub(1)] {
+                let _ = t.decode(token.get(..cut).unwrap_or_default());
+            }
+        }
+    }
 }

@@ -181,6 +181,16 @@ pub struct SigningKeyRecord {
     pub retired_at: Option<DateTime<Utc>>,
 }
 
+/// Hits counted under one throttle key in the current window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
+pub struct ThrottleCount {
+    pub hits: i64,
+    /// When the window began, in Unix milliseconds.
+    pub window_start_ms: i64,
+    /// The latest hit, in Unix milliseconds.
+    pub last_hit_ms: i64,
+}
+
 pub struct NewSession<'a> {
     pub session_id: Uuid,
     pub user_id: i64,
@@ -244,6 +254,14 @@ pub trait Store: Send + Sync + 'static {
     /// starting with [`SessionChange::Listening`]; returns only on failure, after which
     /// changes may have been missed.
     async fn follow_session_changes(&self, on_change: &(dyn Fn(SessionChange) + Send + Sync)) -> anyhow::Result<()>;
+    /// Counts one hit under `key`, atomically, in a fixed window of `window_ms`: a window
+    /// begun `window_ms` or more before `now_ms` starts over at this hit.
+    async fn throttle_hit(&self, key: &str, now_ms: i64, window_ms: i64) -> StoreResult<ThrottleCount>;
+    /// The hits under `key` in a window still open at `now_ms`, if any.
+    async fn throttle_count(&self, key: &str, now_ms: i64, window_ms: i64) -> StoreResult<Option<ThrottleCount>>;
+    async fn throttle_clear(&self, key: &str) -> StoreResult<()>;
+    /// Forgets keys not hit since `before_ms`; returns how many.
+    async fn throttle_prune(&self, before_ms: i64) -> StoreResult<u64>;
 
     /// The secret kept under `name`, storing `candidate` first if there is none; every
     /// replica gets the same answer.
@@ -255,6 +273,9 @@ fn classify(error: sqlx::Error) -> StoreError {
     use sqlx::Error as E;
     let unavailable = match &error {
         E::Io(_) | E::Tls(_) | E::PoolTimedOut | E::PoolClosed | E::WorkerCrashed => true,
+        // The conversation broke off, as when something between us and the database
+        // accepts a connection and closes it ("unexpected response from SSLRequest").
+        E::Protocol(_) => true,
         // SQLite: busy or locked past the busy timeout (5, 6), I/O error (10), full disk
         // (13), cannot open (14); extended codes keep the primary code in the low byte.
         E::Database(db) if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() => {

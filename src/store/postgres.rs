@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::{
     Migrations, NewSession, NewUser, SessionChange, SessionRecord, SigningKeyRecord, Store, StoreError, StoreResult,
-    UserRecord, adoption, classify, pending_migrations,
+    ThrottleCount, UserRecord, adoption, classify, pending_migrations,
 };
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
@@ -301,6 +301,50 @@ impl Store for PgStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(classify)
+    }
+
+    async fn throttle_hit(&self, key: &str, now_ms: i64, window_ms: i64) -> StoreResult<ThrottleCount> {
+        // Every expression of `set` sees the row as it was, so the reset is one decision.
+        sqlx::query_as::<_, ThrottleCount>(
+            "insert into throttle (key, hits, window_start_ms, last_hit_ms) values ($1, 1, $2, $2)
+             on conflict (key) do update set
+               hits = case when throttle.window_start_ms <= $2 - $3 then 1 else throttle.hits + 1 end,
+               window_start_ms = case when throttle.window_start_ms <= $2 - $3 then $2 else throttle.window_start_ms end,
+               last_hit_ms = $2
+             returning hits, window_start_ms, last_hit_ms",
+        )
+        .bind(key)
+        .bind(now_ms)
+        .bind(window_ms)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(classify)
+    }
+
+    async fn throttle_count(&self, key: &str, now_ms: i64, window_ms: i64) -> StoreResult<Option<ThrottleCount>> {
+        sqlx::query_as::<_, ThrottleCount>(
+            "select hits, window_start_ms, last_hit_ms from throttle where key = $1 and window_start_ms > $2 - $3",
+        )
+        .bind(key)
+        .bind(now_ms)
+        .bind(window_ms)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(classify)
+    }
+
+    async fn throttle_clear(&self, key: &str) -> StoreResult<()> {
+        sqlx::query("delete from throttle where key = $1").bind(key).execute(&self.pool).await.map_err(classify)?;
+        Ok(())
+    }
+
+    async fn throttle_prune(&self, before_ms: i64) -> StoreResult<u64> {
+        let done = sqlx::query("delete from throttle where last_hit_ms < $1")
+            .bind(before_ms)
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(done.rows_affected())
     }
 
     async fn secret(&self, name: &str, candidate: &[u8]) -> StoreResult<Vec<u8>> {

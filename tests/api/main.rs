@@ -5,6 +5,7 @@
 #[macro_use]
 mod helpers;
 
+mod abuse;
 mod adoption;
 mod concurrency;
 mod embedded;
@@ -12,6 +13,7 @@ mod login;
 mod me;
 mod refresh;
 mod register;
+mod resilience;
 mod sessions;
 mod signing;
 mod storage;
