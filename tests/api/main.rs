@@ -5,11 +5,14 @@
 #[macro_use]
 mod helpers;
 
+mod account;
 mod adoption;
 mod concurrency;
+mod docs;
 mod embedded;
 mod login;
 mod me;
+mod metrics;
 mod refresh;
 mod register;
 mod sessions;
