@@ -40,7 +40,9 @@ pub fn router(authd: Authd) -> Router {
         .with_state(authd)
 }
 
-#[utoipa::path(post, path = "/api/v1/register-user", tag = "users",
+#[utoipa::path(post, path = "/api/v1/register-user", summary = "Register a user",
+    description = "Creates an account. Surrounding whitespace is trimmed from every field but the password; the email is compared case-insensitively.",
+    tag = "users",
     request_body = openapi::RegisterUserBody,
     responses(
         (status = 201, description = "Created", body = openapi::Message),
@@ -66,7 +68,9 @@ async fn register_user(State(authd): State<Authd>, body: RequestBody) -> Result<
     Ok((StatusCode::CREATED, Json(json!({"message": "User created successfully."}))))
 }
 
-#[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth",
+#[utoipa::path(post, path = "/api/v1/auth/login", summary = "Log in",
+    description = "Checks the credentials and starts a session. Takes JSON `{email, password}` or the OAuth2 password form (`username` is the email), which Swagger UI's Authorize button uses; the form's answer also carries `access_token` and `token_type` at the top level. A wrong password and an unknown email fail alike.",
+    tag = "auth",
     request_body(content(
         (openapi::LoginBody = "application/json"),
         (openapi::LoginForm = "application/x-www-form-urlencoded"),
@@ -125,7 +129,9 @@ fn oauth2_token_response(body: &mut Value) {
     }
 }
 
-#[utoipa::path(post, path = "/api/v1/auth/refresh-token", tag = "auth",
+#[utoipa::path(post, path = "/api/v1/auth/refresh-token", summary = "Refresh the tokens",
+    description = "Exchanges a refresh token for a new access token and a new refresh token (single use; a retry within the grace window gets the same pair, a later replay ends the session).",
+    tag = "auth",
     request_body = openapi::RefreshBody,
     responses(
         (status = 200, description = "A new access token and a new refresh token", body = openapi::SignedIn),
@@ -154,7 +160,9 @@ fn authorization(headers: &HeaderMap) -> Option<&str> {
     headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())
 }
 
-#[utoipa::path(get, path = "/api/v1/me", tag = "users",
+#[utoipa::path(get, path = "/api/v1/me", summary = "Get my profile",
+    description = "The caller's profile.",
+    tag = "users",
     security(("bearer" = []), ("oauth2" = [])),
     responses(
         (status = 200, description = "The caller's profile", body = openapi::Profile),
@@ -178,7 +186,9 @@ fn profile_body(user: &pb::User) -> Value {
     })
 }
 
-#[utoipa::path(patch, path = "/api/v1/me", tag = "users",
+#[utoipa::path(patch, path = "/api/v1/me", summary = "Update my profile",
+    description = "Changes name, location or about; fields left out stay as they are, `\"about\": null` (or `\"\"`) clears it. Each given field is checked as at registration.",
+    tag = "users",
     security(("bearer" = []), ("oauth2" = [])),
     request_body = openapi::UpdateMeBody,
     responses(
@@ -203,7 +213,9 @@ async fn update_me(State(authd): State<Authd>, headers: HeaderMap, body: Request
     Ok(Json(profile_body(&user)))
 }
 
-#[utoipa::path(post, path = "/api/v1/me/password", tag = "users",
+#[utoipa::path(post, path = "/api/v1/me/password", summary = "Change my password",
+    description = "Replaces the password, given the current one (a wrong one is a 422 naming `current_password`), and ends every other session of the user; the caller's stays.",
+    tag = "users",
     security(("bearer" = []), ("oauth2" = [])),
     request_body = openapi::ChangePasswordBody,
     responses(
@@ -233,7 +245,9 @@ async fn change_password(
     Ok(Json(json!({"message": "Password changed successfully.", "sessions_ended": ended})))
 }
 
-#[utoipa::path(delete, path = "/api/v1/me", tag = "users",
+#[utoipa::path(delete, path = "/api/v1/me", summary = "Delete my account",
+    description = "Deletes the account and every session of it, given its password: its tokens stop working at once and the email can be registered again. A wrong password is a 422 naming `password`.",
+    tag = "users",
     security(("bearer" = []), ("oauth2" = [])),
     request_body = openapi::DeleteMeBody,
     responses(
@@ -256,7 +270,9 @@ async fn delete_me(State(authd): State<Authd>, headers: HeaderMap, body: Request
     Ok(Json(json!({"message": "Account deleted successfully."})))
 }
 
-#[utoipa::path(get, path = "/api/v1/me/sessions", tag = "auth",
+#[utoipa::path(get, path = "/api/v1/me/sessions", summary = "List my sessions",
+    description = "The caller's live sessions, most recently used first; `current` marks the caller's own. `last_used_at` is the last login or refresh.",
+    tag = "auth",
     security(("bearer" = []), ("oauth2" = [])),
     responses(
         (status = 200, description = "The caller's live sessions, most recently used first", body = openapi::Sessions),
@@ -290,7 +306,9 @@ async fn list_sessions(State(authd): State<Authd>, headers: HeaderMap) -> Result
     Ok(Json(json!({ "sessions": list })))
 }
 
-#[utoipa::path(delete, path = "/api/v1/me/sessions/{session_id}", tag = "auth",
+#[utoipa::path(delete, path = "/api/v1/me/sessions/{session_id}", summary = "End one of my sessions",
+    description = "Ends one of the caller's sessions. An unknown or ended session, or another user's, is the same 404.",
+    tag = "auth",
     security(("bearer" = []), ("oauth2" = [])),
     params(("session_id" = String, Path, description = "A session id from the list")),
     responses(
@@ -313,7 +331,9 @@ async fn revoke_session(
     Ok(Json(json!({"message": "Session revoked successfully."})))
 }
 
-#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth",
+#[utoipa::path(post, path = "/api/v1/auth/logout", summary = "Log out",
+    description = "Ends the caller's session, or every session of the user with `{\"all_sessions\": true}`. The body may be empty.",
+    tag = "auth",
     security(("bearer" = []), ("oauth2" = [])),
     request_body(content = openapi::LogoutBody, description = "Optional"),
     responses(
@@ -334,7 +354,9 @@ async fn logout(State(authd): State<Authd>, headers: HeaderMap, body: RequestBod
     Ok(Json(json!({"message": "Logout successful.", "sessions_ended": ended})))
 }
 
-#[utoipa::path(post, path = "/api/v1/auth/validate", tag = "auth",
+#[utoipa::path(post, path = "/api/v1/auth/validate", summary = "Validate an access token",
+    description = "Whether an access token is active right now (RFC 7662 style): an inactive one is `{\"active\": false}`, not an error.",
+    tag = "auth",
     request_body = openapi::ValidateBody,
     responses(
         (status = 200, description = "Whether the access token is active now", body = openapi::Validation),
@@ -360,13 +382,17 @@ async fn validate(State(authd): State<Authd>, body: RequestBody) -> Result<Json<
     }))
 }
 
-#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "operations",
+#[utoipa::path(get, path = "/.well-known/jwks.json", summary = "Public signing keys",
+    description = "The JWKS that verifies access tokens (empty with HMAC signing).",
+    tag = "operations",
     responses((status = 200, description = "The public keys that verify access tokens", body = openapi::Jwks)))]
 async fn jwks(State(authd): State<Authd>) -> impl IntoResponse {
     ([(header::CACHE_CONTROL, "public, max-age=300")], Json(json!({ "keys": authd.jwks() })))
 }
 
-#[utoipa::path(get, path = "/metrics", tag = "operations",
+#[utoipa::path(get, path = "/metrics", summary = "Prometheus metrics",
+    description = "Request counts and latencies per route and RPC, login outcomes, refresh reuse detections, database pool connections.",
+    tag = "operations",
     responses(
         (status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain"),
         (status = 503, description = "Metrics not available", body = openapi::ErrorBody),
@@ -379,13 +405,17 @@ async fn metrics_text(State(authd): State<Authd>) -> Response {
     }
 }
 
-#[utoipa::path(get, path = "/healthz", tag = "operations",
+#[utoipa::path(get, path = "/healthz", summary = "Liveness",
+    description = "The process is up.",
+    tag = "operations",
     responses((status = 200, description = "The process is up", body = openapi::Status)))]
 async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-#[utoipa::path(get, path = "/readyz", tag = "operations",
+#[utoipa::path(get, path = "/readyz", summary = "Readiness",
+    description = "Whether the database answers.",
+    tag = "operations",
     responses(
         (status = 200, description = "The database answers", body = openapi::Status),
         (status = 503, description = "The database does not answer", body = openapi::Status),
