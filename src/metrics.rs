@@ -69,6 +69,11 @@ pub fn render(pool: PoolUsage) -> Option<String> {
 
 /// One plain HTTP request; `route` is the matched route template (`unmatched` for none).
 pub fn http_request(method: &str, route: &str, status: u16, latency: Duration) {
+    // A client may send any method name: only the standard ones become label values.
+    let method = match method {
+        "GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE" | "OPTIONS" | "CONNECT" | "TRACE" => method,
+        _ => "other",
+    };
     let (method, route) = (method.to_owned(), route.to_owned());
     metrics::counter!(HTTP_REQUESTS, "method" => method.clone(), "route" => route.clone(), "status" => status.to_string())
         .increment(1);
