@@ -11,7 +11,7 @@ use anyhow::Context;
 use axum::{
     Router,
     body::Body,
-    extract::{Request, State},
+    extract::{MatchedPath, Request, State},
     http::{HeaderName, HeaderValue, Method, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
@@ -26,6 +26,7 @@ use crate::{
     config::Settings,
     core::Authd,
     grpc::{AuthApi, UserApi},
+    metrics,
     pb::{auth_service_server::AuthServiceServer, user_service_server::UserServiceServer},
     rest,
     store::{self, Migrations},
@@ -74,6 +75,7 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let migrations =
             if settings.database.migrate_on_start { Migrations::Apply } else { Migrations::RequireCurrent };
+        metrics::install();
         let store = store::open(&settings.database, migrations).await?;
         let authd = Authd::new(store, &settings).await?;
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -208,6 +210,7 @@ fn router(
 
     Ok(grpc
         .merge(rest::router(authd))
+        .merge(rest::openapi::router())
         .fallback(fallback)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_MESSAGE_BYTES))
         .layer(middleware::from_fn_with_state(settings.limits.request_timeout, request_timeout))
@@ -272,17 +275,20 @@ fn cors(origins: &[String]) -> anyhow::Result<CorsLayer> {
         .max_age(Duration::from_secs(600)))
 }
 
-/// One log line per request: method, path (never the query), status, gRPC status when
-/// visible, latency. gRPC statuses come in trailers, so the line waits for the body's end.
+/// One log line and one metrics sample per request: method, path (never the query),
+/// status, gRPC status when visible, latency. gRPC statuses come in trailers, so the line
+/// waits for the body's end. Metrics are labelled by route template, never the raw path.
 async fn access_log(request: Request, next: Next) -> Response {
+    let grpc = is_grpc(&request);
     let mut line = AccessLine {
         start: Instant::now(),
         method: request.method().clone(),
         path: request.uri().path().to_owned(),
+        route: request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()),
+        grpc,
         status: 0,
         done: false,
     };
-    let grpc = is_grpc(&request);
     let response = next.run(request).await;
     line.status = response.status().as_u16();
     let grpc_status =
@@ -305,6 +311,9 @@ struct AccessLine {
     start: Instant,
     method: Method,
     path: String,
+    /// The matched route template; `None` for the fallback.
+    route: Option<String>,
+    grpc: bool,
     status: u16,
     done: bool,
 }
@@ -314,7 +323,22 @@ impl AccessLine {
         if std::mem::replace(&mut self.done, true) {
             return;
         }
-        let latency_ms = self.start.elapsed().as_secs_f64() * 1000.0;
+        let latency = self.start.elapsed();
+        if self.grpc {
+            // A served method's path names it; any other (UNIMPLEMENTED) is one label.
+            let served = self.route.is_some() && grpc_status != Some("12");
+            let rpc = if served { self.path.as_str() } else { "unmatched" };
+            // No status at all means the call broke off before its trailers.
+            metrics::grpc_request(rpc, grpc_status.unwrap_or("aborted"), latency);
+        } else {
+            metrics::http_request(
+                self.method.as_str(),
+                self.route.as_deref().unwrap_or("unmatched"),
+                self.status,
+                latency,
+            );
+        }
+        let latency_ms = latency.as_secs_f64() * 1000.0;
         tracing::info!(
             method = %self.method,
             path = %self.path,

@@ -22,6 +22,9 @@ pub enum Error {
     /// A bearer token that is not a live access token.
     #[error("invalid access token")]
     InvalidToken,
+    /// A session that does not exist, has ended, or is another user's: one case.
+    #[error("session not found")]
+    SessionNotFound,
     #[error("overloaded")]
     Overloaded { retry_after: Duration },
     #[error("database unavailable")]

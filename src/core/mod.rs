@@ -1,4 +1,5 @@
-//! The use cases, shared by every transport: register, login, refresh, me.
+//! The use cases, shared by every transport: register, login, refresh, me, the caller's
+//! own account (update, password, deletion) and sessions.
 
 mod cache;
 mod error;
@@ -18,14 +19,14 @@ use throttle::{Action, Throttle};
 use crate::{
     config::{Settings, TokenSettings},
     domain::{About, Email, FieldViolation, Location, Password, PasswordPolicy, UserName, Violations},
-    pb,
+    metrics, pb,
     security::{
         access::{AccessTokens, VerifiedAccess},
         passwords::{Passwords, Verdict},
         random_secret,
         refresh::{RefreshClaim, RefreshTokens},
     },
-    store::{NewSession, NewUser, SessionChange, Store, UserRecord},
+    store::{NewSession, NewUser, ProfileUpdate, SessionChange, Store, UserRecord},
 };
 
 /// Who is calling, as far as the transport can tell; kept on the session for its owner.
@@ -59,6 +60,13 @@ pub struct Registration {
     location: Location,
     about: About,
     password: Password,
+}
+
+/// A profile update whose present fields are valid; `about: Some(About(None))` clears it.
+pub struct ProfileChange {
+    name: Option<UserName>,
+    location: Option<Location>,
+    about: Option<About>,
 }
 
 struct SessionPolicy {
@@ -208,11 +216,13 @@ impl Authd {
         let Some(user) = self.store.user_by_email(email.as_str()).await? else {
             self.passwords.verify_nobody(&password).await?;
             self.throttle.login_failed(&keys).await?;
+            metrics::login_failed();
             return Err(Error::InvalidCredentials);
         };
         match self.passwords.verify(&password, &user.password).await? {
             Verdict::Mismatch => {
                 self.throttle.login_failed(&keys).await?;
+                metrics::login_failed();
                 return Err(Error::InvalidCredentials);
             }
             Verdict::Match => {}
@@ -235,6 +245,7 @@ impl Authd {
                 ip: client.ip.as_deref(),
             })
             .await?;
+        metrics::login_succeeded();
         tracing::info!(user_id = user.user_id, %session_id, "logged in");
         self.signed_in(&user, RefreshClaim { session_id, generation: 0 }, now)
     }
@@ -266,6 +277,7 @@ impl Authd {
                     if live && session.generation > claim.generation {
                         self.store.revoke_session(session.session_id, now).await?;
                         self.cache.apply(SessionChange::Session(session.session_id));
+                        metrics::refresh_reuse_detected();
                         tracing::warn!(session_id = %session.session_id, user_id = session.user_id, "refresh token reused: session revoked");
                     }
                     return Err(Error::RefreshRejected);
@@ -295,6 +307,133 @@ impl Authd {
         self.cache.apply(change);
         tracing::info!(user_id = user.user_id, session_id = %access.session_id, all_sessions, ended, "logged out");
         Ok(ended)
+    }
+
+    /// Checks the fields of a profile update that are present, as registration does.
+    pub fn validate_update(&self, req: &pb::UpdateMeRequest) -> Result<ProfileChange, Vec<FieldViolation>> {
+        let mut v = Violations::default();
+        let name = req.name.as_deref().map(|n| v.check("name", UserName::parse(n)));
+        let location = req.location.as_deref().map(|l| v.check("location", Location::parse(l)));
+        let about = req.about.as_deref().map(|a| v.check("about", About::parse(Some(a))));
+        v.finish(|| {
+            Some(ProfileChange {
+                name: name.map(|n| n.ok_or(())).transpose().ok()?,
+                location: location.map(|l| l.ok_or(())).transpose().ok()?,
+                about: about.map(|a| a.ok_or(())).transpose().ok()?,
+            })
+        })
+    }
+
+    /// Changes the caller's name, location or about; absent fields stay as they are.
+    #[tracing::instrument(skip_all)]
+    pub async fn update_me(&self, authorization: Option<&str>, req: &pb::UpdateMeRequest) -> Result<pb::User> {
+        let (_, user) = self.authenticate(authorization).await?;
+        let change = self.validate_update(req).map_err(Error::InvalidInput)?;
+        let update = ProfileUpdate {
+            name: change.name.as_ref().map(UserName::as_str),
+            location: change.location.as_ref().map(Location::as_str),
+            about: change.about.as_ref().map(About::as_deref),
+        };
+        let updated = self.store.update_user(user.user_id, &update, Utc::now()).await?.ok_or(Error::InvalidToken)?;
+        self.cache.apply(SessionChange::User(user.user_id));
+        tracing::info!(user_id = user.user_id, "profile updated");
+        Ok(user_message(&updated))
+    }
+
+    /// Checks the fields of a password change.
+    pub fn validate_password_change(
+        &self,
+        req: &pb::ChangePasswordRequest,
+    ) -> Result<(Password, Password), Vec<FieldViolation>> {
+        let mut v = Violations::default();
+        let current = v.check("current_password", Password::parse_offered(&req.current_password, self.password_policy));
+        let new = v.check("new_password", Password::parse_new(&req.new_password, self.password_policy));
+        v.finish(|| Some((current?, new?)))
+    }
+
+    /// Replaces the caller's password, given the current one, and ends every other
+    /// session of the user; returns how many ended.
+    #[tracing::instrument(skip_all)]
+    pub async fn change_password(&self, authorization: Option<&str>, req: &pb::ChangePasswordRequest) -> Result<u64> {
+        let (access, user) = self.authenticate(authorization).await?;
+        let (current, new) = self.validate_password_change(req).map_err(Error::InvalidInput)?;
+        let user = self.fresh(&user).await?;
+        self.check_password(&user, &current, "current_password").await?;
+        let hash = self.passwords.hash(&new).await?;
+        let now = Utc::now();
+        self.store.set_password_hash(user.user_id, &hash, now).await?;
+        let ended = self.store.revoke_other_sessions(user.user_id, access.session_id, now).await?;
+        self.cache.apply(SessionChange::User(user.user_id));
+        tracing::info!(user_id = user.user_id, ended, "password changed; other sessions ended");
+        Ok(ended)
+    }
+
+    /// Checks the field of an account deletion.
+    pub fn validate_deletion(&self, req: &pb::DeleteMeRequest) -> Result<Password, Vec<FieldViolation>> {
+        let mut v = Violations::default();
+        let password = v.check("password", Password::parse_offered(&req.password, self.password_policy));
+        v.finish(|| password)
+    }
+
+    /// Deletes the caller's account, given its password, with every session: its tokens
+    /// stop working at once and the email is free again.
+    #[tracing::instrument(skip_all)]
+    pub async fn delete_me(&self, authorization: Option<&str>, req: &pb::DeleteMeRequest) -> Result<()> {
+        let (_, user) = self.authenticate(authorization).await?;
+        let password = self.validate_deletion(req).map_err(Error::InvalidInput)?;
+        let user = self.fresh(&user).await?;
+        self.check_password(&user, &password, "password").await?;
+        self.store.delete_user(user.user_id).await?;
+        self.cache.apply(SessionChange::User(user.user_id));
+        tracing::info!(user_id = user.user_id, "account deleted");
+        Ok(())
+    }
+
+    /// The caller's live sessions, the caller's own marked.
+    pub async fn list_sessions(&self, authorization: Option<&str>) -> Result<Vec<pb::Session>> {
+        let (access, user) = self.authenticate(authorization).await?;
+        let sessions = self.store.user_sessions(user.user_id, Utc::now()).await?;
+        Ok(sessions
+            .into_iter()
+            .map(|s| pb::Session {
+                session_id: s.session_id.to_string(),
+                created_at: Some(timestamp(s.created_at)),
+                last_used_at: Some(timestamp(s.last_used_at)),
+                expires_at: Some(timestamp(s.expires_at)),
+                user_agent: s.user_agent.unwrap_or_default(),
+                ip: s.ip.unwrap_or_default(),
+                current: s.session_id == access.session_id,
+            })
+            .collect())
+    }
+
+    /// Ends one of the caller's sessions. Not the caller's, unknown, ended or not even an
+    /// id: all [`Error::SessionNotFound`], so that no one learns of other users' sessions.
+    #[tracing::instrument(skip_all)]
+    pub async fn revoke_session(&self, authorization: Option<&str>, session_id: &str) -> Result<()> {
+        let (_, user) = self.authenticate(authorization).await?;
+        let session_id = Uuid::parse_str(session_id.trim()).map_err(|_| Error::SessionNotFound)?;
+        let ended = self.store.revoke_user_session(session_id, user.user_id, Utc::now()).await?;
+        self.cache.apply(SessionChange::Session(session_id));
+        if ended == 0 {
+            return Err(Error::SessionNotFound);
+        }
+        tracing::info!(user_id = user.user_id, %session_id, "session revoked");
+        Ok(())
+    }
+
+    /// The database pool's state, for metrics.
+    pub fn pool_usage(&self) -> crate::store::PoolUsage {
+        self.store.pool_usage()
+    }
+
+    /// Checks the password of a signed-in user; a wrong one is a violation of `field`
+    /// (the caller's token is good: this is not an authentication failure).
+    async fn check_password(&self, user: &UserRecord, password: &Password, field: &str) -> Result<()> {
+        match self.passwords.verify(password, &user.password).await? {
+            Verdict::Mismatch => Err(Error::invalid(field, "is incorrect")),
+            Verdict::Match | Verdict::MatchNeedsRehash(_) => Ok(()),
+        }
     }
 
     /// Whether `token` is an access token that is active right now (RFC 7662 semantics:
@@ -330,6 +469,12 @@ impl Authd {
         let access = self.access.verify(token).ok_or(Error::InvalidToken)?;
         let user = self.live_session_user(&access).await?.ok_or(Error::InvalidToken)?;
         Ok((access, user))
+    }
+
+    /// The user as the database has it now: a password is never checked against a cached
+    /// copy, which another process may have just changed.
+    async fn fresh(&self, user: &UserRecord) -> Result<UserRecord> {
+        self.store.user_by_id(user.user_id).await?.ok_or(Error::InvalidToken)
     }
 
     /// The user of the token's session if that session is live, from the cache when it
@@ -369,9 +514,11 @@ pub fn bearer_token(header: &str) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
+fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }
+}
+
 fn user_message(user: &UserRecord) -> pb::User {
-    let timestamp =
-        |t: DateTime<Utc>| prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 };
     pb::User {
         user_id: user.user_id,
         name: user.name.clone(),

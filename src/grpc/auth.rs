@@ -4,8 +4,9 @@ use super::{authorization, client_info};
 use crate::{
     core::Authd,
     pb::{
-        GetJwksRequest, GetJwksResponse, Jwk, LoginRequest, LogoutRequest, LogoutResponse, RefreshTokenRequest,
-        TokenResponse, ValidateTokenRequest, ValidateTokenResponse, auth_service_server::AuthService,
+        GetJwksRequest, GetJwksResponse, Jwk, ListSessionsRequest, ListSessionsResponse, LoginRequest, LogoutRequest,
+        LogoutResponse, RefreshTokenRequest, RevokeSessionRequest, RevokeSessionResponse, TokenResponse,
+        ValidateTokenRequest, ValidateTokenResponse, auth_service_server::AuthService,
     },
 };
 
@@ -38,6 +39,22 @@ impl AuthService for AuthApi {
     async fn get_jwks(&self, _: Request<GetJwksRequest>) -> Result<Response<GetJwksResponse>, Status> {
         let keys = self.0.jwks().iter().map(jwk_message).collect();
         Ok(Response::new(GetJwksResponse { keys }))
+    }
+
+    async fn list_sessions(
+        &self,
+        request: Request<ListSessionsRequest>,
+    ) -> Result<Response<ListSessionsResponse>, Status> {
+        let sessions = self.0.list_sessions(authorization(&request)).await?;
+        Ok(Response::new(ListSessionsResponse { sessions }))
+    }
+
+    async fn revoke_session(
+        &self,
+        request: Request<RevokeSessionRequest>,
+    ) -> Result<Response<RevokeSessionResponse>, Status> {
+        self.0.revoke_session(authorization(&request), &request.get_ref().session_id).await?;
+        Ok(Response::new(RevokeSessionResponse {}))
     }
 }
 

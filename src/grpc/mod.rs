@@ -38,6 +38,7 @@ impl From<Error> for Status {
                 Status::unauthenticated("Not authenticated: send `authorization: Bearer <access token>`")
             }
             Error::InvalidToken => Status::unauthenticated("Invalid Credentials"),
+            Error::SessionNotFound => Status::not_found("Session not found."),
             Error::Overloaded { retry_after } => Status::with_error_details(
                 Code::ResourceExhausted,
                 "Too many requests; try again later.",

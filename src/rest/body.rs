@@ -140,6 +140,20 @@ impl Fields {
         }
     }
 
+    /// An optional string that `null` clears: missing is `None`, `null` is `Some("")`
+    /// (which the core reads as "none").
+    pub fn clearable_string(&mut self, name: &str) -> Option<String> {
+        match self.object.remove(name) {
+            Some(Value::Null) => Some(String::new()),
+            Some(Value::String(s)) => Some(s),
+            None => None,
+            Some(_) => {
+                self.violation(name, "must be a string or null");
+                None
+            }
+        }
+    }
+
     /// An optional boolean: missing and `null` are both `None`.
     pub fn optional_bool(&mut self, name: &str) -> Option<bool> {
         match self.object.remove(name) {

@@ -26,6 +26,7 @@ impl IntoResponse for Error {
             Error::RefreshRejected => unauthorized(json!({"error": {"error": "Authorization failed. Log in again."}})),
             Error::MissingToken => unauthorized(json!({"detail": "Not authenticated"})),
             Error::InvalidToken => unauthorized(json!({"detail": "Invalid Credentials"})),
+            Error::SessionNotFound => error_body(StatusCode::NOT_FOUND, "Session not found."),
             Error::Overloaded { retry_after } => {
                 let mut response = error_body(StatusCode::TOO_MANY_REQUESTS, "Too many requests. Try again later.");
                 response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after.as_secs().max(1)));

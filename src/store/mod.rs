@@ -191,6 +191,38 @@ pub struct ThrottleCount {
     pub last_hit_ms: i64,
 }
 
+/// A partial profile change: `None` leaves a column as it is; `about: Some(None)` clears it.
+#[derive(Debug, Default)]
+pub struct ProfileUpdate<'a> {
+    pub name: Option<&'a str>,
+    pub location: Option<&'a str>,
+    pub about: Option<Option<&'a str>>,
+}
+
+/// A session as its owner sees it in a list.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SessionSummary {
+    pub session_id: Uuid,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub user_agent: Option<String>,
+    pub ip: Option<String>,
+}
+
+/// Connections of the pool right now.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolUsage {
+    pub open: u32,
+    pub idle: u32,
+}
+
+impl PoolUsage {
+    pub fn in_use(self) -> u32 {
+        self.open.saturating_sub(self.idle)
+    }
+}
+
 pub struct NewSession<'a> {
     pub session_id: Uuid,
     pub user_id: i64,
@@ -214,6 +246,8 @@ pub enum SessionChange {
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> StoreResult<()>;
+    /// The connection pool's state, for metrics.
+    fn pool_usage(&self) -> PoolUsage;
 
     /// Inserts a user; [`StoreError::EmailTaken`] when the email exists in any case.
     async fn insert_user(&self, user: &NewUser<'_>) -> StoreResult<UserRecord>;
@@ -221,6 +255,16 @@ pub trait Store: Send + Sync + 'static {
     async fn user_by_email(&self, email: &str) -> StoreResult<Option<UserRecord>>;
     async fn user_by_id(&self, user_id: i64) -> StoreResult<Option<UserRecord>>;
     async fn set_password_hash(&self, user_id: i64, hash: &str, now: DateTime<Utc>) -> StoreResult<()>;
+    /// Applies a partial profile change; `None` when there is no such user.
+    async fn update_user(
+        &self,
+        user_id: i64,
+        update: &ProfileUpdate<'_>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<UserRecord>>;
+    /// Deletes a user with every session, and with the rows that the old app's
+    /// `refreshaccesstokens` table (if any) holds for it; `false` when there was no such user.
+    async fn delete_user(&self, user_id: i64) -> StoreResult<bool>;
 
     async fn insert_session(&self, session: &NewSession<'_>) -> StoreResult<()>;
     /// Moves a live session from `generation` to the next one, atomically: of concurrent
@@ -239,6 +283,12 @@ pub trait Store: Send + Sync + 'static {
     async fn revoke_session(&self, session_id: Uuid, now: DateTime<Utc>) -> StoreResult<u64>;
     /// Ends every live session of a user; returns how many.
     async fn revoke_user_sessions(&self, user_id: i64, now: DateTime<Utc>) -> StoreResult<u64>;
+    /// Ends every live session of a user but `keep`; returns how many.
+    async fn revoke_other_sessions(&self, user_id: i64, keep: Uuid, now: DateTime<Utc>) -> StoreResult<u64>;
+    /// Ends one session if it is live and belongs to `user_id`; returns how many (0 or 1).
+    async fn revoke_user_session(&self, session_id: Uuid, user_id: i64, now: DateTime<Utc>) -> StoreResult<u64>;
+    /// The sessions of a user that are live at `now`, most recently used first.
+    async fn user_sessions(&self, user_id: i64, now: DateTime<Utc>) -> StoreResult<Vec<SessionSummary>>;
     /// The user of a session that is live at `now` and belongs to `user_id`.
     async fn session_user(&self, session_id: Uuid, user_id: i64, now: DateTime<Utc>)
     -> StoreResult<Option<UserRecord>>;

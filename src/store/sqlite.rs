@@ -18,8 +18,8 @@ use sqlx::{
 use uuid::Uuid;
 
 use super::{
-    Migrations, NewSession, NewUser, SessionChange, SessionRecord, SigningKeyRecord, Store, StoreError, StoreResult,
-    ThrottleCount, UserRecord, classify, pending_migrations,
+    Migrations, NewSession, NewUser, PoolUsage, ProfileUpdate, SessionChange, SessionRecord, SessionSummary,
+    SigningKeyRecord, Store, StoreError, StoreResult, ThrottleCount, UserRecord, classify, pending_migrations,
 };
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -99,6 +99,10 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    fn pool_usage(&self) -> PoolUsage {
+        PoolUsage { open: self.pool.size(), idle: u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX) }
+    }
+
     async fn insert_user(&self, user: &NewUser<'_>) -> StoreResult<UserRecord> {
         sqlx::query_as::<_, UserRecord>(sqlx::AssertSqlSafe(format!(
             "insert into users (name, email, location, about, password, created_at, updated_at)
@@ -149,6 +153,40 @@ impl Store for SqliteStore {
             .await
             .map_err(classify)?;
         Ok(())
+    }
+
+    async fn update_user(
+        &self,
+        user_id: i64,
+        update: &ProfileUpdate<'_>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<UserRecord>> {
+        sqlx::query_as::<_, UserRecord>(
+            "update users
+                set name = coalesce(?2, name), location = coalesce(?3, location),
+                    about = case when ?4 then ?5 else about end, updated_at = ?6
+              where user_id = ?1
+             returning user_id, name, email, location, about, password, created_at, updated_at",
+        )
+        .bind(user_id)
+        .bind(update.name)
+        .bind(update.location)
+        .bind(update.about.is_some())
+        .bind(update.about.flatten())
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(classify)
+    }
+
+    async fn delete_user(&self, user_id: i64) -> StoreResult<bool> {
+        // SQLite databases are authd's own: no table of the old app to clear.
+        let done = sqlx::query("delete from users where user_id = ?1")
+            .bind(user_id)
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(done.rows_affected() > 0)
     }
 
     async fn insert_session(&self, s: &NewSession<'_>) -> StoreResult<()> {
@@ -221,6 +259,46 @@ impl Store for SqliteStore {
             .await
             .map_err(classify)?;
         Ok(done.rows_affected())
+    }
+
+    async fn revoke_other_sessions(&self, user_id: i64, keep: Uuid, now: DateTime<Utc>) -> StoreResult<u64> {
+        let done = sqlx::query(
+            "update sessions set revoked_at = ?3 where user_id = ?1 and session_id <> ?2 and revoked_at is null",
+        )
+        .bind(user_id)
+        .bind(keep)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(classify)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn revoke_user_session(&self, session_id: Uuid, user_id: i64, now: DateTime<Utc>) -> StoreResult<u64> {
+        let done = sqlx::query(
+            "update sessions set revoked_at = ?3
+              where session_id = ?1 and user_id = ?2 and revoked_at is null and expires_at > ?3",
+        )
+        .bind(session_id)
+        .bind(user_id)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(classify)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn user_sessions(&self, user_id: i64, now: DateTime<Utc>) -> StoreResult<Vec<SessionSummary>> {
+        sqlx::query_as::<_, SessionSummary>(
+            "select session_id, created_at, last_used_at, expires_at, user_agent, ip from sessions
+              where user_id = ?1 and revoked_at is null and expires_at > ?2
+              order by last_used_at desc, created_at desc",
+        )
+        .bind(user_id)
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)
     }
 
     async fn signing_keys(&self, retired_since: DateTime<Utc>) -> StoreResult<Vec<SigningKeyRecord>> {

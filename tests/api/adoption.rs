@@ -175,3 +175,42 @@ async fn adoption_stops_naming_the_rows_to_fix_and_changes_nothing() {
     })
     .await
 }
+
+#[tokio::test]
+async fn an_adopted_user_can_delete_their_account_despite_the_old_token_table() {
+    on_postgres("adoption::an_adopted_user_can_delete_their_account", async {
+        let (db, mut conn) = old_app_database().await;
+        let id = old_user(&mut conn, "Grace", "grace@example.com", None, &bcrypt::hash("grace's password", 4).unwrap()).await;
+        let other = old_user(&mut conn, "Ken", "ken@example.com", None, &bcrypt::hash("ken's password", 4).unwrap()).await;
+        for user in [id, id, other] {
+            sqlx::query("insert into refreshaccesstokens (tokens, type, user_id) values (gen_random_uuid()::text, 'Bearer', $1)")
+                .bind(user)
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+        let settings = test_settings(&db.url);
+        let app = start(db, settings).await;
+        let login: Value = app.login("grace@example.com", "grace's password").await.json().await.unwrap();
+        let access = login["data"]["user_token"]["token"].as_str().unwrap().to_owned();
+
+        let response = app
+            .http
+            .delete(app.url("/api/v1/me"))
+            .bearer_auth(&access)
+            .json(&json!({"password": "grace's password"}))
+            .send()
+            .await
+            .unwrap();
+        let (status, body) = json_of(response).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(app.me(Some(&format!("Bearer {access}"))).await.status(), StatusCode::UNAUTHORIZED);
+        // Grace's old rows went with her; Ken's stay.
+        assert_eq!(count(&mut conn, "refreshaccesstokens").await, 1);
+        assert_eq!(count(&mut conn, "users").await, 1);
+        let mut grace = crate::helpers::ada();
+        grace["email"] = json!("grace@example.com");
+        assert_eq!(app.register(&grace).await.status(), StatusCode::CREATED);
+    })
+    .await
+}

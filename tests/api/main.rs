@@ -6,11 +6,14 @@
 mod helpers;
 
 mod abuse;
+mod account;
 mod adoption;
 mod concurrency;
+mod docs;
 mod embedded;
 mod login;
 mod me;
+mod metrics;
 mod refresh;
 mod register;
 mod resilience;
