@@ -483,7 +483,7 @@ impl Authd {
         if let Some(user) = self.cache.get(access.session_id, access.user_id) {
             return Ok(Some(user));
         }
-        let asked = std::time::Instant::now();
+        let asked = self.cache.ask();
         let Some(user) = self.store.session_user(access.session_id, access.user_id, Utc::now()).await? else {
             return Ok(None);
         };
