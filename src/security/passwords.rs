@@ -1,20 +1,31 @@
-//! argon2id hashing on the blocking pool, under a cap on concurrent hashes and a bound on
-//! the callers waiting for one. The old app's bcrypt hashes still verify, and are
-//! replaced by argon2id on the first successful login.
+//! argon2id hashing on a few threads of its own, with a bound on the callers waiting for
+//! one. The old app's bcrypt hashes still verify, and are replaced by argon2id on the first
+//! successful login.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicUsize, Ordering},
+use std::{
+    panic::AssertUnwindSafe,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+        mpsc,
+    },
 };
 
-use argon2::{Algorithm, Argon2, Params, PasswordHash, PasswordHasher, PasswordVerifier, Version};
-use tokio::sync::{OnceCell, Semaphore};
+use anyhow::{Context, anyhow};
+use argon2::{
+    Algorithm, Argon2, Block, Params, PasswordHash, Version,
+    password_hash::{
+        generate_salt,
+        phc::{Output, ParamsString, Salt},
+    },
+};
+use tokio::sync::{OnceCell, oneshot};
 
 use crate::{config::PasswordSettings, domain::Password};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HashError {
-    /// Too many callers already wait for a hashing slot.
+    /// Too many callers already wait for a hashing thread.
     #[error("password hashing is saturated")]
     Saturated,
     #[error(transparent)]
@@ -33,79 +44,68 @@ pub enum Verdict {
 
 #[derive(Clone)]
 pub struct Passwords {
-    params: Params,
-    slots: Arc<Semaphore>,
-    waiting: Arc<AtomicUsize>,
-    queue_limit: usize,
+    argon2: Argon2<'static>,
+    hashers: mpsc::Sender<Job>,
+    /// Jobs handed to the hashing threads and not finished, and how many may be.
+    pending: Arc<AtomicUsize>,
+    pending_limit: usize,
     /// A hash of no one's password: unknown emails are checked against it so that they
     /// cost as much as a wrong password. Made on first use to keep start-up fast.
     dummy: Arc<OnceCell<String>>,
 }
 
+/// Work for a hashing thread, given that thread's argon2 working memory.
+type Job = Box<dyn FnOnce(&mut Vec<Block>) + Send>;
+
 impl Passwords {
     pub fn new(settings: &PasswordSettings) -> anyhow::Result<Self> {
         let params = Params::new(settings.memory_kib, settings.iterations, settings.parallelism, None)
-            .map_err(|e| anyhow::anyhow!("argon2 parameters: {e}"))?;
+            .map_err(|e| anyhow!("argon2 parameters: {e}"))?;
         Ok(Self {
-            params,
-            slots: Arc::new(Semaphore::new(settings.concurrency)),
-            waiting: Arc::new(AtomicUsize::new(0)),
-            queue_limit: settings.queue_limit,
+            argon2: Argon2::new(Algorithm::Argon2id, Version::V0x13, params),
+            hashers: spawn_hashers(settings.concurrency)?,
+            pending: Arc::new(AtomicUsize::new(0)),
+            pending_limit: settings.concurrency + settings.queue_limit,
             dummy: Arc::new(OnceCell::new()),
         })
     }
 
-    fn argon2(&self) -> Argon2<'static> {
-        Argon2::new(Algorithm::Argon2id, Version::V0x13, self.params.clone())
-    }
-
     /// A PHC string for a new password.
     pub async fn hash(&self, password: &Password) -> Result<String, HashError> {
-        let argon2 = self.argon2();
+        let argon2 = self.argon2.clone();
         let password = password.expose().to_owned();
-        self.on_blocking_pool(move || {
-            argon2
-                .hash_password(password.as_bytes())
-                .map(|h| h.to_string())
-                .map_err(|e| anyhow::anyhow!("hashing a password: {e}"))
-        })
-        .await
+        self.on_hashing_thread(move |memory| new_hash(&argon2, password.as_bytes(), memory)).await
     }
 
     /// Checks `password` against a stored PHC string.
     pub async fn verify(&self, password: &Password, stored: &str) -> Result<Verdict, HashError> {
-        let argon2 = self.argon2();
+        let argon2 = self.argon2.clone();
         let password = password.expose().to_owned();
         let stored = stored.to_owned();
-        let wanted = self.params.clone();
-        self.on_blocking_pool(move || {
+        self.on_hashing_thread(move |memory| {
             if is_bcrypt(&stored) {
                 // bcrypt reads at most 72 bytes of a password, as the old app's library did.
-                let matches = bcrypt::verify(password.as_bytes(), &stored)
-                    .map_err(|e| anyhow::anyhow!("stored bcrypt hash: {e}"))?;
+                let matches =
+                    bcrypt::verify(password.as_bytes(), &stored).map_err(|e| anyhow!("stored bcrypt hash: {e}"))?;
                 if !matches {
                     return Ok(Verdict::Mismatch);
                 }
-                let fresh = argon2
-                    .hash_password(password.as_bytes())
-                    .map_err(|e| anyhow::anyhow!("rehashing a password: {e}"))?;
-                return Ok(Verdict::MatchNeedsRehash(fresh.to_string()));
+                return Ok(Verdict::MatchNeedsRehash(new_hash(&argon2, password.as_bytes(), memory)?));
             }
-            let hash =
-                PasswordHash::new(&stored).map_err(|e| anyhow::anyhow!("stored hash is not a PHC string: {e}"))?;
-            if argon2.verify_password(password.as_bytes(), &hash).is_err() {
+            let hash = PasswordHash::new(&stored).map_err(|e| anyhow!("stored hash is not a PHC string: {e}"))?;
+            if !matches_hash(password.as_bytes(), &hash, memory)? {
                 return Ok(Verdict::Mismatch);
             }
+            let wanted = argon2.params();
             let current = hash.algorithm.as_str() == "argon2id"
+                && hash.version == Some(Version::V0x13.into())
                 && Params::try_from(&hash).is_ok_and(|p| {
                     p.m_cost() == wanted.m_cost() && p.t_cost() == wanted.t_cost() && p.p_cost() == wanted.p_cost()
                 });
             if current {
                 return Ok(Verdict::Match);
             }
-            let fresh =
-                argon2.hash_password(password.as_bytes()).map_err(|e| anyhow::anyhow!("rehashing a password: {e}"))?;
-            Ok(Verdict::MatchNeedsRehash(fresh.to_string()))
+            Ok(Verdict::MatchNeedsRehash(new_hash(&argon2, password.as_bytes(), memory)?))
         })
         .await
     }
@@ -116,25 +116,104 @@ impl Passwords {
             .dummy
             .get_or_try_init(|| async {
                 let unguessable = Password::parse_offered(&uuid::Uuid::new_v4().to_string(), PASSWORD_POLICY_ANY)
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    .map_err(|e| anyhow!("{e}"))?;
                 self.hash(&unguessable).await
             })
             .await?;
         self.verify(password, dummy).await.map(drop)
     }
 
-    async fn on_blocking_pool<T: Send + 'static>(
+    async fn on_hashing_thread<T: Send + 'static>(
         &self,
-        work: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+        work: impl FnOnce(&mut Vec<Block>) -> anyhow::Result<T> + Send + 'static,
     ) -> Result<T, HashError> {
-        let ticket = WaitTicket::take(&self.waiting, self.queue_limit).ok_or(HashError::Saturated)?;
-        let _slot = self.slots.acquire().await.map_err(|e| anyhow::anyhow!("hashing slots closed: {e}"))?;
-        drop(ticket);
-        tokio::task::spawn_blocking(work)
-            .await
-            .map_err(|e| anyhow::anyhow!("hashing task failed: {e}"))?
-            .map_err(HashError::Unexpected)
+        let ticket = PendingTicket::take(&self.pending, self.pending_limit).ok_or(HashError::Saturated)?;
+        let (answer, answered) = oneshot::channel();
+        let job: Job = Box::new(move |memory| {
+            let _ticket = ticket;
+            // A caller that went away (a dropped connection, a timeout) gets no hash.
+            if !answer.is_closed() {
+                let _ = answer.send(work(memory));
+            }
+        });
+        self.hashers.send(job).map_err(|_| anyhow!("the hashing threads have stopped"))?;
+        answered.await.map_err(|_| anyhow!("a hashing job failed"))?.map_err(HashError::Unexpected)
     }
+}
+
+/// Starts the hashing threads; they stop when the last `Passwords` is dropped. Each keeps
+/// its argon2 working memory (19 MiB at the defaults) from one hash to the next instead
+/// of allocating and zeroing it for every hash, and takes the next job as soon as it has
+/// finished one.
+fn spawn_hashers(threads: usize) -> anyhow::Result<mpsc::Sender<Job>> {
+    let (jobs, queue) = mpsc::channel::<Job>();
+    let queue = Arc::new(Mutex::new(queue));
+    for n in 0..threads {
+        let queue = Arc::clone(&queue);
+        std::thread::Builder::new()
+            .name(format!("authd-hash-{n}"))
+            .spawn(move || {
+                let mut memory = Vec::new();
+                loop {
+                    // The lock is held while waiting for a job, never while hashing.
+                    let job = match queue.lock() {
+                        Ok(queue) => queue.recv(),
+                        Err(_) => return,
+                    };
+                    let Ok(job) = job else { return };
+                    // A panic costs its caller an error, not the pool a thread.
+                    let _ = std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut memory)));
+                }
+            })
+            .context("starting a hashing thread")?;
+    }
+    Ok(jobs)
+}
+
+/// Working memory for `params`: the thread's own, grown if a hash needs more.
+fn working_memory<'m>(memory: &'m mut Vec<Block>, params: &Params) -> &'m mut [Block] {
+    let blocks = params.block_count();
+    if memory.len() < blocks {
+        *memory = vec![Block::default(); blocks];
+    }
+    &mut memory[..blocks]
+}
+
+/// A PHC string for `password` with a fresh salt.
+fn new_hash(argon2: &Argon2, password: &[u8], memory: &mut Vec<Block>) -> anyhow::Result<String> {
+    let salt = Salt::new(&generate_salt()).map_err(|e| anyhow!("salt: {e}"))?;
+    let mut output = [0u8; Params::DEFAULT_OUTPUT_LEN];
+    argon2
+        .hash_password_into_with_memory(password, &salt, &mut output, working_memory(memory, argon2.params()))
+        .map_err(|e| anyhow!("hashing a password: {e}"))?;
+    let hash = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(argon2.params()).map_err(|e| anyhow!("argon2 parameters: {e}"))?,
+        salt: Some(salt),
+        hash: Some(Output::new(&output).map_err(|e| anyhow!("argon2 output: {e}"))?),
+    };
+    Ok(hash.to_string())
+}
+
+/// Whether `password` hashes, with the stored hash's own salt and parameters, to its output.
+fn matches_hash(password: &[u8], stored: &PasswordHash, memory: &mut Vec<Block>) -> anyhow::Result<bool> {
+    let (Some(salt), Some(expected)) = (&stored.salt, &stored.hash) else {
+        anyhow::bail!("stored hash has no salt or no output");
+    };
+    let algorithm = Algorithm::try_from(stored.algorithm.as_str()).map_err(|e| anyhow!("stored hash: {e}"))?;
+    let version = match stored.version {
+        Some(v) => Version::try_from(v).map_err(|e| anyhow!("stored hash version: {e}"))?,
+        None => Version::default(),
+    };
+    let params = Params::try_from(stored).map_err(|e| anyhow!("stored hash parameters: {e}"))?;
+    let argon2 = Argon2::new(algorithm, version, params);
+    let mut output = vec![0u8; expected.len()];
+    argon2
+        .hash_password_into_with_memory(password, salt, &mut output, working_memory(memory, argon2.params()))
+        .map_err(|e| anyhow!("hashing a password: {e}"))?;
+    // Output's equality is constant-time.
+    Ok(Output::new(&output).map_err(|e| anyhow!("argon2 output: {e}"))? == *expected)
 }
 
 /// A bcrypt hash in its modular crypt format (`$2b$12$...`), as the old app stored them.
@@ -145,18 +224,18 @@ fn is_bcrypt(stored: &str) -> bool {
 const PASSWORD_POLICY_ANY: crate::domain::PasswordPolicy =
     crate::domain::PasswordPolicy { min_length: 1, max_length: 1024 };
 
-/// A place in the bounded queue for a hashing slot; released on drop.
-struct WaitTicket<'a>(&'a AtomicUsize);
+/// A place among the pending hashing jobs; released on drop.
+struct PendingTicket(Arc<AtomicUsize>);
 
-impl<'a> WaitTicket<'a> {
-    fn take(waiting: &'a AtomicUsize, limit: usize) -> Option<Self> {
-        let before = waiting.fetch_add(1, Ordering::AcqRel);
-        let ticket = Self(waiting);
+impl PendingTicket {
+    fn take(pending: &Arc<AtomicUsize>, limit: usize) -> Option<Self> {
+        let before = pending.fetch_add(1, Ordering::AcqRel);
+        let ticket = Self(Arc::clone(pending));
         (before < limit).then_some(ticket)
     }
 }
 
-impl Drop for WaitTicket<'_> {
+impl Drop for PendingTicket {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
     }
@@ -211,10 +290,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn hashes_made_by_the_argon2_crates_own_hasher_still_verify() {
+        use argon2::PasswordHasher;
+        let passwords = Passwords::new(&PasswordSettings::default()).unwrap();
+        let stored = Argon2::default().hash_password(b"correct horse").unwrap().to_string();
+        assert_eq!(passwords.verify(&password("correct horse"), &stored).await.unwrap(), Verdict::Match);
+        assert_eq!(passwords.verify(&password("correct horsE"), &stored).await.unwrap(), Verdict::Mismatch);
+
+        let ours = passwords.hash(&password("correct horse")).await.unwrap();
+        let parsed = PasswordHash::new(&ours).unwrap();
+        assert!(argon2::PasswordVerifier::verify_password(&Argon2::default(), b"correct horse", &parsed).is_ok());
+    }
+
+    #[tokio::test]
     async fn callers_past_the_queue_limit_are_refused_at_once() {
         let passwords =
-            Passwords::new(&PasswordSettings { concurrency: 1, queue_limit: 0, ..PasswordSettings::default() })
+            Passwords::new(&PasswordSettings { concurrency: 1, queue_limit: 1, ..PasswordSettings::default() })
                 .unwrap();
-        assert!(matches!(passwords.hash(&password("pw")).await, Err(HashError::Saturated)));
+        let pw = password("pw");
+        // join! polls each call once before any finishes: the first hashes, the second
+        // waits, the third finds no place.
+        let (first, second, third) = tokio::join!(passwords.hash(&pw), passwords.hash(&pw), passwords.hash(&pw));
+        assert!(first.is_ok() && second.is_ok());
+        assert!(matches!(third, Err(HashError::Saturated)), "{third:?}");
+        assert!(passwords.hash(&pw).await.is_ok(), "places are given back");
     }
 }
