@@ -210,7 +210,7 @@ impl Authd {
         let (email, password) = self.validate_login(req).map_err(Error::InvalidInput)?;
         self.throttle.per_ip(Action::Login, client).await?;
         let keys = Throttle::login_keys(email.as_str(), client);
-        self.throttle.before_login(&keys).await?;
+        let prior_failures = self.throttle.before_login(&keys).await?;
 
         // An unknown email costs what a wrong password costs, and counts as a failure too.
         let Some(user) = self.store.user_by_email(email.as_str()).await? else {
@@ -231,7 +231,7 @@ impl Authd {
                 tracing::info!(user_id = user.user_id, "password hash upgraded");
             }
         }
-        self.throttle.login_succeeded(&keys).await?;
+        self.throttle.login_succeeded(&keys, prior_failures).await?;
 
         let now = Utc::now();
         let session_id = Uuid::new_v4();

@@ -42,6 +42,10 @@ pub struct Throttle {
     settings: Arc<ThrottleSettings>,
 }
 
+/// What `before_login` found: whether this (account, IP) had failures to forgive.
+#[must_use]
+pub struct PriorFailures(bool);
+
 /// Whose login is being tried, from where: the keys of its counters.
 pub struct LoginKeys {
     account: String,
@@ -87,11 +91,11 @@ impl Throttle {
 
     /// Before a password is checked: refuses while this (account, IP) waits out its
     /// backoff, or when the account is past its ceiling and this IP has failed on it.
-    pub async fn before_login(&self, keys: &LoginKeys) -> Result<()> {
+    pub async fn before_login(&self, keys: &LoginKeys) -> Result<PriorFailures> {
         let now = now_ms();
         let window = millis(self.settings.failure_window);
         let Some(mine) = self.store.throttle_count(&keys.account_ip, now, window).await? else {
-            return Ok(());
+            return Ok(PriorFailures(false));
         };
         if let Some(wait) = self.backoff(mine) {
             let until = mine.last_hit_ms + millis(wait);
@@ -107,7 +111,7 @@ impl Throttle {
             tracing::warn!(failures = all.hits, "login throttled: account failure ceiling");
             return Err(throttled(all.window_start_ms + window - now));
         }
-        Ok(())
+        Ok(PriorFailures(true))
     }
 
     pub async fn login_failed(&self, keys: &LoginKeys) -> Result<()> {
@@ -117,9 +121,13 @@ impl Throttle {
         Ok(())
     }
 
-    /// The owner got in from here: this IP's failures on the account are forgiven.
-    pub async fn login_succeeded(&self, keys: &LoginKeys) -> Result<()> {
-        Ok(self.store.throttle_clear(&keys.account_ip).await?)
+    /// The owner got in from here: this IP's failures on the account are forgiven. Most
+    /// logins had none, and skip the write.
+    pub async fn login_succeeded(&self, keys: &LoginKeys, prior: PriorFailures) -> Result<()> {
+        if prior.0 {
+            self.store.throttle_clear(&keys.account_ip).await?;
+        }
+        Ok(())
     }
 
     /// Forgets counters that no limit looks at any more.
