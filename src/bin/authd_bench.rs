@@ -69,11 +69,10 @@ async fn main() -> Result<()> {
         binary.display()
     );
 
-    // The hashing baselines come first, while nothing else runs: the ceiling is the
-    // machine's best, not what is left over after a load case.
-    let hashing_time = timing.duration / 3;
-    let argon2_ceiling = argon2_ceiling(cores, hashing_time).await?;
-    let argon2_all_cores = argon2_all_cores(cores, hashing_time).await?;
+    // The hashing baselines are measured before the load and again after it, each time
+    // alone on the machine, and the best figures are kept.
+    let mut hashing = HashingBaselines { cores, time: timing.duration / 3, ceiling: 0.0, all_cores: 0.0 };
+    hashing.measure().await?;
     let startup_sqlite = startup_to_ready_sqlite(&binary).await?;
     let database = BenchDatabase::create(&admin_url).await?;
     // All the load comes from one address: the rate limits (tested in tests/api/abuse.rs)
@@ -85,13 +84,15 @@ async fn main() -> Result<()> {
     // Let start-up allocations settle before reading the idle figure.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle_rss = server.rss_kib()?;
-    let result = run_cases(&server, timing, argon2_ceiling).await;
+    let result = run_cases(&server, timing).await;
     let peak_rss = server.peak_rss_kib()?;
     drop(server);
     database.drop().await;
     let mut report = result?;
+    hashing.measure().await?;
+    report.argon2_ceiling = hashing.ceiling;
+    report.argon2_all_cores = hashing.all_cores;
     report.memory = Some((idle_rss, peak_rss));
-    report.argon2_all_cores = argon2_all_cores;
     report.startup_sqlite = Some(startup_sqlite);
     report.print();
     Ok(())
@@ -341,8 +342,14 @@ struct Row {
     case: &'static str,
     concurrency: usize,
     stats: Stats,
-    /// (baseline name, baseline throughput, target ratio)
-    versus: Option<(&'static str, f64, f64)>,
+    /// The baseline this case is measured against, and the target ratio.
+    versus: Option<(Baseline, f64)>,
+}
+
+#[derive(Clone, Copy)]
+enum Baseline {
+    Health,
+    Argon2,
 }
 
 #[derive(Default)]
@@ -356,7 +363,7 @@ struct Report {
     startup_sqlite: Option<(Duration, Duration)>,
 }
 
-async fn run_cases(server: &Server, timing: Timing, argon2_ceiling: f64) -> Result<Report> {
+async fn run_cases(server: &Server, timing: Timing) -> Result<Report> {
     let mut channels = Vec::new();
     for _ in 0..CHANNELS {
         channels.push(server.channel().await?);
@@ -418,12 +425,11 @@ async fn run_cases(server: &Server, timing: Timing, argon2_ceiling: f64) -> Resu
     };
     let stats = load(CHEAP_CONCURRENCY, timing, get_me(Arc::clone(&channels), Arc::clone(&tokens))).await;
     let getme_p99_rest = stats.quantile_ms(0.99);
-    let ceiling = report.health_ceiling;
     report.rows.push(Row {
         case: "gRPC GetMe",
         concurrency: CHEAP_CONCURRENCY,
         stats,
-        versus: Some(("health", ceiling, 0.5)),
+        versus: Some((Baseline::Health, 0.5)),
     });
 
     let stats = {
@@ -441,7 +447,7 @@ async fn run_cases(server: &Server, timing: Timing, argon2_ceiling: f64) -> Resu
         case: "gRPC ValidateToken",
         concurrency: CHEAP_CONCURRENCY,
         stats,
-        versus: Some(("health", ceiling, 0.5)),
+        versus: Some((Baseline::Health, 0.5)),
     });
 
     let stats = {
@@ -472,10 +478,9 @@ async fn run_cases(server: &Server, timing: Timing, argon2_ceiling: f64) -> Resu
         case: "REST GET /api/v1/me",
         concurrency: CHEAP_CONCURRENCY,
         stats,
-        versus: Some(("health", ceiling, 0.5)),
+        versus: Some((Baseline::Health, 0.5)),
     });
 
-    report.argon2_ceiling = argon2_ceiling;
     let login = |channels: Arc<Vec<Channel>>| {
         move |task: usize, _| {
             let mut client = AuthServiceClient::new(channels[task % CHANNELS].clone());
@@ -484,12 +489,11 @@ async fn run_cases(server: &Server, timing: Timing, argon2_ceiling: f64) -> Resu
         }
     };
     let stats = load(HASHING_CONCURRENCY, timing, login(Arc::clone(&channels))).await;
-    let argon2 = report.argon2_ceiling;
     report.rows.push(Row {
         case: "gRPC Login",
         concurrency: HASHING_CONCURRENCY,
         stats,
-        versus: Some(("argon2", argon2, 0.85)),
+        versus: Some((Baseline::Argon2, 0.85)),
     });
 
     let stats = {
@@ -511,7 +515,7 @@ async fn run_cases(server: &Server, timing: Timing, argon2_ceiling: f64) -> Resu
         case: "gRPC RegisterUser",
         concurrency: HASHING_CONCURRENCY,
         stats,
-        versus: Some(("argon2", argon2, 0.85)),
+        versus: Some((Baseline::Argon2, 0.85)),
     });
 
     // GetMe while logins keep every core hashing.
@@ -538,28 +542,31 @@ async fn run_cases(server: &Server, timing: Timing, argon2_ceiling: f64) -> Resu
     Ok(report)
 }
 
-/// Hashes per second the machine can do: one thread's rate, hashing with authd's own
-/// hasher and default parameters, times the cores.
-async fn argon2_ceiling(cores: usize, time: Duration) -> Result<f64> {
-    let settings = PasswordSettings { concurrency: 1, ..PasswordSettings::default() };
-    Ok(best_hash_rate(&Passwords::new(&settings)?, 1, time).await? * cores as f64)
+/// The argon2 baselines, hashing with authd's own hasher and default parameters.
+struct HashingBaselines {
+    cores: usize,
+    /// How long each measurement takes.
+    time: Duration,
+    /// Hashes per second the machine can do: one thread's rate times the cores.
+    ceiling: f64,
+    /// Hashes per second with every core hashing at once: argon2 is memory-hard, so the
+    /// cores contend for memory bandwidth and cache, and this is below the ceiling.
+    all_cores: f64,
 }
 
-/// Hashes per second with every core hashing at once: argon2 is memory-hard, so the
-/// cores contend for memory bandwidth and cache, and this is below the ceiling above.
-async fn argon2_all_cores(cores: usize, time: Duration) -> Result<f64> {
-    let settings = PasswordSettings { concurrency: cores, ..PasswordSettings::default() };
-    best_hash_rate(&Passwords::new(&settings)?, cores, time).await
-}
-
-/// The best of three rates, each from `callers` hashing back to back for a third of
-/// `time`: on a shared VM a neighbour's burst lowers a rate, never raises it.
-async fn best_hash_rate(passwords: &Passwords, callers: usize, time: Duration) -> Result<f64> {
-    let mut best = 0f64;
-    for _ in 0..3 {
-        best = best.max(hash_rate(passwords, callers, time / 3).await?);
+impl HashingBaselines {
+    /// Measures both figures in three windows each, keeping the best seen so far: on a
+    /// shared VM a neighbour's burst lowers a rate, never raises it.
+    async fn measure(&mut self) -> Result<()> {
+        let window = self.time / 3;
+        let one = Passwords::new(&PasswordSettings { concurrency: 1, ..PasswordSettings::default() })?;
+        let all = Passwords::new(&PasswordSettings { concurrency: self.cores, ..PasswordSettings::default() })?;
+        for _ in 0..3 {
+            self.ceiling = self.ceiling.max(hash_rate(&one, 1, window).await? * self.cores as f64);
+            self.all_cores = self.all_cores.max(hash_rate(&all, self.cores, window).await?);
+        }
+        Ok(())
     }
-    Ok(best)
 }
 
 /// Hashes per second from `callers` hashing back to back for `time`, after one hash
@@ -595,7 +602,11 @@ impl Report {
         println!("|---|---:|---:|---:|---:|---:|---:|---:|---|");
         for row in &self.rows {
             let s = &row.stats;
-            let (ratio, target) = match row.versus {
+            let baseline = row.versus.map(|(baseline, target)| match baseline {
+                Baseline::Health => ("health", self.health_ceiling, target),
+                Baseline::Argon2 => ("argon2", self.argon2_ceiling, target),
+            });
+            let (ratio, target) = match baseline {
                 Some((name, baseline, target)) if baseline > 0.0 => {
                     let ratio = s.throughput() / baseline;
                     let verdict = if ratio >= target { "met" } else { "MISSED" };
