@@ -245,6 +245,8 @@ describe("the account page in headless Chromium, over grpc-web from another orig
     const tokenOf = async (request) => (await request.allHeaders()).authorization?.replace(/^Bearer /, "");
     const getMe = (request) => request.url().endsWith("/authd.v1.UserService/GetMe");
     const [before] = await Promise.all([page.waitForRequest(getMe), page.locator("#show-profile").click()]);
+    // Let that load finish: its status would otherwise land after the refresh's.
+    await page.locator("#status", { hasText: "Profile loaded." }).waitFor();
     const refreshed = await statusAfter(() => page.locator("#refresh").click());
     assert.equal(refreshed, "Session refreshed: new access and refresh tokens.");
     const [afterRefresh] = await Promise.all([page.waitForRequest(getMe), page.locator("#show-profile").click()]);
