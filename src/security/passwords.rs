@@ -130,11 +130,14 @@ impl Passwords {
         let ticket = PendingTicket::take(&self.pending, self.pending_limit).ok_or(HashError::Saturated)?;
         let (answer, answered) = oneshot::channel();
         let job: Job = Box::new(move |memory| {
-            let _ticket = ticket;
             // A caller that went away (a dropped connection, a timeout) gets no hash.
-            if !answer.is_closed() {
-                let _ = answer.send(work(memory));
+            if answer.is_closed() {
+                return;
             }
+            let result = work(memory);
+            // The place is free before the caller hears back.
+            drop(ticket);
+            let _ = answer.send(result);
         });
         self.hashers.send(job).map_err(|_| anyhow!("the hashing threads have stopped"))?;
         answered.await.map_err(|_| anyhow!("a hashing job failed"))?.map_err(HashError::Unexpected)
@@ -300,6 +303,34 @@ mod tests {
         let ours = passwords.hash(&password("correct horse")).await.unwrap();
         let parsed = PasswordHash::new(&ours).unwrap();
         assert!(argon2::PasswordVerifier::verify_password(&Argon2::default(), b"correct horse", &parsed).is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_job_whose_caller_has_gone_is_skipped() {
+        use std::sync::atomic::AtomicBool;
+        let passwords = Passwords::new(&PasswordSettings { concurrency: 1, ..PasswordSettings::default() }).unwrap();
+        // Hold the only hashing thread until the second job is queued and abandoned.
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let holding = tokio::spawn({
+            let passwords = passwords.clone();
+            async move { passwords.on_hashing_thread(move |_| Ok(held.recv().ok())).await }
+        });
+        let ran = Arc::new(AtomicBool::new(false));
+        let abandoned = {
+            let ran = Arc::clone(&ran);
+            passwords.on_hashing_thread(move |_| {
+                ran.store(true, Ordering::SeqCst);
+                Ok(())
+            })
+        };
+        // One poll queues the job; dropping the future is the caller going away.
+        assert!(futures::poll!(Box::pin(abandoned)).is_pending());
+        release.send(()).unwrap();
+        assert!(holding.await.unwrap().is_ok());
+        // The queue is first in, first out: once this one is done, the abandoned one was seen.
+        passwords.on_hashing_thread(|_| Ok(())).await.unwrap();
+        assert!(!ran.load(Ordering::SeqCst), "the abandoned job ran");
+        assert_eq!(passwords.pending.load(Ordering::SeqCst), 0, "its place was given back");
     }
 
     #[tokio::test]
