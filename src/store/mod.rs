@@ -136,6 +136,15 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// The columns a `UserRecord` is read from, in both backends' queries (a macro, so that
+/// `concat!` makes each query a constant).
+macro_rules! user_columns {
+    () => {
+        "user_id, name, email, location, about, password, created_at, updated_at"
+    };
+}
+use user_columns;
+
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct UserRecord {
     pub user_id: i64,
@@ -156,6 +165,14 @@ pub struct NewUser<'a> {
     pub about: Option<&'a str>,
     pub password_hash: &'a str,
 }
+
+/// The columns a `SessionRecord` is read from, in both backends' queries.
+macro_rules! session_columns {
+    () => {
+        "session_id, user_id, generation, created_at, last_used_at, rotated_at, expires_at, revoked_at"
+    };
+}
+use session_columns;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct SessionRecord {

@@ -20,6 +20,7 @@ use uuid::Uuid;
 use super::{
     Migrations, NewSession, NewUser, PoolUsage, ProfileUpdate, SessionChange, SessionRecord, SessionSummary,
     SigningKeyRecord, Store, StoreError, StoreResult, ThrottleCount, UserRecord, classify, pending_migrations,
+    session_columns, user_columns,
 };
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -33,10 +34,6 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(6);
 pub struct SqliteStore {
     pool: SqlitePool,
 }
-
-const USER_COLUMNS: &str = "user_id, name, email, location, about, password, created_at, updated_at";
-const SESSION_COLUMNS: &str =
-    "session_id, user_id, generation, created_at, last_used_at, rotated_at, expires_at, revoked_at";
 
 impl SqliteStore {
     /// Opens the database file (creating it and its directory when migrations may be
@@ -104,11 +101,12 @@ impl Store for SqliteStore {
     }
 
     async fn insert_user(&self, user: &NewUser<'_>) -> StoreResult<UserRecord> {
-        sqlx::query_as::<_, UserRecord>(sqlx::AssertSqlSafe(format!(
+        sqlx::query_as::<_, UserRecord>(concat!(
             "insert into users (name, email, location, about, password, created_at, updated_at)
              values (?1, ?2, ?3, ?4, ?5, ?6, ?6)
-             returning {USER_COLUMNS}"
-        )))
+             returning ",
+            user_columns!()
+        ))
         .bind(user.name)
         .bind(user.email)
         .bind(user.location)
@@ -125,9 +123,11 @@ impl Store for SqliteStore {
     }
 
     async fn user_by_email(&self, email: &str) -> StoreResult<Option<UserRecord>> {
-        sqlx::query_as::<_, UserRecord>(sqlx::AssertSqlSafe(format!(
-            "select {USER_COLUMNS} from users where lower(email) = lower(?1)"
-        )))
+        sqlx::query_as::<_, UserRecord>(concat!(
+            "select ",
+            user_columns!(),
+            " from users where lower(email) = lower(?1)"
+        ))
         .bind(email)
         .fetch_optional(&self.pool)
         .await
@@ -135,13 +135,11 @@ impl Store for SqliteStore {
     }
 
     async fn user_by_id(&self, user_id: i64) -> StoreResult<Option<UserRecord>> {
-        sqlx::query_as::<_, UserRecord>(sqlx::AssertSqlSafe(format!(
-            "select {USER_COLUMNS} from users where user_id = ?1"
-        )))
-        .bind(user_id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(classify)
+        sqlx::query_as::<_, UserRecord>(concat!("select ", user_columns!(), " from users where user_id = ?1"))
+            .bind(user_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(classify)
     }
 
     async fn set_password_hash(&self, user_id: i64, hash: &str, now: DateTime<Utc>) -> StoreResult<()> {
@@ -161,13 +159,14 @@ impl Store for SqliteStore {
         update: &ProfileUpdate<'_>,
         now: DateTime<Utc>,
     ) -> StoreResult<Option<UserRecord>> {
-        sqlx::query_as::<_, UserRecord>(
+        sqlx::query_as::<_, UserRecord>(concat!(
             "update users
                 set name = coalesce(?2, name), location = coalesce(?3, location),
                     about = case when ?4 then ?5 else about end, updated_at = ?6
               where user_id = ?1
-             returning user_id, name, email, location, about, password, created_at, updated_at",
-        )
+             returning ",
+            user_columns!()
+        ))
         .bind(user_id)
         .bind(update.name)
         .bind(update.location)
@@ -215,13 +214,14 @@ impl Store for SqliteStore {
     ) -> StoreResult<Option<SessionRecord>> {
         // One conditional update: SQLite serialises writers, and only the first still
         // finds `generation` current.
-        sqlx::query_as::<_, SessionRecord>(sqlx::AssertSqlSafe(format!(
+        sqlx::query_as::<_, SessionRecord>(concat!(
             "update sessions
                 set generation = generation + 1, rotated_at = ?3, last_used_at = ?3
               where session_id = ?1 and generation = ?2 and revoked_at is null
                 and expires_at > ?3 and last_used_at > ?4
-             returning {SESSION_COLUMNS}"
-        )))
+             returning ",
+            session_columns!()
+        ))
         .bind(session_id)
         .bind(generation)
         .bind(now)
@@ -232,9 +232,11 @@ impl Store for SqliteStore {
     }
 
     async fn session(&self, session_id: Uuid) -> StoreResult<Option<SessionRecord>> {
-        sqlx::query_as::<_, SessionRecord>(sqlx::AssertSqlSafe(format!(
-            "select {SESSION_COLUMNS} from sessions where session_id = ?1"
-        )))
+        sqlx::query_as::<_, SessionRecord>(concat!(
+            "select ",
+            session_columns!(),
+            " from sessions where session_id = ?1"
+        ))
         .bind(session_id)
         .fetch_optional(&self.pool)
         .await
