@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use secrecy::ExposeSecret;
 use sqlx::migrate::Migrator;
+use url::Url;
 use uuid::Uuid;
 
 pub use postgres::PgStore;
@@ -71,38 +72,34 @@ pub async fn open(settings: &DatabaseSettings, migrations: Migrations) -> anyhow
 }
 
 /// A database URL fit for a log line: any password (in the user info or a `password=`
-/// parameter) replaced by `***`.
+/// parameter) replaced by `***`. A URL that does not parse, or whose user info may have
+/// been read as host, port or path, shows nothing but its scheme.
 pub fn redacted(url: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
+    let Some(mut parsed) = Url::parse(url).ok().filter(|u| !has_stray_at(u)) else {
+        let scheme = url.split_once(':').map(|(s, _)| s).filter(|s| s.chars().all(|c| c.is_ascii_alphanumeric()));
+        return format!("{}<unparseable URL>", scheme.map(|s| format!("{s}:")).unwrap_or_default());
     };
-    let mut out = match base.split_once("://") {
-        Some((scheme, rest)) => {
-            // The user info ends at the last '@' before the path.
-            let authority_end = rest.find('/').unwrap_or(rest.len());
-            match rest[..authority_end].rfind('@') {
-                Some(at) => {
-                    let user = rest[..at].split(':').next().unwrap_or_default();
-                    let password = rest[..at].contains(':');
-                    format!("{scheme}://{user}{}@{}", if password { ":***" } else { "" }, &rest[at + 1..])
-                }
-                None => base.to_owned(),
-            }
-        }
-        None => base.to_owned(),
-    };
-    if let Some(query) = query {
-        let params = query
-            .split('&')
-            .map(|p| match p.split_once('=') {
-                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
-                _ => p.to_owned(),
+    if parsed.password().is_some() {
+        // Fails only for a URL without a host, which has no password.
+        let _ = parsed.set_password(Some("***"));
+    }
+    if parsed.query_pairs().any(|(k, _)| k.eq_ignore_ascii_case("password")) {
+        let pairs = parsed
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if k.eq_ignore_ascii_case("password") { "***".into() } else { v };
+                (k.into_owned(), v.into_owned())
             })
             .collect::<Vec<_>>();
-        out = format!("{out}?{}", params.join("&"));
+        parsed.query_pairs_mut().clear().extend_pairs(pairs);
     }
-    out
+    parsed.into()
+}
+
+/// Whether an '@' follows the host: then a raw '/' in a password may have ended the
+/// authority early (`app:1234/x@db` reads as port 1234 and path `/x@db`), so hide it all.
+fn has_stray_at(url: &Url) -> bool {
+    url.host_str().is_some_and(|h| !h.is_empty()) && url[url::Position::BeforePath..].contains('@')
 }
 
 /// Fails, naming them, if any of the migrator's migrations is not among `applied`.
@@ -370,9 +367,27 @@ mod tests {
                 "postgres://app@db/users?password=***&sslmode=disable",
             ),
             ("postgres://db/users", "postgres://db/users"),
+            ("postgres://app:hunter2@db/users?Password=hunter2", "postgres://app:***@db/users?Password=***"),
             ("sqlite:///home/ada/.local/share/authd/authd.db", "sqlite:///home/ada/.local/share/authd/authd.db"),
+            ("sqlite::memory:", "sqlite::memory:"),
+            ("sqlite:///srv/ada@example/authd.db", "sqlite:///srv/ada@example/authd.db"),
         ] {
             assert_eq!(redacted(url), shown);
+        }
+    }
+
+    #[test]
+    fn a_password_with_url_delimiters_stays_out_of_logs() {
+        // A raw '/', '?' or '#' ends the authority early: the password is read as a port,
+        // and the rest as a path.
+        for url in [
+            "postgres://app:s3cr3t+/x==@db/users",
+            "postgres://app:s3cr3t?x==@db/users",
+            "postgres://app:s3cr3t#x==@db/users",
+            "postgres://app:s3/cr3t@db/users?password=s3/cr3t",
+            "postgres://app:1234/cr3t@db/users",
+        ] {
+            assert_eq!(redacted(url), "postgres:<unparseable URL>", "{url}");
         }
     }
 
