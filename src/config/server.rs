@@ -1,0 +1,50 @@
+//! The listener and who may call it from a browser; the log format.
+
+use std::net::SocketAddr;
+
+use super::{ConfigError, Env, bad};
+
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub listen_addr: SocketAddr,
+    /// Origins allowed to call from a browser (grpc-web and REST); empty means none.
+    pub cors_allowed_origins: Vec<String>,
+}
+
+impl ServerSettings {
+    pub(super) fn from_env(env: &mut Env) -> Result<Self, ConfigError> {
+        let listen_addr = match env.listen_addr.take() {
+            None => SocketAddr::from(([127, 0, 0, 1], 8000)),
+            Some(s) => s
+                .trim()
+                .parse()
+                .map_err(|e| bad("LISTEN_ADDR", format!("{e} (expected host:port, such as 127.0.0.1:8000)")))?,
+        };
+        let cors_allowed_origins = list(env.cors_allowed_origins.take());
+        if let Some(origin) = cors_allowed_origins.iter().find(|o| http::HeaderValue::from_str(o).is_err()) {
+            return Err(bad("CORS_ALLOWED_ORIGINS", format!("{origin:?} is not a valid origin")));
+        }
+        Ok(Self { listen_addr, cors_allowed_origins })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl LogFormat {
+    pub(super) fn from_env(env: &mut Env) -> Result<Self, ConfigError> {
+        match env.log_format.take().as_deref().map(str::trim) {
+            None | Some("text") => Ok(Self::Text),
+            Some("json") => Ok(Self::Json),
+            Some(other) => Err(bad("LOG_FORMAT", format!("{other:?} is neither text nor json"))),
+        }
+    }
+}
+
+/// A comma-separated variable's items, trimmed, empty ones left out.
+fn list(value: Option<String>) -> Vec<String> {
+    value.unwrap_or_default().split(',').map(str::trim).filter(|o| !o.is_empty()).map(String::from).collect()
+}
