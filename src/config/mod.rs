@@ -52,6 +52,7 @@ struct Env {
     listen_addr: Option<String>,
     log_format: Option<String>,
     cors_allowed_origins: Option<String>,
+    trusted_proxies: Option<String>,
     argon2_memory_kib: Option<u32>,
     argon2_iterations: Option<u32>,
     argon2_parallelism: Option<u32>,
@@ -185,10 +186,20 @@ mod tests {
             ("LOGIN_IP_LIMIT", "-1"),
             ("THROTTLE_WINDOW_SECONDS", "0"),
             ("REQUEST_TIMEOUT_SECONDS", "0"),
+            ("TRUSTED_PROXIES", "10.0.0.0/8, proxy.internal"),
+            ("TRUSTED_PROXIES", "10.0.0.0/33"),
         ] {
             let err = env(&[(var, value), ("HOME", "/home/ada")]).unwrap_err().to_string();
             assert!(err.contains(var) || err.contains(&var.replace("_KIB", "")), "{var}={value}: {err}");
         }
+    }
+
+    #[test]
+    fn trusted_proxies_are_cidrs_or_addresses() {
+        let s = env(&[("HOME", "/h"), ("TRUSTED_PROXIES", " 10.0.0.0/8, ::1 ,,192.168.1.7")]).unwrap();
+        let nets = s.server.trusted_proxies.iter().map(ToString::to_string).collect::<Vec<_>>();
+        assert_eq!(nets, ["10.0.0.0/8", "::1/128", "192.168.1.7/32"]);
+        assert!(env(&[("HOME", "/h")]).unwrap().server.trusted_proxies.is_empty());
     }
 
     #[test]

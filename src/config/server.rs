@@ -1,6 +1,8 @@
 //! The listener and who may call it from a browser; the log format.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+
+use ipnet::IpNet;
 
 use super::{ConfigError, Env, bad};
 
@@ -9,6 +11,8 @@ pub struct ServerSettings {
     pub listen_addr: SocketAddr,
     /// Origins allowed to call from a browser (grpc-web and REST); empty means none.
     pub cors_allowed_origins: Vec<String>,
+    /// Peers whose `x-request-id` is kept (a proxy in front of authd); empty means none.
+    pub trusted_proxies: Vec<IpNet>,
 }
 
 impl ServerSettings {
@@ -24,7 +28,16 @@ impl ServerSettings {
         if let Some(origin) = cors_allowed_origins.iter().find(|o| http::HeaderValue::from_str(o).is_err()) {
             return Err(bad("CORS_ALLOWED_ORIGINS", format!("{origin:?} is not a valid origin")));
         }
-        Ok(Self { listen_addr, cors_allowed_origins })
+        let trusted_proxies = list(env.trusted_proxies.take())
+            .iter()
+            .map(|cidr| {
+                let net = cidr.parse::<IpNet>().or_else(|_| cidr.parse::<IpAddr>().map(IpNet::from));
+                net.map_err(|_| {
+                    bad("TRUSTED_PROXIES", format!("{cidr:?} is neither a CIDR (such as 10.0.0.0/8) nor an address"))
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self { listen_addr, cors_allowed_origins, trusted_proxies })
     }
 }
 

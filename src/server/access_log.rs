@@ -10,6 +10,7 @@ use axum::{
     response::Response,
 };
 use http_body_util::BodyExt;
+use tracing::Span;
 
 use super::is_grpc;
 use crate::metrics;
@@ -20,6 +21,7 @@ use crate::metrics;
 pub async fn access_log(request: Request, next: Next) -> Response {
     let grpc = is_grpc(&request);
     let mut line = AccessLine {
+        span: Span::current(),
         start: Instant::now(),
         method: request.method().clone(),
         path: request.uri().path().to_owned(),
@@ -47,6 +49,8 @@ pub async fn access_log(request: Request, next: Next) -> Response {
 }
 
 struct AccessLine {
+    /// The request's span: a call broken off ends outside it, and its line belongs in it.
+    span: Span,
     start: Instant,
     method: Method,
     path: String,
@@ -62,6 +66,7 @@ impl AccessLine {
         if std::mem::replace(&mut self.done, true) {
             return;
         }
+        let _span = self.span.clone().entered();
         let latency = self.start.elapsed();
         if self.grpc {
             // A served method's path names it; any other (UNIMPLEMENTED) is one label.

@@ -15,13 +15,21 @@ pub fn layer(origins: &[String]) -> anyhow::Result<CorsLayer> {
     Ok(CorsLayer::new()
         .allow_origin(AllowOrigin::list(origins))
         .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
-        .allow_headers(names(&["authorization", "content-type", "x-grpc-web", "x-user-agent", "grpc-timeout"]))
+        .allow_headers(names(&[
+            "authorization",
+            "content-type",
+            "x-grpc-web",
+            "x-user-agent",
+            "grpc-timeout",
+            "x-request-id",
+        ]))
         .expose_headers(names(&[
             "grpc-status",
             "grpc-message",
             "grpc-status-details-bin",
             "www-authenticate",
             "retry-after",
+            "x-request-id",
         ]))
         .max_age(Duration::from_secs(600)))
 }
