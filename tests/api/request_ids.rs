@@ -1,17 +1,23 @@
 //! Requests you can follow: an `x-request-id` on every answer (kept from a trusted proxy,
-//! else generated), and the same id on every log event of the request.
+//! else generated), the same id on every log event of the request, and gRPC deadlines.
 
 use std::{
     cell::RefCell,
+    convert::Infallible,
     io::Write,
     sync::{Arc, Mutex, OnceLock},
     time::Duration,
 };
 
 use authd::{config::LogFormat, pb::GetMeRequest};
+use bytes::Bytes;
+use futures::stream;
+use http_body_util::StreamBody;
+use hyper::body::Frame;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use reqwest::StatusCode;
 use serde_json::Value;
-use tonic::{Code, metadata::MetadataMap};
+use tonic::{Code, Status, metadata::MetadataMap};
 use tracing_subscriber::EnvFilter;
 
 use crate::helpers::{TestApp, ada, spawn_app, spawn_app_with, with_bearer};
@@ -155,8 +161,45 @@ async fn events_inside_a_request_carry_its_id() {
     assert_eq!(paths, [("/api/v1/auth/refresh-token", 401)], "the access line of that call, and no other");
 }
 
+/// A Login whose request message never comes: it can only end by a deadline. Sent with
+/// hyper itself, as tonic's channel would enforce `grpc-timeout` on its own side too.
+async fn login_that_never_sends(app: &TestApp, grpc_timeout: &str) -> Status {
+    let tcp = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await.unwrap();
+    tokio::spawn(connection);
+    let body = StreamBody::new(stream::pending::<Result<Frame<Bytes>, Infallible>>());
+    let request = http::Request::post(app.url("/authd.v1.AuthService/Login"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("grpc-timeout", grpc_timeout)
+        .body(body)
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    // The call ends before any message, so its status comes in the headers.
+    Status::from_header_map(response.headers()).expect("a gRPC status")
+}
+
+async fn a_grpc_call_past_its_grpc_timeout_gets_deadline_exceeded() {
+    // The server's own limit (30 s) is far off: only the caller's deadline can end the call.
+    let app = spawn_app().await;
+    let status = login_that_never_sends(&app, "200m").await;
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert!(status.message().contains("grpc-timeout"), "the caller's deadline, not the server's: {status:?}");
+    assert!(is_generated(&grpc_id(status.metadata())), "answered by the server: {status:?}");
+}
+
+async fn a_grpc_timeout_beyond_the_servers_limit_is_cut_to_it() {
+    let app = spawn_app_with(|s| s.limits.request_timeout = Duration::from_secs(1)).await;
+    let status = login_that_never_sends(&app, "1H").await;
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert_eq!(status.message(), "request timed out", "the server's limit: {status:?}");
+}
+
 on_both_backends!(
     every_answer_carries_a_generated_request_id,
     an_id_sent_by_a_trusted_proxy_is_kept_and_by_anyone_else_replaced,
     events_inside_a_request_carry_its_id,
+    a_grpc_call_past_its_grpc_timeout_gets_deadline_exceeded,
+    a_grpc_timeout_beyond_the_servers_limit_is_cut_to_it,
 );
