@@ -12,6 +12,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let descriptors = protox::compile(PROTOS, ["proto"])?;
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
     fs::write(out_dir.join("authd_descriptor.bin"), descriptors.encode_to_vec())?;
-    tonic_prost_build::configure().codec_path("crate::grpc::codec::AuthdCodec").compile_fds(descriptors)?;
+    // Clients connect through a channel of their own choosing (tonic's `transport`, which
+    // the server does not build).
+    tonic_prost_build::configure()
+        .codec_path("crate::grpc::codec::AuthdCodec")
+        .build_transport(false)
+        .compile_fds(descriptors)?;
     Ok(())
 }

@@ -9,6 +9,7 @@ pub mod grpc;
 pub mod metrics;
 pub mod rest;
 pub mod security;
+pub mod server;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

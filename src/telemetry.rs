@@ -1,15 +1,25 @@
-//! Logging: one line per request, as text or JSON, filtered by `RUST_LOG`.
+//! Logging: one line per request, as text or JSON, filtered by `RUST_LOG`. Every event
+//! logged while a request is served carries that request's `request_id` (its span).
 
-use tracing_subscriber::{EnvFilter, fmt};
+use tracing::Subscriber;
+use tracing_subscriber::{EnvFilter, fmt, fmt::MakeWriter, util::SubscriberInitExt};
 
 use crate::config::LogFormat;
 
-/// Installs the global subscriber; later calls (as in tests) are ignored.
+/// Installs the global subscriber, writing to stdout; later calls (as in tests) are ignored.
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = fmt().with_env_filter(filter).with_target(false);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-    };
+    let _ = subscriber(format, filter, std::io::stdout).try_init();
+}
+
+/// authd's log format, writing to `writer`; tests capture the log with it.
+pub fn subscriber<W>(format: LogFormat, filter: EnvFilter, writer: W) -> Box<dyn Subscriber + Send + Sync>
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let builder = fmt().with_env_filter(filter).with_target(false).with_writer(writer);
+    match format {
+        LogFormat::Text => Box::new(builder.finish()),
+        LogFormat::Json => Box::new(builder.json().flatten_event(true).finish()),
+    }
 }

@@ -6,14 +6,53 @@ mod user;
 
 use std::net::SocketAddr;
 
-use axum::extract::ConnectInfo;
-use tonic::{Code, Request, Status};
+use anyhow::Context;
+use axum::{Router, extract::ConnectInfo, http::HeaderValue, middleware, response::Response};
+use tonic::{Code, Request, Status, service::Routes};
+use tonic_health::pb::health_server::{Health, HealthServer};
 use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
 
 pub use auth::AuthApi;
 pub use user::UserApi;
 
-use crate::core::{ClientInfo, Error};
+use crate::{
+    core::{Authd, ClientInfo, Error},
+    pb::{auth_service_server::AuthServiceServer, user_service_server::UserServiceServer},
+    server::MAX_MESSAGE_BYTES,
+};
+
+/// The gRPC services (also over grpc-web), health and reflection, as axum routes.
+pub fn router(authd: Authd, health: HealthServer<impl Health>) -> anyhow::Result<Router> {
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            // So that reflection clients can decode the error details we send.
+            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+    };
+    Ok(Routes::new(UserServiceServer::new(UserApi(authd.clone())).max_decoding_message_size(MAX_MESSAGE_BYTES))
+        .add_service(AuthServiceServer::new(AuthApi(authd)).max_decoding_message_size(MAX_MESSAGE_BYTES))
+        .add_service(health)
+        .add_service(reflection().build_v1().context("reflection v1")?)
+        .add_service(reflection().build_v1alpha().context("reflection v1alpha")?)
+        .into_axum_router()
+        .layer(middleware::map_response(oversized_message_status))
+        // Only here: on plain HTTP/1.1 routes the grpc-web layer would answer 400.
+        .layer(tonic_web::GrpcWebLayer::new()))
+}
+
+/// tonic answers OUT_OF_RANGE to a request message over the size limit; our contract
+/// says RESOURCE_EXHAUSTED. No authd method answers OUT_OF_RANGE otherwise. A decoding
+/// failure ends the call before any message, so the status is in the headers.
+async fn oversized_message_status(mut response: Response) -> Response {
+    let out_of_range = (Code::OutOfRange as i32).to_string();
+    if response.headers().get("grpc-status").is_some_and(|v| v.as_bytes() == out_of_range.as_bytes()) {
+        let headers = response.headers_mut();
+        headers.insert("grpc-status", HeaderValue::from(Code::ResourceExhausted as i32));
+        headers.insert("grpc-message", HeaderValue::from_static("request%20message%20too%20large"));
+    }
+    response
+}
 
 /// The one mapping from core errors to gRPC statuses.
 impl From<Error> for Status {

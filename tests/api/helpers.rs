@@ -173,8 +173,8 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
 /// Settings for a test server on `database_url`: port 0, and the test origin allowed.
 pub fn test_settings(database_url: &str) -> Settings {
     let mut settings = Settings::with_database(database_url);
-    settings.listen_addr = "127.0.0.1:0".parse().unwrap();
-    settings.cors_allowed_origins = vec![ALLOWED_ORIGIN.into()];
+    settings.server.listen_addr = "127.0.0.1:0".parse().unwrap();
+    settings.server.cors_allowed_origins = vec![ALLOWED_ORIGIN.into()];
     settings
 }
 

@@ -16,6 +16,7 @@ mod me;
 mod metrics;
 mod refresh;
 mod register;
+mod request_ids;
 mod resilience;
 mod sessions;
 mod signing;

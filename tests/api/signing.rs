@@ -221,7 +221,7 @@ async fn a_key_file_of_the_wrong_type_stops_start_up_naming_the_variable() {
     let file = tempfile_path::TempPem::new(&pem);
     let app = spawn_app().await; // a fresh database to start a second server on
     let mut settings = authd::config::Settings::with_database(app.database_url());
-    settings.listen_addr = "127.0.0.1:0".parse().unwrap();
+    settings.server.listen_addr = "127.0.0.1:0".parse().unwrap();
     settings.tokens.algorithm = Algorithm::RS256;
     settings.tokens.private_key_file = Some(file.0.clone());
     let error = match authd::startup::Application::build(settings).await {

@@ -2,8 +2,8 @@
 //! time after a warm-up, and prints one table of throughput and latency, each figure beside
 //! its baseline, plus memory and start-up time.
 //!
-//!     cargo run --release --bin authd-bench              # 10 s per case
-//!     cargo run --release --bin authd-bench -- --smoke   # 1 s per case, to keep it working
+//!     cargo run --release -p authd-bench              # 10 s per case
+//!     cargo run --release -p authd-bench -- --smoke   # 1 s per case, to keep it working
 //!
 //! `BENCH_DATABASE_URL` (else `TEST_DATABASE_URL`, else the local PostgreSQL) names a
 //! database where the bench may create and drop its own.
@@ -98,15 +98,18 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
-/// The release `authd` beside this binary, built first if it is missing or older.
+/// The release `authd` beside this binary (the workspace shares one target directory),
+/// built first if it is missing or older.
 fn authd_binary() -> Result<PathBuf> {
     let here = std::env::current_exe()?;
     let dir = here.parent().context("the bench binary's directory")?;
     let binary = dir.join("authd");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let release = dir.ends_with("release");
+    // The workspace's manifest, wherever the bench was started from.
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
     let mut build = Command::new(cargo);
-    build.args(["build", "--bin", "authd"]);
+    build.arg("build").arg("--manifest-path").arg(manifest).args(["-p", "authd", "--bin", "authd"]);
     // `cargo run` describes this package in CARGO_* variables; passed on, they would make
     // build scripts that watch them (ring's) rebuild everything.
     for (key, _) in std::env::vars_os() {

@@ -1,0 +1,58 @@
+//! Rate limits against brute force, and bounds on requests and background checks.
+
+use std::time::Duration;
+
+use super::{ConfigError, Env, seconds};
+
+/// Rate limits against brute force (see the README's "Abuse resistance").
+#[derive(Debug, Clone)]
+pub struct ThrottleSettings {
+    /// The window of the per-IP limits.
+    pub window: Duration,
+    /// Login, register and refresh calls allowed per client IP and window; 0 turns the limit off.
+    pub login_per_ip: u32,
+    pub register_per_ip: u32,
+    pub refresh_per_ip: u32,
+    /// Failed logins allowed for one (account, IP) in `failure_window`; from then on each
+    /// try waits 1 s after the last failure, doubling with every further failure up to
+    /// `backoff_max`. A successful login clears them.
+    pub free_failures: u32,
+    pub backoff_max: Duration,
+    /// Failed logins for one account, from all IPs, in `failure_window`, past which only
+    /// IPs without a failure for that account may still try.
+    pub account_failure_limit: u32,
+    pub failure_window: Duration,
+}
+
+impl ThrottleSettings {
+    pub(super) fn from_env(env: &mut Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            window: seconds("THROTTLE_WINDOW_SECONDS", env.throttle_window_seconds, 60)?,
+            login_per_ip: env.login_ip_limit.unwrap_or(30),
+            register_per_ip: env.register_ip_limit.unwrap_or(10),
+            refresh_per_ip: env.refresh_ip_limit.unwrap_or(60),
+            free_failures: env.login_free_failures.unwrap_or(5),
+            backoff_max: seconds("LOGIN_BACKOFF_MAX_SECONDS", env.login_backoff_max_seconds, 900)?,
+            account_failure_limit: env.login_account_failure_limit.unwrap_or(100),
+            failure_window: seconds("LOGIN_FAILURE_WINDOW_SECONDS", env.login_failure_window_seconds, 900)?,
+        })
+    }
+}
+
+/// Bounds on requests and background checks.
+#[derive(Debug, Clone)]
+pub struct LimitSettings {
+    /// Every request gets this long; then REST answers 503 and gRPC DEADLINE_EXCEEDED.
+    pub request_timeout: Duration,
+    /// How often the database is checked for gRPC health and `/readyz` reporting.
+    pub health_check_interval: Duration,
+}
+
+impl LimitSettings {
+    pub(super) fn from_env(env: &mut Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            request_timeout: seconds("REQUEST_TIMEOUT_SECONDS", env.request_timeout_seconds, 30)?,
+            health_check_interval: Duration::from_millis(env.health_check_interval_ms.unwrap_or(5000).max(100)),
+        })
+    }
+}

@@ -1,0 +1,212 @@
+//! Settings from the environment (and a `.env` file, if present), read once at start-up,
+//! one file per concern: the listener, the database, tokens, passwords, limits. Each
+//! variable is read in [`Env`]; a bad value stops start-up with a message naming it.
+
+mod database;
+mod limits;
+mod passwords;
+mod server;
+mod tokens;
+
+use std::{path::PathBuf, time::Duration};
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+pub use database::{DatabaseSettings, sqlite_url};
+pub use limits::{LimitSettings, ThrottleSettings};
+pub use passwords::PasswordSettings;
+pub use server::{LogFormat, ServerSettings};
+pub use tokens::TokenSettings;
+
+/// A setting that could not be used; the message names the variable.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(String);
+
+fn bad(var: &str, why: impl std::fmt::Display) -> ConfigError {
+    ConfigError(format!("{var}: {why}"))
+}
+
+/// The environment as given, before interpretation. Field names are the variable names.
+#[derive(Deserialize)]
+struct Env {
+    database_url: Option<SecretString>,
+    db_host: Option<String>,
+    db_port: Option<u16>,
+    db_user: Option<String>,
+    db_password: Option<SecretString>,
+    db_name: Option<String>,
+    secret_key: Option<SecretString>,
+    token_creation_algorithm: Option<String>,
+    token_expiry_limit: Option<u64>,
+    token_issuer: Option<String>,
+    token_audience: Option<String>,
+    refresh_token_secret: Option<SecretString>,
+    token_private_key_file: Option<PathBuf>,
+    signing_key_reload_seconds: Option<u64>,
+    session_cache_seconds: Option<u64>,
+    refresh_token_lifetime_days: Option<u64>,
+    refresh_token_idle_days: Option<u64>,
+    refresh_reuse_grace_seconds: Option<u64>,
+    listen_addr: Option<String>,
+    log_format: Option<String>,
+    cors_allowed_origins: Option<String>,
+    trusted_proxies: Option<String>,
+    argon2_memory_kib: Option<u32>,
+    argon2_iterations: Option<u32>,
+    argon2_parallelism: Option<u32>,
+    hash_concurrency: Option<usize>,
+    hash_queue_limit: Option<usize>,
+    password_min_length: Option<usize>,
+    password_max_length: Option<usize>,
+    db_max_connections: Option<u32>,
+    data_dir: Option<String>,
+    xdg_data_home: Option<String>,
+    home: Option<String>,
+    migrate_on_start: Option<String>,
+    throttle_window_seconds: Option<u64>,
+    login_ip_limit: Option<u32>,
+    register_ip_limit: Option<u32>,
+    refresh_ip_limit: Option<u32>,
+    login_free_failures: Option<u32>,
+    login_backoff_max_seconds: Option<u64>,
+    login_account_failure_limit: Option<u32>,
+    login_failure_window_seconds: Option<u64>,
+    request_timeout_seconds: Option<u64>,
+    health_check_interval_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub log_format: LogFormat,
+    pub database: DatabaseSettings,
+    pub tokens: TokenSettings,
+    pub passwords: PasswordSettings,
+    pub throttle: ThrottleSettings,
+    pub limits: LimitSettings,
+}
+
+impl Settings {
+    /// Reads `.env` (if present) and then the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        if let Err(e) = dotenvy::dotenv()
+            && !e.not_found()
+        {
+            return Err(ConfigError(format!(".env: {e}")));
+        }
+        let env: Env = envy::from_env().map_err(|e| ConfigError(e.to_string()))?;
+        Self::from_parts(env)
+    }
+
+    fn from_parts(mut env: Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            server: ServerSettings::from_env(&mut env)?,
+            log_format: LogFormat::from_env(&mut env)?,
+            tokens: TokenSettings::from_env(&mut env)?,
+            passwords: PasswordSettings::from_env(&mut env)?,
+            database: DatabaseSettings::from_env(&mut env)?,
+            throttle: ThrottleSettings::from_env(&mut env)?,
+            limits: LimitSettings::from_env(&mut env)?,
+        })
+    }
+
+    /// Settings for a server on `database_url` with every other value at its default;
+    /// what the tests and embedders start from.
+    pub fn with_database(database_url: &str) -> Self {
+        let vars = [("DATABASE_URL".to_owned(), database_url.to_owned())];
+        #[allow(clippy::expect_used)] // the defaults are valid, as the tests show
+        envy::from_iter(vars)
+            .map_err(|e| ConfigError(e.to_string()))
+            .and_then(Self::from_parts)
+            .expect("default settings are valid")
+    }
+}
+
+/// A boolean variable: `true`/`false`, `1`/`0`, `yes`/`no` or `on`/`off`.
+fn flag(var: &str, value: Option<&str>, default: bool) -> Result<bool, ConfigError> {
+    match value.map(|v| v.trim().to_ascii_lowercase()) {
+        None => Ok(default),
+        Some(v) => match v.as_str() {
+            "1" | "true" | "yes" | "on" => Ok(true),
+            "0" | "false" | "no" | "off" => Ok(false),
+            _ => Err(bad(var, format!("{v:?} is neither true nor false"))),
+        },
+    }
+}
+
+/// A duration in whole seconds that must not be zero.
+fn seconds(var: &str, value: Option<u64>, default: u64) -> Result<Duration, ConfigError> {
+    match value.unwrap_or(default) {
+        0 => Err(bad(var, "must be at least 1 second")),
+        s => Ok(Duration::from_secs(s)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use jsonwebtoken::Algorithm;
+    use secrecy::ExposeSecret;
+
+    use super::*;
+
+    /// Settings from exactly these variables, as `from_env` would read them.
+    pub(super) fn env(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let vars = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        Settings::from_parts(envy::from_iter(vars).map_err(|e| ConfigError(e.to_string()))?)
+    }
+
+    #[test]
+    fn defaults_need_nothing_configured() {
+        let s = env(&[("HOME", "/home/ada")]).unwrap();
+        assert_eq!(s.database.url.expose_secret(), "sqlite:///home/ada/.local/share/authd/authd.db");
+        assert!(s.database.migrate_on_start);
+        assert_eq!(s.server.listen_addr.to_string(), "127.0.0.1:8000");
+        assert_eq!(s.tokens.algorithm, Algorithm::HS256);
+        assert_eq!(s.tokens.access_lifetime, Duration::from_secs(15 * 60));
+        assert_eq!(s.passwords.memory_kib, 19456);
+        assert!(s.server.cors_allowed_origins.is_empty());
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        for (var, value) in [
+            ("TOKEN_EXPIRY_LIMIT", "soon"),
+            ("TOKEN_EXPIRY_LIMIT", "0"),
+            ("TOKEN_CREATION_ALGORITHM", "none"),
+            ("LISTEN_ADDR", "localhost"),
+            ("LOG_FORMAT", "xml"),
+            ("SECRET_KEY", "short"),
+            ("ARGON2_MEMORY_KIB", "1024"),
+            ("DB_PORT", "postgres"),
+            ("MIGRATE_ON_START", "maybe"),
+            ("DATA_DIR", "relative/dir"),
+            ("DB_MAX_CONNECTIONS", "many"),
+            ("LOGIN_IP_LIMIT", "-1"),
+            ("THROTTLE_WINDOW_SECONDS", "0"),
+            ("REQUEST_TIMEOUT_SECONDS", "0"),
+            ("TRUSTED_PROXIES", "10.0.0.0/8, proxy.internal"),
+            ("TRUSTED_PROXIES", "10.0.0.0/33"),
+        ] {
+            let err = env(&[(var, value), ("HOME", "/home/ada")]).unwrap_err().to_string();
+            assert!(err.contains(var) || err.contains(&var.replace("_KIB", "")), "{var}={value}: {err}");
+        }
+    }
+
+    #[test]
+    fn trusted_proxies_are_cidrs_or_addresses() {
+        let s = env(&[("HOME", "/h"), ("TRUSTED_PROXIES", " 10.0.0.0/8, ::1 ,,192.168.1.7")]).unwrap();
+        let nets = s.server.trusted_proxies.iter().map(ToString::to_string).collect::<Vec<_>>();
+        assert_eq!(nets, ["10.0.0.0/8", "::1/128", "192.168.1.7/32"]);
+        assert!(env(&[("HOME", "/h")]).unwrap().server.trusted_proxies.is_empty());
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug_output() {
+        let s = env(&[("SECRET_KEY", "a-very-secret-key-123"), ("DATABASE_URL", "postgres://u:hunter2@h/d")]).unwrap();
+        let debug = format!("{s:?}");
+        assert!(!debug.contains("a-very-secret-key-123"), "{debug}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+    }
+}

@@ -1,0 +1,84 @@
+//! Access and refresh tokens: algorithm, keys, lifetimes, and the session cache.
+
+use std::{path::PathBuf, time::Duration};
+
+use jsonwebtoken::Algorithm;
+use secrecy::{ExposeSecret, SecretString};
+
+use super::{ConfigError, Env, bad};
+
+#[derive(Debug, Clone)]
+pub struct TokenSettings {
+    pub algorithm: Algorithm,
+    /// HMAC key for access tokens; generated and kept in the database when `None`.
+    pub secret_key: Option<SecretString>,
+    /// HMAC key for refresh tokens; generated and kept in the database when `None`.
+    pub refresh_secret: Option<SecretString>,
+    /// PEM private key for RS256, ES256 or EdDSA; generated and kept in the database
+    /// when `None`.
+    pub private_key_file: Option<PathBuf>,
+    /// How often each replica re-reads the signing keys, to follow a rotation.
+    pub key_reload_interval: Duration,
+    /// How long a session confirmed live is trusted without asking the database again
+    /// (changes announced by any replica drop it sooner); zero turns the cache off.
+    pub session_cache_ttl: Duration,
+    pub access_lifetime: Duration,
+    pub refresh_lifetime: Duration,
+    pub refresh_idle_timeout: Duration,
+    pub refresh_reuse_grace: Duration,
+    pub issuer: String,
+    pub audience: String,
+}
+
+const DAY: u64 = 24 * 60 * 60;
+
+impl TokenSettings {
+    pub(super) fn from_env(env: &mut Env) -> Result<Self, ConfigError> {
+        let algorithm = match env.token_creation_algorithm.take().as_deref().map(str::trim) {
+            None => Algorithm::HS256,
+            Some("HS256") => Algorithm::HS256,
+            Some("HS384") => Algorithm::HS384,
+            Some("HS512") => Algorithm::HS512,
+            Some("RS256") => Algorithm::RS256,
+            Some("ES256") => Algorithm::ES256,
+            Some("EdDSA") => Algorithm::EdDSA,
+            Some(other) => {
+                return Err(bad(
+                    "TOKEN_CREATION_ALGORITHM",
+                    format!("{other:?} is not supported (use HS256, HS384, HS512, RS256, ES256 or EdDSA)"),
+                ));
+            }
+        };
+        let symmetric = matches!(algorithm, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512);
+        if symmetric && env.token_private_key_file.is_some() {
+            return Err(bad("TOKEN_PRIVATE_KEY_FILE", "applies to RS256, ES256 and EdDSA, not to HMAC algorithms"));
+        }
+        let minutes = env.token_expiry_limit.unwrap_or(15);
+        if !(1..=24 * 60).contains(&minutes) {
+            return Err(bad("TOKEN_EXPIRY_LIMIT", "must be 1 to 1440 minutes"));
+        }
+        for (var, secret) in [("SECRET_KEY", &env.secret_key), ("REFRESH_TOKEN_SECRET", &env.refresh_token_secret)] {
+            if secret.as_ref().is_some_and(|s| s.expose_secret().len() < 16) {
+                return Err(bad(var, "must be at least 16 bytes"));
+            }
+        }
+        let days = |var, value: Option<u64>, default| match value.unwrap_or(default) {
+            0 => Err(bad(var, "must be at least 1 day")),
+            d => Ok(Duration::from_secs(d * DAY)),
+        };
+        Ok(Self {
+            algorithm,
+            secret_key: env.secret_key.take(),
+            refresh_secret: env.refresh_token_secret.take(),
+            private_key_file: env.token_private_key_file.take(),
+            key_reload_interval: Duration::from_secs(env.signing_key_reload_seconds.unwrap_or(60).max(1)),
+            session_cache_ttl: Duration::from_secs(env.session_cache_seconds.unwrap_or(5)),
+            access_lifetime: Duration::from_secs(minutes * 60),
+            refresh_lifetime: days("REFRESH_TOKEN_LIFETIME_DAYS", env.refresh_token_lifetime_days, 30)?,
+            refresh_idle_timeout: days("REFRESH_TOKEN_IDLE_DAYS", env.refresh_token_idle_days, 7)?,
+            refresh_reuse_grace: Duration::from_secs(env.refresh_reuse_grace_seconds.unwrap_or(10)),
+            issuer: env.token_issuer.take().unwrap_or_else(|| "authd".into()),
+            audience: env.token_audience.take().unwrap_or_else(|| "authd".into()),
+        })
+    }
+}
