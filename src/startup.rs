@@ -215,7 +215,6 @@ fn router(
 
     Ok(grpc
         .merge(rest::router(authd))
-        .merge(rest::openapi::router())
         .fallback(fallback)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_MESSAGE_BYTES))
         .layer(middleware::from_fn_with_state(settings.limits.request_timeout, request_timeout))
