@@ -66,7 +66,6 @@ impl Application {
         set_serving(&health, true).await;
         let routes = grpc::router(authd.clone(), health_service)?
             .merge(rest::router(authd.clone()))
-            .merge(rest::openapi::router())
             .fallback(fallback);
         let router = server::layers(routes, &settings)?;
         let listen_addr = settings.server.listen_addr;
