@@ -21,8 +21,8 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use self::{
     body::{Body, Patch},
     error::{
-        AlreadyRegistered, ErrorBody, Internal, Invalid, Overloaded, RefreshRejected, SessionNotFound, TooLarge,
-        Unauthenticated, Unavailable, WrongCredentials,
+        BodyRejected, ErrorBody, Overloaded, RefreshRejected, ServerFailed, SessionNotFound, Unauthenticated,
+        WrongCredentials,
     },
     wire::{
         ChangePasswordBody, DeleteMeBody, Jwks, LoginBody, LoginForm, LogoutBody, Message, Profile, RefreshBody,
@@ -65,8 +65,7 @@ pub fn router(authd: Authd) -> Router {
 /// Creates an account. Surrounding whitespace is trimmed from every field but the password; the
 /// email is compared case-insensitively.
 #[utoipa::path(post, path = "/api/v1/register-user", tag = "users", request_body = RegisterUserBody,
-    responses((status = 201, description = "Created", body = Message),
-        AlreadyRegistered, TooLarge, Invalid, Overloaded, Internal, Unavailable))]
+    responses((status = 201, description = "Created", body = Message), BodyRejected, Overloaded, ServerFailed))]
 async fn register_user(State(authd): State<Authd>, client: ClientInfo, body: Body) -> Result<impl IntoResponse, Error> {
     let (body, bad_fields) = body.json::<RegisterUserBody>()?;
     let request = pb::RegisterUserRequest {
@@ -90,7 +89,7 @@ async fn register_user(State(authd): State<Authd>, client: ClientInfo, body: Bod
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth",
     request_body(content((LoginBody = "application/json"), (LoginForm = "application/x-www-form-urlencoded"))),
     responses((status = 200, description = "Logged in: a new session", body = SignedIn),
-        WrongCredentials, TooLarge, Invalid, Overloaded, Internal, Unavailable))]
+        WrongCredentials, BodyRejected, Overloaded, ServerFailed))]
 async fn login(State(authd): State<Authd>, client: ClientInfo, body: Body) -> Reply<SignedIn> {
     let form = body.is_form();
     let (request, bad_fields) = if form {
@@ -113,17 +112,14 @@ async fn login(State(authd): State<Authd>, client: ClientInfo, body: Body) -> Re
 /// within the grace window gets the same pair, a later replay ends the session).
 #[utoipa::path(post, path = "/api/v1/auth/refresh-token", tag = "auth", request_body = RefreshBody,
     responses((status = 200, description = "A new access token and a new refresh token", body = SignedIn),
-        RefreshRejected, TooLarge, Invalid, Overloaded, Internal, Unavailable))]
+        RefreshRejected, BodyRejected, Overloaded, ServerFailed))]
 async fn refresh_token(State(authd): State<Authd>, client: ClientInfo, body: Body) -> Reply<SignedIn> {
-    let (body, mut bad_fields) = body.json::<RefreshBody>()?;
-    if body.token_type.is_some_and(|t| !t.eq_ignore_ascii_case("bearer")) {
-        bad_fields.push(FieldViolation::new("tokenType", "must be Bearer"));
-    }
+    let (body, bad_fields) = body.json::<RefreshBody>()?;
     bad_fields.finish(Ok(()))?;
     let request = pb::RefreshTokenRequest { refresh_token: body.token };
     let signed_in =
         authd.refresh(&request, &client).await.map_err(|e| rename_fields(e, &[("refresh_token", "token")]))?;
-    Ok(Json(SignedIn::new("Token refreshed successfully.", signed_in)))
+    Ok(Json(SignedIn::new("Login successful.", signed_in)))
 }
 
 /// The caller as far as the connection tells: its peer address (proxies'
@@ -145,8 +141,7 @@ fn authorization(headers: &HeaderMap) -> Option<&str> {
 ///
 /// The caller's profile.
 #[utoipa::path(get, path = "/api/v1/me", tag = "users",
-    responses((status = 200, description = "The caller's profile", body = Profile),
-        Unauthenticated, Internal, Unavailable))]
+    responses((status = 200, description = "The caller's profile", body = Profile), Unauthenticated, ServerFailed))]
 async fn me(State(authd): State<Authd>, headers: HeaderMap) -> Reply<Profile> {
     Ok(Json(authd.me(authorization(&headers)).await?.into()))
 }
@@ -157,7 +152,7 @@ async fn me(State(authd): State<Authd>, headers: HeaderMap) -> Reply<Profile> {
 /// clears it. Each given field is checked as at registration.
 #[utoipa::path(patch, path = "/api/v1/me", tag = "users", request_body = UpdateMeBody,
     responses((status = 200, description = "The updated profile", body = Profile),
-        Unauthenticated, TooLarge, Invalid, Internal, Unavailable))]
+        Unauthenticated, BodyRejected, ServerFailed))]
 async fn update_me(State(authd): State<Authd>, headers: HeaderMap, body: Body) -> Reply<Profile> {
     let (body, bad_fields) = body.json::<UpdateMeBody>()?;
     let about = match body.about {
@@ -177,7 +172,7 @@ async fn update_me(State(authd): State<Authd>, headers: HeaderMap, body: Body) -
 /// and ends every other session of the user; the caller's stays.
 #[utoipa::path(post, path = "/api/v1/me/password", tag = "users", request_body = ChangePasswordBody,
     responses((status = 200, description = "Changed; the user's other sessions ended", body = SessionsEnded),
-        Unauthenticated, TooLarge, Invalid, Overloaded, Internal, Unavailable))]
+        Unauthenticated, BodyRejected, Overloaded, ServerFailed))]
 async fn change_password(State(authd): State<Authd>, headers: HeaderMap, body: Body) -> Reply<SessionsEnded> {
     let (body, bad_fields) = body.json::<ChangePasswordBody>()?;
     let request =
@@ -193,7 +188,7 @@ async fn change_password(State(authd): State<Authd>, headers: HeaderMap, body: B
 /// and the email can be registered again. A wrong password is a 422 naming `password`.
 #[utoipa::path(delete, path = "/api/v1/me", tag = "users", request_body = DeleteMeBody,
     responses((status = 200, description = "Deleted, with every session", body = Message),
-        Unauthenticated, TooLarge, Invalid, Overloaded, Internal, Unavailable))]
+        Unauthenticated, BodyRejected, Overloaded, ServerFailed))]
 async fn delete_me(State(authd): State<Authd>, headers: HeaderMap, body: Body) -> Reply<Message> {
     let (body, bad_fields) = body.json::<DeleteMeBody>()?;
     let request = pb::DeleteMeRequest { password: body.password };
@@ -208,7 +203,7 @@ async fn delete_me(State(authd): State<Authd>, headers: HeaderMap, body: Body) -
 /// `last_used_at` is the last login or refresh.
 #[utoipa::path(get, path = "/api/v1/me/sessions", tag = "auth",
     responses((status = 200, description = "The caller's live sessions, most recently used first", body = Sessions),
-        Unauthenticated, Internal, Unavailable))]
+        Unauthenticated, ServerFailed))]
 async fn list_sessions(State(authd): State<Authd>, headers: HeaderMap) -> Reply<Sessions> {
     Ok(Json(authd.list_sessions(authorization(&headers)).await?.into()))
 }
@@ -219,8 +214,7 @@ async fn list_sessions(State(authd): State<Authd>, headers: HeaderMap) -> Reply<
 /// 404.
 #[utoipa::path(delete, path = "/api/v1/me/sessions/{session_id}", tag = "auth",
     params(("session_id" = String, Path, description = "A session id from the list")),
-    responses((status = 200, description = "Ended", body = Message),
-        Unauthenticated, SessionNotFound, Internal, Unavailable))]
+    responses((status = 200, description = "Ended", body = Message), Unauthenticated, SessionNotFound, ServerFailed))]
 async fn revoke_session(
     State(authd): State<Authd>,
     headers: HeaderMap,
@@ -239,7 +233,7 @@ async fn revoke_session(
 #[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth",
     request_body(content = LogoutBody, description = "Optional"),
     responses((status = 200, description = "Ended", body = SessionsEnded),
-        Unauthenticated, TooLarge, Invalid, Internal, Unavailable))]
+        Unauthenticated, BodyRejected, ServerFailed))]
 async fn logout(State(authd): State<Authd>, headers: HeaderMap, body: Body) -> Reply<SessionsEnded> {
     let (body, bad_fields) = body.json_or_empty::<LogoutBody>()?;
     bad_fields.finish(Ok(()))?;
@@ -253,7 +247,7 @@ async fn logout(State(authd): State<Authd>, headers: HeaderMap, body: Body) -> R
 /// false}`, not an error.
 #[utoipa::path(post, path = "/api/v1/auth/validate", tag = "auth", request_body = ValidateBody,
     responses((status = 200, description = "Whether the access token is active now", body = Validation),
-        TooLarge, Invalid, Internal, Unavailable))]
+        BodyRejected, ServerFailed))]
 async fn validate(State(authd): State<Authd>, body: Body) -> Reply<Validation> {
     let (body, bad_fields) = body.json::<ValidateBody>()?;
     bad_fields.finish(Ok(()))?;

@@ -17,7 +17,7 @@ use utoipa::{
 };
 use utoipa_swagger_ui::SwaggerUi;
 
-use super::error::{Detail, EmailTaken, ErrorBody, FieldErrors, Unauthenticated};
+use super::error::{BadRequestBody, Detail, EmailTaken, ErrorBody, FieldErrors, Unauthenticated};
 
 pub const DOCUMENT_PATH: &str = "/openapi.json";
 
@@ -30,7 +30,7 @@ pub const DOCUMENT_PATH: &str = "/openapi.json";
         license(name = "MIT", identifier = "MIT"),
     ),
     // The bodies of the shared error answers, which utoipa does not gather from them.
-    components(schemas(ErrorBody, FieldErrors, EmailTaken, Detail)),
+    components(schemas(ErrorBody, FieldErrors, BadRequestBody, EmailTaken, Detail)),
     modifiers(&SecuritySchemes),
     tags(
         (name = "users", description = "Registration and the caller's own account"),

@@ -56,10 +56,10 @@ pub struct LoginForm {
 pub struct RefreshBody {
     /// The refresh token of the last login or refresh.
     pub token: String,
-    /// `Bearer` if given.
+    /// Ignored, as the old app ignored it.
     #[serde(rename = "tokenType")]
     #[schema(example = "Bearer")]
-    pub token_type: Option<String>,
+    _token_type: Option<String>,
 }
 
 #[derive(Deserialize, ToSchema)]

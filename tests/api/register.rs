@@ -101,7 +101,6 @@ async fn malformed_rest_bodies_get_422_on_the_body() {
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("application/json", b"{\"name\": ".to_vec()),
         ("application/json", b"".to_vec()),
-        ("application/json", b"{\"name\": \"\xff\xfe\"}".to_vec()),
         ("application/json", b"null".to_vec()),
         ("text/plain", ada().to_string().into_bytes()),
         ("application/x-www-form-urlencoded", b"name=Ada".to_vec()),

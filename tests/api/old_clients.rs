@@ -1,0 +1,117 @@
+//! The old FastAPI app's REST clients, point by point (issue 19): each test pins the old
+//! app's exact answer (status, body, headers) where authd now gives it too. Where authd
+//! deliberately answers otherwise, the README's table of differences says why.
+
+use reqwest::{Response, StatusCode, header};
+use serde_json::{Value, json};
+use tonic::Code;
+
+use crate::helpers::{json_of, spawn_app};
+
+/// The status, the headers named, and the body (parsed as JSON when it is not empty).
+async fn answer(response: Response, headers: &[&str]) -> (StatusCode, Vec<Option<String>>, Value) {
+    let status = response.status();
+    let values =
+        headers.iter().map(|name| response.headers().get(*name).map(|v| v.to_str().unwrap().to_owned())).collect();
+    let text = response.text().await.unwrap();
+    let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap() };
+    (status, values, body)
+}
+
+fn some(values: &[&str]) -> Vec<Option<String>> {
+    values.iter().map(|v| Some((*v).to_owned())).collect()
+}
+
+/// Point 3: the refresh answers with the login's message.
+async fn the_refresh_answers_login_successful_as_the_old_app_did() {
+    let app = spawn_app().await;
+    let (_, refresh) = app.ada_tokens().await;
+    let (status, body) = json_of(app.refresh(&refresh).await).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["message"], "Login successful.");
+    let data = body["data"].as_object().unwrap();
+    assert_eq!(data.keys().collect::<Vec<_>>(), ["name", "email", "about", "location", "user_token"]);
+}
+
+/// Point 6: an empty password is a wrong password (401), for a known and an unknown
+/// email alike, on both transports.
+async fn an_empty_password_at_login_is_the_old_apps_401() {
+    let app = spawn_app().await;
+    app.ada_tokens().await;
+    for email in ["ada@example.com", "nobody@example.com"] {
+        let response = app.login(email, "").await;
+        assert_eq!(
+            answer(response, &["www-authenticate", "content-type"]).await,
+            (
+                StatusCode::UNAUTHORIZED,
+                some(&["Bearer", "application/json"]),
+                json!({"error": {"error": "Invalid credentials. Try again..."}})
+            ),
+            "{email}"
+        );
+        let status = app.grpc_login(email, "").await.unwrap_err();
+        assert_eq!((status.code(), status.message()), (Code::Unauthenticated, "Invalid credentials. Try again..."));
+    }
+}
+
+/// Point 6: `tokenType` in the refresh body is ignored, whatever it says.
+async fn the_refresh_ignores_token_type_as_the_old_app_did() {
+    let app = spawn_app().await;
+    let (_, refresh) = app.ada_tokens().await;
+    let body = json!({"token": refresh, "tokenType": "Basic"});
+    let (status, body) = json_of(app.post_json("/api/v1/auth/refresh-token", &body).await).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["data"]["user_token"]["tokenType"], "Bearer");
+}
+
+/// Point 6: a JSON body that is not UTF-8 is FastAPI's 400, on every route that reads one.
+async fn a_json_body_that_is_not_utf8_is_fastapis_400() {
+    let app = spawn_app().await;
+    let (access, _) = app.ada_tokens().await;
+    let latin1 = b"{\"email\": \"ada@example.com\", \"password\": \"caf\xe9\"}".to_vec();
+    for (method, path) in [
+        ("POST", "/api/v1/register-user"),
+        ("POST", "/api/v1/auth/login"),
+        ("POST", "/api/v1/auth/refresh-token"),
+        ("PATCH", "/api/v1/me"),
+        ("POST", "/api/v1/me/password"),
+    ] {
+        let response = app
+            .http
+            .request(method.parse().unwrap(), app.url(path))
+            .bearer_auth(&access)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(latin1.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            answer(response, &["content-type"]).await,
+            (
+                StatusCode::BAD_REQUEST,
+                some(&["application/json"]),
+                json!({"detail": "There was an error parsing the body"})
+            ),
+            "{method} {path}"
+        );
+    }
+    // As Python's JSON reader, a UTF-8 byte order mark is no obstacle.
+    let mut with_bom = b"\xEF\xBB\xBF".to_vec();
+    with_bom.extend_from_slice(br#"{"email": "ada@example.com", "password": "correct horse battery"}"#);
+    let response = app
+        .http
+        .post(app.url("/api/v1/auth/login"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(with_bom)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+on_both_backends!(
+    the_refresh_answers_login_successful_as_the_old_app_did,
+    an_empty_password_at_login_is_the_old_apps_401,
+    the_refresh_ignores_token_type_as_the_old_app_did,
+    a_json_body_that_is_not_utf8_is_fastapis_400,
+);
