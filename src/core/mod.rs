@@ -53,6 +53,12 @@ pub struct SignedIn {
     pub tokens: pb::TokenResponse,
 }
 
+/// A caller whose bearer token was checked: a live session of a user who exists.
+pub struct Caller {
+    access: VerifiedAccess,
+    user: Arc<UserRecord>,
+}
+
 /// A registration whose every field is valid.
 pub struct Registration {
     name: UserName,
@@ -288,16 +294,15 @@ impl Authd {
         self.signed_in(&user, RefreshClaim { session_id: session.session_id, generation: session.generation }, now)
     }
 
-    /// The caller's profile, given the `authorization` header or metadata value.
-    pub async fn me(&self, authorization: Option<&str>) -> Result<pb::User> {
-        let (_, user) = self.authenticate(authorization).await?;
-        Ok(user_message(&user))
+    /// The caller's profile.
+    pub fn me(&self, caller: &Caller) -> pb::User {
+        user_message(&caller.user)
     }
 
     /// Ends the caller's session, or all of the user's; returns how many ended.
     #[tracing::instrument(skip_all)]
-    pub async fn logout(&self, authorization: Option<&str>, all_sessions: bool) -> Result<u64> {
-        let (access, user) = self.authenticate(authorization).await?;
+    pub async fn logout(&self, caller: &Caller, all_sessions: bool) -> Result<u64> {
+        let Caller { access, user } = caller;
         let now = Utc::now();
         let (ended, change) = if all_sessions {
             (self.store.revoke_user_sessions(user.user_id, now).await?, SessionChange::User(user.user_id))
@@ -326,8 +331,8 @@ impl Authd {
 
     /// Changes the caller's name, location or about; absent fields stay as they are.
     #[tracing::instrument(skip_all)]
-    pub async fn update_me(&self, authorization: Option<&str>, req: &pb::UpdateMeRequest) -> Result<pb::User> {
-        let (_, user) = self.authenticate(authorization).await?;
+    pub async fn update_me(&self, caller: &Caller, req: &pb::UpdateMeRequest) -> Result<pb::User> {
+        let user = &caller.user;
         let change = self.validate_update(req).map_err(Error::InvalidInput)?;
         let update = ProfileUpdate {
             name: change.name.as_ref().map(UserName::as_str),
@@ -354,10 +359,10 @@ impl Authd {
     /// Replaces the caller's password, given the current one, and ends every other
     /// session of the user; returns how many ended.
     #[tracing::instrument(skip_all)]
-    pub async fn change_password(&self, authorization: Option<&str>, req: &pb::ChangePasswordRequest) -> Result<u64> {
-        let (access, user) = self.authenticate(authorization).await?;
+    pub async fn change_password(&self, caller: &Caller, req: &pb::ChangePasswordRequest) -> Result<u64> {
+        let Caller { access, user } = caller;
         let (current, new) = self.validate_password_change(req).map_err(Error::InvalidInput)?;
-        let user = self.fresh(&user).await?;
+        let user = self.fresh(user).await?;
         self.check_password(&user, &current, "current_password").await?;
         let hash = self.passwords.hash(&new).await?;
         let now = Utc::now();
@@ -378,10 +383,10 @@ impl Authd {
     /// Deletes the caller's account, given its password, with every session: its tokens
     /// stop working at once and the email is free again.
     #[tracing::instrument(skip_all)]
-    pub async fn delete_me(&self, authorization: Option<&str>, req: &pb::DeleteMeRequest) -> Result<()> {
-        let (_, user) = self.authenticate(authorization).await?;
+    pub async fn delete_me(&self, caller: &Caller, req: &pb::DeleteMeRequest) -> Result<()> {
+        let user = &caller.user;
         let password = self.validate_deletion(req).map_err(Error::InvalidInput)?;
-        let user = self.fresh(&user).await?;
+        let user = self.fresh(user).await?;
         self.check_password(&user, &password, "password").await?;
         self.store.delete_user(user.user_id).await?;
         self.cache.apply(SessionChange::User(user.user_id));
@@ -390,8 +395,8 @@ impl Authd {
     }
 
     /// The caller's live sessions, the caller's own marked.
-    pub async fn list_sessions(&self, authorization: Option<&str>) -> Result<Vec<pb::Session>> {
-        let (access, user) = self.authenticate(authorization).await?;
+    pub async fn list_sessions(&self, caller: &Caller) -> Result<Vec<pb::Session>> {
+        let Caller { access, user } = caller;
         let sessions = self.store.user_sessions(user.user_id, Utc::now()).await?;
         Ok(sessions
             .into_iter()
@@ -410,8 +415,8 @@ impl Authd {
     /// Ends one of the caller's sessions. Not the caller's, unknown, ended or not even an
     /// id: all [`Error::SessionNotFound`], so that no one learns of other users' sessions.
     #[tracing::instrument(skip_all)]
-    pub async fn revoke_session(&self, authorization: Option<&str>, session_id: &str) -> Result<()> {
-        let (_, user) = self.authenticate(authorization).await?;
+    pub async fn revoke_session(&self, caller: &Caller, session_id: &str) -> Result<()> {
+        let user = &caller.user;
         let session_id = Uuid::parse_str(session_id.trim()).map_err(|_| Error::SessionNotFound)?;
         let ended = self.store.revoke_user_session(session_id, user.user_id, Utc::now()).await?;
         self.cache.apply(SessionChange::Session(session_id));
@@ -462,13 +467,15 @@ impl Authd {
         self.access.jwks()
     }
 
-    /// The live session and user behind a bearer token: signature, type, issuer,
-    /// audience, times, and then that the session is live and the user still exists.
-    async fn authenticate(&self, authorization: Option<&str>) -> Result<(VerifiedAccess, Arc<UserRecord>)> {
+    /// The live session and user behind a bearer token (the `authorization` header or
+    /// metadata value): signature, type, issuer, audience, times, and then that the session
+    /// is live and the user still exists. Every use case of a signed-in caller takes the
+    /// [`Caller`] this gives, so none can run, nor judge its input, before it.
+    pub async fn authenticate(&self, authorization: Option<&str>) -> Result<Caller> {
         let token = bearer_token(authorization.ok_or(Error::MissingToken)?).ok_or(Error::MissingToken)?;
         let access = self.access.verify(token).ok_or(Error::InvalidToken)?;
         let user = self.live_session_user(&access).await?.ok_or(Error::InvalidToken)?;
-        Ok((access, user))
+        Ok(Caller { access, user })
     }
 
     /// The user as the database has it now: a password is never checked against a cached

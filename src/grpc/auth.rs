@@ -25,7 +25,8 @@ impl AuthService for AuthApi {
     }
 
     async fn logout(&self, request: Request<LogoutRequest>) -> Result<Response<LogoutResponse>, Status> {
-        let ended = self.0.logout(authorization(&request), request.get_ref().all_sessions).await?;
+        let caller = self.0.authenticate(authorization(&request)).await?;
+        let ended = self.0.logout(&caller, request.get_ref().all_sessions).await?;
         Ok(Response::new(LogoutResponse { sessions_ended: ended as i64 }))
     }
 
@@ -45,7 +46,8 @@ impl AuthService for AuthApi {
         &self,
         request: Request<ListSessionsRequest>,
     ) -> Result<Response<ListSessionsResponse>, Status> {
-        let sessions = self.0.list_sessions(authorization(&request)).await?;
+        let caller = self.0.authenticate(authorization(&request)).await?;
+        let sessions = self.0.list_sessions(&caller).await?;
         Ok(Response::new(ListSessionsResponse { sessions }))
     }
 
@@ -53,7 +55,8 @@ impl AuthService for AuthApi {
         &self,
         request: Request<RevokeSessionRequest>,
     ) -> Result<Response<RevokeSessionResponse>, Status> {
-        self.0.revoke_session(authorization(&request), &request.get_ref().session_id).await?;
+        let caller = self.0.authenticate(authorization(&request)).await?;
+        self.0.revoke_session(&caller, &request.get_ref().session_id).await?;
         Ok(Response::new(RevokeSessionResponse {}))
     }
 }

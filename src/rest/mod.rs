@@ -12,7 +12,7 @@ use std::{convert::Infallible, net::SocketAddr};
 use axum::{
     Json, Router,
     extract::{ConnectInfo, FromRequestParts, Path, State, rejection::PathRejection},
-    http::{HeaderMap, StatusCode, header, request::Parts},
+    http::{StatusCode, header, request::Parts},
     response::{IntoResponse, Response},
 };
 use utoipa::OpenApi;
@@ -30,7 +30,7 @@ use self::{
     },
 };
 use crate::{
-    core::{Authd, ClientInfo, Error},
+    core::{Authd, Caller, ClientInfo, Error},
     domain::FieldViolation,
     pb,
 };
@@ -133,8 +133,14 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientInfo {
     }
 }
 
-fn authorization(headers: &HeaderMap) -> Option<&str> {
-    headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())
+/// The signed-in caller of a bearer route. As an extractor it runs before the body's, so
+/// that a request without a good token is a 401 whatever its body, as for `/me`.
+impl FromRequestParts<Authd> for Caller {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, authd: &Authd) -> Result<Self, Error> {
+        authd.authenticate(parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())).await
+    }
 }
 
 /// Get my profile
@@ -142,8 +148,8 @@ fn authorization(headers: &HeaderMap) -> Option<&str> {
 /// The caller's profile.
 #[utoipa::path(get, path = "/api/v1/me", tag = "users",
     responses((status = 200, description = "The caller's profile", body = Profile), Unauthenticated, ServerFailed))]
-async fn me(State(authd): State<Authd>, headers: HeaderMap) -> Reply<Profile> {
-    Ok(Json(authd.me(authorization(&headers)).await?.into()))
+async fn me(State(authd): State<Authd>, caller: Caller) -> Reply<Profile> {
+    Ok(Json(authd.me(&caller).into()))
 }
 
 /// Update my profile
@@ -153,7 +159,7 @@ async fn me(State(authd): State<Authd>, headers: HeaderMap) -> Reply<Profile> {
 #[utoipa::path(patch, path = "/api/v1/me", tag = "users", request_body = UpdateMeBody,
     responses((status = 200, description = "The updated profile", body = Profile),
         Unauthenticated, BodyRejected, ServerFailed))]
-async fn update_me(State(authd): State<Authd>, headers: HeaderMap, body: Body) -> Reply<Profile> {
+async fn update_me(State(authd): State<Authd>, caller: Caller, body: Body) -> Reply<Profile> {
     let (body, bad_fields) = body.json::<UpdateMeBody>()?;
     let about = match body.about {
         Patch::Keep => None,
@@ -163,7 +169,7 @@ async fn update_me(State(authd): State<Authd>, headers: HeaderMap, body: Body) -
     };
     let request = pb::UpdateMeRequest { name: body.name, location: body.location, about };
     bad_fields.finish(authd.validate_update(&request))?;
-    Ok(Json(authd.update_me(authorization(&headers), &request).await?.into()))
+    Ok(Json(authd.update_me(&caller, &request).await?.into()))
 }
 
 /// Change my password
@@ -173,12 +179,12 @@ async fn update_me(State(authd): State<Authd>, headers: HeaderMap, body: Body) -
 #[utoipa::path(post, path = "/api/v1/me/password", tag = "users", request_body = ChangePasswordBody,
     responses((status = 200, description = "Changed; the user's other sessions ended", body = SessionsEnded),
         Unauthenticated, BodyRejected, Overloaded, ServerFailed))]
-async fn change_password(State(authd): State<Authd>, headers: HeaderMap, body: Body) -> Reply<SessionsEnded> {
+async fn change_password(State(authd): State<Authd>, caller: Caller, body: Body) -> Reply<SessionsEnded> {
     let (body, bad_fields) = body.json::<ChangePasswordBody>()?;
     let request =
         pb::ChangePasswordRequest { current_password: body.current_password, new_password: body.new_password };
     bad_fields.finish(authd.validate_password_change(&request))?;
-    let ended = authd.change_password(authorization(&headers), &request).await?;
+    let ended = authd.change_password(&caller, &request).await?;
     Ok(Json(SessionsEnded { message: "Password changed successfully.", sessions_ended: ended }))
 }
 
@@ -189,11 +195,11 @@ async fn change_password(State(authd): State<Authd>, headers: HeaderMap, body: B
 #[utoipa::path(delete, path = "/api/v1/me", tag = "users", request_body = DeleteMeBody,
     responses((status = 200, description = "Deleted, with every session", body = Message),
         Unauthenticated, BodyRejected, Overloaded, ServerFailed))]
-async fn delete_me(State(authd): State<Authd>, headers: HeaderMap, body: Body) -> Reply<Message> {
+async fn delete_me(State(authd): State<Authd>, caller: Caller, body: Body) -> Reply<Message> {
     let (body, bad_fields) = body.json::<DeleteMeBody>()?;
     let request = pb::DeleteMeRequest { password: body.password };
     bad_fields.finish(authd.validate_deletion(&request))?;
-    authd.delete_me(authorization(&headers), &request).await?;
+    authd.delete_me(&caller, &request).await?;
     Ok(Json(Message { message: "Account deleted successfully." }))
 }
 
@@ -204,8 +210,8 @@ async fn delete_me(State(authd): State<Authd>, headers: HeaderMap, body: Body) -
 #[utoipa::path(get, path = "/api/v1/me/sessions", tag = "auth",
     responses((status = 200, description = "The caller's live sessions, most recently used first", body = Sessions),
         Unauthenticated, ServerFailed))]
-async fn list_sessions(State(authd): State<Authd>, headers: HeaderMap) -> Reply<Sessions> {
-    Ok(Json(authd.list_sessions(authorization(&headers)).await?.into()))
+async fn list_sessions(State(authd): State<Authd>, caller: Caller) -> Reply<Sessions> {
+    Ok(Json(authd.list_sessions(&caller).await?.into()))
 }
 
 /// End one of my sessions
@@ -217,12 +223,12 @@ async fn list_sessions(State(authd): State<Authd>, headers: HeaderMap) -> Reply<
     responses((status = 200, description = "Ended", body = Message), Unauthenticated, SessionNotFound, ServerFailed))]
 async fn revoke_session(
     State(authd): State<Authd>,
-    headers: HeaderMap,
+    caller: Caller,
     session_id: Result<Path<String>, PathRejection>,
 ) -> Reply<Message> {
     // A path that does not decode is an unknown session too: the core decides what is one.
     let session_id = session_id.map(|Path(id)| id).unwrap_or_default();
-    authd.revoke_session(authorization(&headers), &session_id).await?;
+    authd.revoke_session(&caller, &session_id).await?;
     Ok(Json(Message { message: "Session revoked successfully." }))
 }
 
@@ -234,10 +240,10 @@ async fn revoke_session(
     request_body(content = LogoutBody, description = "Optional"),
     responses((status = 200, description = "Ended", body = SessionsEnded),
         Unauthenticated, BodyRejected, ServerFailed))]
-async fn logout(State(authd): State<Authd>, headers: HeaderMap, body: Body) -> Reply<SessionsEnded> {
+async fn logout(State(authd): State<Authd>, caller: Caller, body: Body) -> Reply<SessionsEnded> {
     let (body, bad_fields) = body.json_or_empty::<LogoutBody>()?;
     bad_fields.finish(Ok(()))?;
-    let ended = authd.logout(authorization(&headers), body.all_sessions.unwrap_or(false)).await?;
+    let ended = authd.logout(&caller, body.all_sessions.unwrap_or(false)).await?;
     Ok(Json(SessionsEnded { message: "Logout successful.", sessions_ended: ended }))
 }
 

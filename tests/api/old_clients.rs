@@ -109,7 +109,41 @@ async fn a_json_body_that_is_not_utf8_is_fastapis_400() {
     assert_eq!(response.status(), StatusCode::OK);
 }
 
+/// Point 5: on every bearer route, the token is checked before the body, so a request
+/// without a good token is a 401 whatever its body, as for `GET /api/v1/me`.
+async fn bearer_routes_check_the_token_before_the_body() {
+    let app = spawn_app().await;
+    let routes = [
+        ("DELETE", "/api/v1/me"),
+        ("POST", "/api/v1/me/password"),
+        ("PATCH", "/api/v1/me"),
+        ("POST", "/api/v1/auth/logout"),
+    ];
+    let bodies: [Option<&[u8]>; 4] = [None, Some(b"{}"), Some(b"{\"password\": 7}"), Some(b"{not json")];
+    for (method, path) in routes {
+        for body in bodies {
+            for (authorization, detail) in
+                [(None, "Not authenticated"), (Some("Bearer not-a-token"), "Invalid Credentials")]
+            {
+                let mut request = app.http.request(method.parse().unwrap(), app.url(path));
+                if let Some(body) = body {
+                    request = request.header(header::CONTENT_TYPE, "application/json").body(body.to_vec());
+                }
+                if let Some(value) = authorization {
+                    request = request.header(header::AUTHORIZATION, value);
+                }
+                assert_eq!(
+                    answer(request.send().await.unwrap(), &["www-authenticate"]).await,
+                    (StatusCode::UNAUTHORIZED, some(&["Bearer"]), json!({ "detail": detail })),
+                    "{method} {path} {authorization:?} {body:?}"
+                );
+            }
+        }
+    }
+}
+
 on_both_backends!(
+    bearer_routes_check_the_token_before_the_body,
     the_refresh_answers_login_successful_as_the_old_app_did,
     an_empty_password_at_login_is_the_old_apps_401,
     the_refresh_ignores_token_type_as_the_old_app_did,
