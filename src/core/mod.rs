@@ -319,7 +319,16 @@ impl Authd {
         let mut v = Violations::default();
         let name = req.name.as_deref().map(|n| v.check("name", UserName::parse(n)));
         let location = req.location.as_deref().map(|l| v.check("location", Location::parse(l)));
-        let about = req.about.as_deref().map(|a| v.check("about", About::parse(Some(a))));
+        let about = match (req.about.as_deref(), req.clear_about) {
+            (None, false) => None,
+            (None, true) => Some(Some(About::none())),
+            (Some(a), clear) => {
+                if clear {
+                    v.push(FieldViolation::new("clear_about", "must not be set together with about"));
+                }
+                Some(v.check("about", About::parse(Some(a))))
+            }
+        };
         v.finish(|| {
             Some(ProfileChange {
                 name: name.map(|n| n.ok_or(())).transpose().ok()?,

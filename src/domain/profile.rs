@@ -8,7 +8,8 @@ pub struct UserName(String);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Location(String);
 
-/// An optional description: trimmed, at most 1000 characters; blank means none.
+/// An optional description: trimmed, at most 1000 characters. Given, it is kept even when
+/// empty (the old app stored `""` as `""`); only an absent one is none.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct About(Option<String>);
 
@@ -33,7 +34,7 @@ impl Location {
 impl About {
     pub fn parse(value: Option<&str>) -> Result<Self, String> {
         match value.map(str::trim) {
-            None | Some("") => Ok(Self(None)),
+            None => Ok(Self(None)),
             Some(v) if v.chars().count() > 1000 => Err("must be at most 1000 characters".into()),
             // Line breaks are fine in a description; other control characters are not.
             Some(v) if v.chars().any(|c| c.is_control() && c != '\n' && c != '\r' && c != '\t') => {
@@ -41,6 +42,9 @@ impl About {
             }
             Some(v) => Ok(Self(Some(v.to_owned()))),
         }
+    }
+    pub fn none() -> Self {
+        Self(None)
     }
     pub fn as_deref(&self) -> Option<&str> {
         self.0.as_deref()
@@ -65,9 +69,10 @@ mod tests {
     }
 
     #[test]
-    fn about_is_optional_and_blank_means_none() {
+    fn about_is_optional_and_kept_even_empty() {
         assert_eq!(About::parse(None).unwrap().as_deref(), None);
-        assert_eq!(About::parse(Some("  ")).unwrap().as_deref(), None);
+        assert_eq!(About::parse(Some("")).unwrap().as_deref(), Some(""));
+        assert_eq!(About::parse(Some("  ")).unwrap().as_deref(), Some(""));
         assert_eq!(About::parse(Some(" line\nbreak ")).unwrap().as_deref(), Some("line\nbreak"));
         assert!(About::parse(Some(&"a".repeat(1001))).is_err());
         assert!(About::parse(Some("bell\u{7}")).is_err());

@@ -154,20 +154,19 @@ async fn me(State(authd): State<Authd>, caller: Caller) -> Reply<Profile> {
 
 /// Update my profile
 ///
-/// Changes name, location or about; fields left out stay as they are, `"about": null` (or `""`)
-/// clears it. Each given field is checked as at registration.
+/// Changes name, location or about; fields left out stay as they are, `"about": null` clears it.
+/// Each given field is checked as at registration.
 #[utoipa::path(patch, path = "/api/v1/me", tag = "users", request_body = UpdateMeBody,
     responses((status = 200, description = "The updated profile", body = Profile),
         Unauthenticated, BodyRejected, ServerFailed))]
 async fn update_me(State(authd): State<Authd>, caller: Caller, body: Body) -> Reply<Profile> {
     let (body, bad_fields) = body.json::<UpdateMeBody>()?;
-    let about = match body.about {
-        Patch::Keep => None,
-        // The core reads an empty `about` as none.
-        Patch::Clear => Some(String::new()),
-        Patch::Set(about) => Some(about),
+    let (about, clear_about) = match body.about {
+        Patch::Keep => (None, false),
+        Patch::Clear => (None, true),
+        Patch::Set(about) => (Some(about), false),
     };
-    let request = pb::UpdateMeRequest { name: body.name, location: body.location, about };
+    let request = pb::UpdateMeRequest { name: body.name, location: body.location, about, clear_about };
     bad_fields.finish(authd.validate_update(&request))?;
     Ok(Json(authd.update_me(&caller, &request).await?.into()))
 }

@@ -19,7 +19,7 @@ pub struct RegisterUserBody {
     pub email: String,
     #[schema(min_length = 1, max_length = 100, example = "London")]
     pub location: String,
-    /// At most 1000 characters; empty or null means none.
+    /// At most 1000 characters; null or left out means none, `""` is kept as `""`.
     #[schema(max_length = 1000, example = "Analyst")]
     pub about: Option<String>,
     /// 8 to 128 characters (configurable), taken exactly as given.
@@ -81,7 +81,7 @@ pub struct UpdateMeBody {
     pub name: Option<String>,
     #[schema(min_length = 1, max_length = 100)]
     pub location: Option<String>,
-    /// `null` (or empty) clears it.
+    /// `null` clears it.
     #[schema(value_type = Option<String>, max_length = 1000)]
     pub about: Patch,
 }

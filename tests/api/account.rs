@@ -76,14 +76,20 @@ async fn update_me_changes_only_the_given_fields_and_null_clears_about() {
     let response = app.http.patch(app.url("/api/v1/me")).json(&json!({"name": "X"})).send().await.unwrap();
     assert_eq!(json_of(response).await, (StatusCode::UNAUTHORIZED, json!({"detail": "Not authenticated"})));
 
-    // gRPC: an empty about clears it, absent fields stay, a bad field is named.
+    // gRPC: an empty about is kept, clear_about clears it, absent fields stay, a bad field
+    // is named.
     let mut users = app.users().await;
     let grpc_token = app.grpc_login("ada@example.com", PASSWORD).await.unwrap().access_token;
     let request = UpdateMeRequest { about: Some("Poet".into()), ..Default::default() };
     let user = users.update_me(with_bearer(request, &grpc_token)).await.unwrap().into_inner();
     assert_eq!((user.name.as_str(), user.about.as_deref()), ("Countess Ada", Some("Poet")));
     let request = UpdateMeRequest { about: Some(String::new()), ..Default::default() };
+    assert_eq!(users.update_me(with_bearer(request, &grpc_token)).await.unwrap().into_inner().about, Some("".into()));
+    let request = UpdateMeRequest { clear_about: true, ..Default::default() };
     assert_eq!(users.update_me(with_bearer(request, &grpc_token)).await.unwrap().into_inner().about, None);
+    let request = UpdateMeRequest { about: Some("Poet".into()), clear_about: true, ..Default::default() };
+    let status = users.update_me(with_bearer(request, &grpc_token)).await.unwrap_err();
+    assert_eq!(field_violations(&status).iter().map(|v| v.0.as_str()).collect::<Vec<_>>(), ["clear_about"]);
     let request = UpdateMeRequest { name: Some(" ".into()), ..Default::default() };
     let status = users.update_me(with_bearer(request, &grpc_token)).await.unwrap_err();
     assert_eq!(field_violations(&status).iter().map(|v| v.0.as_str()).collect::<Vec<_>>(), ["name"]);

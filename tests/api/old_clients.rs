@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use tonic::Code;
 
 use crate::helpers::{json_of, spawn_app};
+use authd::pb::RegisterUserRequest;
 
 /// The status, the headers named, and the body (parsed as JSON when it is not empty).
 async fn answer(response: Response, headers: &[&str]) -> (StatusCode, Vec<Option<String>>, Value) {
@@ -142,7 +143,46 @@ async fn bearer_routes_check_the_token_before_the_body() {
     }
 }
 
+/// Point 4: `"about": ""` is stored and returned as `""`; absent or null stays null. The
+/// same rule over gRPC, whose `optional string` tells unset from empty.
+async fn an_empty_about_is_kept_as_empty_and_a_missing_one_stays_null() {
+    let app = spawn_app().await;
+    let cases = [
+        ("empty@example.com", Some(json!("")), json!("")),
+        ("blank@example.com", Some(json!("   ")), json!("")),
+        ("null@example.com", Some(Value::Null), Value::Null),
+        ("absent@example.com", None, Value::Null),
+    ];
+    for (email, about, expected) in cases {
+        let mut body =
+            json!({"name": "Ada", "email": email, "location": "London", "password": "correct horse battery"});
+        if let Some(about) = about {
+            body["about"] = about;
+        }
+        assert_eq!(app.register(&body).await.status(), StatusCode::CREATED);
+        let (_, login) = json_of(app.login(email, "correct horse battery").await).await;
+        assert_eq!(login["data"]["about"], expected, "{email}");
+        let access = login["data"]["user_token"]["token"].as_str().unwrap();
+        let (_, me) = json_of(app.me(Some(&format!("Bearer {access}"))).await).await;
+        assert_eq!(me["about"], expected, "{email}");
+    }
+
+    let mut users = app.users().await;
+    for (email, about) in [("grpc-empty@example.com", Some(String::new())), ("grpc-unset@example.com", None)] {
+        let request = RegisterUserRequest {
+            name: "Ada".into(),
+            email: email.into(),
+            location: "London".into(),
+            about: about.clone(),
+            password: "correct horse battery".into(),
+        };
+        let user = users.register_user(request).await.unwrap().into_inner().user.unwrap();
+        assert_eq!(user.about, about, "{email}");
+    }
+}
+
 on_both_backends!(
+    an_empty_about_is_kept_as_empty_and_a_missing_one_stays_null,
     bearer_routes_check_the_token_before_the_body,
     the_refresh_answers_login_successful_as_the_old_app_did,
     an_empty_password_at_login_is_the_old_apps_401,
