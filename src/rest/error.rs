@@ -199,6 +199,12 @@ pub fn error_body(status: StatusCode, message: &'static str) -> Response {
     (status, Json(ErrorBody::new(message))).into_response()
 }
 
+/// A route's path with a method it does not serve, in FastAPI's words (axum's own 405 has
+/// no body); axum adds the route's methods in `allow`.
+pub async fn method_not_allowed() -> Response {
+    (StatusCode::METHOD_NOT_ALLOWED, Json(Detail { detail: "Method Not Allowed" })).into_response()
+}
+
 /// Paths that match no route, in FastAPI's words.
 pub async fn not_found() -> Response {
     (StatusCode::NOT_FOUND, Json(Detail { detail: "Not Found" })).into_response()

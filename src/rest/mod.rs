@@ -12,8 +12,9 @@ use std::{convert::Infallible, net::SocketAddr};
 use axum::{
     Json, Router,
     extract::{ConnectInfo, FromRequestParts, Path, State, rejection::PathRejection},
-    http::{StatusCode, header, request::Parts},
+    http::{HeaderMap, HeaderValue, StatusCode, Uri, header, request::Parts},
     response::{IntoResponse, Response},
+    routing::any,
 };
 use utoipa::OpenApi;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -57,7 +58,33 @@ pub fn router(authd: Authd) -> Router {
         .routes(routes!(ready))
         .routes(routes!(metrics_text))
         .split_for_parts();
-    routes.with_state(authd).merge(openapi::router(document))
+    let slashed = document
+        .paths
+        .paths
+        .keys()
+        .fold(Router::new(), |router, path| router.route(&format!("{path}/"), any(without_trailing_slash)));
+    routes
+        .with_state(authd)
+        .merge(slashed)
+        .merge(openapi::router(document))
+        .method_not_allowed_fallback(method_not_allowed)
+}
+
+/// FastAPI's `redirect_slashes`, as the old app's clients met it: a route's path with a
+/// trailing slash is a 307 (method and body kept) to the path without it, as an absolute
+/// URL on the request's host, the query kept.
+async fn without_trailing_slash(uri: Uri, headers: HeaderMap) -> Response {
+    let path = uri.path().trim_end_matches('/');
+    let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).or(uri.authority().map(|a| a.as_str()));
+    let location = match host {
+        Some(host) => format!("{}://{host}{path}{query}", uri.scheme_str().unwrap_or("http")),
+        None => format!("{path}{query}"),
+    };
+    match HeaderValue::try_from(location) {
+        Ok(location) => (StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, location)]).into_response(),
+        Err(_) => not_found().await,
+    }
 }
 
 /// Register a user
@@ -325,4 +352,5 @@ fn rename(mut violations: Vec<FieldViolation>, renamed: &[(&str, &str)]) -> Vec<
     violations
 }
 
+use self::error::method_not_allowed;
 pub use self::error::{error_body, not_found};

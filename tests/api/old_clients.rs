@@ -6,7 +6,7 @@ use reqwest::{Response, StatusCode, header};
 use serde_json::{Value, json};
 use tonic::Code;
 
-use crate::helpers::{json_of, spawn_app};
+use crate::helpers::{ada, json_of, spawn_app};
 use authd::pb::RegisterUserRequest;
 
 /// The status, the headers named, and the body (parsed as JSON when it is not empty).
@@ -181,7 +181,87 @@ async fn an_empty_about_is_kept_as_empty_and_a_missing_one_stays_null() {
     }
 }
 
+/// Point 1: FastAPI's `redirect_slashes`. A route's path with a trailing slash is a 307,
+/// with no body, to the absolute URL without it (query kept); clients that follow
+/// redirects land on the route, method and body kept.
+async fn a_trailing_slash_redirects_307_to_the_route_without_it() {
+    let app = spawn_app().await;
+    let origin = format!("http://{}", app.addr);
+    for (method, path, query) in [
+        ("GET", "/api/v1/me/", ""),
+        ("POST", "/api/v1/register-user/", ""),
+        ("POST", "/api/v1/auth/login/", "?next=%2Fhome&x=1"),
+        ("POST", "/api/v1/auth/refresh-token/", ""),
+    ] {
+        let response =
+            app.http.request(method.parse().unwrap(), app.url(&format!("{path}{query}"))).send().await.unwrap();
+        let location = format!("{origin}{}{query}", path.trim_end_matches('/'));
+        assert_eq!(
+            answer(response, &["location", "content-length"]).await,
+            (StatusCode::TEMPORARY_REDIRECT, some(&[&location, "0"]), Value::Null),
+            "{method} {path}"
+        );
+    }
+    // A path that is no route's with or without the slash is still FastAPI's 404.
+    let (status, body) = json_of(app.http.get(app.url("/api/v1/nothing/")).send().await.unwrap()).await;
+    assert_eq!((status, body), (StatusCode::NOT_FOUND, json!({"detail": "Not Found"})));
+
+    let following = reqwest::Client::new();
+    let login = json!({"email": "ada@example.com", "password": "correct horse battery"});
+    assert_eq!(following.post(app.url("/api/v1/register-user/")).json(&ada()).send().await.unwrap().status(), 201);
+    let response = following.post(app.url("/api/v1/auth/login/")).json(&login).send().await.unwrap();
+    let (status, body) = json_of(response).await;
+    assert_eq!((status, &body["message"]), (StatusCode::OK, &json!("Login successful.")));
+    let access = body["data"]["user_token"]["token"].as_str().unwrap();
+    let response = following.get(app.url("/api/v1/me/")).bearer_auth(access).send().await.unwrap();
+    assert_eq!(json_of(response).await.1["email"], "ada@example.com");
+}
+
+/// Point 2: a route's path with a method it does not serve is FastAPI's 405: a JSON body,
+/// and the route's methods in `allow`.
+async fn a_wrong_method_is_fastapis_405_with_allow() {
+    let app = spawn_app().await;
+    for (method, path, allow) in [
+        ("GET", "/api/v1/register-user", "POST"),
+        ("GET", "/api/v1/auth/login", "POST"),
+        ("PUT", "/api/v1/auth/refresh-token", "POST"),
+        ("POST", "/api/v1/me", "GET, HEAD, PATCH, DELETE"),
+        ("DELETE", "/docs/", "GET, HEAD"),
+    ] {
+        let response = app.http.request(method.parse().unwrap(), app.url(path)).send().await.unwrap();
+        // The route's methods, as FastAPI's `GET, HEAD`; axum spells the list without the
+        // space (HTTP's list syntax allows both) and in the route's order, not a set's.
+        let allowed = response.headers()["allow"].to_str().unwrap().split(',').map(str::trim).collect::<Vec<_>>();
+        assert_eq!(allowed.join(", "), allow, "{method} {path}");
+        assert_eq!(
+            answer(response, &["content-type"]).await,
+            (StatusCode::METHOD_NOT_ALLOWED, some(&["application/json"]), json!({"detail": "Method Not Allowed"})),
+            "{method} {path}"
+        );
+    }
+}
+
+/// Point 7: the root redirects with 307, and Swagger UI's OAuth2 redirect page is where
+/// FastAPI serves it.
+async fn the_root_redirects_307_and_the_oauth2_redirect_page_exists() {
+    let app = spawn_app().await;
+    let response = app.http.get(app.url("/")).send().await.unwrap();
+    assert_eq!(
+        answer(response, &["location", "content-length"]).await,
+        (StatusCode::TEMPORARY_REDIRECT, some(&["/docs", "0"]), Value::Null)
+    );
+    let response = app.http.get(app.url("/docs/oauth2-redirect")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    let page = response.text().await.unwrap();
+    assert!(page.contains("<!doctype html>") || page.contains("<!DOCTYPE html>"), "{page}");
+    assert!(page.contains("oauth2"), "{page}");
+}
+
 on_both_backends!(
+    a_trailing_slash_redirects_307_to_the_route_without_it,
+    a_wrong_method_is_fastapis_405_with_allow,
+    the_root_redirects_307_and_the_oauth2_redirect_page_exists,
     an_empty_about_is_kept_as_empty_and_a_missing_one_stays_null,
     bearer_routes_check_the_token_before_the_body,
     the_refresh_answers_login_successful_as_the_old_app_did,
