@@ -60,7 +60,7 @@ async fn update_me_changes_only_the_given_fields_and_null_clears_about() {
     assert_eq!(me, body, "GET /me sees the change");
 
     // Validation is registration's, every bad field at once; nothing changes.
-    let (status, body) = patch(json!({"name": "", "location": "x".repeat(101), "about": 7})).await;
+    let (status, body) = patch(json!({"name": "", "location": "x".repeat(1001), "about": 7})).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     let fields: Vec<&str> = body["error"]
         .as_array()
