@@ -6,7 +6,7 @@ use reqwest::{Response, StatusCode, header};
 use serde_json::{Value, json};
 use tonic::Code;
 
-use crate::helpers::{ada, json_of, spawn_app};
+use crate::helpers::{ada, json_of, spawn_app, spawn_app_with};
 use authd::pb::RegisterUserRequest;
 
 /// The status, the headers named, and the body (parsed as JSON when it is not empty).
@@ -258,7 +258,36 @@ async fn the_root_redirects_307_and_the_oauth2_redirect_page_exists() {
     assert!(page.contains("oauth2"), "{page}");
 }
 
+/// Point 9: the old Postman collection's flow registers with the password `"string"` (six
+/// characters): register, log in, refresh, get the profile. It works once
+/// `PASSWORD_MIN_LENGTH` is lowered; at the default of 8 the registration says why not.
+async fn the_postman_collections_flow_works_with_a_lowered_password_minimum() {
+    let user = json!({
+        "name": "string", "email": "user@example.com", "location": "string", "about": "string", "password": "string"
+    });
+    let (status, body) = json_of(spawn_app().await.register(&user).await).await;
+    assert_eq!(
+        (status, body),
+        (StatusCode::UNPROCESSABLE_ENTITY, json!({"error": [{"password": "must be at least 8 characters"}]}))
+    );
+
+    let app = spawn_app_with(|settings| settings.passwords.min_length = 6).await;
+    let (status, body) = json_of(app.register(&user).await).await;
+    assert_eq!((status, body), (StatusCode::CREATED, json!({"message": "User created successfully."})));
+    let (status, login) = json_of(app.login("user@example.com", "string").await).await;
+    assert_eq!((status, &login["message"]), (StatusCode::OK, &json!("Login successful.")), "{login}");
+    let refresh = login["data"]["user_token"]["refreshToken"].as_str().unwrap();
+    let (status, refreshed) = json_of(app.refresh(refresh).await).await;
+    assert_eq!((status, &refreshed["message"]), (StatusCode::OK, &json!("Login successful.")), "{refreshed}");
+    let access = refreshed["data"]["user_token"]["token"].as_str().unwrap();
+    let (status, mut me) = json_of(app.me(Some(&format!("Bearer {access}"))).await).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(me.as_object_mut().unwrap().remove("user_id").is_some_and(|id| id.is_i64()));
+    assert_eq!(me, json!({"name": "string", "email": "user@example.com", "about": "string", "location": "string"}));
+}
+
 on_both_backends!(
+    the_postman_collections_flow_works_with_a_lowered_password_minimum,
     a_trailing_slash_redirects_307_to_the_route_without_it,
     a_wrong_method_is_fastapis_405_with_allow,
     the_root_redirects_307_and_the_oauth2_redirect_page_exists,
