@@ -6,40 +6,41 @@
 
 use super::text;
 
-/// A display name: trimmed, 1 to [`UserName::MAX_CHARS`] characters.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UserName(String);
+/// A short free-text field: trimmed, 1 to `MAX_CHARS` characters, no control characters.
+macro_rules! short_text {
+    ($(#[doc = $doc:literal])* $name:ident, $max:expr) => {
+        $(#[doc = $doc])*
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub struct $name(String);
 
-/// A free-text location: trimmed, 1 to [`Location::MAX_CHARS`] characters.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Location(String);
+        impl $name {
+            pub const MAX_CHARS: usize = $max;
+
+            pub fn parse(value: &str) -> Result<Self, String> {
+                text(value, Self::MAX_CHARS).map(Self)
+            }
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+    };
+}
+
+short_text!(
+    /// A display name.
+    UserName,
+    1000
+);
+short_text!(
+    /// A free-text location.
+    Location,
+    1000
+);
 
 /// An optional description: trimmed, at most [`About::MAX_CHARS`] characters. Given, it is
 /// kept even when empty (the old app stored `""` as `""`); only an absent one is none.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct About(Option<String>);
-
-impl UserName {
-    pub const MAX_CHARS: usize = 1000;
-
-    pub fn parse(value: &str) -> Result<Self, String> {
-        text(value, Self::MAX_CHARS).map(Self)
-    }
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl Location {
-    pub const MAX_CHARS: usize = 1000;
-
-    pub fn parse(value: &str) -> Result<Self, String> {
-        text(value, Self::MAX_CHARS).map(Self)
-    }
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
 
 impl About {
     pub const MAX_CHARS: usize = 10_000;

@@ -13,7 +13,7 @@ use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
 pub use auth::AuthApi;
 pub use user::UserApi;
 
-use crate::core::{ClientInfo, Error};
+use crate::core::{Authd, Caller, ClientInfo, Error};
 
 /// The one mapping from core errors to gRPC statuses.
 impl From<Error> for Status {
@@ -56,6 +56,8 @@ fn client_info<T>(request: &Request<T>) -> ClientInfo {
     ClientInfo::new(ip, user_agent)
 }
 
-fn authorization<T>(request: &Request<T>) -> Option<&str> {
-    request.metadata().get("authorization").and_then(|v| v.to_str().ok())
+/// The signed-in caller of a request, from its `authorization` metadata.
+async fn caller<T>(authd: &Authd, request: &Request<T>) -> Result<Caller, Status> {
+    let authorization = request.metadata().get("authorization").and_then(|v| v.to_str().ok());
+    Ok(authd.authenticate(authorization).await?)
 }
