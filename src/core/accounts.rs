@@ -2,7 +2,7 @@
 
 use chrono::Utc;
 
-use super::{Authd, ClientInfo, Error, Result, throttle::Action, user_message};
+use super::{Authd, Caller, ClientInfo, Error, Result, throttle::Action, user_message};
 use crate::{
     domain::{About, Email, FieldViolation, Location, Password, UserName, Violations},
     pb,
@@ -59,10 +59,9 @@ impl Authd {
         Ok(user_message(&user))
     }
 
-    /// The caller's profile, given the `authorization` header or metadata value.
-    pub async fn me(&self, authorization: Option<&str>) -> Result<pb::User> {
-        let (_, user) = self.authenticate(authorization).await?;
-        Ok(user_message(&user))
+    /// The caller's profile.
+    pub fn me(&self, caller: &Caller) -> pb::User {
+        user_message(&caller.user)
     }
 
     /// Checks the fields of a profile update that are present, as registration does.
@@ -70,7 +69,16 @@ impl Authd {
         let mut v = Violations::default();
         let name = req.name.as_deref().map(|n| v.check("name", UserName::parse(n)));
         let location = req.location.as_deref().map(|l| v.check("location", Location::parse(l)));
-        let about = req.about.as_deref().map(|a| v.check("about", About::parse(Some(a))));
+        let about = match (req.about.as_deref(), req.clear_about) {
+            (None, false) => None,
+            (None, true) => Some(Some(About::none())),
+            (Some(a), clear) => {
+                if clear {
+                    v.push(FieldViolation::new("clear_about", "must not be set together with about"));
+                }
+                Some(v.check("about", About::parse(Some(a))))
+            }
+        };
         v.finish(|| {
             Some(ProfileChange {
                 name: name.map(|n| n.ok_or(())).transpose().ok()?,
@@ -82,8 +90,8 @@ impl Authd {
 
     /// Changes the caller's name, location or about; absent fields stay as they are.
     #[tracing::instrument(skip_all)]
-    pub async fn update_me(&self, authorization: Option<&str>, req: &pb::UpdateMeRequest) -> Result<pb::User> {
-        let (_, user) = self.authenticate(authorization).await?;
+    pub async fn update_me(&self, caller: &Caller, req: &pb::UpdateMeRequest) -> Result<pb::User> {
+        let user = &caller.user;
         let change = self.validate_update(req).map_err(Error::InvalidInput)?;
         let update = ProfileUpdate {
             name: change.name.as_ref().map(UserName::as_str),
@@ -110,10 +118,10 @@ impl Authd {
     /// Replaces the caller's password, given the current one, and ends every other
     /// session of the user; returns how many ended.
     #[tracing::instrument(skip_all)]
-    pub async fn change_password(&self, authorization: Option<&str>, req: &pb::ChangePasswordRequest) -> Result<u64> {
-        let (access, user) = self.authenticate(authorization).await?;
+    pub async fn change_password(&self, caller: &Caller, req: &pb::ChangePasswordRequest) -> Result<u64> {
+        let Caller { access, user } = caller;
         let (current, new) = self.validate_password_change(req).map_err(Error::InvalidInput)?;
-        let user = self.fresh(&user).await?;
+        let user = self.fresh(user).await?;
         self.check_password(&user, &current, "current_password").await?;
         let hash = self.passwords.hash(&new).await?;
         let now = Utc::now();
@@ -134,10 +142,10 @@ impl Authd {
     /// Deletes the caller's account, given its password, with every session: its tokens
     /// stop working at once and the email is free again.
     #[tracing::instrument(skip_all)]
-    pub async fn delete_me(&self, authorization: Option<&str>, req: &pb::DeleteMeRequest) -> Result<()> {
-        let (_, user) = self.authenticate(authorization).await?;
+    pub async fn delete_me(&self, caller: &Caller, req: &pb::DeleteMeRequest) -> Result<()> {
+        let user = &caller.user;
         let password = self.validate_deletion(req).map_err(Error::InvalidInput)?;
-        let user = self.fresh(&user).await?;
+        let user = self.fresh(user).await?;
         self.check_password(&user, &password, "password").await?;
         self.store.delete_user(user.user_id).await?;
         self.cache.apply(SessionChange::User(user.user_id));

@@ -57,6 +57,12 @@ pub struct SignedIn {
     pub tokens: pb::TokenResponse,
 }
 
+/// A caller whose bearer token was checked: a live session of a user who exists.
+pub struct Caller {
+    access: VerifiedAccess,
+    user: Arc<UserRecord>,
+}
+
 struct SessionPolicy {
     lifetime: Duration,
     idle_timeout: Duration,
@@ -158,13 +164,15 @@ impl Authd {
         self.store.pool_usage()
     }
 
-    /// The live session and user behind a bearer token: signature, type, issuer,
-    /// audience, times, and then that the session is live and the user still exists.
-    async fn authenticate(&self, authorization: Option<&str>) -> Result<(VerifiedAccess, Arc<UserRecord>)> {
+    /// The live session and user behind a bearer token (the `authorization` header or
+    /// metadata value): signature, type, issuer, audience, times, and then that the session
+    /// is live and the user still exists. Every use case of a signed-in caller takes the
+    /// [`Caller`] this gives, so none can run, nor judge its input, before it.
+    pub async fn authenticate(&self, authorization: Option<&str>) -> Result<Caller> {
         let token = bearer_token(authorization.ok_or(Error::MissingToken)?).ok_or(Error::MissingToken)?;
         let access = self.access.verify(token).ok_or(Error::InvalidToken)?;
         let user = self.live_session_user(&access).await?.ok_or(Error::InvalidToken)?;
-        Ok((access, user))
+        Ok(Caller { access, user })
     }
 
     /// The user as the database has it now: a password is never checked against a cached

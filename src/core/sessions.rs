@@ -4,7 +4,7 @@ use chrono::Utc;
 use uuid::Uuid;
 
 use super::throttle::{Action, Throttle};
-use super::{Authd, ClientInfo, Error, Result, SignedIn, timestamp};
+use super::{Authd, Caller, ClientInfo, Error, Result, SignedIn, timestamp};
 use crate::{
     domain::{Email, FieldViolation, Password, Violations},
     metrics, pb,
@@ -106,8 +106,8 @@ impl Authd {
 
     /// Ends the caller's session, or all of the user's; returns how many ended.
     #[tracing::instrument(skip_all)]
-    pub async fn logout(&self, authorization: Option<&str>, all_sessions: bool) -> Result<u64> {
-        let (access, user) = self.authenticate(authorization).await?;
+    pub async fn logout(&self, caller: &Caller, all_sessions: bool) -> Result<u64> {
+        let Caller { access, user } = caller;
         let now = Utc::now();
         let (ended, change) = if all_sessions {
             (self.store.revoke_user_sessions(user.user_id, now).await?, SessionChange::User(user.user_id))
@@ -120,8 +120,8 @@ impl Authd {
     }
 
     /// The caller's live sessions, the caller's own marked.
-    pub async fn list_sessions(&self, authorization: Option<&str>) -> Result<Vec<pb::Session>> {
-        let (access, user) = self.authenticate(authorization).await?;
+    pub async fn list_sessions(&self, caller: &Caller) -> Result<Vec<pb::Session>> {
+        let Caller { access, user } = caller;
         let sessions = self.store.user_sessions(user.user_id, Utc::now()).await?;
         Ok(sessions
             .into_iter()
@@ -140,8 +140,8 @@ impl Authd {
     /// Ends one of the caller's sessions. Not the caller's, unknown, ended or not even an
     /// id: all [`Error::SessionNotFound`], so that no one learns of other users' sessions.
     #[tracing::instrument(skip_all)]
-    pub async fn revoke_session(&self, authorization: Option<&str>, session_id: &str) -> Result<()> {
-        let (_, user) = self.authenticate(authorization).await?;
+    pub async fn revoke_session(&self, caller: &Caller, session_id: &str) -> Result<()> {
+        let user = &caller.user;
         let session_id = Uuid::parse_str(session_id.trim()).map_err(|_| Error::SessionNotFound)?;
         let ended = self.store.revoke_user_session(session_id, user.user_id, Utc::now()).await?;
         self.cache.apply(SessionChange::Session(session_id));

@@ -10,7 +10,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use serde::Serialize;
-use utoipa::{IntoResponses, ToSchema};
+use utoipa::{IntoResponses, ToSchema, openapi::RefOr};
 
 use crate::{core::Error, domain::FieldViolation};
 
@@ -38,7 +38,21 @@ pub struct FieldErrors {
     error: Vec<BTreeMap<String, String>>,
 }
 
-/// 400 at registration.
+/// 400: at registration, an email already registered; on any route, a JSON body that is
+/// not UTF-8 (the old app's FastAPI said `{"detail": "There was an error parsing the body"}`).
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum BadRequestBody {
+    EmailTaken(EmailTaken),
+    Unparsable(Detail),
+}
+
+impl BadRequestBody {
+    pub fn unparsable() -> Self {
+        Self::Unparsable(Detail { detail: "There was an error parsing the body" })
+    }
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct EmailTaken {
     error: EmailError,
@@ -50,8 +64,8 @@ pub struct EmailError {
     email: &'static str,
 }
 
-/// 401 on bearer-token routes: `Not authenticated` without a token, `Invalid Credentials`
-/// with a bad, expired or ended one.
+/// FastAPI's shape: 401 on bearer-token routes (`Not authenticated` without a token,
+/// `Invalid Credentials` with a bad, expired or ended one), 400, 404, 405.
 #[derive(Serialize, ToSchema)]
 pub struct Detail {
     #[schema(example = "Not authenticated")]
@@ -84,8 +98,8 @@ error_response!(
     TooLarge(ErrorBody) = PAYLOAD_TOO_LARGE
 );
 error_response!(
-    /// Email already registered
-    AlreadyRegistered(EmailTaken) = BAD_REQUEST
+    /// Email already registered (registration), or a JSON body that is not UTF-8
+    BadRequest(BadRequestBody) = BAD_REQUEST
 );
 error_response!(
     /// Wrong email or password, alike
@@ -116,6 +130,24 @@ error_response!(
     Unavailable(ErrorBody) = SERVICE_UNAVAILABLE
 );
 
+/// What a route that reads a body may answer about the body itself.
+pub enum BodyRejected {}
+
+impl IntoResponses for BodyRejected {
+    fn responses() -> BTreeMap<String, RefOr<utoipa::openapi::response::Response>> {
+        [BadRequest::responses(), TooLarge::responses(), Invalid::responses()].into_iter().flatten().collect()
+    }
+}
+
+/// What any route that asks the database may answer when that fails.
+pub enum ServerFailed {}
+
+impl IntoResponses for ServerFailed {
+    fn responses() -> BTreeMap<String, RefOr<utoipa::openapi::response::Response>> {
+        [Internal::responses(), Unavailable::responses()].into_iter().flatten().collect()
+    }
+}
+
 impl TooLarge {
     pub fn body() -> Self {
         Self(ErrorBody::new("Request body too large."))
@@ -127,9 +159,9 @@ impl IntoResponse for Error {
         self.log_if_internal();
         match self {
             Error::InvalidInput(violations) => Invalid(violations.into()).into_response(),
-            Error::EmailTaken => AlreadyRegistered(EmailTaken {
+            Error::EmailTaken => BadRequest(BadRequestBody::EmailTaken(EmailTaken {
                 error: EmailError { email: "Email already registered. Try logging in." },
-            })
+            }))
             .into_response(),
             Error::InvalidCredentials => {
                 challenge(WrongCredentials(ErrorBody::new("Invalid credentials. Try again...")))
@@ -165,6 +197,12 @@ impl From<Vec<FieldViolation>> for FieldErrors {
 /// The old app's body for errors that concern no field: `{"error": {"error": message}}`.
 pub fn error_body(status: StatusCode, message: &'static str) -> Response {
     (status, Json(ErrorBody::new(message))).into_response()
+}
+
+/// A route's path with a method it does not serve, in FastAPI's words (axum's own 405 has
+/// no body); axum adds the route's methods in `allow`.
+pub async fn method_not_allowed() -> Response {
+    (StatusCode::METHOD_NOT_ALLOWED, Json(Detail { detail: "Method Not Allowed" })).into_response()
 }
 
 /// Paths that match no route, in FastAPI's words.

@@ -12,8 +12,9 @@ use std::{convert::Infallible, net::SocketAddr};
 use axum::{
     Json, Router,
     extract::{ConnectInfo, FromRequestParts, Path, State, rejection::PathRejection},
-    http::{HeaderMap, StatusCode, header, request::Parts},
+    http::{HeaderMap, HeaderValue, StatusCode, Uri, header, request::Parts},
     response::{IntoResponse, Response},
+    routing::any,
 };
 use utoipa::OpenApi;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -21,8 +22,8 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use self::{
     body::{Body, Patch},
     error::{
-        AlreadyRegistered, ErrorBody, Internal, Invalid, Overloaded, RefreshRejected, SessionNotFound, TooLarge,
-        Unauthenticated, Unavailable, WrongCredentials,
+        BodyRejected, ErrorBody, Overloaded, RefreshRejected, ServerFailed, SessionNotFound, Unauthenticated,
+        WrongCredentials,
     },
     wire::{
         ChangePasswordBody, DeleteMeBody, Jwks, LoginBody, LoginForm, LogoutBody, Message, Profile, RefreshBody,
@@ -30,7 +31,7 @@ use self::{
     },
 };
 use crate::{
-    core::{Authd, ClientInfo, Error},
+    core::{Authd, Caller, ClientInfo, Error},
     domain::FieldViolation,
     pb,
 };
@@ -57,7 +58,33 @@ pub fn router(authd: Authd) -> Router {
         .routes(routes!(ready))
         .routes(routes!(metrics_text))
         .split_for_parts();
-    routes.with_state(authd).merge(openapi::router(document))
+    let slashed = document
+        .paths
+        .paths
+        .keys()
+        .fold(Router::new(), |router, path| router.route(&format!("{path}/"), any(without_trailing_slash)));
+    routes
+        .with_state(authd)
+        .merge(slashed)
+        .merge(openapi::router(document))
+        .method_not_allowed_fallback(method_not_allowed)
+}
+
+/// FastAPI's `redirect_slashes`, as the old app's clients met it: a route's path with a
+/// trailing slash is a 307 (method and body kept) to the path without it, as an absolute
+/// URL on the request's host, the query kept.
+async fn without_trailing_slash(uri: Uri, headers: HeaderMap) -> Response {
+    let path = uri.path().trim_end_matches('/');
+    let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).or(uri.authority().map(|a| a.as_str()));
+    let location = match host {
+        Some(host) => format!("{}://{host}{path}{query}", uri.scheme_str().unwrap_or("http")),
+        None => format!("{path}{query}"),
+    };
+    match HeaderValue::try_from(location) {
+        Ok(location) => (StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, location)]).into_response(),
+        Err(_) => not_found().await,
+    }
 }
 
 /// Register a user
@@ -65,8 +92,7 @@ pub fn router(authd: Authd) -> Router {
 /// Creates an account. Surrounding whitespace is trimmed from every field but the password; the
 /// email is compared case-insensitively.
 #[utoipa::path(post, path = "/api/v1/register-user", tag = "users", request_body = RegisterUserBody,
-    responses((status = 201, description = "Created", body = Message),
-        AlreadyRegistered, TooLarge, Invalid, Overloaded, Internal, Unavailable))]
+    responses((status = 201, description = "Created", body = Message), BodyRejected, Overloaded, ServerFailed))]
 async fn register_user(State(authd): State<Authd>, client: ClientInfo, body: Body) -> Result<impl IntoResponse, Error> {
     let (body, bad_fields) = body.json::<RegisterUserBody>()?;
     let request = pb::RegisterUserRequest {
@@ -90,7 +116,7 @@ async fn register_user(State(authd): State<Authd>, client: ClientInfo, body: Bod
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth",
     request_body(content((LoginBody = "application/json"), (LoginForm = "application/x-www-form-urlencoded"))),
     responses((status = 200, description = "Logged in: a new session", body = SignedIn),
-        WrongCredentials, TooLarge, Invalid, Overloaded, Internal, Unavailable))]
+        WrongCredentials, BodyRejected, Overloaded, ServerFailed))]
 async fn login(State(authd): State<Authd>, client: ClientInfo, body: Body) -> Reply<SignedIn> {
     let form = body.is_form();
     let (request, bad_fields) = if form {
@@ -113,17 +139,14 @@ async fn login(State(authd): State<Authd>, client: ClientInfo, body: Body) -> Re
 /// within the grace window gets the same pair, a later replay ends the session).
 #[utoipa::path(post, path = "/api/v1/auth/refresh-token", tag = "auth", request_body = RefreshBody,
     responses((status = 200, description = "A new access token and a new refresh token", body = SignedIn),
-        RefreshRejected, TooLarge, Invalid, Overloaded, Internal, Unavailable))]
+        RefreshRejected, BodyRejected, Overloaded, ServerFailed))]
 async fn refresh_token(State(authd): State<Authd>, client: ClientInfo, body: Body) -> Reply<SignedIn> {
-    let (body, mut bad_fields) = body.json::<RefreshBody>()?;
-    if body.token_type.is_some_and(|t| !t.eq_ignore_ascii_case("bearer")) {
-        bad_fields.push(FieldViolation::new("tokenType", "must be Bearer"));
-    }
+    let (body, bad_fields) = body.json::<RefreshBody>()?;
     bad_fields.finish(Ok(()))?;
     let request = pb::RefreshTokenRequest { refresh_token: body.token };
     let signed_in =
         authd.refresh(&request, &client).await.map_err(|e| rename_fields(e, &[("refresh_token", "token")]))?;
-    Ok(Json(SignedIn::new("Token refreshed successfully.", signed_in)))
+    Ok(Json(SignedIn::new("Login successful.", signed_in)))
 }
 
 /// The caller as far as the connection tells: its peer address (proxies'
@@ -137,38 +160,42 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientInfo {
     }
 }
 
-fn authorization(headers: &HeaderMap) -> Option<&str> {
-    headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())
+/// The signed-in caller of a bearer route. As an extractor it runs before the body's, so
+/// that a request without a good token is a 401 whatever its body, as for `/me`.
+impl FromRequestParts<Authd> for Caller {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, authd: &Authd) -> Result<Self, Error> {
+        authd.authenticate(parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())).await
+    }
 }
 
 /// Get my profile
 ///
 /// The caller's profile.
 #[utoipa::path(get, path = "/api/v1/me", tag = "users",
-    responses((status = 200, description = "The caller's profile", body = Profile),
-        Unauthenticated, Internal, Unavailable))]
-async fn me(State(authd): State<Authd>, headers: HeaderMap) -> Reply<Profile> {
-    Ok(Json(authd.me(authorization(&headers)).await?.into()))
+    responses((status = 200, description = "The caller's profile", body = Profile), Unauthenticated, ServerFailed))]
+async fn me(State(authd): State<Authd>, caller: Caller) -> Reply<Profile> {
+    Ok(Json(authd.me(&caller).into()))
 }
 
 /// Update my profile
 ///
-/// Changes name, location or about; fields left out stay as they are, `"about": null` (or `""`)
-/// clears it. Each given field is checked as at registration.
+/// Changes name, location or about; fields left out stay as they are, `"about": null` clears it.
+/// Each given field is checked as at registration.
 #[utoipa::path(patch, path = "/api/v1/me", tag = "users", request_body = UpdateMeBody,
     responses((status = 200, description = "The updated profile", body = Profile),
-        Unauthenticated, TooLarge, Invalid, Internal, Unavailable))]
-async fn update_me(State(authd): State<Authd>, headers: HeaderMap, body: Body) -> Reply<Profile> {
+        Unauthenticated, BodyRejected, ServerFailed))]
+async fn update_me(State(authd): State<Authd>, caller: Caller, body: Body) -> Reply<Profile> {
     let (body, bad_fields) = body.json::<UpdateMeBody>()?;
-    let about = match body.about {
-        Patch::Keep => None,
-        // The core reads an empty `about` as none.
-        Patch::Clear => Some(String::new()),
-        Patch::Set(about) => Some(about),
+    let (about, clear_about) = match body.about {
+        Patch::Keep => (None, false),
+        Patch::Clear => (None, true),
+        Patch::Set(about) => (Some(about), false),
     };
-    let request = pb::UpdateMeRequest { name: body.name, location: body.location, about };
+    let request = pb::UpdateMeRequest { name: body.name, location: body.location, about, clear_about };
     bad_fields.finish(authd.validate_update(&request))?;
-    Ok(Json(authd.update_me(authorization(&headers), &request).await?.into()))
+    Ok(Json(authd.update_me(&caller, &request).await?.into()))
 }
 
 /// Change my password
@@ -177,13 +204,13 @@ async fn update_me(State(authd): State<Authd>, headers: HeaderMap, body: Body) -
 /// and ends every other session of the user; the caller's stays.
 #[utoipa::path(post, path = "/api/v1/me/password", tag = "users", request_body = ChangePasswordBody,
     responses((status = 200, description = "Changed; the user's other sessions ended", body = SessionsEnded),
-        Unauthenticated, TooLarge, Invalid, Overloaded, Internal, Unavailable))]
-async fn change_password(State(authd): State<Authd>, headers: HeaderMap, body: Body) -> Reply<SessionsEnded> {
+        Unauthenticated, BodyRejected, Overloaded, ServerFailed))]
+async fn change_password(State(authd): State<Authd>, caller: Caller, body: Body) -> Reply<SessionsEnded> {
     let (body, bad_fields) = body.json::<ChangePasswordBody>()?;
     let request =
         pb::ChangePasswordRequest { current_password: body.current_password, new_password: body.new_password };
     bad_fields.finish(authd.validate_password_change(&request))?;
-    let ended = authd.change_password(authorization(&headers), &request).await?;
+    let ended = authd.change_password(&caller, &request).await?;
     Ok(Json(SessionsEnded { message: "Password changed successfully.", sessions_ended: ended }))
 }
 
@@ -193,12 +220,12 @@ async fn change_password(State(authd): State<Authd>, headers: HeaderMap, body: B
 /// and the email can be registered again. A wrong password is a 422 naming `password`.
 #[utoipa::path(delete, path = "/api/v1/me", tag = "users", request_body = DeleteMeBody,
     responses((status = 200, description = "Deleted, with every session", body = Message),
-        Unauthenticated, TooLarge, Invalid, Overloaded, Internal, Unavailable))]
-async fn delete_me(State(authd): State<Authd>, headers: HeaderMap, body: Body) -> Reply<Message> {
+        Unauthenticated, BodyRejected, Overloaded, ServerFailed))]
+async fn delete_me(State(authd): State<Authd>, caller: Caller, body: Body) -> Reply<Message> {
     let (body, bad_fields) = body.json::<DeleteMeBody>()?;
     let request = pb::DeleteMeRequest { password: body.password };
     bad_fields.finish(authd.validate_deletion(&request))?;
-    authd.delete_me(authorization(&headers), &request).await?;
+    authd.delete_me(&caller, &request).await?;
     Ok(Json(Message { message: "Account deleted successfully." }))
 }
 
@@ -208,9 +235,9 @@ async fn delete_me(State(authd): State<Authd>, headers: HeaderMap, body: Body) -
 /// `last_used_at` is the last login or refresh.
 #[utoipa::path(get, path = "/api/v1/me/sessions", tag = "auth",
     responses((status = 200, description = "The caller's live sessions, most recently used first", body = Sessions),
-        Unauthenticated, Internal, Unavailable))]
-async fn list_sessions(State(authd): State<Authd>, headers: HeaderMap) -> Reply<Sessions> {
-    Ok(Json(authd.list_sessions(authorization(&headers)).await?.into()))
+        Unauthenticated, ServerFailed))]
+async fn list_sessions(State(authd): State<Authd>, caller: Caller) -> Reply<Sessions> {
+    Ok(Json(authd.list_sessions(&caller).await?.into()))
 }
 
 /// End one of my sessions
@@ -219,16 +246,15 @@ async fn list_sessions(State(authd): State<Authd>, headers: HeaderMap) -> Reply<
 /// 404.
 #[utoipa::path(delete, path = "/api/v1/me/sessions/{session_id}", tag = "auth",
     params(("session_id" = String, Path, description = "A session id from the list")),
-    responses((status = 200, description = "Ended", body = Message),
-        Unauthenticated, SessionNotFound, Internal, Unavailable))]
+    responses((status = 200, description = "Ended", body = Message), Unauthenticated, SessionNotFound, ServerFailed))]
 async fn revoke_session(
     State(authd): State<Authd>,
-    headers: HeaderMap,
+    caller: Caller,
     session_id: Result<Path<String>, PathRejection>,
 ) -> Reply<Message> {
     // A path that does not decode is an unknown session too: the core decides what is one.
     let session_id = session_id.map(|Path(id)| id).unwrap_or_default();
-    authd.revoke_session(authorization(&headers), &session_id).await?;
+    authd.revoke_session(&caller, &session_id).await?;
     Ok(Json(Message { message: "Session revoked successfully." }))
 }
 
@@ -239,11 +265,11 @@ async fn revoke_session(
 #[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth",
     request_body(content = LogoutBody, description = "Optional"),
     responses((status = 200, description = "Ended", body = SessionsEnded),
-        Unauthenticated, TooLarge, Invalid, Internal, Unavailable))]
-async fn logout(State(authd): State<Authd>, headers: HeaderMap, body: Body) -> Reply<SessionsEnded> {
+        Unauthenticated, BodyRejected, ServerFailed))]
+async fn logout(State(authd): State<Authd>, caller: Caller, body: Body) -> Reply<SessionsEnded> {
     let (body, bad_fields) = body.json_or_empty::<LogoutBody>()?;
     bad_fields.finish(Ok(()))?;
-    let ended = authd.logout(authorization(&headers), body.all_sessions.unwrap_or(false)).await?;
+    let ended = authd.logout(&caller, body.all_sessions.unwrap_or(false)).await?;
     Ok(Json(SessionsEnded { message: "Logout successful.", sessions_ended: ended }))
 }
 
@@ -253,7 +279,7 @@ async fn logout(State(authd): State<Authd>, headers: HeaderMap, body: Body) -> R
 /// false}`, not an error.
 #[utoipa::path(post, path = "/api/v1/auth/validate", tag = "auth", request_body = ValidateBody,
     responses((status = 200, description = "Whether the access token is active now", body = Validation),
-        TooLarge, Invalid, Internal, Unavailable))]
+        BodyRejected, ServerFailed))]
 async fn validate(State(authd): State<Authd>, body: Body) -> Reply<Validation> {
     let (body, bad_fields) = body.json::<ValidateBody>()?;
     bad_fields.finish(Ok(()))?;
@@ -326,4 +352,5 @@ fn rename(mut violations: Vec<FieldViolation>, renamed: &[(&str, &str)]) -> Vec<
     violations
 }
 
+use self::error::method_not_allowed;
 pub use self::error::{error_body, not_found};

@@ -3,10 +3,12 @@
 //! come from the handlers' `#[utoipa::path]`s as the router mounts them; what is declared
 //! here is what no one route says.
 
+use std::sync::Arc;
+
 use axum::{
     Router,
-    http::header,
-    response::{Html, IntoResponse, Redirect},
+    http::{HeaderValue, header},
+    response::{Html, IntoResponse, Redirect, Response},
     routing::get,
 };
 use utoipa::{
@@ -15,9 +17,9 @@ use utoipa::{
         Flow, HttpAuthScheme, HttpBuilder, OAuth2, Password, Scopes, SecurityRequirement, SecurityScheme,
     },
 };
-use utoipa_swagger_ui::SwaggerUi;
+use utoipa_swagger_ui::{Config, SwaggerUi};
 
-use super::error::{Detail, EmailTaken, ErrorBody, FieldErrors, Unauthenticated};
+use super::error::{BadRequestBody, Detail, EmailTaken, ErrorBody, FieldErrors, Unauthenticated};
 
 pub const DOCUMENT_PATH: &str = "/openapi.json";
 
@@ -30,7 +32,7 @@ pub const DOCUMENT_PATH: &str = "/openapi.json";
         license(name = "MIT", identifier = "MIT"),
     ),
     // The bodies of the shared error answers, which utoipa does not gather from them.
-    components(schemas(ErrorBody, FieldErrors, EmailTaken, Detail)),
+    components(schemas(ErrorBody, FieldErrors, BadRequestBody, EmailTaken, Detail)),
     modifiers(&SecuritySchemes),
     tags(
         (name = "users", description = "Registration and the caller's own account"),
@@ -65,7 +67,9 @@ pub fn router(mut document: utoipa::openapi::OpenApi) -> Router {
     let swagger = SwaggerUi::new("/docs").url(DOCUMENT_PATH, document);
     Router::new()
         .merge(swagger)
-        .route("/", get(|| async { Redirect::to("/docs") }))
+        // The old app's root redirected with 307, as FastAPI's RedirectResponse does.
+        .route("/", get(|| async { Redirect::temporary("/docs") }))
+        .route("/docs/oauth2-redirect", get(oauth2_redirect))
         .route("/redoc", get(|| async { Html(REDOC_PAGE) }))
         .route(
             "/redoc/redoc.standalone.js",
@@ -80,6 +84,22 @@ pub fn router(mut document: utoipa::openapi::OpenApi) -> Router {
                     .into_response()
             }),
         )
+}
+
+/// Swagger UI's OAuth2 redirect page, where FastAPI serves it (Swagger UI's own copy is
+/// `/docs/oauth2-redirect.html`).
+async fn oauth2_redirect() -> Response {
+    let file = utoipa_swagger_ui::serve("oauth2-redirect.html", Arc::new(Config::default())).ok().flatten();
+    match file {
+        Some(file) => {
+            let mut page = ([(header::CONTENT_TYPE, file.content_type)], file.bytes.into_owned()).into_response();
+            if file.gzpipped {
+                page.headers_mut().insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            }
+            page
+        }
+        None => super::not_found().await,
+    }
 }
 
 /// A route that can answer [`Unauthenticated`] takes a bearer token (pasted, or got by

@@ -11,16 +11,16 @@ use crate::{core, pb};
 
 #[derive(Deserialize, ToSchema)]
 pub struct RegisterUserBody {
-    /// Trimmed; 1 to 100 characters.
-    #[schema(min_length = 1, max_length = 100, example = "Ada Lovelace")]
+    /// Trimmed; 1 to 1000 characters.
+    #[schema(min_length = 1, max_length = 1000, example = "Ada Lovelace")]
     pub name: String,
     /// Compared case-insensitively; at most 254 characters.
     #[schema(max_length = 254, example = "ada@example.com")]
     pub email: String,
-    #[schema(min_length = 1, max_length = 100, example = "London")]
+    #[schema(min_length = 1, max_length = 1000, example = "London")]
     pub location: String,
-    /// At most 1000 characters; empty or null means none.
-    #[schema(max_length = 1000, example = "Analyst")]
+    /// At most 10000 characters; null or left out means none, `""` is kept as `""`.
+    #[schema(max_length = 10000, example = "Analyst")]
     pub about: Option<String>,
     /// 8 to 128 characters (configurable), taken exactly as given.
     #[schema(min_length = 8, max_length = 128, example = "correct horse battery")]
@@ -56,10 +56,10 @@ pub struct LoginForm {
 pub struct RefreshBody {
     /// The refresh token of the last login or refresh.
     pub token: String,
-    /// `Bearer` if given.
+    /// Ignored, as the old app ignored it.
     #[serde(rename = "tokenType")]
     #[schema(example = "Bearer")]
-    pub token_type: Option<String>,
+    _token_type: Option<String>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -77,12 +77,12 @@ pub struct ValidateBody {
 /// Fields left out stay as they are; each given one is checked as at registration.
 #[derive(Deserialize, ToSchema)]
 pub struct UpdateMeBody {
-    #[schema(min_length = 1, max_length = 100)]
+    #[schema(min_length = 1, max_length = 1000)]
     pub name: Option<String>,
-    #[schema(min_length = 1, max_length = 100)]
+    #[schema(min_length = 1, max_length = 1000)]
     pub location: Option<String>,
-    /// `null` (or empty) clears it.
-    #[schema(value_type = Option<String>, max_length = 1000)]
+    /// `null` clears it.
+    #[schema(value_type = Option<String>, max_length = 10000)]
     pub about: Patch,
 }
 
@@ -284,4 +284,31 @@ pub struct Jwks {
 pub struct Status {
     #[schema(example = "ok")]
     pub status: &'static str,
+}
+
+#[cfg(test)]
+mod tests {
+    use utoipa::PartialSchema;
+
+    use super::{RegisterUserBody, UpdateMeBody};
+    use crate::domain::{About, Email, Location, UserName};
+
+    /// The bounds the document shows are the domain's.
+    #[test]
+    fn the_documented_field_limits_are_the_domains() {
+        let limits = [
+            ("name", UserName::MAX_CHARS),
+            ("location", Location::MAX_CHARS),
+            ("about", About::MAX_CHARS),
+            ("email", Email::MAX_LEN),
+        ];
+        for schema in [RegisterUserBody::schema(), UpdateMeBody::schema()] {
+            let schema = serde_json::to_value(schema).unwrap_or_default();
+            for (field, limit) in limits {
+                let documented = &schema["properties"][field]["maxLength"];
+                assert!(documented.is_null() || documented == limit, "{field}: {documented} in {schema}");
+            }
+            assert_eq!(schema["properties"]["name"]["maxLength"], UserName::MAX_CHARS, "{schema}");
+        }
+    }
 }
