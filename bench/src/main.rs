@@ -21,11 +21,7 @@ use authd::pb::{
     GetMeRequest, LoginRequest, RegisterUserRequest, ValidateTokenRequest, auth_service_client::AuthServiceClient,
     user_service_client::UserServiceClient,
 };
-use authd::{
-    config::PasswordSettings,
-    domain::{Password, PasswordPolicy},
-    security::passwords::Passwords,
-};
+use authd::{config::PasswordSettings, domain::Password, security::passwords::Passwords};
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
@@ -388,7 +384,8 @@ async fn run_cases(server: &Server, timing: Timing) -> Result<Report> {
                 password: PASSWORD.into(),
             })
             .await?;
-        let reply = auth.login(LoginRequest { email, password: PASSWORD.into() }).await?.into_inner();
+        let reply =
+            auth.login(LoginRequest { email, password: PASSWORD.into(), ..Default::default() }).await?.into_inner();
         tokens.push(format!("Bearer {}", reply.access_token));
     }
     let tokens = Arc::new(tokens);
@@ -488,7 +485,9 @@ async fn run_cases(server: &Server, timing: Timing) -> Result<Report> {
         move |task: usize, _| {
             let mut client = AuthServiceClient::new(channels[task % CHANNELS].clone());
             let email = format!("bench{}@example.com", task % USERS);
-            async move { client.login(LoginRequest { email, password: PASSWORD.into() }).await.is_ok() }
+            async move {
+                client.login(LoginRequest { email, password: PASSWORD.into(), ..Default::default() }).await.is_ok()
+            }
         }
     };
     let stats = load(HASHING_CONCURRENCY, timing, login(Arc::clone(&channels))).await;
@@ -579,12 +578,11 @@ async fn hash_rate(passwords: &Passwords, callers: usize, time: Duration) -> Res
     for _ in 0..callers {
         let passwords = passwords.clone();
         hashing.spawn(async move {
-            let password = Password::parse_offered(PASSWORD, PasswordPolicy { min_length: 1, max_length: 128 })
-                .map_err(anyhow::Error::msg)?;
-            passwords.hash(&password).await?;
+            let password = Password::parse_offered(PASSWORD).map_err(anyhow::Error::msg)?;
+            passwords.hash(None, &password).await?;
             let (warm, mut hashes) = (Instant::now(), 0u32);
             while warm.elapsed() < time {
-                passwords.hash(&password).await?;
+                passwords.hash(None, &password).await?;
                 hashes += 1;
             }
             Ok::<_, anyhow::Error>(f64::from(hashes) / warm.elapsed().as_secs_f64())

@@ -60,6 +60,7 @@ struct Env {
     hash_queue_limit: Option<usize>,
     password_min_length: Option<usize>,
     password_max_length: Option<usize>,
+    password_refuse_guessable: Option<String>,
     db_max_connections: Option<u32>,
     data_dir: Option<String>,
     xdg_data_home: Option<String>,

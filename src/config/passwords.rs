@@ -1,6 +1,6 @@
 //! Password hashing cost, length rules, and how many hashes run and wait at once.
 
-use super::{ConfigError, Env, bad};
+use super::{ConfigError, Env, bad, flag};
 
 #[derive(Debug, Clone)]
 pub struct PasswordSettings {
@@ -13,6 +13,9 @@ pub struct PasswordSettings {
     pub concurrency: usize,
     /// Requests allowed to wait for a hashing slot; more are refused at once.
     pub queue_limit: usize,
+    /// New passwords found in the common-password list, or containing the user's name or
+    /// email's local part, are refused.
+    pub refuse_guessable: bool,
 }
 
 impl Default for PasswordSettings {
@@ -26,6 +29,7 @@ impl Default for PasswordSettings {
             max_length: 128,
             concurrency: cores,
             queue_limit: 64 * cores,
+            refuse_guessable: true,
         }
     }
 }
@@ -41,6 +45,11 @@ impl PasswordSettings {
             max_length: env.password_max_length.unwrap_or(defaults.max_length),
             concurrency: env.hash_concurrency.unwrap_or(defaults.concurrency),
             queue_limit: env.hash_queue_limit.unwrap_or(defaults.queue_limit),
+            refuse_guessable: flag(
+                "PASSWORD_REFUSE_GUESSABLE",
+                env.password_refuse_guessable.as_deref(),
+                defaults.refuse_guessable,
+            )?,
         };
         if passwords.memory_kib < 19 * 1024 || passwords.iterations < 2 {
             return Err(bad(

@@ -1,13 +1,18 @@
 //! The caller's own account: registration, profile, password and deletion.
 
 use chrono::Utc;
+use uuid::Uuid;
 
-use super::{Authd, Caller, ClientInfo, Error, Result, throttle::Action, user_message};
+use super::{
+    Authd, Caller, ClientInfo, Error, Result, SignedIn,
+    throttle::{Account, Action, Source},
+    user_message,
+};
 use crate::{
-    domain::{About, Email, FieldViolation, Location, Password, UserName, Violations},
+    domain::{About, Email, FieldViolation, Location, Password, PasswordOwner, UserName, Violations},
     pb,
-    security::passwords::Verdict,
-    store::{NewUser, ProfileUpdate, SessionChange, UserRecord},
+    security::{passwords::Verdict, refresh::RefreshClaim},
+    store::{NewUser, PasswordChange, ProfileUpdate, SessionChange, UserRecord},
 };
 
 /// A registration whose every field is valid.
@@ -17,6 +22,12 @@ pub struct Registration {
     location: Location,
     about: About,
     password: Password,
+}
+
+/// A changed password: how many other sessions ended, and the new session.
+pub struct PasswordChanged {
+    pub sessions_ended: u64,
+    pub signed_in: SignedIn,
 }
 
 /// A profile update whose present fields are valid; `about: Some(About(None))` clears it.
@@ -34,7 +45,8 @@ impl Authd {
         let email = v.check("email", Email::parse(&req.email));
         let location = v.check("location", Location::parse(&req.location));
         let about = v.check("about", About::parse(req.about.as_deref()));
-        let password = v.check("password", Password::parse_new(&req.password, self.password_policy));
+        let owner = PasswordOwner { email: &req.email, name: &req.name };
+        let password = v.check("password", Password::parse_new(&req.password, self.password_policy, owner));
         v.finish(|| {
             Some(Registration { name: name?, email: email?, location: location?, about: about?, password: password? })
         })
@@ -44,7 +56,7 @@ impl Authd {
     pub async fn register(&self, req: &pb::RegisterUserRequest, client: &ClientInfo) -> Result<pb::User> {
         let r = self.validate_registration(req).map_err(Error::InvalidInput)?;
         self.throttle.per_ip(Action::Register, client).await?;
-        let hash = self.passwords.hash(&r.password).await?;
+        let hash = self.passwords.hash(None, &r.password).await?;
         let user = self
             .store
             .insert_user(&NewUser {
@@ -104,38 +116,58 @@ impl Authd {
         Ok(user_message(&updated))
     }
 
-    /// Checks the fields of a password change.
+    /// Checks the fields of a password change by `caller`.
     pub fn validate_password_change(
         &self,
+        caller: &Caller,
         req: &pb::ChangePasswordRequest,
     ) -> Result<(Password, Password), Vec<FieldViolation>> {
         let mut v = Violations::default();
-        let current = v.check("current_password", Password::parse_offered(&req.current_password, self.password_policy));
-        let new = v.check("new_password", Password::parse_new(&req.new_password, self.password_policy));
+        let current = v.check("current_password", Password::parse_offered(&req.current_password));
+        let owner = PasswordOwner { email: &caller.user.email, name: &caller.user.name };
+        let new = v.check("new_password", Password::parse_new(&req.new_password, self.password_policy, owner));
         v.finish(|| Some((current?, new?)))
     }
 
-    /// Replaces the caller's password, given the current one, and ends every other
-    /// session of the user; returns how many ended.
+    /// Replaces the caller's password, given the current one, and ends every session of
+    /// the user, the caller's too: the caller goes on in a new session, started by the
+    /// same change. Returns how many other sessions ended, and the new session.
     #[tracing::instrument(skip_all)]
-    pub async fn change_password(&self, caller: &Caller, req: &pb::ChangePasswordRequest) -> Result<u64> {
-        let Caller { access, user } = caller;
-        let (current, new) = self.validate_password_change(req).map_err(Error::InvalidInput)?;
-        let user = self.fresh(user).await?;
-        self.check_password(&user, &current, "current_password").await?;
-        let hash = self.passwords.hash(&new).await?;
+    pub async fn change_password(
+        &self,
+        caller: &Caller,
+        req: &pb::ChangePasswordRequest,
+        client: &ClientInfo,
+    ) -> Result<PasswordChanged> {
+        let (current, new) = self.validate_password_change(caller, req).map_err(Error::InvalidInput)?;
+        let user = self.fresh(&caller.user).await?;
+        self.check_password(caller, &user, &current, "current_password").await?;
+        let hash = self.passwords.hash(Some(&owner(&user)), &new).await?;
         let now = Utc::now();
-        self.store.set_password_hash(user.user_id, &hash, now).await?;
-        let ended = self.store.revoke_other_sessions(user.user_id, access.session_id, now).await?;
+        let session_id = Uuid::new_v4();
+        let change = PasswordChange {
+            user_id: user.user_id,
+            current_hash: &user.password,
+            new_hash: &hash,
+            current_session: caller.access.session_id,
+            new_session: self.new_session(&user, session_id, client, now),
+        };
+        // Another change got in first: the password checked is no longer the password.
+        let ended = self
+            .store
+            .change_password(&change)
+            .await?
+            .ok_or_else(|| Error::invalid("current_password", "is incorrect"))?;
         self.cache.apply(SessionChange::User(user.user_id));
-        tracing::info!(user_id = user.user_id, ended, "password changed; other sessions ended");
-        Ok(ended)
+        tracing::info!(user_id = user.user_id, ended, %session_id, "password changed; every session ended, one started");
+        let signed_in = self.signed_in(&user, RefreshClaim { session_id, generation: 0 }, now)?;
+        Ok(PasswordChanged { sessions_ended: ended, signed_in })
     }
 
     /// Checks the field of an account deletion.
     pub fn validate_deletion(&self, req: &pb::DeleteMeRequest) -> Result<Password, Vec<FieldViolation>> {
         let mut v = Violations::default();
-        let password = v.check("password", Password::parse_offered(&req.password, self.password_policy));
+        let password = v.check("password", Password::parse_offered(&req.password));
         v.finish(|| password)
     }
 
@@ -143,10 +175,9 @@ impl Authd {
     /// stop working at once and the email is free again.
     #[tracing::instrument(skip_all)]
     pub async fn delete_me(&self, caller: &Caller, req: &pb::DeleteMeRequest) -> Result<()> {
-        let user = &caller.user;
         let password = self.validate_deletion(req).map_err(Error::InvalidInput)?;
-        let user = self.fresh(user).await?;
-        self.check_password(&user, &password, "password").await?;
+        let user = self.fresh(&caller.user).await?;
+        self.check_password(caller, &user, &password, "password").await?;
         self.store.delete_user(user.user_id).await?;
         self.cache.apply(SessionChange::User(user.user_id));
         tracing::info!(user_id = user.user_id, "account deleted");
@@ -154,11 +185,28 @@ impl Authd {
     }
 
     /// Checks the password of a signed-in user; a wrong one is a violation of `field`
-    /// (the caller's token is good: this is not an authentication failure).
-    async fn check_password(&self, user: &UserRecord, password: &Password, field: &str) -> Result<()> {
-        match self.passwords.verify(password, &user.password).await? {
-            Verdict::Mismatch => Err(Error::invalid(field, "is incorrect")),
-            Verdict::Match | Verdict::MatchNeedsRehash(_) => Ok(()),
+    /// (the caller's token is good: this is not an authentication failure). Each check is
+    /// counted with the account's failed logins, and backs off per session as a login
+    /// does per address: a stolen access token guesses no faster than a login.
+    async fn check_password(&self, caller: &Caller, user: &UserRecord, password: &Password, field: &str) -> Result<()> {
+        let attempt =
+            self.throttle.begin_check(&Account::of(&user.email), Source::Session(caller.access.session_id)).await?;
+        match self.passwords.verify(&owner(user), password, &user.password).await {
+            Ok(Verdict::Mismatch) => {
+                attempt.failed();
+                Err(Error::invalid(field, "is incorrect"))
+            }
+            Ok(Verdict::Match | Verdict::MatchNeedsRehash(_)) => attempt.passed().await,
+            Err(e) => {
+                attempt.not_checked().await;
+                Err(e.into())
+            }
         }
     }
+}
+
+/// A signed-in user as the owner of a hash in flight: apart from their account's logins,
+/// so that a flood of logins with their email cannot keep them from changing their password.
+fn owner(user: &UserRecord) -> String {
+    format!("user:{}", user.user_id)
 }

@@ -140,6 +140,7 @@ mod tests {
             password: String::new(),
             created_at: Utc::now(),
             updated_at: Utc::now(),
+            credentials_version: 0,
         })
     }
 

@@ -63,7 +63,7 @@ impl From<StoreError> for Error {
 impl From<HashError> for Error {
     fn from(e: HashError) -> Self {
         match e {
-            HashError::Saturated => Self::Overloaded { retry_after: Duration::from_secs(1) },
+            HashError::Saturated | HashError::Busy => Self::Overloaded { retry_after: Duration::from_secs(1) },
             HashError::Unexpected(e) => Self::Unexpected(e),
         }
     }

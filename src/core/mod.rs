@@ -16,8 +16,9 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use secrecy::ExposeSecret;
 
-pub use accounts::{ProfileChange, Registration};
+pub use accounts::{PasswordChanged, ProfileChange, Registration};
 pub use error::{Error, Result};
+pub use sessions::DEVICE_LIFETIME;
 use throttle::Throttle;
 
 use crate::{
@@ -26,11 +27,12 @@ use crate::{
     pb,
     security::{
         access::{AccessTokens, VerifiedAccess},
+        devices::DeviceTokens,
         passwords::Passwords,
         random_secret,
         refresh::{RefreshClaim, RefreshTokens},
     },
-    store::{Store, UserRecord},
+    store::{NewSession, Store, UserRecord},
 };
 
 /// Who is calling, as far as the transport can tell; kept on the session for its owner.
@@ -50,7 +52,8 @@ impl ClientInfo {
     }
 }
 
-/// A successful login or refresh: the tokens and whose they are.
+/// A successful login or refresh: the tokens and whose they are. A login's tokens carry
+/// the device token to present at the next login (`tokens.device_token`).
 #[derive(Debug, Clone)]
 pub struct SignedIn {
     pub user: pb::User,
@@ -76,6 +79,7 @@ pub struct Authd {
     passwords: Passwords,
     access: AccessTokens,
     refresh: RefreshTokens,
+    devices: DeviceTokens,
     password_policy: PasswordPolicy,
     sessions: Arc<SessionPolicy>,
     token_settings: Arc<TokenSettings>,
@@ -83,8 +87,9 @@ pub struct Authd {
     throttle: Throttle,
 }
 
-/// The name under which a generated refresh token key is kept in the database.
+/// The names under which generated keys are kept in the database.
 const REFRESH_SECRET: &str = "refresh_token_hmac";
+const DEVICE_SECRET: &str = "device_token_hmac";
 
 impl Authd {
     /// Builds the service over `store`, taking keys from the settings or, where none is
@@ -96,15 +101,19 @@ impl Authd {
             Some(key) => key.expose_secret().as_bytes().to_vec(),
             None => store.secret(REFRESH_SECRET, &random_secret()).await.context("loading the refresh token key")?,
         };
+        let device_secret =
+            store.secret(DEVICE_SECRET, &random_secret()).await.context("loading the device token key")?;
         Ok(Self {
             throttle: Throttle::new(store.clone(), &settings.throttle),
             store,
             passwords: Passwords::new(&settings.passwords)?,
             access: AccessTokens::new(tokens, access_keys.signing, access_keys.retired)?,
             refresh: RefreshTokens::new(&refresh_secret)?,
+            devices: DeviceTokens::new(&device_secret)?,
             password_policy: PasswordPolicy {
                 min_length: settings.passwords.min_length,
                 max_length: settings.passwords.max_length,
+                refuse_guessable: settings.passwords.refuse_guessable,
             },
             sessions: Arc::new(SessionPolicy {
                 lifetime: tokens.refresh_lifetime,
@@ -196,6 +205,25 @@ impl Authd {
         Ok(Some(user))
     }
 
+    /// A session of `user` starting `now`, valid while the credentials read into `user` are.
+    fn new_session<'a>(
+        &self,
+        user: &UserRecord,
+        session_id: uuid::Uuid,
+        client: &'a ClientInfo,
+        now: DateTime<Utc>,
+    ) -> NewSession<'a> {
+        NewSession {
+            session_id,
+            user_id: user.user_id,
+            credentials_version: user.credentials_version,
+            now,
+            expires_at: now + self.sessions.lifetime,
+            user_agent: client.user_agent.as_deref(),
+            ip: client.ip.as_deref(),
+        }
+    }
+
     fn signed_in(&self, user: &UserRecord, refresh: RefreshClaim, now: DateTime<Utc>) -> Result<SignedIn> {
         let access_token =
             self.access.issue(user.user_id, refresh.session_id, now.timestamp()).context("signing an access token")?;
@@ -206,6 +234,7 @@ impl Authd {
                 refresh_token: self.refresh.encode(refresh),
                 token_type: "Bearer".into(),
                 expires_in: self.access.lifetime().as_secs() as i64,
+                device_token: String::new(),
             },
         })
     }

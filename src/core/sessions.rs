@@ -1,23 +1,30 @@
 //! Sessions: login, refresh, logout, the caller's sessions, and token checks for other services.
 
+use std::time::Duration;
+
 use chrono::Utc;
 use uuid::Uuid;
 
-use super::throttle::{Action, Throttle};
+use super::throttle::{Account, Action, Source};
 use super::{Authd, Caller, ClientInfo, Error, Result, SignedIn, timestamp};
 use crate::{
     domain::{Email, FieldViolation, Password, Violations},
     metrics, pb,
-    security::{passwords::Verdict, refresh::RefreshClaim},
-    store::{NewSession, SessionChange},
+    security::{devices::DeviceHash, passwords::Verdict, refresh::RefreshClaim},
+    store::{SessionChange, UserRecord},
 };
+
+/// A known device is forgotten after this long without a login from it.
+pub const DEVICE_LIFETIME: Duration = Duration::from_secs(180 * 24 * 3600);
+/// The devices kept per user, the most recently seen.
+const DEVICES_PER_USER: i64 = 20;
 
 impl Authd {
     /// Checks the fields of a login request, reporting all that are bad.
     pub fn validate_login(&self, req: &pb::LoginRequest) -> Result<(Email, Password), Vec<FieldViolation>> {
         let mut v = Violations::default();
         let email = v.check("email", Email::parse(&req.email));
-        let password = v.check("password", Password::parse_offered(&req.password, self.password_policy));
+        let password = v.check("password", Password::parse_offered(&req.password));
         v.finish(|| Some((email?, password?)))
     }
 
@@ -25,45 +32,82 @@ impl Authd {
     pub async fn login(&self, req: &pb::LoginRequest, client: &ClientInfo) -> Result<SignedIn> {
         let (email, password) = self.validate_login(req).map_err(Error::InvalidInput)?;
         self.throttle.per_ip(Action::Login, client).await?;
-        let keys = Throttle::login_keys(email.as_str(), client);
-        let prior_failures = self.throttle.before_login(&keys).await?;
+        let account = Account::of(email.as_str());
+        let user = self.store.user_by_email(email.as_str()).await?;
+        let device = self.known_device(user.as_ref(), &req.device_token).await?;
+        let source = device.as_ref().map_or(Source::Address(client), Source::Device);
+        let attempt = self.throttle.begin_check(&account, source).await?;
 
         // An unknown email costs what a wrong password costs, and counts as a failure too.
-        let Some(user) = self.store.user_by_email(email.as_str()).await? else {
-            self.passwords.verify_nobody(&password).await?;
-            self.throttle.login_failed(&keys).await?;
+        let checked = match &user {
+            Some(user) => self.passwords.verify(account.owner(), &password, &user.password).await,
+            None => self.passwords.verify_nobody(account.owner(), &password).await.map(|()| Verdict::Mismatch),
+        };
+        let verdict = match checked {
+            Ok(verdict) => verdict,
+            Err(e) => {
+                attempt.not_checked().await;
+                return Err(e.into());
+            }
+        };
+        let (Some(user), Verdict::Match | Verdict::MatchNeedsRehash(_)) = (user, &verdict) else {
+            attempt.failed();
             metrics::login_failed();
             return Err(Error::InvalidCredentials);
         };
-        match self.passwords.verify(&password, &user.password).await? {
-            Verdict::Mismatch => {
-                self.throttle.login_failed(&keys).await?;
-                metrics::login_failed();
-                return Err(Error::InvalidCredentials);
-            }
-            Verdict::Match => {}
-            Verdict::MatchNeedsRehash(hash) => {
-                self.store.set_password_hash(user.user_id, &hash, Utc::now()).await?;
-                tracing::info!(user_id = user.user_id, "password hash upgraded");
-            }
-        }
-        self.throttle.login_succeeded(&keys, prior_failures).await?;
+        attempt.passed().await?;
+        let known = device.map(|hash| (req.device_token.trim(), hash));
+        let signed_in = self.start_session(&user, verdict, known, client).await?;
+        metrics::login_succeeded();
+        Ok(signed_in)
+    }
 
+    /// The device behind a device token, if it has logged in to `user` lately. Asked for
+    /// an unknown email too, so that the answer takes the same time.
+    async fn known_device(&self, user: Option<&UserRecord>, token: &str) -> Result<Option<DeviceHash>> {
+        let Some(hash) = self.devices.hash_of(token) else { return Ok(None) };
+        let user_id = user.map_or(-1, |u| u.user_id);
+        let known = self.store.is_known_device(user_id, &hash, Utc::now() - DEVICE_LIFETIME).await?;
+        Ok(known.then_some(hash))
+    }
+
+    /// Starts a session for `user`, whose password was right in the credentials read into
+    /// `user`; none if those changed since (a password change, or a logout everywhere,
+    /// done while the password was being checked). Upgrades the hash if `verdict` says so.
+    async fn start_session(
+        &self,
+        user: &UserRecord,
+        verdict: Verdict,
+        device: Option<(&str, DeviceHash)>,
+        client: &ClientInfo,
+    ) -> Result<SignedIn> {
+        // Only over the hash that was checked: a password changed meanwhile stays changed.
+        if let Verdict::MatchNeedsRehash(hash) = verdict
+            && self.store.upgrade_password_hash(user.user_id, &user.password, &hash).await?
+        {
+            tracing::info!(user_id = user.user_id, "password hash upgraded");
+        }
         let now = Utc::now();
         let session_id = Uuid::new_v4();
-        self.store
-            .insert_session(&NewSession {
-                session_id,
-                user_id: user.user_id,
-                now,
-                expires_at: now + self.sessions.lifetime,
-                user_agent: client.user_agent.as_deref(),
-                ip: client.ip.as_deref(),
-            })
-            .await?;
-        metrics::login_succeeded();
+        if !self.store.insert_session(&self.new_session(user, session_id, client, now)).await? {
+            tracing::info!(user_id = user.user_id, "the credentials changed while a login checked them: no session");
+            return Err(Error::InvalidCredentials);
+        }
+        let device_token = match device {
+            Some((token, hash)) => {
+                self.store.touch_device(user.user_id, &hash, now).await?;
+                token.to_owned()
+            }
+            None => {
+                let (token, hash) = self.devices.issue();
+                self.store.add_device(user.user_id, &hash, now, now - DEVICE_LIFETIME, DEVICES_PER_USER).await?;
+                token
+            }
+        };
         tracing::info!(user_id = user.user_id, %session_id, "logged in");
-        self.signed_in(&user, RefreshClaim { session_id, generation: 0 }, now)
+        let mut signed_in = self.signed_in(user, RefreshClaim { session_id, generation: 0 }, now)?;
+        signed_in.tokens.device_token = device_token;
+        Ok(signed_in)
     }
 
     /// Rotates a refresh token. The successor of a generation is always the same token,
@@ -110,7 +154,7 @@ impl Authd {
         let Caller { access, user } = caller;
         let now = Utc::now();
         let (ended, change) = if all_sessions {
-            (self.store.revoke_user_sessions(user.user_id, now).await?, SessionChange::User(user.user_id))
+            (self.store.end_all_sessions(user.user_id, now).await?, SessionChange::User(user.user_id))
         } else {
             (self.store.revoke_session(access.session_id, now).await?, SessionChange::Session(access.session_id))
         };
@@ -149,6 +193,23 @@ impl Authd {
             return Err(Error::SessionNotFound);
         }
         tracing::info!(user_id = user.user_id, %session_id, "session revoked");
+        Ok(())
+    }
+
+    /// Ends the session of a refresh token, or of an access token, given nothing else
+    /// (RFC 7009): a token that is not one of ours, or whose session is over already, is
+    /// no error. Any genuine refresh token of the session will do, as any of them replayed
+    /// at refresh would end it too.
+    #[tracing::instrument(skip_all)]
+    pub async fn revoke_token(&self, token: &str) -> Result<()> {
+        let token = token.trim();
+        let session_id = self.refresh.decode(token).map(|claim| claim.session_id);
+        let Some(session_id) = session_id.or_else(|| self.access.verify(token).map(|access| access.session_id)) else {
+            return Ok(());
+        };
+        let ended = self.store.revoke_session(session_id, Utc::now()).await?;
+        self.cache.apply(SessionChange::Session(session_id));
+        tracing::info!(%session_id, ended, "token revoked");
         Ok(())
     }
 

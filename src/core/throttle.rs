@@ -2,21 +2,25 @@
 //! over one database counts the same calls.
 //!
 //! - Per client IP: login, register and refresh calls in a fixed window.
-//! - Per (account, IP): failed logins; past a few, each try waits for an exponential
-//!   backoff after the last failure. A successful login clears it.
-//! - Per account: failed logins from every IP. Past the ceiling, only IPs that have not
-//!   failed on the account may still try, so attackers cannot lock out an owner who has
-//!   not failed from their own address.
+//! - Per account: password checks from every source. Each is counted before its hash, in
+//!   one conditional statement that also decides (so checks in flight count), and given
+//!   back unless the password was wrong. Past the ceiling, only a device that has logged
+//!   in to the account before may still try.
+//! - Per (account, source): past a few, each check waits for an exponential backoff after
+//!   the last. The source is the client's address (IPv6 by its /64), the known device,
+//!   or, for checks behind a token (password change, deletion), the session.
 
-use std::{sync::Arc, time::Duration};
+use std::{net::IpAddr, sync::Arc, time::Duration};
 
 use chrono::Utc;
 use sha2::{Digest, Sha256};
+use uuid::Uuid;
 
 use super::{ClientInfo, Error, Result};
 use crate::{
     config::ThrottleSettings,
-    store::{Store, ThrottleCount},
+    security::devices::DeviceHash,
+    store::{Allowance, Store},
 };
 
 #[derive(Debug, Clone, Copy)]
@@ -42,14 +46,45 @@ pub struct Throttle {
     settings: Arc<ThrottleSettings>,
 }
 
-/// What `before_login` found: whether this (account, IP) had failures to forgive.
-#[must_use]
-pub struct PriorFailures(bool);
+/// The account a password check is for, named by a digest of its lowercased email: the
+/// table should not collect the addresses people type, nor tell which have accounts.
+pub struct Account(String);
 
-/// Whose login is being tried, from where: the keys of its counters.
-pub struct LoginKeys {
-    account: String,
-    account_ip: String,
+impl Account {
+    pub fn of(email: &str) -> Self {
+        let digest = Sha256::digest(email.to_lowercase().as_bytes());
+        Self(digest.iter().take(16).map(|b| format!("{b:02x}")).collect())
+    }
+
+    /// The account as the owner of a hash in flight.
+    pub fn owner(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Where a password check comes from.
+pub enum Source<'a> {
+    /// A login from a client address; subject to the account's ceiling.
+    Address(&'a ClientInfo),
+    /// A login from a device that has logged in to the account before.
+    Device(&'a DeviceHash),
+    /// A check behind a signed-in session: a password change or an account deletion.
+    Session(Uuid),
+}
+
+/// A password check counted before it runs. Say how it went: a wrong password keeps its
+/// count; a right one, or a check that never ran, gives it back.
+#[must_use]
+pub struct Attempt {
+    throttle: Throttle,
+    source: Counted,
+    account: Option<Counted>,
+}
+
+/// A hit counted under `key` in the window that began at `window_start_ms`.
+struct Counted {
+    key: String,
+    window_start_ms: i64,
 }
 
 impl Throttle {
@@ -78,56 +113,55 @@ impl Throttle {
         Ok(())
     }
 
-    /// The counter keys of a login for `email` from the client's IP. The account is kept
-    /// as a digest: the table should not collect the addresses people type.
-    pub fn login_keys(email: &str, client: &ClientInfo) -> LoginKeys {
-        let digest = Sha256::digest(email.to_lowercase().as_bytes());
-        let account = digest.iter().take(16).map(|b| format!("{b:02x}")).collect::<String>();
-        LoginKeys {
-            account_ip: format!("login-account-ip:{account}:{}", ip(client)),
-            account: format!("login-account:{account}"),
-        }
-    }
-
-    /// Before a password is checked: refuses while this (account, IP) waits out its
-    /// backoff, or when the account is past its ceiling and this IP has failed on it.
-    pub async fn before_login(&self, keys: &LoginKeys) -> Result<PriorFailures> {
+    /// Counts a password check for `account` from `source` before it runs; refuses it while
+    /// the source waits out its backoff, or, from an address, past the account's ceiling.
+    pub async fn begin_check(&self, account: &Account, source: Source<'_>) -> Result<Attempt> {
         let now = now_ms();
         let window = millis(self.settings.failure_window);
-        let Some(mine) = self.store.throttle_count(&keys.account_ip, now, window).await? else {
-            return Ok(PriorFailures(false));
+        let (key, subject_to_ceiling) = match source {
+            Source::Address(client) => (format!("login-account-ip:{}:{}", account.0, address(client)), true),
+            Source::Device(hash) => (format!("login-account-device:{}:{}", account.0, hex(&hash[..16])), false),
+            Source::Session(id) => (format!("login-account-session:{}:{id}", account.0), false),
         };
-        if let Some(wait) = self.backoff(mine) {
-            let until = mine.last_hit_ms + millis(wait);
-            if until > now {
-                tracing::warn!(failures = mine.hits, "login throttled: (account, IP) backoff");
-                return Err(throttled(until - now));
+        let backoff = Allowance::Backoff {
+            free: i64::from(self.settings.free_failures),
+            max_wait_ms: millis(self.settings.backoff_max),
+        };
+        let Some(counted) = self.store.throttle_hit_within(&key, now, window, backoff).await? else {
+            let wait = match self.store.throttle_count(&key, now, window).await? {
+                Some(c) => (c.last_hit_ms + millis(self.backoff(c.hits)) - now).min(c.window_start_ms + window - now),
+                None => 0,
+            };
+            tracing::warn!("password check throttled: the source's backoff");
+            return Err(throttled(wait));
+        };
+        let source = Counted { key, window_start_ms: counted.window_start_ms };
+
+        let ceiling = i64::from(self.settings.account_failure_limit);
+        let key = format!("login-account:{}", account.0);
+        let account = if ceiling == 0 {
+            None
+        } else if subject_to_ceiling {
+            match self.store.throttle_hit_within(&key, now, window, Allowance::Ceiling(ceiling)).await? {
+                Some(counted) => Some(counted),
+                None => {
+                    Attempt { throttle: self.clone(), source, account: None }.not_checked().await;
+                    let wait = self
+                        .store
+                        .throttle_count(&key, now, window)
+                        .await?
+                        .map_or(0, |c| c.window_start_ms + window - now);
+                    tracing::warn!("password check throttled: the account's failure ceiling");
+                    return Err(throttled(wait));
+                }
             }
-        }
-        if self.settings.account_failure_limit > 0
-            && let Some(all) = self.store.throttle_count(&keys.account, now, window).await?
-            && all.hits >= i64::from(self.settings.account_failure_limit)
-        {
-            tracing::warn!(failures = all.hits, "login throttled: account failure ceiling");
-            return Err(throttled(all.window_start_ms + window - now));
-        }
-        Ok(PriorFailures(true))
-    }
-
-    pub async fn login_failed(&self, keys: &LoginKeys) -> Result<()> {
-        let (now, window) = (now_ms(), millis(self.settings.failure_window));
-        self.store.throttle_hit(&keys.account_ip, now, window).await?;
-        self.store.throttle_hit(&keys.account, now, window).await?;
-        Ok(())
-    }
-
-    /// The owner got in from here: this IP's failures on the account are forgiven. Most
-    /// logins had none, and skip the write.
-    pub async fn login_succeeded(&self, keys: &LoginKeys, prior: PriorFailures) -> Result<()> {
-        if prior.0 {
-            self.store.throttle_clear(&keys.account_ip).await?;
-        }
-        Ok(())
+        } else {
+            // A known device or a session has proved itself before: the ceiling does not
+            // refuse it, but its checks count towards it.
+            Some(self.store.throttle_hit(&key, now, window).await?)
+        };
+        let account = account.map(|counted| Counted { key, window_start_ms: counted.window_start_ms });
+        Ok(Attempt { throttle: self.clone(), source, account })
     }
 
     /// Forgets counters that no limit looks at any more.
@@ -136,16 +170,63 @@ impl Throttle {
         Ok(self.store.throttle_prune(now_ms() - millis(longest)).await?)
     }
 
-    /// How long after the last failure the next try must wait, if at all.
-    fn backoff(&self, failures: ThrottleCount) -> Option<Duration> {
-        let past_free = failures.hits.checked_sub(i64::from(self.settings.free_failures)).filter(|n| *n >= 0)?;
-        let doubling = 1u64.checked_shl(u32::try_from(past_free).unwrap_or(u32::MAX)).unwrap_or(u64::MAX);
-        Some(Duration::from_secs(doubling).min(self.settings.backoff_max))
+    /// How long after the last check the next must wait, when `hits` were counted.
+    fn backoff(&self, hits: i64) -> Duration {
+        match hits.checked_sub(i64::from(self.settings.free_failures)).filter(|n| *n >= 0) {
+            None => Duration::ZERO,
+            Some(past_free) => {
+                let doubling = 1u64.checked_shl(u32::try_from(past_free).unwrap_or(u32::MAX)).unwrap_or(u64::MAX);
+                Duration::from_secs(doubling).min(self.settings.backoff_max)
+            }
+        }
+    }
+}
+
+impl Attempt {
+    /// The password was wrong: the check stays counted.
+    pub fn failed(self) {}
+
+    /// The password was right: the account's count is given back, and the source's
+    /// failures are forgiven.
+    pub async fn passed(self) -> Result<()> {
+        let store = &self.throttle.store;
+        store.throttle_clear(&self.source.key).await?;
+        if let Some(account) = &self.account {
+            store.throttle_refund(&account.key, account.window_start_ms).await?;
+        }
+        Ok(())
+    }
+
+    /// No password was checked (the hashing queue refused it, or something failed): the
+    /// counts are given back.
+    pub async fn not_checked(self) {
+        let store = &self.throttle.store;
+        for counted in std::iter::once(&self.source).chain(&self.account) {
+            if let Err(e) = store.throttle_refund(&counted.key, counted.window_start_ms).await {
+                tracing::warn!(error = format!("{e:#}"), "could not give back a throttle count");
+            }
+        }
     }
 }
 
 fn ip(client: &ClientInfo) -> &str {
     client.ip.as_deref().unwrap_or("unknown")
+}
+
+/// The client's address as one source: an IPv6 client holds a whole /64.
+fn address(client: &ClientInfo) -> String {
+    match client.ip.as_deref().and_then(|ip| ip.parse::<IpAddr>().ok()).map(|ip| ip.to_canonical()) {
+        Some(IpAddr::V6(v6)) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        Some(v4) => v4.to_string(),
+        None => ip(client).to_owned(),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn throttled(wait_ms: i64) -> Error {
@@ -160,4 +241,18 @@ fn now_ms() -> i64 {
 
 fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ipv6_client_is_one_source_per_64_and_a_mapped_ipv4_is_its_ipv4() {
+        let at = |ip: &str| address(&ClientInfo::new(ip.parse().ok(), None));
+        assert_eq!(at("2001:db8:1:2:aaaa::1"), at("2001:db8:1:2:ffff:1:2:3"));
+        assert_ne!(at("2001:db8:1:2::1"), at("2001:db8:1:3::1"));
+        assert_eq!(at("::ffff:192.0.2.7"), "192.0.2.7");
+        assert_eq!(at("192.0.2.7"), "192.0.2.7");
+    }
 }

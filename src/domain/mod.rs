@@ -5,7 +5,7 @@ mod password;
 mod profile;
 
 pub use email::Email;
-pub use password::{Password, PasswordPolicy};
+pub use password::{Password, PasswordOwner, PasswordPolicy};
 pub use profile::{About, Location, UserName};
 
 /// One reason one input field was refused; the field carries the wire name callers sent.
@@ -71,14 +71,16 @@ mod fuzz {
 
     proptest! {
         #[test]
-        fn no_input_makes_a_parser_panic(text in any::<String>(), min in 0..200usize, max in 0..200usize) {
-            let policy = PasswordPolicy { min_length: min, max_length: max };
+        fn no_input_makes_a_parser_panic(
+            text in any::<String>(), owner in any::<String>(), min in 0..200usize, max in 0..200usize,
+        ) {
+            let policy = PasswordPolicy { min_length: min, max_length: max, refuse_guessable: true };
             let _ = Email::parse(&text);
             let _ = UserName::parse(&text);
             let _ = Location::parse(&text);
             let _ = About::parse(Some(&text));
-            let _ = Password::parse_new(&text, policy);
-            let _ = Password::parse_offered(&text, policy);
+            let _ = Password::parse_new(&text, policy, PasswordOwner { email: &owner, name: &owner });
+            let _ = Password::parse_offered(&text);
         }
     }
 }

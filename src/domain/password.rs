@@ -2,19 +2,34 @@ use std::fmt;
 
 use secrecy::{ExposeSecret, SecretString};
 
-/// The length rule for new passwords (counted in characters); from configuration.
+/// The rules for new passwords; from configuration.
 #[derive(Debug, Clone, Copy)]
 pub struct PasswordPolicy {
+    /// Length bounds, counted in characters.
     pub min_length: usize,
     pub max_length: usize,
+    /// Refuse passwords people actually guess: common ones, and the owner's own name or email.
+    pub refuse_guessable: bool,
+}
+
+/// Whose new password it is: it must not contain their name or email.
+#[derive(Debug, Clone, Copy)]
+pub struct PasswordOwner<'a> {
+    pub email: &'a str,
+    pub name: &'a str,
 }
 
 /// A password exactly as given: never trimmed, truncated or shown.
 pub struct Password(SecretString);
 
 impl Password {
-    /// A new password, held to the policy.
-    pub fn parse_new(value: &str, policy: PasswordPolicy) -> Result<Self, String> {
+    /// The longest password ever checked, in bytes. Login takes any password an adopted
+    /// user could have set, whatever the rule for new ones is now; the bound keeps one
+    /// request from making us hash megabytes.
+    pub const MAX_OFFERED_BYTES: usize = 4096;
+
+    /// A new password for `owner`, held to the policy.
+    pub fn parse_new(value: &str, policy: PasswordPolicy, owner: PasswordOwner<'_>) -> Result<Self, String> {
         let length = value.chars().count();
         if length < policy.min_length {
             return Err(format!("must be at least {} characters", policy.min_length));
@@ -22,16 +37,24 @@ impl Password {
         if length > policy.max_length {
             return Err(format!("must be at most {} characters", policy.max_length));
         }
+        if policy.refuse_guessable {
+            if is_common(value) {
+                return Err("is one of the most common passwords; choose another".into());
+            }
+            if contains_personal(value, owner) {
+                return Err("must not contain your name or the first part of your email".into());
+            }
+        }
         Ok(Self(SecretString::from(value)))
     }
 
     /// A password offered to be checked (at login, or to confirm a change): only bounded
-    /// above, so that a policy change never locks out an existing account and an attacker
-    /// cannot make us hash megabytes. An empty one is checked like any other and matches no
-    /// hash: a wrong password, as the old app answered, costing what a wrong password costs.
-    pub fn parse_offered(value: &str, policy: PasswordPolicy) -> Result<Self, String> {
-        if value.chars().count() > policy.max_length {
-            return Err(format!("must be at most {} characters", policy.max_length));
+    /// above, so that no rule for new passwords ever locks out an existing account. An
+    /// empty one is checked like any other and matches no hash: a wrong password, as the
+    /// old app answered, costing what a wrong password costs.
+    pub fn parse_offered(value: &str) -> Result<Self, String> {
+        if value.len() > Self::MAX_OFFERED_BYTES {
+            return Err(format!("must be at most {} bytes", Self::MAX_OFFERED_BYTES));
         }
         Ok(Self(SecretString::from(value)))
     }
@@ -47,31 +70,114 @@ impl fmt::Debug for Password {
     }
 }
 
+/// The longest entry of zxcvbn's password list is 20 characters, and each of its matches
+/// (reversed, capitalised, with l33t substitutions) keeps a word's length: a longer
+/// password cannot be one, and is not analysed.
+const LONGEST_COMMON: usize = 32;
+
+/// Whether `password` is, as a whole, one of the 30,000 passwords of zxcvbn's ranked list
+/// (or one of them reversed, capitalised or with l33t substitutions): zxcvbn's most
+/// guessable reading of it is that single dictionary match.
+fn is_common(password: &str) -> bool {
+    let length = password.chars().count();
+    if length == 0 || length > LONGEST_COMMON {
+        return false;
+    }
+    match zxcvbn::zxcvbn(password, &[]).sequence() {
+        [only] => {
+            only.i == 0
+                && only.j + 1 == length
+                && matches!(&only.pattern, zxcvbn::matching::patterns::MatchPattern::Dictionary(word)
+                    // The dictionary's type is not exported; its name is.
+                    if format!("{:?}", word.dictionary_name) == "Passwords")
+        }
+        _ => false,
+    }
+}
+
+/// Whether `password` contains, in any case, the owner's name, email local part, or a
+/// word of either, of 3 characters or more.
+fn contains_personal(password: &str, owner: PasswordOwner<'_>) -> bool {
+    let password = password.to_lowercase();
+    let local_part = owner.email.trim().rsplit_once('@').map_or(owner.email.trim(), |(local, _)| local);
+    let name = owner.name.trim();
+    [local_part, name]
+        .into_iter()
+        .flat_map(|whole| std::iter::once(whole).chain(whole.split(|c: char| !c.is_alphanumeric())))
+        .filter(|part| part.chars().count() >= 3)
+        .any(|part| password.contains(&part.to_lowercase()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const POLICY: PasswordPolicy = PasswordPolicy { min_length: 8, max_length: 128 };
+    const POLICY: PasswordPolicy = PasswordPolicy { min_length: 8, max_length: 128, refuse_guessable: true };
+    const ADA: PasswordOwner = PasswordOwner { email: "First.Last+tag@example.com", name: "Ada Lovelace" };
 
     #[test]
     fn new_passwords_are_held_to_the_length_rule_in_characters() {
-        assert!(Password::parse_new("1234567", POLICY).is_err());
-        assert!(Password::parse_new("12345678", POLICY).is_ok());
-        assert!(Password::parse_new(&"é".repeat(128), POLICY).is_ok());
-        assert!(Password::parse_new(&"x".repeat(129), POLICY).is_err());
+        assert!(Password::parse_new("1234567", POLICY, ADA).is_err());
+        assert!(Password::parse_new("a2x5c7v9", POLICY, ADA).is_ok());
+        assert!(Password::parse_new(&"é".repeat(128), POLICY, ADA).is_ok());
+        assert!(Password::parse_new(&"x".repeat(129), POLICY, ADA).is_err());
     }
 
     #[test]
     fn passwords_are_kept_exactly_and_never_shown() {
-        let p = Password::parse_new("  spaced out  ", POLICY).unwrap();
+        let p = Password::parse_new("  spaced out  ", POLICY, ADA).unwrap();
         assert_eq!(p.expose(), "  spaced out  ");
         assert_eq!(format!("{p:?}"), "Password(..)");
     }
 
     #[test]
-    fn offered_passwords_are_only_bounded() {
-        assert!(Password::parse_offered("short", POLICY).is_ok());
-        assert!(Password::parse_offered("", POLICY).is_ok());
-        assert!(Password::parse_offered(&"x".repeat(129), POLICY).is_err());
+    fn offered_passwords_are_only_bounded_in_bytes() {
+        assert!(Password::parse_offered("short").is_ok());
+        assert!(Password::parse_offered("").is_ok());
+        assert!(Password::parse_offered(&"x".repeat(4096)).is_ok());
+        assert!(Password::parse_offered(&"x".repeat(4097)).is_err());
+        assert!(Password::parse_offered(&"é".repeat(2049)).is_err());
+    }
+
+    #[test]
+    fn common_passwords_and_their_disguises_are_refused() {
+        for common in [
+            "password",
+            "Password",
+            "PASSWORD",
+            "P@ssw0rd",
+            "drowssap",
+            "iloveyou",
+            "12345678",
+            "qwertyuiop",
+            "trustno1",
+        ] {
+            assert!(is_common(common), "{common}");
+            assert_eq!(
+                Password::parse_new(common, POLICY, ADA).unwrap_err(),
+                "is one of the most common passwords; choose another"
+            );
+        }
+        // A common word inside a longer password is not the whole password.
+        for fine in ["password is not enough", "correct horse battery", "iloveyou, and more", "x7#kQ9!vLm2"] {
+            assert!(!is_common(fine), "{fine}");
+        }
+        let off = PasswordPolicy { refuse_guessable: false, ..POLICY };
+        assert!(Password::parse_new("password", off, ADA).is_ok());
+    }
+
+    #[test]
+    fn the_owners_name_and_email_are_refused_in_any_case_from_three_characters() {
+        for personal in ["lovelace123", "ADA is me!", "first.last+tag", "the LAST word", "tag, you're it"] {
+            assert_eq!(
+                Password::parse_new(personal, POLICY, ADA).unwrap_err(),
+                "must not contain your name or the first part of your email",
+                "{personal}"
+            );
+        }
+        let short_parts = PasswordOwner { email: "jo@example.com", name: "Li Wu" };
+        assert!(Password::parse_new("jo.li.wu example", POLICY, short_parts).is_ok());
+        // The domain is not personal.
+        assert!(Password::parse_new("example dot com", POLICY, ADA).is_ok());
     }
 }

@@ -5,8 +5,9 @@ use crate::{
     core::Authd,
     pb::{
         GetJwksRequest, GetJwksResponse, Jwk, ListSessionsRequest, ListSessionsResponse, LoginRequest, LogoutRequest,
-        LogoutResponse, RefreshTokenRequest, RevokeSessionRequest, RevokeSessionResponse, TokenResponse,
-        ValidateTokenRequest, ValidateTokenResponse, auth_service_server::AuthService,
+        LogoutResponse, RefreshTokenRequest, RevokeSessionRequest, RevokeSessionResponse, RevokeTokenRequest,
+        RevokeTokenResponse, TokenResponse, ValidateTokenRequest, ValidateTokenResponse,
+        auth_service_server::AuthService,
     },
 };
 
@@ -27,6 +28,14 @@ impl AuthService for AuthApi {
     async fn logout(&self, request: Request<LogoutRequest>) -> Result<Response<LogoutResponse>, Status> {
         let ended = self.0.logout(&caller(&self.0, &request).await?, request.get_ref().all_sessions).await?;
         Ok(Response::new(LogoutResponse { sessions_ended: ended as i64 }))
+    }
+
+    async fn revoke_token(
+        &self,
+        request: Request<RevokeTokenRequest>,
+    ) -> Result<Response<RevokeTokenResponse>, Status> {
+        self.0.revoke_token(&request.get_ref().token).await?;
+        Ok(Response::new(RevokeTokenResponse {}))
     }
 
     async fn validate_token(

@@ -33,8 +33,12 @@ impl UserService for UserApi {
         &self,
         request: Request<ChangePasswordRequest>,
     ) -> Result<Response<ChangePasswordResponse>, Status> {
-        let ended = self.0.change_password(&caller(&self.0, &request).await?, request.get_ref()).await?;
-        Ok(Response::new(ChangePasswordResponse { sessions_ended: ended as i64 }))
+        let caller = caller(&self.0, &request).await?;
+        let changed = self.0.change_password(&caller, request.get_ref(), &client_info(&request)).await?;
+        Ok(Response::new(ChangePasswordResponse {
+            sessions_ended: changed.sessions_ended as i64,
+            tokens: Some(changed.signed_in.tokens),
+        }))
     }
 
     async fn delete_me(&self, request: Request<DeleteMeRequest>) -> Result<Response<DeleteMeResponse>, Status> {

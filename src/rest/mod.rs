@@ -26,8 +26,9 @@ use self::{
         WrongCredentials,
     },
     wire::{
-        ChangePasswordBody, DeleteMeBody, Jwks, LoginBody, LoginForm, LogoutBody, Message, Profile, RefreshBody,
-        RegisterUserBody, Sessions, SessionsEnded, SignedIn, Status, UpdateMeBody, ValidateBody, Validation,
+        ChangePasswordBody, DeleteMeBody, Jwks, LoginBody, LoginForm, LogoutBody, Message, PasswordChanged, Profile,
+        RefreshBody, RegisterUserBody, RevokeBody, Sessions, SessionsEnded, SignedIn, Status, UpdateMeBody,
+        ValidateBody, Validation,
     },
 };
 use crate::{
@@ -47,6 +48,7 @@ pub fn router(authd: Authd) -> Router {
         .routes(routes!(register_user))
         .routes(routes!(login))
         .routes(routes!(refresh_token))
+        .routes(routes!(revoke_token))
         .routes(routes!(logout))
         .routes(routes!(validate))
         .routes(routes!(me, update_me, delete_me))
@@ -112,25 +114,112 @@ async fn register_user(State(authd): State<Authd>, client: ClientInfo, body: Bod
 /// Checks the credentials and starts a session. Takes JSON `{email, password}` or the OAuth2
 /// password form (`username` is the email), which Swagger UI's Authorize button uses; the form's
 /// answer also carries `access_token` and `token_type` at the top level. A wrong password and an
-/// unknown email fail alike.
+/// unknown email fail alike. The answer's `device_token` (also set as the `authd_device` cookie)
+/// names this device at its next login: past the account's failure ceiling, a known device may
+/// still log in.
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth",
     request_body(content((LoginBody = "application/json"), (LoginForm = "application/x-www-form-urlencoded"))),
-    responses((status = 200, description = "Logged in: a new session", body = SignedIn),
+    responses((status = 200, description = "Logged in: a new session", body = SignedIn,
+            headers(("Set-Cookie" = String, description = "`authd_device=<device token>`, HttpOnly, SameSite=Strict"))),
         WrongCredentials, BodyRejected, Overloaded, ServerFailed))]
-async fn login(State(authd): State<Authd>, client: ClientInfo, body: Body) -> Reply<SignedIn> {
+async fn login(
+    State(authd): State<Authd>,
+    client: ClientInfo,
+    parts: RequestHead,
+    body: Body,
+) -> Result<Response, Error> {
     let form = body.is_form();
-    let (request, bad_fields) = if form {
+    let (email, password, device_token, bad_fields) = if form {
         let (form, bad_fields) = body.form::<LoginForm>()?;
-        (pb::LoginRequest { email: form.username, password: form.password }, bad_fields)
+        (form.username, form.password, form.device_token, bad_fields)
     } else {
         let (body, bad_fields) = body.json::<LoginBody>()?;
-        (pb::LoginRequest { email: body.email, password: body.password }, bad_fields)
+        (body.email, body.password, body.device_token, bad_fields)
     };
+    // The one in the body, else the one a browser keeps as a cookie.
+    let device_token =
+        device_token.filter(|t| !t.is_empty()).or_else(|| parts.cookie(DEVICE_COOKIE)).unwrap_or_default();
+    let request = pb::LoginRequest { email, password, device_token };
     let renamed = if form { [("email", "username")].as_slice() } else { &[] };
     bad_fields.finish(authd.validate_login(&request).map_err(|v| rename(v, renamed)))?;
     let signed_in = authd.login(&request, &client).await.map_err(|e| rename_fields(e, renamed))?;
+    let cookie = device_cookie(&signed_in.tokens.device_token, parts.over_tls());
     let body = SignedIn::new("Login successful.", signed_in);
-    Ok(Json(if form { body.with_oauth2_members() } else { body }))
+    let body = if form { body.with_oauth2_members() } else { body };
+    Ok(([(header::SET_COOKIE, cookie)], Json(body)).into_response())
+}
+
+/// The cookie that remembers a browser as a device that has logged in before.
+const DEVICE_COOKIE: &str = "authd_device";
+
+/// `Set-Cookie` for a device token: sent back to the login route only, never readable by
+/// scripts, never sent from another site, and kept as long as the device is remembered.
+fn device_cookie(token: &str, secure: bool) -> HeaderValue {
+    let secure = if secure { "; Secure" } else { "" };
+    let max_age = crate::core::DEVICE_LIFETIME.as_secs();
+    let cookie = format!(
+        "{DEVICE_COOKIE}={token}; Path=/api/v1/auth/login; Max-Age={max_age}; HttpOnly; SameSite=Strict{secure}"
+    );
+    // A device token is base64url: always a valid header value.
+    HeaderValue::try_from(cookie).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// What the login route reads of a request's head besides the body: cookies, and whether
+/// the request came over TLS.
+struct RequestHead {
+    headers: HeaderMap,
+    uri: Uri,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestHead {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Infallible> {
+        Ok(Self { headers: parts.headers.clone(), uri: parts.uri.clone() })
+    }
+}
+
+impl RequestHead {
+    fn cookie(&self, name: &str) -> Option<String> {
+        self.headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| value.trim().to_owned())
+    }
+
+    /// Over TLS, as far as the request tells: HTTP/2's `:scheme`, or the proxy in front
+    /// (a client claiming it only makes its own cookie stricter).
+    fn over_tls(&self) -> bool {
+        let forwarded_https = |name| {
+            self.headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).any(|v| {
+                v.split([',', ';']).any(|item| {
+                    let item = item.trim().to_ascii_lowercase();
+                    item == "https" || item == "proto=https"
+                })
+            })
+        };
+        self.uri.scheme_str() == Some("https") || forwarded_https("x-forwarded-proto") || forwarded_https("forwarded")
+    }
+}
+
+/// Revoke a token
+///
+/// Ends the session of a refresh token (or of an access token), with no other credential, as
+/// RFC 7009's revocation endpoint does: a form or JSON `token`, and an optional `token_type_hint`
+/// (ignored). An unknown, invalid or already revoked token gets the same 200.
+#[utoipa::path(post, path = "/api/v1/auth/revoke", tag = "auth",
+    request_body(content((RevokeBody = "application/x-www-form-urlencoded"), (RevokeBody = "application/json"))),
+    responses((status = 200, description = "The token's session, if any, has ended", body = Message),
+        BodyRejected, ServerFailed))]
+async fn revoke_token(State(authd): State<Authd>, body: Body) -> Reply<Message> {
+    let (body, bad_fields) = if body.is_form() { body.form::<RevokeBody>()? } else { body.json::<RevokeBody>()? };
+    bad_fields.finish(Ok(()))?;
+    authd.revoke_token(&body.token).await?;
+    Ok(Json(Message { message: "Token revoked." }))
 }
 
 /// Refresh the tokens
@@ -201,17 +290,27 @@ async fn update_me(State(authd): State<Authd>, caller: Caller, body: Body) -> Re
 /// Change my password
 ///
 /// Replaces the password, given the current one (a wrong one is a 422 naming `current_password`),
-/// and ends every other session of the user; the caller's stays.
+/// and ends every session of the user, the caller's too: the answer carries the tokens of a new
+/// session. Wrong current passwords count with the account's failed logins (429 past them).
 #[utoipa::path(post, path = "/api/v1/me/password", tag = "users", request_body = ChangePasswordBody,
-    responses((status = 200, description = "Changed; the user's other sessions ended", body = SessionsEnded),
+    responses((status = 200, description = "Changed; every session ended, and a new one started", body = PasswordChanged),
         Unauthenticated, BodyRejected, Overloaded, ServerFailed))]
-async fn change_password(State(authd): State<Authd>, caller: Caller, body: Body) -> Reply<SessionsEnded> {
+async fn change_password(
+    State(authd): State<Authd>,
+    caller: Caller,
+    client: ClientInfo,
+    body: Body,
+) -> Reply<PasswordChanged> {
     let (body, bad_fields) = body.json::<ChangePasswordBody>()?;
     let request =
         pb::ChangePasswordRequest { current_password: body.current_password, new_password: body.new_password };
-    bad_fields.finish(authd.validate_password_change(&request))?;
-    let ended = authd.change_password(&caller, &request).await?;
-    Ok(Json(SessionsEnded { message: "Password changed successfully.", sessions_ended: ended }))
+    bad_fields.finish(authd.validate_password_change(&caller, &request))?;
+    let changed = authd.change_password(&caller, &request, &client).await?;
+    Ok(Json(PasswordChanged {
+        message: "Password changed successfully.",
+        sessions_ended: changed.sessions_ended,
+        user_token: changed.signed_in.tokens.into(),
+    }))
 }
 
 /// Delete my account

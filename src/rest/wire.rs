@@ -22,7 +22,8 @@ pub struct RegisterUserBody {
     /// At most 10000 characters; null or left out means none, `""` is kept as `""`.
     #[schema(max_length = 10000, example = "Analyst")]
     pub about: Option<String>,
-    /// 8 to 128 characters (configurable), taken exactly as given.
+    /// 8 to 128 characters (configurable), taken exactly as given; not one of the most
+    /// common passwords, and not containing the name or the email's local part.
     #[schema(min_length = 8, max_length = 128, example = "correct horse battery")]
     pub password: String,
 }
@@ -31,8 +32,13 @@ pub struct RegisterUserBody {
 pub struct LoginBody {
     #[schema(example = "ada@example.com")]
     pub email: String,
+    /// At most 4096 bytes.
     #[schema(example = "correct horse battery")]
     pub password: String,
+    /// The `device_token` of an earlier login from this device (or send the
+    /// `authd_device` cookie): past the account's failure ceiling, a known device may
+    /// still log in.
+    pub device_token: Option<String>,
 }
 
 /// The OAuth2 password grant form (RFC 6749 §4.3); `grant_type`, `scope` and the client
@@ -42,6 +48,8 @@ pub struct LoginForm {
     /// The email.
     pub username: String,
     pub password: String,
+    /// As in the JSON body; a browser sends the `authd_device` cookie instead.
+    pub device_token: Option<String>,
     #[serde(rename = "grant_type")]
     _grant_type: Option<String>,
     #[serde(rename = "scope")]
@@ -66,6 +74,16 @@ pub struct RefreshBody {
 pub struct LogoutBody {
     /// End every session of the user, not only the caller's. The body may be empty.
     pub all_sessions: Option<bool>,
+}
+
+/// RFC 7009's revocation request, as a form or JSON.
+#[derive(Deserialize, ToSchema)]
+pub struct RevokeBody {
+    /// A refresh token (or an access token): its session ends.
+    pub token: String,
+    /// `refresh_token` or `access_token`; ignored, as RFC 7009 allows.
+    #[serde(rename = "token_type_hint")]
+    _token_type_hint: Option<String>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -122,6 +140,10 @@ pub struct SignedIn {
     refresh_token: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     expires_in: Option<i64>,
+    /// Login only: this device's token, for its next login (also set as the
+    /// `authd_device` cookie).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    device_token: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -148,18 +170,33 @@ pub struct UserToken {
     expires_in: i64,
 }
 
-impl SignedIn {
-    /// The old app's login body, which refresh answers with too.
-    pub fn new(message: &'static str, core::SignedIn { user, tokens }: core::SignedIn) -> Self {
-        let user_token = UserToken {
+impl From<pb::TokenResponse> for UserToken {
+    fn from(tokens: pb::TokenResponse) -> Self {
+        Self {
             token: tokens.access_token,
             token_type: tokens.token_type,
             refresh_token: tokens.refresh_token,
             expires_in: tokens.expires_in,
-        };
+        }
+    }
+}
+
+impl SignedIn {
+    /// The old app's login body, which refresh answers with too.
+    pub fn new(message: &'static str, core::SignedIn { user, mut tokens }: core::SignedIn) -> Self {
+        let device_token = Some(std::mem::take(&mut tokens.device_token)).filter(|t| !t.is_empty());
+        let user_token = tokens.into();
         let data =
             SignedInUser { name: user.name, email: user.email, about: user.about, location: user.location, user_token };
-        Self { message, data, access_token: None, token_type: None, refresh_token: None, expires_in: None }
+        Self {
+            message,
+            data,
+            access_token: None,
+            token_type: None,
+            refresh_token: None,
+            expires_in: None,
+            device_token,
+        }
     }
 
     /// An OAuth2 client (such as Swagger UI's Authorize button) reads RFC 6749's token
@@ -192,10 +229,21 @@ impl From<pb::User> for Profile {
     }
 }
 
+/// A password change: the other sessions ended, and the caller's too; these are the
+/// tokens of the new session.
+#[derive(Serialize, ToSchema)]
+pub struct PasswordChanged {
+    #[schema(example = "Password changed successfully.")]
+    pub message: &'static str,
+    /// The user's other sessions that were ended.
+    pub sessions_ended: u64,
+    pub user_token: UserToken,
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct SessionsEnded {
     pub message: &'static str,
-    /// The sessions that were ended (by a password change: the user's other sessions).
+    /// The sessions that were ended.
     pub sessions_ended: u64,
 }
 

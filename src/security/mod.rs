@@ -1,6 +1,7 @@
-//! Cryptography: password hashing and the two kinds of token.
+//! Cryptography: password hashing, the two kinds of session token, and device tokens.
 
 pub mod access;
+pub mod devices;
 pub mod keys;
 pub mod passwords;
 pub mod refresh;

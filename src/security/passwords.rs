@@ -1,8 +1,10 @@
 //! argon2id hashing on a few threads of its own, with a bound on the callers waiting for
-//! one. The old app's bcrypt hashes still verify, and are replaced by argon2id on the first
-//! successful login.
+//! one and at most one hash in flight per owner (an account, a user), so that no one
+//! account can fill the queue. The old app's bcrypt hashes still verify, and are replaced
+//! by argon2id on the first successful login whose password bcrypt read whole.
 
 use std::{
+    collections::HashSet,
     panic::AssertUnwindSafe,
     sync::{
         Arc, Mutex,
@@ -28,6 +30,9 @@ pub enum HashError {
     /// Too many callers already wait for a hashing thread.
     #[error("password hashing is saturated")]
     Saturated,
+    /// The owner already has a hash in flight.
+    #[error("a password check of this owner is already in flight")]
+    Busy,
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
@@ -49,6 +54,8 @@ pub struct Passwords {
     /// Jobs handed to the hashing threads and not finished, and how many may be.
     pending: Arc<AtomicUsize>,
     pending_limit: usize,
+    /// The owners with a hash in flight.
+    in_flight: Arc<Mutex<HashSet<String>>>,
     /// A hash of no one's password: unknown emails are checked against it so that they
     /// cost as much as a wrong password. Made on first use to keep start-up fast.
     dummy: Arc<OnceCell<String>>,
@@ -66,29 +73,37 @@ impl Passwords {
             hashers: spawn_hashers(settings.concurrency)?,
             pending: Arc::new(AtomicUsize::new(0)),
             pending_limit: settings.concurrency + settings.queue_limit,
+            in_flight: Arc::default(),
             dummy: Arc::new(OnceCell::new()),
         })
     }
 
-    /// A PHC string for a new password.
-    pub async fn hash(&self, password: &Password) -> Result<String, HashError> {
+    /// A PHC string for a new password of `owner`'s; `None` for a password of no one yet
+    /// (a registration, bounded by the per-IP limit instead).
+    pub async fn hash(&self, owner: Option<&str>, password: &Password) -> Result<String, HashError> {
         let argon2 = self.argon2.clone();
         let password = password.expose().to_owned();
-        self.on_hashing_thread(move |memory| new_hash(&argon2, password.as_bytes(), memory)).await
+        self.on_hashing_thread(owner, move |memory| new_hash(&argon2, password.as_bytes(), memory)).await
     }
 
-    /// Checks `password` against a stored PHC string.
-    pub async fn verify(&self, password: &Password, stored: &str) -> Result<Verdict, HashError> {
+    /// Checks `owner`'s `password` against a stored PHC string.
+    pub async fn verify(&self, owner: &str, password: &Password, stored: &str) -> Result<Verdict, HashError> {
         let argon2 = self.argon2.clone();
         let password = password.expose().to_owned();
         let stored = stored.to_owned();
-        self.on_hashing_thread(move |memory| {
+        self.on_hashing_thread(Some(owner), move |memory| {
             if is_bcrypt(&stored) {
                 // bcrypt reads at most 72 bytes of a password, as the old app's library did.
                 let matches =
                     bcrypt::verify(password.as_bytes(), &stored).map_err(|e| anyhow!("stored bcrypt hash: {e}"))?;
                 if !matches {
                     return Ok(Verdict::Mismatch);
+                }
+                // From 72 bytes on, bcrypt saw neither the rest nor where the password
+                // ends: the one typed may differ from the user's after its 72nd byte, and
+                // must not replace it. The bcrypt hash stays, as strong as it was.
+                if password.len() >= BCRYPT_READS {
+                    return Ok(Verdict::Match);
                 }
                 return Ok(Verdict::MatchNeedsRehash(new_hash(&argon2, password.as_bytes(), memory)?));
             }
@@ -111,22 +126,26 @@ impl Passwords {
     }
 
     /// Spends the time of a real check without any account: always a mismatch.
-    pub async fn verify_nobody(&self, password: &Password) -> Result<(), HashError> {
+    pub async fn verify_nobody(&self, owner: &str, password: &Password) -> Result<(), HashError> {
         let dummy = self
             .dummy
             .get_or_try_init(|| async {
-                let unguessable = Password::parse_offered(&uuid::Uuid::new_v4().to_string(), PASSWORD_POLICY_ANY)
-                    .map_err(|e| anyhow!("{e}"))?;
-                self.hash(&unguessable).await
+                let argon2 = self.argon2.clone();
+                let unguessable = uuid::Uuid::new_v4().to_string();
+                self.on_hashing_thread(None, move |memory| new_hash(&argon2, unguessable.as_bytes(), memory)).await
             })
             .await?;
-        self.verify(password, dummy).await.map(drop)
+        self.verify(owner, password, dummy).await.map(drop)
     }
 
     async fn on_hashing_thread<T: Send + 'static>(
         &self,
+        owner: Option<&str>,
         work: impl FnOnce(&mut Vec<Block>) -> anyhow::Result<T> + Send + 'static,
     ) -> Result<T, HashError> {
+        // Held by the job, not by the caller: a caller that goes away mid-hash does not
+        // free its owner's place before the hash it started is done.
+        let claim = owner.map(|owner| OwnerClaim::take(&self.in_flight, owner).ok_or(HashError::Busy)).transpose()?;
         let ticket = PendingTicket::take(&self.pending, self.pending_limit).ok_or(HashError::Saturated)?;
         let (answer, answered) = oneshot::channel();
         let job: Job = Box::new(move |memory| {
@@ -135,8 +154,9 @@ impl Passwords {
                 return;
             }
             let result = work(memory);
-            // The place is free before the caller hears back.
+            // The places are free before the caller hears back.
             drop(ticket);
+            drop(claim);
             let _ = answer.send(result);
         });
         self.hashers.send(job).map_err(|_| anyhow!("the hashing threads have stopped"))?;
@@ -224,8 +244,28 @@ fn is_bcrypt(stored: &str) -> bool {
     ["$2a$", "$2b$", "$2y$"].iter().any(|prefix| stored.starts_with(prefix))
 }
 
-const PASSWORD_POLICY_ANY: crate::domain::PasswordPolicy =
-    crate::domain::PasswordPolicy { min_length: 1, max_length: 1024 };
+/// The bytes of a password that bcrypt reads, its terminating NUL included; a password of
+/// this length or longer has had its end, or more, cut off.
+const BCRYPT_READS: usize = 72;
+
+/// An owner's one place among the hashes in flight; released on drop.
+struct OwnerClaim {
+    in_flight: Arc<Mutex<HashSet<String>>>,
+    owner: String,
+}
+
+impl OwnerClaim {
+    fn take(in_flight: &Arc<Mutex<HashSet<String>>>, owner: &str) -> Option<Self> {
+        let mut owners = in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        owners.insert(owner.to_owned()).then(|| Self { in_flight: Arc::clone(in_flight), owner: owner.to_owned() })
+    }
+}
+
+impl Drop for OwnerClaim {
+    fn drop(&mut self) {
+        self.in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&self.owner);
+    }
+}
 
 /// A place among the pending hashing jobs; released on drop.
 struct PendingTicket(Arc<AtomicUsize>);
@@ -247,27 +287,26 @@ impl Drop for PendingTicket {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::PasswordPolicy;
 
     fn password(s: &str) -> Password {
-        Password::parse_offered(s, PasswordPolicy { min_length: 1, max_length: 128 }).unwrap()
+        Password::parse_offered(s).unwrap()
     }
 
     #[tokio::test]
     async fn hashes_are_argon2id_with_the_configured_parameters_and_verify() {
         let passwords = Passwords::new(&PasswordSettings::default()).unwrap();
-        let hash = passwords.hash(&password("correct horse")).await.unwrap();
+        let hash = passwords.hash(None, &password("correct horse")).await.unwrap();
         assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{hash}");
-        assert_eq!(passwords.verify(&password("correct horse"), &hash).await.unwrap(), Verdict::Match);
-        assert_eq!(passwords.verify(&password("correct horsE"), &hash).await.unwrap(), Verdict::Mismatch);
+        assert_eq!(passwords.verify("owner", &password("correct horse"), &hash).await.unwrap(), Verdict::Match);
+        assert_eq!(passwords.verify("owner", &password("correct horsE"), &hash).await.unwrap(), Verdict::Mismatch);
     }
 
     #[tokio::test]
     async fn a_hash_with_old_parameters_is_upgraded_on_match() {
         let old = Passwords::new(&PasswordSettings { iterations: 3, ..PasswordSettings::default() }).unwrap();
         let current = Passwords::new(&PasswordSettings::default()).unwrap();
-        let hash = old.hash(&password("pw")).await.unwrap();
-        match current.verify(&password("pw"), &hash).await.unwrap() {
+        let hash = old.hash(None, &password("pw")).await.unwrap();
+        match current.verify("owner", &password("pw"), &hash).await.unwrap() {
             Verdict::MatchNeedsRehash(new) => assert!(new.contains("m=19456,t=2,p=1"), "{new}"),
             other => panic!("expected a rehash, got {other:?}"),
         }
@@ -279,17 +318,17 @@ mod tests {
         let parts = bcrypt::hash_with_result("old secret", 4).unwrap();
         for version in [bcrypt::Version::TwoA, bcrypt::Version::TwoB, bcrypt::Version::TwoY] {
             let legacy = parts.format_for_version(version);
-            assert_eq!(passwords.verify(&password("old secreT"), &legacy).await.unwrap(), Verdict::Mismatch);
-            match passwords.verify(&password("old secret"), &legacy).await.unwrap() {
+            assert_eq!(passwords.verify("owner", &password("old secreT"), &legacy).await.unwrap(), Verdict::Mismatch);
+            match passwords.verify("owner", &password("old secret"), &legacy).await.unwrap() {
                 Verdict::MatchNeedsRehash(new) => {
                     assert!(new.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{new}");
-                    assert_eq!(passwords.verify(&password("old secret"), &new).await.unwrap(), Verdict::Match);
+                    assert_eq!(passwords.verify("owner", &password("old secret"), &new).await.unwrap(), Verdict::Match);
                 }
                 other => panic!("{legacy}: expected a rehash, got {other:?}"),
             }
         }
         // A damaged bcrypt hash is an error, not a match.
-        assert!(passwords.verify(&password("old secret"), "$2b$04$short").await.is_err());
+        assert!(passwords.verify("owner", &password("old secret"), "$2b$04$short").await.is_err());
     }
 
     #[tokio::test]
@@ -297,10 +336,10 @@ mod tests {
         use argon2::PasswordHasher;
         let passwords = Passwords::new(&PasswordSettings::default()).unwrap();
         let stored = Argon2::default().hash_password(b"correct horse").unwrap().to_string();
-        assert_eq!(passwords.verify(&password("correct horse"), &stored).await.unwrap(), Verdict::Match);
-        assert_eq!(passwords.verify(&password("correct horsE"), &stored).await.unwrap(), Verdict::Mismatch);
+        assert_eq!(passwords.verify("owner", &password("correct horse"), &stored).await.unwrap(), Verdict::Match);
+        assert_eq!(passwords.verify("owner", &password("correct horsE"), &stored).await.unwrap(), Verdict::Mismatch);
 
-        let ours = passwords.hash(&password("correct horse")).await.unwrap();
+        let ours = passwords.hash(None, &password("correct horse")).await.unwrap();
         let parsed = PasswordHash::new(&ours).unwrap();
         assert!(argon2::PasswordVerifier::verify_password(&Argon2::default(), b"correct horse", &parsed).is_ok());
     }
@@ -313,12 +352,12 @@ mod tests {
         let (release, held) = std::sync::mpsc::channel::<()>();
         let holding = tokio::spawn({
             let passwords = passwords.clone();
-            async move { passwords.on_hashing_thread(move |_| Ok(held.recv().ok())).await }
+            async move { passwords.on_hashing_thread(None, move |_| Ok(held.recv().ok())).await }
         });
         let ran = Arc::new(AtomicBool::new(false));
         let abandoned = {
             let ran = Arc::clone(&ran);
-            passwords.on_hashing_thread(move |_| {
+            passwords.on_hashing_thread(None, move |_| {
                 ran.store(true, Ordering::SeqCst);
                 Ok(())
             })
@@ -328,7 +367,7 @@ mod tests {
         release.send(()).unwrap();
         assert!(holding.await.unwrap().is_ok());
         // The queue is first in, first out: once this one is done, the abandoned one was seen.
-        passwords.on_hashing_thread(|_| Ok(())).await.unwrap();
+        passwords.on_hashing_thread(None, |_| Ok(())).await.unwrap();
         assert!(!ran.load(Ordering::SeqCst), "the abandoned job ran");
         assert_eq!(passwords.pending.load(Ordering::SeqCst), 0, "its place was given back");
     }
@@ -341,9 +380,40 @@ mod tests {
         let pw = password("pw");
         // join! polls each call once before any finishes: the first hashes, the second
         // waits, the third finds no place.
-        let (first, second, third) = tokio::join!(passwords.hash(&pw), passwords.hash(&pw), passwords.hash(&pw));
+        let (first, second, third) =
+            tokio::join!(passwords.hash(None, &pw), passwords.hash(None, &pw), passwords.hash(None, &pw));
         assert!(first.is_ok() && second.is_ok());
         assert!(matches!(third, Err(HashError::Saturated)), "{third:?}");
-        assert!(passwords.hash(&pw).await.is_ok(), "places are given back");
+        assert!(passwords.hash(None, &pw).await.is_ok(), "places are given back");
+    }
+
+    #[tokio::test]
+    async fn an_owner_has_one_hash_in_flight_and_others_are_not_held_up() {
+        let passwords = Passwords::new(&PasswordSettings::default()).unwrap();
+        let pw = password("pw");
+        let (first, second, other) = tokio::join!(
+            passwords.hash(Some("ada"), &pw),
+            passwords.hash(Some("ada"), &pw),
+            passwords.hash(Some("bob"), &pw)
+        );
+        assert!(first.is_ok() && other.is_ok());
+        assert!(matches!(second, Err(HashError::Busy)), "{second:?}");
+        assert!(passwords.hash(Some("ada"), &pw).await.is_ok(), "the place is given back");
+    }
+
+    #[tokio::test]
+    async fn a_bcrypt_match_of_72_bytes_or_more_is_never_rehashed() {
+        let passwords = Passwords::new(&PasswordSettings::default()).unwrap();
+        let first_72 = "x".repeat(72);
+        let legacy = bcrypt::hash(format!("{first_72} the real ending"), 4).unwrap();
+        for offered in [format!("{first_72} a guessed ending"), first_72.clone()] {
+            assert_eq!(passwords.verify("owner", &password(&offered), &legacy).await.unwrap(), Verdict::Match);
+        }
+        let legacy = bcrypt::hash(&first_72[..71], 4).unwrap();
+        assert!(matches!(
+            passwords.verify("owner", &password(&first_72[..71]), &legacy).await.unwrap(),
+            Verdict::MatchNeedsRehash(_)
+        ));
+        assert_eq!(passwords.verify("owner", &password(&first_72), &legacy).await.unwrap(), Verdict::Mismatch);
     }
 }

@@ -54,7 +54,7 @@ pub async fn check(pool: &PgPool, migrator: &Migrator) -> anyhow::Result<()> {
             // The row checks below would only fail on the missing columns.
             return Err(refusal(&problems));
         }
-        for table in ["sessions", "secrets"] {
+        for table in ["sessions", "secrets", "known_devices"] {
             if exists(table).await? {
                 problems.push(format!("a table named {table} already exists, and authd needs that name: rename it"));
             }

@@ -8,6 +8,7 @@
 //! keeps them as RFC 3339 text, which compares in time order.
 
 mod adoption;
+mod devices;
 mod postgres;
 mod secrets;
 mod sessions;
@@ -25,8 +26,8 @@ use url::Url;
 
 pub use sessions::{NewSession, SessionChange, SessionRecord, SessionSummary};
 pub use signing_keys::SigningKeyRecord;
-pub use throttle::ThrottleCount;
-pub use users::{NewUser, ProfileUpdate, UserRecord};
+pub use throttle::{Allowance, ThrottleCount};
+pub use users::{NewUser, PasswordChange, ProfileUpdate, UserRecord};
 
 use crate::config::DatabaseSettings;
 

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{Pool, Store, StoreResult, UserRecord, classify, postgres, run};
+use super::{Pool, Store, StoreResult, UserRecord, classify, on_pool, postgres, run, users::user_columns};
 
 /// The columns a `SessionRecord` is read from.
 macro_rules! session_columns {
@@ -27,6 +27,8 @@ pub struct SessionRecord {
 pub struct NewSession<'a> {
     pub session_id: Uuid,
     pub user_id: i64,
+    /// The user's credentials version that the login checked.
+    pub credentials_version: i64,
     pub now: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
     pub user_agent: Option<&'a str>,
@@ -55,29 +57,50 @@ pub enum SessionChange {
     User(i64),
 }
 
+/// After a password change or a logout everywhere, no device is trusted past the
+/// account's failure ceiling until it logs in again: a lost or stolen one, least of all.
+pub(super) const FORGET_DEVICES: &str = "delete from known_devices where user_id = $1";
+
+pub(super) const REVOKE_USER_SESSIONS: &str =
+    "update sessions set revoked_at = $2 where user_id = $1 and revoked_at is null";
+
+/// Starts a session if the user's credentials are still those of `$7`.
+pub(super) const INSERT_SESSION: &str =
+    "insert into sessions (session_id, user_id, created_at, last_used_at, expires_at, user_agent, ip, credentials_version)
+     select $1, $2, $3, $3, $4, $5, $6, $7
+      where exists (select 1 from users where user_id = $2 and credentials_version = $7)";
+
+/// Binds a [`NewSession`] to [`INSERT_SESSION`].
+macro_rules! insert_session {
+    ($s:expr) => {
+        sqlx::query($crate::store::sessions::INSERT_SESSION)
+            .bind($s.session_id)
+            .bind($s.user_id)
+            .bind($s.now)
+            .bind($s.expires_at)
+            .bind($s.user_agent)
+            .bind($s.ip)
+            .bind($s.credentials_version)
+    };
+}
+pub(super) use insert_session;
+
 impl Store {
-    pub async fn insert_session(&self, s: &NewSession<'_>) -> StoreResult<()> {
-        run!(
-            self,
-            query(
-                "insert into sessions (session_id, user_id, created_at, last_used_at, expires_at, user_agent, ip)
-                 values ($1, $2, $3, $3, $4, $5, $6)",
-                s.session_id,
-                s.user_id,
-                s.now,
-                s.expires_at,
-                s.user_agent,
-                s.ip,
-            )
-            .execute
-        )?;
-        Ok(())
+    /// Starts a session, unless the user's credentials moved on (a password change, a
+    /// logout everywhere) since the login read them, or the user is gone: then `false`.
+    pub async fn insert_session(&self, s: &NewSession<'_>) -> StoreResult<bool> {
+        match on_pool!(self, |pool| insert_session!(s).execute(pool).await.map(|done| done.rows_affected())) {
+            Ok(inserted) => Ok(inserted == 1),
+            // The user was deleted between the check and the insert (PostgreSQL).
+            Err(sqlx::Error::Database(db)) if db.is_foreign_key_violation() => Ok(false),
+            Err(e) => Err(classify(e)),
+        }
     }
 
     /// Moves a live session from `generation` to the next one, atomically: of concurrent
     /// callers with the same generation, exactly one gets the session (now at
-    /// `generation + 1`) back. A session that is revoked, past `expires_at`
-    /// or unused since `idle_cutoff` does not move.
+    /// `generation + 1`) back. A session that is revoked, past `expires_at`, unused since
+    /// `idle_cutoff`, or of credentials that have since changed does not move.
     pub async fn advance_session(
         &self,
         session_id: Uuid,
@@ -95,6 +118,8 @@ impl Store {
                         set generation = generation + 1, rotated_at = $3, last_used_at = $3
                       where session_id = $1 and generation = $2 and revoked_at is null
                         and expires_at > $3 and last_used_at > $4
+                        and credentials_version =
+                            (select u.credentials_version from users u where u.user_id = sessions.user_id)
                      returning ",
                     session_columns!()
                 ),
@@ -126,30 +151,23 @@ impl Store {
         Ok(ended)
     }
 
-    /// Ends every live session of a user; returns how many.
-    pub async fn revoke_user_sessions(&self, user_id: i64, now: DateTime<Utc>) -> StoreResult<u64> {
-        let ended = run!(
-            self,
-            query("update sessions set revoked_at = $2 where user_id = $1 and revoked_at is null", user_id, now)
-                .execute
-        )?;
-        self.announce(SessionChange::User(user_id)).await?;
-        Ok(ended)
-    }
-
-    /// Ends every live session of a user but `keep`; returns how many.
-    pub async fn revoke_other_sessions(&self, user_id: i64, keep: Uuid, now: DateTime<Utc>) -> StoreResult<u64> {
-        let ended = run!(
-            self,
-            query(
-                "update sessions set revoked_at = $3
-                  where user_id = $1 and session_id <> $2 and revoked_at is null",
-                user_id,
-                keep,
-                now,
-            )
-            .execute
-        )?;
+    /// Ends every session of a user, those whose login is still under way included: the
+    /// user's credentials version moves on, and the user's devices are known no more.
+    /// Returns how many sessions were live.
+    pub async fn end_all_sessions(&self, user_id: i64, now: DateTime<Utc>) -> StoreResult<u64> {
+        let ended = on_pool!(self, |pool| async {
+            let mut tx = pool.begin().await?;
+            sqlx::query("update users set credentials_version = credentials_version + 1 where user_id = $1")
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(FORGET_DEVICES).bind(user_id).execute(&mut *tx).await?;
+            let ended = sqlx::query(REVOKE_USER_SESSIONS).bind(user_id).bind(now).execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(ended.rows_affected())
+        }
+        .await)
+        .map_err(classify)?;
         self.announce(SessionChange::User(user_id)).await?;
         Ok(ended)
     }
@@ -176,9 +194,11 @@ impl Store {
         run!(
             self,
             query_as(
-                "select session_id, created_at, last_used_at, expires_at, user_agent, ip from sessions
-                  where user_id = $1 and revoked_at is null and expires_at > $2
-                  order by last_used_at desc, created_at desc",
+                "select s.session_id, s.created_at, s.last_used_at, s.expires_at, s.user_agent, s.ip
+                   from sessions s join users u on u.user_id = s.user_id
+                  where s.user_id = $1 and s.revoked_at is null and s.expires_at > $2
+                    and s.credentials_version = u.credentials_version
+                  order by s.last_used_at desc, s.created_at desc",
                 user_id,
                 now,
             )
@@ -196,9 +216,13 @@ impl Store {
         run!(
             self,
             query_as(
-                "select u.user_id, u.name, u.email, u.location, u.about, u.password, u.created_at, u.updated_at
-                   from sessions s join users u on u.user_id = s.user_id
-                  where s.session_id = $1 and s.user_id = $2 and s.revoked_at is null and s.expires_at > $3",
+                concat!(
+                    "select ",
+                    user_columns!("u."),
+                    " from sessions s join users u on u.user_id = s.user_id
+                     where s.session_id = $1 and s.user_id = $2 and s.revoked_at is null and s.expires_at > $3
+                       and s.credentials_version = u.credentials_version"
+                ),
                 session_id,
                 user_id,
                 now,

@@ -12,26 +12,92 @@ pub struct ThrottleCount {
     pub last_hit_ms: i64,
 }
 
+/// Counts a hit under `$1` at `$2` in a fixed window of `$3` milliseconds: a window begun
+/// `$3` or more before `$2` starts over at this hit. Every expression of `set` (and of a
+/// `where` that may follow) sees the row as it was, so each is one decision.
+macro_rules! count_hit {
+    () => {
+        "insert into throttle (key, hits, window_start_ms, last_hit_ms) values ($1, 1, $2, $2)
+         on conflict (key) do update set
+           hits = case when throttle.window_start_ms <= $2 - $3 then 1 else throttle.hits + 1 end,
+           window_start_ms = case when throttle.window_start_ms <= $2 - $3 then $2 else throttle.window_start_ms end,
+           last_hit_ms = $2"
+    };
+}
+
+/// How many hits one key takes in its window.
+#[derive(Debug, Clone, Copy)]
+pub enum Allowance {
+    /// At most this many.
+    Ceiling(i64),
+    /// `free` hits; then each must wait 1 s after the last, doubling with every further
+    /// hit, up to `max_wait_ms`.
+    Backoff { free: i64, max_wait_ms: i64 },
+}
+
 impl Store {
-    /// Counts one hit under `key`, atomically, in a fixed window of `window_ms`: a window
-    /// begun `window_ms` or more before `now_ms` starts over at this hit.
+    /// Counts one hit under `key`, atomically, in a fixed window of `window_ms`.
     pub async fn throttle_hit(&self, key: &str, now_ms: i64, window_ms: i64) -> StoreResult<ThrottleCount> {
-        // Every expression of `set` sees the row as it was, so the reset is one decision.
+        run!(
+            self,
+            query_as(concat!(count_hit!(), " returning hits, window_start_ms, last_hit_ms"), key, now_ms, window_ms)
+                .fetch_one
+        )
+    }
+
+    /// Counts one hit under `key` if the `allowance` lets it in, atomically: of concurrent
+    /// callers, no more get a count back than the allowance admits. `None` when refused
+    /// (nothing is counted then).
+    pub async fn throttle_hit_within(
+        &self,
+        key: &str,
+        now_ms: i64,
+        window_ms: i64,
+        allowance: Allowance,
+    ) -> StoreResult<Option<ThrottleCount>> {
+        let (free, max_wait_ms) = match allowance {
+            Allowance::Ceiling(ceiling) => (ceiling, 0),
+            Allowance::Backoff { free, max_wait_ms } => (free, max_wait_ms.max(1)),
+        };
+        // The wait is computed in SQL with a shift (both databases have `<<`), its amount
+        // kept within 0..30 by the `case` (which evaluates in order) so that nothing
+        // overflows; no wait ($5 = 0) makes the free hits a ceiling.
         run!(
             self,
             query_as(
-                "insert into throttle (key, hits, window_start_ms, last_hit_ms) values ($1, 1, $2, $2)
-                 on conflict (key) do update set
-                   hits = case when throttle.window_start_ms <= $2 - $3 then 1 else throttle.hits + 1 end,
-                   window_start_ms = case when throttle.window_start_ms <= $2 - $3 then $2 else throttle.window_start_ms end,
-                   last_hit_ms = $2
-                 returning hits, window_start_ms, last_hit_ms",
+                concat!(
+                    count_hit!(),
+                    " where throttle.window_start_ms <= $2 - $3 or throttle.hits < $4
+                         or ($5 > 0 and throttle.last_hit_ms <= $2 - case
+                              when throttle.hits < $4 then 0
+                              when throttle.hits - $4 >= 30 then $5
+                              when (cast(1000 as bigint) << cast(throttle.hits - $4 as integer)) > $5 then $5
+                              else cast(1000 as bigint) << cast(throttle.hits - $4 as integer)
+                            end)
+                      returning hits, window_start_ms, last_hit_ms"
+                ),
                 key,
                 now_ms,
                 window_ms,
+                free,
+                max_wait_ms,
             )
-            .fetch_one
+            .fetch_optional
         )
+    }
+
+    /// Takes back one hit counted under `key` in the window begun at `window_start_ms`.
+    pub async fn throttle_refund(&self, key: &str, window_start_ms: i64) -> StoreResult<()> {
+        run!(
+            self,
+            query(
+                "update throttle set hits = hits - 1 where key = $1 and window_start_ms = $2 and hits > 0",
+                key,
+                window_start_ms,
+            )
+            .execute
+        )?;
+        Ok(())
     }
 
     /// The hits under `key` in a window still open at `now_ms`, if any.

@@ -1,16 +1,43 @@
 //! `users`: accounts, with the old app's columns (see migrations/postgres).
 
 use chrono::{DateTime, Utc};
+use uuid::Uuid;
 
-use super::{Pool, SessionChange, Store, StoreError, StoreResult, classify, on_pool, postgres, run};
+use super::{
+    NewSession, Pool, SessionChange, Store, StoreError, StoreResult, classify, on_pool, postgres, run,
+    sessions::{FORGET_DEVICES, REVOKE_USER_SESSIONS, insert_session},
+};
 
-/// The columns a `UserRecord` is read from (a macro, so that `concat!` makes each query a
-/// constant).
+/// The columns a `UserRecord` is read from, each after an optional table alias (a macro,
+/// so that `concat!` makes each query a constant).
 macro_rules! user_columns {
     () => {
-        "user_id, name, email, location, about, password, created_at, updated_at"
+        user_columns!("")
+    };
+    ($alias:literal) => {
+        concat!(
+            $alias,
+            "user_id, ",
+            $alias,
+            "name, ",
+            $alias,
+            "email, ",
+            $alias,
+            "location, ",
+            $alias,
+            "about, ",
+            $alias,
+            "password, ",
+            $alias,
+            "created_at, ",
+            $alias,
+            "updated_at, ",
+            $alias,
+            "credentials_version"
+        )
     };
 }
+pub(super) use user_columns;
 
 /// Sessions go with the user (on delete cascade).
 pub(super) const DELETE_USER: &str = "delete from users where user_id = $1";
@@ -26,6 +53,19 @@ pub struct UserRecord {
     pub password: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Moves on with every change of password and every logout everywhere: a session
+    /// started with another is over.
+    pub credentials_version: i64,
+}
+
+/// A password change: the hash it replaces, and the session it starts in place of every
+/// other (the caller's own included).
+pub struct PasswordChange<'a> {
+    pub user_id: i64,
+    pub current_hash: &'a str,
+    pub new_hash: &'a str,
+    pub current_session: Uuid,
+    pub new_session: NewSession<'a>,
 }
 
 pub struct NewUser<'a> {
@@ -80,12 +120,55 @@ impl Store {
         )
     }
 
-    pub async fn set_password_hash(&self, user_id: i64, hash: &str, now: DateTime<Utc>) -> StoreResult<()> {
-        run!(
+    /// Replaces a hash by a stronger one of the same password, unless the password has
+    /// changed since `current` was read; returns whether it did.
+    pub async fn upgrade_password_hash(&self, user_id: i64, current: &str, upgraded: &str) -> StoreResult<bool> {
+        let done = run!(
             self,
-            query("update users set password = $2, updated_at = $3 where user_id = $1", user_id, hash, now).execute
+            query("update users set password = $3 where user_id = $1 and password = $2", user_id, current, upgraded)
+                .execute
         )?;
-        self.announce(SessionChange::User(user_id)).await
+        Ok(done == 1)
+    }
+
+    /// In one transaction: replaces the password if it is still `current_hash`, moves the
+    /// credentials version on, ends every session, forgets the user's devices, and starts
+    /// the new session. Returns how
+    /// many sessions other than the caller's were live, or `None` if the password had
+    /// changed meanwhile (then nothing is done).
+    pub async fn change_password(&self, change: &PasswordChange<'_>) -> StoreResult<Option<u64>> {
+        let PasswordChange { user_id, current_hash, new_hash, current_session, new_session } = change;
+        let ended = on_pool!(self, |pool| async {
+            let mut tx = pool.begin().await?;
+            let version: Option<i64> = sqlx::query_scalar(
+                "update users set password = $3, credentials_version = credentials_version + 1, updated_at = $4
+                  where user_id = $1 and password = $2
+                 returning credentials_version",
+            )
+            .bind(user_id)
+            .bind(current_hash)
+            .bind(new_hash)
+            .bind(new_session.now)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(version) = version else { return Ok(None) };
+            sqlx::query("update sessions set revoked_at = $2 where session_id = $1 and revoked_at is null")
+                .bind(current_session)
+                .bind(new_session.now)
+                .execute(&mut *tx)
+                .await?;
+            let others =
+                sqlx::query(REVOKE_USER_SESSIONS).bind(user_id).bind(new_session.now).execute(&mut *tx).await?;
+            sqlx::query(FORGET_DEVICES).bind(user_id).execute(&mut *tx).await?;
+            let new_session = NewSession { credentials_version: version, ..*new_session };
+            insert_session!(new_session).execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(Some(others.rows_affected()))
+        }
+        .await)
+        .map_err(classify)?;
+        self.announce(SessionChange::User(*user_id)).await?;
+        Ok(ended)
     }
 
     /// Applies a partial profile change; `None` when there is no such user.

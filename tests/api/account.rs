@@ -95,7 +95,7 @@ async fn update_me_changes_only_the_given_fields_and_null_clears_about() {
     assert_eq!(field_violations(&status).iter().map(|v| v.0.as_str()).collect::<Vec<_>>(), ["name"]);
 }
 
-async fn changing_the_password_ends_every_other_session_and_keeps_the_callers() {
+async fn changing_the_password_ends_every_session_and_starts_a_new_one() {
     let app = spawn_app().await;
     let (mine, _) = app.ada_tokens().await;
     let (other, other_refresh) = app.ada_session(PASSWORD, "other-device").await;
@@ -114,8 +114,11 @@ async fn changing_the_password_ends_every_other_session_and_keeps_the_callers() 
     let (status, body) = change(json!({"current_password": PASSWORD, "new_password": "a new passphrase"})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["sessions_ended"], 1);
-    assert_eq!(app.me(Some(&format!("Bearer {mine}"))).await.status(), StatusCode::OK, "the caller's session stays");
-    assert_eq!(app.me(Some(&format!("Bearer {other}"))).await.status(), StatusCode::UNAUTHORIZED);
+    let new_access = body["user_token"]["token"].as_str().unwrap().to_owned();
+    assert_eq!(app.me(Some(&format!("Bearer {new_access}"))).await.status(), StatusCode::OK, "the new session");
+    for ended in [&mine, &other] {
+        assert_eq!(app.me(Some(&format!("Bearer {ended}"))).await.status(), StatusCode::UNAUTHORIZED);
+    }
     assert_eq!(app.refresh(&other_refresh).await.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(app.login("ada@example.com", PASSWORD).await.status(), StatusCode::UNAUTHORIZED);
 
@@ -126,10 +129,13 @@ async fn changing_the_password_ends_every_other_session_and_keeps_the_callers() 
     let status = users.change_password(with_bearer(wrong, &token)).await.unwrap_err();
     assert_eq!(field_violations(&status), [("current_password".to_owned(), "is incorrect".to_owned())]);
     let right = ChangePasswordRequest { current_password: "a new passphrase".into(), new_password: PASSWORD.into() };
-    let ended = users.change_password(with_bearer(right, &token)).await.unwrap().into_inner().sessions_ended;
-    assert_eq!(ended, 1, "the REST caller's session");
-    assert_eq!(app.me(Some(&format!("Bearer {mine}"))).await.status(), StatusCode::UNAUTHORIZED);
-    assert!(users.get_me(with_bearer(GetMeRequest {}, &token)).await.is_ok());
+    let changed = users.change_password(with_bearer(right, &token)).await.unwrap().into_inner();
+    assert_eq!(changed.sessions_ended, 1, "the REST caller's new session");
+    assert_eq!(app.me(Some(&format!("Bearer {new_access}"))).await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(users.get_me(with_bearer(GetMeRequest {}, &token)).await.unwrap_err().code(), Code::Unauthenticated);
+    let tokens = changed.tokens.expect("the new session's tokens");
+    assert!(users.get_me(with_bearer(GetMeRequest {}, &tokens.access_token)).await.is_ok());
+    assert_eq!(app.refresh(&tokens.refresh_token).await.status(), StatusCode::OK);
 }
 
 async fn deleting_the_account_kills_its_tokens_and_frees_the_email() {
@@ -217,7 +223,7 @@ async fn sessions_are_listed_and_revoked_by_their_owner_only() {
 
 on_both_backends!(
     update_me_changes_only_the_given_fields_and_null_clears_about,
-    changing_the_password_ends_every_other_session_and_keeps_the_callers,
+    changing_the_password_ends_every_session_and_starts_a_new_one,
     deleting_the_account_kills_its_tokens_and_frees_the_email,
     sessions_are_listed_and_revoked_by_their_owner_only,
 );

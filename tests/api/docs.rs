@@ -13,6 +13,7 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/api/v1/register-user", &["post"]),
     ("/api/v1/auth/login", &["post"]),
     ("/api/v1/auth/refresh-token", &["post"]),
+    ("/api/v1/auth/revoke", &["post"]),
     ("/api/v1/auth/logout", &["post"]),
     ("/api/v1/auth/validate", &["post"]),
     ("/api/v1/me", &["get", "patch", "delete"]),
@@ -144,11 +145,11 @@ async fn schemathesis_finds_the_live_server_true_to_its_document() {
     }
     let app = spawn_app().await;
     let (access, _) = app.ada_tokens().await;
-    // Logout ends the session whose token the run sends: test it last, so that the other
-    // bearer routes are exercised signed in, not only for their 401.
-    let logout = ["/api/v1/auth/logout"];
-    schemathesis(&app, &access, &["--exclude-path", logout[0]]).await;
-    schemathesis(&app, &access, &["--include-path", logout[0]]).await;
+    // Logout and a password change end the session whose token the run sends: test them
+    // last, so that the other bearer routes are exercised signed in, not only for their 401.
+    let ending = ["/api/v1/auth/logout", "/api/v1/me/password"];
+    schemathesis(&app, &access, &["--exclude-path", ending[0], "--exclude-path", ending[1]]).await;
+    schemathesis(&app, &access, &["--include-path", ending[0], "--include-path", ending[1]]).await;
 }
 
 /// One `st run` against the app with the checks above; fails the test on any finding.

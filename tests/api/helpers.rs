@@ -9,7 +9,7 @@ use authd::{
 };
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
-use sqlx::{Connection, Executor, PgConnection};
+use sqlx::{Connection, Executor, PgConnection, SqliteConnection};
 use tokio::sync::oneshot;
 use tonic::{Code, Status, transport::Channel};
 use tonic_types::StatusExt;
@@ -278,8 +278,71 @@ impl TestApp {
     }
 
     pub async fn grpc_login(&self, email: &str, password: &str) -> Result<pb::TokenResponse, Status> {
-        let request = pb::LoginRequest { email: email.into(), password: password.into() };
+        let request = pb::LoginRequest { email: email.into(), password: password.into(), ..Default::default() };
         self.auth().await.login(request).await.map(tonic::Response::into_inner)
+    }
+}
+
+/// An HTTP client whose connections come from `ip` (any 127.0.0.0/8 address is local),
+/// so one test can play callers at several addresses.
+pub fn client_from(ip: &str) -> reqwest::Client {
+    reqwest::Client::builder().local_address(ip.parse::<std::net::IpAddr>().unwrap()).build().unwrap()
+}
+
+/// Another server over the same database, as a second replica would be; stopped on drop.
+pub struct Replica {
+    pub addr: SocketAddr,
+    server: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Replica {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl TestApp {
+    /// Starts a second server on this app's database, with its own settings.
+    pub async fn replica(&self, configure: impl FnOnce(&mut Settings)) -> Replica {
+        let mut settings = test_settings(self.database_url());
+        configure(&mut settings);
+        let app = Application::build(settings).await.expect("the replica starts");
+        let addr = app.local_addr();
+        Replica { addr, server: tokio::spawn(app.run_until(std::future::pending())) }
+    }
+
+    /// Runs one SQL statement on the app's database directly, as an operator would.
+    pub async fn sql(&self, statement: &str) {
+        let statement = sqlx::AssertSqlSafe(statement.to_owned());
+        match backend() {
+            Backend::Sqlite => {
+                SqliteConnection::connect(self.database_url()).await.unwrap().execute(statement).await.unwrap();
+            }
+            Backend::Postgres(_) => {
+                PgConnection::connect(self.database_url()).await.unwrap().execute(statement).await.unwrap();
+            }
+        };
+    }
+
+    /// The text in the first column of the first row a query returns, if any row.
+    pub async fn sql_text(&self, query: &str) -> Option<String> {
+        let query = sqlx::AssertSqlSafe(query.to_owned());
+        match backend() {
+            Backend::Sqlite => {
+                let mut conn = SqliteConnection::connect(self.database_url()).await.unwrap();
+                sqlx::query_scalar(query).fetch_optional(&mut conn).await.unwrap()
+            }
+            Backend::Postgres(_) => {
+                let mut conn = PgConnection::connect(self.database_url()).await.unwrap();
+                sqlx::query_scalar(query).fetch_optional(&mut conn).await.unwrap()
+            }
+        }
     }
 }
 

@@ -9,6 +9,7 @@ mod abuse;
 mod account;
 mod adoption;
 mod concurrency;
+mod credentials;
 mod docs;
 mod embedded;
 mod login;

@@ -259,8 +259,9 @@ async fn the_root_redirects_307_and_the_oauth2_redirect_page_exists() {
 }
 
 /// Point 9: the old Postman collection's flow registers with the password `"string"` (six
-/// characters): register, log in, refresh, get the profile. It works once
-/// `PASSWORD_MIN_LENGTH` is lowered; at the default of 8 the registration says why not.
+/// characters, and the user's name too): register, log in, refresh, get the profile. It
+/// works once `PASSWORD_MIN_LENGTH` is lowered and `PASSWORD_REFUSE_GUESSABLE` is off;
+/// otherwise the registration says why not.
 async fn the_postman_collections_flow_works_with_a_lowered_password_minimum() {
     let user = json!({
         "name": "string", "email": "user@example.com", "location": "string", "about": "string", "password": "string"
@@ -270,8 +271,15 @@ async fn the_postman_collections_flow_works_with_a_lowered_password_minimum() {
         (status, body),
         (StatusCode::UNPROCESSABLE_ENTITY, json!({"error": [{"password": "must be at least 8 characters"}]}))
     );
+    let (status, body) = json_of(spawn_app_with(|s| s.passwords.min_length = 6).await.register(&user).await).await;
+    let why = "must not contain your name or the first part of your email";
+    assert_eq!((status, body), (StatusCode::UNPROCESSABLE_ENTITY, json!({"error": [{"password": why}]})));
 
-    let app = spawn_app_with(|settings| settings.passwords.min_length = 6).await;
+    let app = spawn_app_with(|settings| {
+        settings.passwords.min_length = 6;
+        settings.passwords.refuse_guessable = false;
+    })
+    .await;
     let (status, body) = json_of(app.register(&user).await).await;
     assert_eq!((status, body), (StatusCode::CREATED, json!({"message": "User created successfully."})));
     let (status, login) = json_of(app.login("user@example.com", "string").await).await;

@@ -99,7 +99,11 @@ async fn grpc_web_works_binary_and_text_over_http1_and_http2() {
     let http2 = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
     for (client, version) in [(&http1, "HTTP/1.1"), (&http2, "HTTP/2")] {
         for text in [false, true] {
-            let login = LoginRequest { email: "ada@example.com".into(), password: "correct horse battery".into() };
+            let login = LoginRequest {
+                email: "ada@example.com".into(),
+                password: "correct horse battery".into(),
+                ..Default::default()
+            };
             let (reply, trailers) = grpc_web(&app, client, "/authd.v1.AuthService/Login", &login, text, None).await;
             assert!(trailers.contains("grpc-status:0"), "{version} text={text}: {trailers}");
             let tokens = TokenResponse::decode(reply.unwrap().as_slice()).unwrap();
