@@ -1,9 +1,6 @@
 //! Brute force, enumeration, overload and size limits, against the real server.
 
-use std::{
-    net::IpAddr,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use reqwest::StatusCode;
@@ -11,16 +8,10 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
 
-use crate::helpers::{TestApp, ada, json_of, spawn_app, spawn_app_with};
+use crate::helpers::{TestApp, ada, client_from, json_of, spawn_app, spawn_app_with};
 use authd::pb::RegisterUserRequest;
 
 const PASSWORD: &str = "correct horse battery";
-
-/// An HTTP client whose connections come from `ip` (any 127.0.0.0/8 address is local),
-/// so one test can play callers at several addresses.
-fn client_from(ip: &str) -> reqwest::Client {
-    reqwest::Client::builder().local_address(ip.parse::<IpAddr>().unwrap()).build().unwrap()
-}
 
 async fn login_from(app: &TestApp, client: &reqwest::Client, email: &str, password: &str) -> reqwest::Response {
     client

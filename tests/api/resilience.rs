@@ -22,7 +22,7 @@ use tokio::{
 use tonic::Code;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 
-use crate::helpers::{TestApp, TestDb, ada, json_of, on_postgres, start, test_settings, with_bearer};
+use crate::helpers::{TestApp, TestDb, ada, eventually, json_of, on_postgres, start, test_settings, with_bearer};
 use authd::pb::GetMeRequest;
 
 const PASSWORD: &str = "correct horse battery";
@@ -93,15 +93,6 @@ async fn health(app: &TestApp) -> Option<ServingStatus> {
     let channel = tonic::transport::Channel::from_shared(app.url("")).unwrap().connect().await.ok()?;
     let reply = HealthClient::new(channel).check(HealthCheckRequest { service: String::new() }).await.ok()?;
     ServingStatus::try_from(reply.into_inner().status).ok()
-}
-
-/// Polls `check` every 100 ms until it holds, for at most `limit`.
-async fn eventually<F: Future<Output = bool>>(limit: Duration, what: &str, mut check: impl FnMut() -> F) {
-    let deadline = tokio::time::Instant::now() + limit;
-    while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "not within {limit:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test]
