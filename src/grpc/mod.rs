@@ -38,6 +38,7 @@ pub fn router(authd: Authd, health: HealthServer<impl Health>) -> anyhow::Result
         .add_service(reflection().build_v1alpha().context("reflection v1alpha")?)
         .into_axum_router()
         .layer(middleware::map_response(oversized_message_status))
+        .layer(middleware::map_response(crate::server::not_cached))
         // Only here: on plain HTTP/1.1 routes the grpc-web layer would answer 400.
         .layer(tonic_web::GrpcWebLayer::new()))
 }

@@ -10,9 +10,10 @@ mod wire;
 use std::{convert::Infallible, net::SocketAddr};
 
 use axum::{
-    Json, Router,
+    Extension, Json, Router,
     extract::{ConnectInfo, FromRequestParts, Path, State, rejection::PathRejection},
     http::{HeaderMap, HeaderValue, StatusCode, Uri, header, request::Parts},
+    middleware,
     response::{IntoResponse, Response},
     routing::any,
 };
@@ -20,10 +21,10 @@ use utoipa::OpenApi;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use self::{
-    body::{Body, Patch},
+    body::{AllowedOrigins, Body, Patch},
     error::{
-        BodyRejected, ErrorBody, Overloaded, RefreshRejected, ServerFailed, SessionNotFound, Unauthenticated,
-        WrongCredentials,
+        BodyRejected, CrossSite, ErrorBody, Overloaded, RefreshRejected, ServerFailed, SessionNotFound,
+        Unauthenticated, WrongCredentials,
     },
     wire::{
         ChangePasswordBody, DeleteMeBody, Jwks, LoginBody, LoginForm, LogoutBody, Message, Profile, RefreshBody,
@@ -42,7 +43,7 @@ type Reply<T> = Result<Json<T>, Error>;
 /// Every REST route, with the OpenAPI document and its viewers (`/openapi.json`, `/docs`,
 /// `/redoc`). Same-path handlers only share a `routes!`: it mounts each of its handlers
 /// on each of its paths.
-pub fn router(authd: Authd) -> Router {
+pub fn router(authd: Authd, allowed_origins: &[String]) -> Router {
     let (routes, document) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(register_user))
         .routes(routes!(login))
@@ -63,8 +64,11 @@ pub fn router(authd: Authd) -> Router {
         .paths
         .keys()
         .fold(Router::new(), |router, path| router.route(&format!("{path}/"), any(without_trailing_slash)));
+    // No API answer is for a cache to keep: some carry tokens, the rest personal data.
     routes
         .with_state(authd)
+        .layer(middleware::map_response(crate::server::not_cached))
+        .layer(Extension(AllowedOrigins::new(allowed_origins)))
         .merge(slashed)
         .merge(openapi::router(document))
         .method_not_allowed_fallback(method_not_allowed)
@@ -112,11 +116,12 @@ async fn register_user(State(authd): State<Authd>, client: ClientInfo, body: Bod
 /// Checks the credentials and starts a session. Takes JSON `{email, password}` or the OAuth2
 /// password form (`username` is the email), which Swagger UI's Authorize button uses; the form's
 /// answer also carries `access_token` and `token_type` at the top level. A wrong password and an
-/// unknown email fail alike.
+/// unknown email fail alike. A form posted by a page of another site (by its `Origin` or
+/// `Sec-Fetch-Site`) that `CORS_ALLOWED_ORIGINS` does not list is refused.
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth",
     request_body(content((LoginBody = "application/json"), (LoginForm = "application/x-www-form-urlencoded"))),
     responses((status = 200, description = "Logged in: a new session", body = SignedIn),
-        WrongCredentials, BodyRejected, Overloaded, ServerFailed))]
+        WrongCredentials, CrossSite, BodyRejected, Overloaded, ServerFailed))]
 async fn login(State(authd): State<Authd>, client: ClientInfo, body: Body) -> Reply<SignedIn> {
     let form = body.is_form();
     let (request, bad_fields) = if form {

@@ -8,6 +8,7 @@ mod helpers;
 mod abuse;
 mod account;
 mod adoption;
+mod browsers;
 mod concurrency;
 mod docs;
 mod embedded;
