@@ -27,7 +27,6 @@ use crate::{
     security::{
         access::{AccessTokens, VerifiedAccess},
         passwords::Passwords,
-        random_secret,
         refresh::{RefreshClaim, RefreshTokens},
     },
     store::{Store, UserRecord},
@@ -83,18 +82,21 @@ pub struct Authd {
     throttle: Throttle,
 }
 
-/// The name under which a generated refresh token key is kept in the database.
-const REFRESH_SECRET: &str = "refresh_token_hmac";
-
 impl Authd {
     /// Builds the service over `store`, taking keys from the settings or, where none is
     /// configured, from the store (generating them on first start).
     pub async fn new(store: Arc<Store>, settings: &Settings) -> anyhow::Result<Self> {
         let tokens = &settings.tokens;
+        let sealer = keys::sealer(tokens)?;
+        keys::seal_stored(&store, &sealer).await?;
         let access_keys = keys::load(store.as_ref(), tokens, true).await?;
         let refresh_secret = match &tokens.refresh_secret {
-            Some(key) => key.expose_secret().as_bytes().to_vec(),
-            None => store.secret(REFRESH_SECRET, &random_secret()).await.context("loading the refresh token key")?,
+            Some(key) => {
+                let key = key.expose_secret().as_bytes().to_vec();
+                keys::warn_if_short("REFRESH_TOKEN_SECRET", "HMAC-SHA256 refresh tokens", &key, 32);
+                key
+            }
+            None => keys::generated_secret(&store, &sealer, keys::REFRESH_SECRET).await?,
         };
         Ok(Self {
             throttle: Throttle::new(store.clone(), &settings.throttle),
