@@ -2,7 +2,7 @@
 
 use chrono::Utc;
 
-use super::{Authd, Caller, ClientInfo, Error, Result, throttle::Action, user_message};
+use super::{Authd, Caller, ClientInfo, Error, Result, events, throttle::Action, user_message};
 use crate::{
     domain::{About, Email, FieldViolation, Location, Password, UserName, Violations},
     pb,
@@ -119,16 +119,18 @@ impl Authd {
     /// session of the user; returns how many ended.
     #[tracing::instrument(skip_all)]
     pub async fn change_password(&self, caller: &Caller, req: &pb::ChangePasswordRequest) -> Result<u64> {
-        let Caller { access, user } = caller;
+        let Caller { access, user, client } = caller;
         let (current, new) = self.validate_password_change(req).map_err(Error::InvalidInput)?;
         let user = self.fresh(user).await?;
-        self.check_password(&user, &current, "current_password").await?;
+        self.check_password(&user, &current, "current_password")
+            .await
+            .inspect_err(|e| wrong_password(e, || events::password_changed(user.user_id, false, 0, client)))?;
         let hash = self.passwords.hash(&new).await?;
         let now = Utc::now();
         self.store.set_password_hash(user.user_id, &hash, now).await?;
         let ended = self.store.revoke_other_sessions(user.user_id, access.session_id, now).await?;
         self.cache.apply(SessionChange::User(user.user_id));
-        tracing::info!(user_id = user.user_id, ended, "password changed; other sessions ended");
+        events::password_changed(user.user_id, true, ended, client);
         Ok(ended)
     }
 
@@ -143,13 +145,14 @@ impl Authd {
     /// stop working at once and the email is free again.
     #[tracing::instrument(skip_all)]
     pub async fn delete_me(&self, caller: &Caller, req: &pb::DeleteMeRequest) -> Result<()> {
-        let user = &caller.user;
         let password = self.validate_deletion(req).map_err(Error::InvalidInput)?;
-        let user = self.fresh(user).await?;
-        self.check_password(&user, &password, "password").await?;
+        let user = self.fresh(&caller.user).await?;
+        self.check_password(&user, &password, "password")
+            .await
+            .inspect_err(|e| wrong_password(e, || events::account_deleted(user.user_id, false, &caller.client)))?;
         self.store.delete_user(user.user_id).await?;
         self.cache.apply(SessionChange::User(user.user_id));
-        tracing::info!(user_id = user.user_id, "account deleted");
+        events::account_deleted(user.user_id, true, &caller.client);
         Ok(())
     }
 
@@ -160,5 +163,13 @@ impl Authd {
             Verdict::Mismatch => Err(Error::invalid(field, "is incorrect")),
             Verdict::Match | Verdict::MatchNeedsRehash(_) => Ok(()),
         }
+    }
+}
+
+/// Runs `report` if `error` says the password checked was wrong (not for an overload or an
+/// outage, which say nothing about the password).
+fn wrong_password(error: &Error, report: impl FnOnce()) {
+    if matches!(error, Error::InvalidInput(_)) {
+        report();
     }
 }

@@ -1,11 +1,13 @@
 //! The use cases, shared by every transport, one file per area: `accounts` (registration
 //! and the caller's own account), `sessions` (login, refresh, logout, sessions, token checks).
 //! This file holds the service itself and what every area shares: who is calling, how a
-//! bearer token becomes a live session and user, and how a session is signed in.
+//! bearer token becomes a live session and user, and how a session is signed in. Beside
+//! them: `throttle` (rate limits), `events` (the security log), `keys`.
 
 mod accounts;
 mod cache;
 mod error;
+mod events;
 pub mod keys;
 mod sessions;
 mod throttle;
@@ -26,6 +28,7 @@ use crate::{
     pb,
     security::{
         access::{AccessTokens, VerifiedAccess},
+        accounts::AccountDigests,
         passwords::Passwords,
         refresh::{RefreshClaim, RefreshTokens},
     },
@@ -60,6 +63,7 @@ pub struct SignedIn {
 pub struct Caller {
     access: VerifiedAccess,
     user: Arc<UserRecord>,
+    client: ClientInfo,
 }
 
 struct SessionPolicy {
@@ -80,6 +84,7 @@ pub struct Authd {
     token_settings: Arc<TokenSettings>,
     cache: Arc<cache::SessionCache>,
     throttle: Throttle,
+    accounts: AccountDigests,
 }
 
 impl Authd {
@@ -98,7 +103,9 @@ impl Authd {
             }
             None => keys::generated_secret(&store, &sealer, keys::REFRESH_SECRET).await?,
         };
+        let account_secret = keys::generated_secret(&store, &sealer, keys::ACCOUNT_SECRET).await?;
         Ok(Self {
+            accounts: AccountDigests::new(&account_secret)?,
             throttle: Throttle::new(store.clone(), &settings.throttle),
             store,
             passwords: Passwords::new(&settings.passwords)?,
@@ -170,11 +177,11 @@ impl Authd {
     /// metadata value): signature, type, issuer, audience, times, and then that the session
     /// is live and the user still exists. Every use case of a signed-in caller takes the
     /// [`Caller`] this gives, so none can run, nor judge its input, before it.
-    pub async fn authenticate(&self, authorization: Option<&str>) -> Result<Caller> {
+    pub async fn authenticate(&self, authorization: Option<&str>, client: ClientInfo) -> Result<Caller> {
         let token = bearer_token(authorization.ok_or(Error::MissingToken)?).ok_or(Error::MissingToken)?;
         let access = self.access.verify(token).ok_or(Error::InvalidToken)?;
         let user = self.live_session_user(&access).await?.ok_or(Error::InvalidToken)?;
-        Ok(Caller { access, user })
+        Ok(Caller { access, user, client })
     }
 
     /// The user as the database has it now: a password is never checked against a cached

@@ -4,7 +4,7 @@ use chrono::Utc;
 use uuid::Uuid;
 
 use super::throttle::{Action, Throttle};
-use super::{Authd, Caller, ClientInfo, Error, Result, SignedIn, timestamp};
+use super::{Authd, Caller, ClientInfo, Error, Result, SignedIn, events, timestamp};
 use crate::{
     domain::{Email, FieldViolation, Password, Violations},
     metrics, pb,
@@ -25,7 +25,8 @@ impl Authd {
     pub async fn login(&self, req: &pb::LoginRequest, client: &ClientInfo) -> Result<SignedIn> {
         let (email, password) = self.validate_login(req).map_err(Error::InvalidInput)?;
         self.throttle.per_ip(Action::Login, client).await?;
-        let keys = Throttle::login_keys(email.as_str(), client);
+        let account = self.accounts.of(email.as_str());
+        let keys = Throttle::login_keys(&account, client);
         let prior_failures = self.throttle.before_login(&keys).await?;
 
         // An unknown email costs what a wrong password costs, and counts as a failure too.
@@ -33,12 +34,14 @@ impl Authd {
             self.passwords.verify_nobody(&password).await?;
             self.throttle.login_failed(&keys).await?;
             metrics::login_failed();
+            events::login_failed(&account, None, client);
             return Err(Error::InvalidCredentials);
         };
         match self.passwords.verify(&password, &user.password).await? {
             Verdict::Mismatch => {
                 self.throttle.login_failed(&keys).await?;
                 metrics::login_failed();
+                events::login_failed(&account, Some(user.user_id), client);
                 return Err(Error::InvalidCredentials);
             }
             Verdict::Match => {}
@@ -62,7 +65,7 @@ impl Authd {
             })
             .await?;
         metrics::login_succeeded();
-        tracing::info!(user_id = user.user_id, %session_id, "logged in");
+        events::login_succeeded(user.user_id, session_id, client);
         self.signed_in(&user, RefreshClaim { session_id, generation: 0 }, now)
     }
 
@@ -94,7 +97,9 @@ impl Authd {
                         self.store.revoke_session(session.session_id, now).await?;
                         self.cache.apply(SessionChange::Session(session.session_id));
                         metrics::refresh_reuse_detected();
-                        tracing::warn!(session_id = %session.session_id, user_id = session.user_id, "refresh token reused: session revoked");
+                        events::refresh_token_reused(session.user_id, session.session_id, client);
+                        let (user_id, session_id) = (session.user_id, Some(session.session_id));
+                        events::sessions_revoked(user_id, session_id, 1, "refresh_token_reuse", client);
                     }
                     return Err(Error::RefreshRejected);
                 }
@@ -107,7 +112,7 @@ impl Authd {
     /// Ends the caller's session, or all of the user's; returns how many ended.
     #[tracing::instrument(skip_all)]
     pub async fn logout(&self, caller: &Caller, all_sessions: bool) -> Result<u64> {
-        let Caller { access, user } = caller;
+        let Caller { access, user, client } = caller;
         let now = Utc::now();
         let (ended, change) = if all_sessions {
             (self.store.revoke_user_sessions(user.user_id, now).await?, SessionChange::User(user.user_id))
@@ -115,13 +120,14 @@ impl Authd {
             (self.store.revoke_session(access.session_id, now).await?, SessionChange::Session(access.session_id))
         };
         self.cache.apply(change);
-        tracing::info!(user_id = user.user_id, session_id = %access.session_id, all_sessions, ended, "logged out");
+        let reason = if all_sessions { "logout_all" } else { "logout" };
+        events::sessions_revoked(user.user_id, Some(access.session_id), ended, reason, client);
         Ok(ended)
     }
 
     /// The caller's live sessions, the caller's own marked.
     pub async fn list_sessions(&self, caller: &Caller) -> Result<Vec<pb::Session>> {
-        let Caller { access, user } = caller;
+        let Caller { access, user, .. } = caller;
         let sessions = self.store.user_sessions(user.user_id, Utc::now()).await?;
         Ok(sessions
             .into_iter()
@@ -148,7 +154,7 @@ impl Authd {
         if ended == 0 {
             return Err(Error::SessionNotFound);
         }
-        tracing::info!(user_id = user.user_id, %session_id, "session revoked");
+        events::sessions_revoked(user.user_id, Some(session_id), ended, "revoked", &caller.client);
         Ok(())
     }
 

@@ -11,9 +11,8 @@
 use std::{sync::Arc, time::Duration};
 
 use chrono::Utc;
-use sha2::{Digest, Sha256};
 
-use super::{ClientInfo, Error, Result};
+use super::{ClientInfo, Error, Result, events};
 use crate::{
     config::ThrottleSettings,
     store::{Store, ThrottleCount},
@@ -27,7 +26,7 @@ pub enum Action {
 }
 
 impl Action {
-    fn name(self) -> &'static str {
+    pub(super) fn name(self) -> &'static str {
         match self {
             Self::Login => "login",
             Self::Register => "register",
@@ -50,6 +49,8 @@ pub struct PriorFailures(bool);
 pub struct LoginKeys {
     account: String,
     account_ip: String,
+    digest: String,
+    client: ClientInfo,
 }
 
 impl Throttle {
@@ -72,20 +73,19 @@ impl Throttle {
         let key = format!("{}-ip:{}", action.name(), ip(client));
         let count = self.store.throttle_hit(&key, now, window).await?;
         if count.hits > i64::from(limit) {
-            tracing::warn!(action = action.name(), ip = ip(client), hits = count.hits, "throttled per IP");
-            return Err(throttled(count.window_start_ms + window - now));
+            return Err(refuse(action, "ip", client, None, count.window_start_ms + window - now));
         }
         Ok(())
     }
 
-    /// The counter keys of a login for `email` from the client's IP. The account is kept
-    /// as a digest: the table should not collect the addresses people type.
-    pub fn login_keys(email: &str, client: &ClientInfo) -> LoginKeys {
-        let digest = Sha256::digest(email.to_lowercase().as_bytes());
-        let account = digest.iter().take(16).map(|b| format!("{b:02x}")).collect::<String>();
+    /// The counter keys of a login for the account of `digest` (its keyed digest: the
+    /// table should not collect the addresses people type) from the client's IP.
+    pub fn login_keys(digest: &str, client: &ClientInfo) -> LoginKeys {
         LoginKeys {
-            account_ip: format!("login-account-ip:{account}:{}", ip(client)),
-            account: format!("login-account:{account}"),
+            account_ip: format!("login-account-ip:{digest}:{}", ip(client)),
+            account: format!("login-account:{digest}"),
+            digest: digest.to_owned(),
+            client: client.clone(),
         }
     }
 
@@ -100,16 +100,15 @@ impl Throttle {
         if let Some(wait) = self.backoff(mine) {
             let until = mine.last_hit_ms + millis(wait);
             if until > now {
-                tracing::warn!(failures = mine.hits, "login throttled: (account, IP) backoff");
-                return Err(throttled(until - now));
+                return Err(refuse(Action::Login, "account_ip", &keys.client, Some(&keys.digest), until - now));
             }
         }
         if self.settings.account_failure_limit > 0
             && let Some(all) = self.store.throttle_count(&keys.account, now, window).await?
             && all.hits >= i64::from(self.settings.account_failure_limit)
         {
-            tracing::warn!(failures = all.hits, "login throttled: account failure ceiling");
-            return Err(throttled(all.window_start_ms + window - now));
+            let wait = all.window_start_ms + window - now;
+            return Err(refuse(Action::Login, "account", &keys.client, Some(&keys.digest), wait));
         }
         Ok(PriorFailures(true))
     }
@@ -148,10 +147,12 @@ fn ip(client: &ClientInfo) -> &str {
     client.ip.as_deref().unwrap_or("unknown")
 }
 
-fn throttled(wait_ms: i64) -> Error {
+/// The refusal of a call for `wait_ms`, told as a security event.
+fn refuse(action: Action, limit: &str, client: &ClientInfo, account: Option<&str>, wait_ms: i64) -> Error {
     // Whole seconds, rounded up, for Retry-After.
-    let seconds = u64::try_from(wait_ms).unwrap_or(0).div_ceil(1000).max(1);
-    Error::Overloaded { retry_after: Duration::from_secs(seconds) }
+    let retry_after = Duration::from_secs(u64::try_from(wait_ms).unwrap_or(0).div_ceil(1000).max(1));
+    events::throttled(action.name(), limit, client, account, retry_after);
+    Error::Overloaded { retry_after }
 }
 
 fn now_ms() -> i64 {

@@ -126,7 +126,7 @@ fn client_info<T>(request: &Request<T>) -> ClientInfo {
 /// The signed-in caller of a request, from its `authorization` metadata.
 async fn caller<T>(authd: &Authd, request: &Request<T>) -> Result<Caller, Status> {
     let authorization = request.metadata().get("authorization").and_then(|v| v.to_str().ok());
-    Ok(authd.authenticate(authorization).await?)
+    Ok(authd.authenticate(authorization, client_info(request)).await?)
 }
 
 #[cfg(test)]

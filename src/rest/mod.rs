@@ -171,7 +171,8 @@ impl FromRequestParts<Authd> for Caller {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, authd: &Authd) -> Result<Self, Error> {
-        authd.authenticate(parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())).await
+        let Ok(client) = ClientInfo::from_request_parts(parts, authd).await;
+        authd.authenticate(parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()), client).await
     }
 }
 

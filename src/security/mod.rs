@@ -1,6 +1,8 @@
-//! Cryptography: password hashing, the two kinds of token, and secrets sealed at rest.
+//! Cryptography: password hashing, the two kinds of token, keyed digests of accounts, and
+//! secrets sealed at rest.
 
 pub mod access;
+pub mod accounts;
 pub mod keys;
 pub mod passwords;
 pub mod refresh;

@@ -21,6 +21,7 @@ mod refresh;
 mod register;
 mod request_ids;
 mod resilience;
+mod security_events;
 mod sessions;
 mod signing;
 mod storage;
