@@ -110,16 +110,17 @@ async fn fallback(request: Request) -> Response {
     }
 }
 
-/// Keeps gRPC health in step with the database, and prunes spent rate-limit counters.
+/// Keeps gRPC health and `/readyz` in step with the database, and prunes spent rate-limit
+/// counters (first one check after start-up, then every minute).
 async fn watch_database(authd: Authd, health: HealthReporter, interval: Duration) {
     // Start-up has just reached the database and reported serving.
     let mut serving = true;
-    let mut last_prune = Instant::now();
+    let mut last_prune: Option<Instant> = None;
     loop {
         tokio::time::sleep(interval).await;
-        let now_serving = authd.ready().await.is_ok();
-        if now_serving && last_prune.elapsed() >= PRUNE_INTERVAL {
-            last_prune = Instant::now();
+        let now_serving = authd.check_database().await;
+        if now_serving && last_prune.is_none_or(|at| at.elapsed() >= PRUNE_INTERVAL) {
+            last_prune = Some(Instant::now());
             if let Err(e) = authd.prune_throttle().await {
                 e.log_if_internal();
             }

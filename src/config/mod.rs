@@ -75,6 +75,7 @@ struct Env {
     login_backoff_max_seconds: Option<u64>,
     login_account_failure_limit: Option<u32>,
     login_failure_window_seconds: Option<u64>,
+    unauthenticated_ip_limit: Option<u32>,
     request_timeout_seconds: Option<u64>,
     health_check_interval_ms: Option<u64>,
 }

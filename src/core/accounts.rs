@@ -43,6 +43,7 @@ impl Authd {
     #[tracing::instrument(skip_all)]
     pub async fn register(&self, req: &pb::RegisterUserRequest, client: &ClientInfo) -> Result<pb::User> {
         let r = self.validate_registration(req).map_err(Error::InvalidInput)?;
+        self.addresses.check(Action::Register, client)?;
         self.throttle.per_ip(Action::Register, client).await?;
         let hash = self.passwords.hash(&r.password).await?;
         let user = self

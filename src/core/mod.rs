@@ -2,17 +2,24 @@
 //! and the caller's own account), `sessions` (login, refresh, logout, sessions, token checks).
 //! This file holds the service itself and what every area shares: who is calling, how a
 //! bearer token becomes a live session and user, and how a session is signed in. Beside
-//! them: `throttle` (rate limits), `events` (the security log), `keys`.
+//! them: `throttle` and `limiter` (rate limits), `events` (the security log), `keys`.
 
 mod accounts;
 mod cache;
 mod error;
 mod events;
 pub mod keys;
+mod limiter;
 mod sessions;
 mod throttle;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
@@ -20,6 +27,7 @@ use secrecy::ExposeSecret;
 
 pub use accounts::{ProfileChange, Registration};
 pub use error::{Error, Result};
+use limiter::AddressLimiter;
 use throttle::Throttle;
 
 use crate::{
@@ -84,7 +92,10 @@ pub struct Authd {
     token_settings: Arc<TokenSettings>,
     cache: Arc<cache::SessionCache>,
     throttle: Throttle,
+    addresses: Arc<AddressLimiter>,
     accounts: AccountDigests,
+    /// Whether the database answered the health watcher's last check.
+    database_up: Arc<AtomicBool>,
 }
 
 impl Authd {
@@ -105,7 +116,9 @@ impl Authd {
         };
         let account_secret = keys::generated_secret(&store, &sealer, keys::ACCOUNT_SECRET).await?;
         Ok(Self {
+            addresses: Arc::new(AddressLimiter::new(settings.throttle.address_limit)),
             accounts: AccountDigests::new(&account_secret)?,
+            database_up: Arc::new(AtomicBool::new(true)),
             throttle: Throttle::new(store.clone(), &settings.throttle),
             store,
             passwords: Passwords::new(&settings.passwords)?,
@@ -158,14 +171,23 @@ impl Authd {
         self.token_settings.key_reload_interval
     }
 
-    /// Forgets rate-limit counters that have run out.
+    /// Forgets rate-limit counters that have run out, in the database and in process.
     pub async fn prune_throttle(&self) -> Result<u64> {
+        self.addresses.forget_quiet_addresses();
         self.throttle.prune().await
     }
 
-    /// Whether the database answers.
-    pub async fn ready(&self) -> Result<()> {
-        Ok(self.store.ping().await?)
+    /// Asks the database whether it answers, and keeps the finding for [`Authd::ready`].
+    pub async fn check_database(&self) -> bool {
+        let up = self.store.ping().await.is_ok();
+        self.database_up.store(up, Ordering::Relaxed);
+        up
+    }
+
+    /// Whether the database answered the last [`Authd::check_database`]: what readiness
+    /// probes are told, at no cost to the database however often they ask.
+    pub fn ready(&self) -> bool {
+        self.database_up.load(Ordering::Relaxed)
     }
 
     /// The database pool's state, for metrics.

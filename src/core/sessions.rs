@@ -24,6 +24,7 @@ impl Authd {
     #[tracing::instrument(skip_all)]
     pub async fn login(&self, req: &pb::LoginRequest, client: &ClientInfo) -> Result<SignedIn> {
         let (email, password) = self.validate_login(req).map_err(Error::InvalidInput)?;
+        self.addresses.check(Action::Login, client)?;
         self.throttle.per_ip(Action::Login, client).await?;
         let account = self.accounts.of(email.as_str());
         let keys = Throttle::login_keys(&account, client);
@@ -77,8 +78,10 @@ impl Authd {
         if req.refresh_token.trim().is_empty() {
             return Err(Error::invalid("refresh_token", "must not be empty"));
         }
-        self.throttle.per_ip(Action::Refresh, client).await?;
+        self.addresses.check(Action::Refresh, client)?;
+        // A forged token costs an HMAC, never a database write.
         let claim = self.refresh.decode(req.refresh_token.trim()).ok_or(Error::RefreshRejected)?;
+        self.throttle.per_ip(Action::Refresh, client).await?;
         let now = Utc::now();
         let idle_cutoff = now - self.sessions.idle_timeout;
 

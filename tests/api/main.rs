@@ -12,6 +12,7 @@ mod browsers;
 mod concurrency;
 mod docs;
 mod embedded;
+mod flood;
 mod keys_at_rest;
 mod login;
 mod me;
