@@ -19,7 +19,7 @@ use crate::{
     store::{self, Migrations},
 };
 
-/// How often spent rate-limit counters are deleted.
+/// How often spent rate-limit counters and ended sessions are deleted.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
 
 /// `authd migrate`: applies pending migrations (after the adoption check) and returns.
@@ -111,7 +111,7 @@ async fn fallback(request: Request) -> Response {
 }
 
 /// Keeps gRPC health and `/readyz` in step with the database, and prunes spent rate-limit
-/// counters (first one check after start-up, then every minute).
+/// counters and ended sessions (first one check after start-up, then every minute).
 async fn watch_database(authd: Authd, health: HealthReporter, interval: Duration) {
     // Start-up has just reached the database and reported serving.
     let mut serving = true;
@@ -121,8 +121,10 @@ async fn watch_database(authd: Authd, health: HealthReporter, interval: Duration
         let now_serving = authd.check_database().await;
         if now_serving && last_prune.is_none_or(|at| at.elapsed() >= PRUNE_INTERVAL) {
             last_prune = Some(Instant::now());
-            if let Err(e) = authd.prune_throttle().await {
-                e.log_if_internal();
+            for pruned in [authd.prune_throttle().await, authd.prune_sessions().await] {
+                if let Err(e) = pruned {
+                    e.log_if_internal();
+                }
             }
         }
         if serving != now_serving {

@@ -49,6 +49,8 @@ struct Env {
     refresh_token_lifetime_days: Option<u64>,
     refresh_token_idle_days: Option<u64>,
     refresh_reuse_grace_seconds: Option<u64>,
+    max_sessions_per_user: Option<u32>,
+    session_retention_hours: Option<u64>,
     key_encryption_key: Option<SecretString>,
     key_encryption_key_file: Option<PathBuf>,
     listen_addr: Option<String>,
@@ -194,6 +196,8 @@ mod tests {
             ("KEY_ENCRYPTION_KEY", "c2hvcnQ="),
             ("KEY_ENCRYPTION_KEY", "not base64!"),
             ("KEY_ENCRYPTION_KEY_FILE", "/nonexistent/kek"),
+            ("MAX_SESSIONS_PER_USER", "0"),
+            ("SESSION_RETENTION_HOURS", "0"),
         ] {
             let err = env(&[(var, value), ("HOME", "/home/ada")]).unwrap_err().to_string();
             assert!(err.contains(var) || err.contains(&var.replace("_KIB", "")), "{var}={value}: {err}");

@@ -27,6 +27,10 @@ pub struct TokenSettings {
     pub refresh_lifetime: Duration,
     pub refresh_idle_timeout: Duration,
     pub refresh_reuse_grace: Duration,
+    /// Live sessions a user may have; a login past it ends the one unused longest.
+    pub max_sessions_per_user: u32,
+    /// How long an ended session (revoked, expired or idle) is kept before it is deleted.
+    pub session_retention: Duration,
     /// 32 bytes that seal the secrets and private keys kept in the database; `None`
     /// keeps them in the clear.
     pub key_encryption_key: Option<SecretSlice<u8>>,
@@ -81,6 +85,14 @@ impl TokenSettings {
             refresh_lifetime: days("REFRESH_TOKEN_LIFETIME_DAYS", env.refresh_token_lifetime_days, 30)?,
             refresh_idle_timeout: days("REFRESH_TOKEN_IDLE_DAYS", env.refresh_token_idle_days, 7)?,
             refresh_reuse_grace: Duration::from_secs(env.refresh_reuse_grace_seconds.unwrap_or(10)),
+            max_sessions_per_user: match env.max_sessions_per_user.unwrap_or(100) {
+                0 => return Err(bad("MAX_SESSIONS_PER_USER", "must be at least 1")),
+                n => n,
+            },
+            session_retention: match env.session_retention_hours.unwrap_or(24) {
+                0 => return Err(bad("SESSION_RETENTION_HOURS", "must be at least 1 hour")),
+                h => Duration::from_secs(h * 60 * 60),
+            },
             key_encryption_key: key_encryption_key(env)?,
             issuer: env.token_issuer.take().unwrap_or_else(|| "authd".into()),
             audience: env.token_audience.take().unwrap_or_else(|| "authd".into()),

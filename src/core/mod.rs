@@ -78,6 +78,11 @@ struct SessionPolicy {
     lifetime: Duration,
     idle_timeout: Duration,
     reuse_grace: Duration,
+    /// Live sessions per user; a login past it ends the one unused longest.
+    max_per_user: u32,
+    /// How long an ended session is kept, for the operator to see how it ended, before it
+    /// is deleted (a token of an ended session is refused alike with or without its row).
+    retention: Duration,
 }
 
 /// The service: every rule of authd lives here or below, none in a transport.
@@ -132,6 +137,8 @@ impl Authd {
                 lifetime: tokens.refresh_lifetime,
                 idle_timeout: tokens.refresh_idle_timeout,
                 reuse_grace: tokens.refresh_reuse_grace,
+                max_per_user: tokens.max_sessions_per_user,
+                retention: tokens.session_retention,
             }),
             token_settings: Arc::new(tokens.clone()),
             cache: Arc::new(cache::SessionCache::new(tokens.session_cache_ttl)),

@@ -1,6 +1,6 @@
 //! Sessions: login, refresh, logout, the caller's sessions, and token checks for other services.
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::throttle::{Action, Throttle};
@@ -65,6 +65,7 @@ impl Authd {
                 ip: client.ip.as_deref(),
             })
             .await?;
+        self.end_sessions_past_the_cap(user.user_id, client, now).await?;
         metrics::login_succeeded();
         events::login_succeeded(user.user_id, session_id, client);
         self.signed_in(&user, RefreshClaim { session_id, generation: 0 }, now)
@@ -128,10 +129,11 @@ impl Authd {
         Ok(ended)
     }
 
-    /// The caller's live sessions, the caller's own marked.
+    /// The caller's live sessions (not ended, expired or idle), the caller's own marked.
     pub async fn list_sessions(&self, caller: &Caller) -> Result<Vec<pb::Session>> {
         let Caller { access, user, .. } = caller;
-        let sessions = self.store.user_sessions(user.user_id, Utc::now()).await?;
+        let now = Utc::now();
+        let sessions = self.store.user_sessions(user.user_id, now, now - self.sessions.idle_timeout).await?;
         Ok(sessions
             .into_iter()
             .map(|s| pb::Session {
@@ -159,6 +161,25 @@ impl Authd {
         }
         events::sessions_revoked(user.user_id, Some(session_id), ended, "revoked", &caller.client);
         Ok(())
+    }
+
+    /// After a login: ends the user's live sessions past the cap, those unused longest.
+    async fn end_sessions_past_the_cap(&self, user_id: i64, client: &ClientInfo, now: DateTime<Utc>) -> Result<()> {
+        let idle_cutoff = now - self.sessions.idle_timeout;
+        let ended = self.store.end_sessions_past(user_id, self.sessions.max_per_user, now, idle_cutoff).await?;
+        if ended > 0 {
+            self.cache.apply(SessionChange::User(user_id));
+            events::sessions_revoked(user_id, None, ended, "session_cap", client);
+        }
+        Ok(())
+    }
+
+    /// Deletes sessions that ended (revoked, expired or idle) longer ago than the
+    /// retention; returns how many.
+    pub async fn prune_sessions(&self) -> Result<u64> {
+        let now = Utc::now();
+        let ended_before = now - self.sessions.retention;
+        Ok(self.store.delete_ended_sessions(ended_before, ended_before - self.sessions.idle_timeout).await?)
     }
 
     /// Whether `token` is an access token that is active right now (RFC 7662 semantics:

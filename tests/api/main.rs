@@ -23,6 +23,7 @@ mod register;
 mod request_ids;
 mod resilience;
 mod security_events;
+mod session_limits;
 mod sessions;
 mod signing;
 mod storage;
