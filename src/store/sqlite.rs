@@ -67,7 +67,24 @@ fn create_private(file: &Path) -> anyhow::Result<()> {
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     match options.open(file) {
         Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            warn_if_others_may_read(file);
+            Ok(())
+        }
         Err(e) => Err(e).with_context(|| format!("creating the database file {}", file.display())),
+    }
+}
+
+/// A file created before authd made it private, or by hand, keeps its mode: say so.
+fn warn_if_others_may_read(file: &Path) {
+    #[cfg(unix)]
+    if let Ok(metadata) = std::fs::metadata(file) {
+        let mode = std::os::unix::fs::PermissionsExt::mode(&metadata.permissions()) & 0o777;
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                "{} has mode {mode:o}: other users may read its password hashes and keys; `chmod 600` it",
+                file.display()
+            );
+        }
     }
 }

@@ -36,6 +36,25 @@ async fn the_embedded_database_is_created_private_to_its_owner() {
     }
 }
 
+/// A file made before authd made it private keeps its mode, and start-up says so.
+#[cfg(unix)]
+#[tokio::test]
+async fn an_existing_database_file_others_may_read_gets_a_warning() {
+    use std::os::unix::fs::PermissionsExt;
+    let log = LogCapture::start();
+    let db = TestDb::create().await;
+    let file = std::path::PathBuf::from(db.url.trim_start_matches("sqlite://"));
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(&file, b"").unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let settings = test_settings(&db.url);
+    let _app = crate::helpers::start(db, settings).await;
+    let warned = log.events().into_iter().any(|e| {
+        e["level"] == "WARN" && e["message"].as_str().is_some_and(|m| m.contains("mode 644") && m.contains("chmod 600"))
+    });
+    assert!(warned, "{}", log.text());
+}
+
 /// Every value in the two tables that hold key material, for looking at them as a thief would.
 async fn stored_keys(app: &crate::helpers::TestApp) -> Vec<Vec<u8>> {
     let mut values = app.sql_column("select value from secrets", &[]).await;
