@@ -19,7 +19,7 @@ use crate::{
     store::{self, Migrations},
 };
 
-/// How often spent rate-limit counters are deleted.
+/// How often spent rate-limit counters and ended sessions are deleted.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
 
 /// `authd migrate`: applies pending migrations (after the adoption check) and returns.
@@ -64,7 +64,9 @@ impl Application {
         let authd = Authd::new(store, &settings).await?;
         let (health, health_service) = tonic_health::server::health_reporter();
         set_serving(&health, true).await;
-        let routes = grpc::router(authd.clone(), health_service)?.merge(rest::router(authd.clone())).fallback(fallback);
+        let routes = grpc::router(authd.clone(), health_service)?
+            .merge(rest::router(authd.clone(), &settings.server.cors_allowed_origins))
+            .fallback(fallback);
         let router = server::layers(routes, &settings)?;
         let listen_addr = settings.server.listen_addr;
         let listener =
@@ -108,18 +110,21 @@ async fn fallback(request: Request) -> Response {
     }
 }
 
-/// Keeps gRPC health in step with the database, and prunes spent rate-limit counters.
+/// Keeps gRPC health and `/readyz` in step with the database, and prunes spent rate-limit
+/// counters and ended sessions (first one check after start-up, then every minute).
 async fn watch_database(authd: Authd, health: HealthReporter, interval: Duration) {
     // Start-up has just reached the database and reported serving.
     let mut serving = true;
-    let mut last_prune = Instant::now();
+    let mut last_prune: Option<Instant> = None;
     loop {
         tokio::time::sleep(interval).await;
-        let now_serving = authd.ready().await.is_ok();
-        if now_serving && last_prune.elapsed() >= PRUNE_INTERVAL {
-            last_prune = Instant::now();
-            if let Err(e) = authd.prune_throttle().await {
-                e.log_if_internal();
+        let now_serving = authd.check_database().await;
+        if now_serving && last_prune.is_none_or(|at| at.elapsed() >= PRUNE_INTERVAL) {
+            last_prune = Some(Instant::now());
+            for pruned in [authd.prune_throttle().await, authd.prune_sessions().await] {
+                if let Err(e) = pruned {
+                    e.log_if_internal();
+                }
             }
         }
         if serving != now_serving {

@@ -1,5 +1,6 @@
 //! Logging: one line per request, as text or JSON, filtered by `RUST_LOG`. Every event
-//! logged while a request is served carries that request's `request_id` (its span).
+//! logged while a request is served carries that request's `request_id` (its span);
+//! security events have the target `authd::security` (see `core::events`).
 
 use tracing::Subscriber;
 use tracing_subscriber::{EnvFilter, fmt, fmt::MakeWriter, util::SubscriberInitExt};
@@ -17,9 +18,11 @@ pub fn subscriber<W>(format: LogFormat, filter: EnvFilter, writer: W) -> Box<dyn
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
-    let builder = fmt().with_env_filter(filter).with_target(false).with_writer(writer);
+    let builder = fmt().with_env_filter(filter).with_writer(writer);
     match format {
-        LogFormat::Text => Box::new(builder.finish()),
+        LogFormat::Text => Box::new(builder.with_target(false).finish()),
+        // The target routes lines in a log pipeline: `authd::security` carries the
+        // security events.
         LogFormat::Json => Box::new(builder.json().flatten_event(true).finish()),
     }
 }

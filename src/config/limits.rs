@@ -22,6 +22,9 @@ pub struct ThrottleSettings {
     /// IPs without a failure for that account may still try.
     pub account_failure_limit: u32,
     pub failure_window: Duration,
+    /// Unauthenticated calls (register, login, refresh) per client address (IPv6: per /64)
+    /// and minute, counted in process before any database work; 0 turns it off.
+    pub address_limit: u32,
 }
 
 impl ThrottleSettings {
@@ -35,6 +38,7 @@ impl ThrottleSettings {
             backoff_max: seconds("LOGIN_BACKOFF_MAX_SECONDS", env.login_backoff_max_seconds, 900)?,
             account_failure_limit: env.login_account_failure_limit.unwrap_or(100),
             failure_window: seconds("LOGIN_FAILURE_WINDOW_SECONDS", env.login_failure_window_seconds, 900)?,
+            address_limit: env.unauthenticated_ip_limit.unwrap_or(120),
         })
     }
 }

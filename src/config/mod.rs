@@ -49,6 +49,10 @@ struct Env {
     refresh_token_lifetime_days: Option<u64>,
     refresh_token_idle_days: Option<u64>,
     refresh_reuse_grace_seconds: Option<u64>,
+    max_sessions_per_user: Option<u32>,
+    session_retention_hours: Option<u64>,
+    key_encryption_key: Option<SecretString>,
+    key_encryption_key_file: Option<PathBuf>,
     listen_addr: Option<String>,
     log_format: Option<String>,
     cors_allowed_origins: Option<String>,
@@ -74,6 +78,7 @@ struct Env {
     login_backoff_max_seconds: Option<u64>,
     login_account_failure_limit: Option<u32>,
     login_failure_window_seconds: Option<u64>,
+    unauthenticated_ip_limit: Option<u32>,
     request_timeout_seconds: Option<u64>,
     health_check_interval_ms: Option<u64>,
 }
@@ -189,6 +194,11 @@ mod tests {
             ("REQUEST_TIMEOUT_SECONDS", "0"),
             ("TRUSTED_PROXIES", "10.0.0.0/8, proxy.internal"),
             ("TRUSTED_PROXIES", "10.0.0.0/33"),
+            ("KEY_ENCRYPTION_KEY", "c2hvcnQ="),
+            ("KEY_ENCRYPTION_KEY", "not base64!"),
+            ("KEY_ENCRYPTION_KEY_FILE", "/nonexistent/kek"),
+            ("MAX_SESSIONS_PER_USER", "0"),
+            ("SESSION_RETENTION_HOURS", "0"),
         ] {
             let err = env(&[(var, value), ("HOME", "/home/ada")]).unwrap_err().to_string();
             assert!(err.contains(var) || err.contains(&var.replace("_KIB", "")), "{var}={value}: {err}");
@@ -205,9 +215,30 @@ mod tests {
 
     #[test]
     fn secrets_stay_out_of_debug_output() {
-        let s = env(&[("SECRET_KEY", "a-very-secret-key-123"), ("DATABASE_URL", "postgres://u:hunter2@h/d")]).unwrap();
+        let kek = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+        let s = env(&[
+            ("SECRET_KEY", "a-very-secret-key-123"),
+            ("DATABASE_URL", "postgres://u:hunter2@h/d"),
+            ("KEY_ENCRYPTION_KEY", kek),
+        ])
+        .unwrap();
         let debug = format!("{s:?}");
         assert!(!debug.contains("a-very-secret-key-123"), "{debug}");
         assert!(!debug.contains("hunter2"), "{debug}");
+        assert!(!debug.contains("0123456789abcdef") && !debug.contains(kek), "{debug}");
+        assert_eq!(s.tokens.key_encryption_key.unwrap().expose_secret(), b"0123456789abcdef0123456789abcdef");
+    }
+
+    #[test]
+    fn the_key_encryption_key_comes_from_the_variable_or_a_file_but_not_both() {
+        let path = std::env::temp_dir().join(format!("authd-kek-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::write(&path, "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\n").unwrap();
+        let file = path.to_str().unwrap();
+        let s = env(&[("HOME", "/h"), ("KEY_ENCRYPTION_KEY_FILE", file)]).unwrap();
+        assert_eq!(s.tokens.key_encryption_key.unwrap().expose_secret(), b"0123456789abcdef0123456789abcdef");
+        let both = env(&[("HOME", "/h"), ("KEY_ENCRYPTION_KEY_FILE", file), ("KEY_ENCRYPTION_KEY", "eA==")]);
+        assert!(both.unwrap_err().to_string().contains("KEY_ENCRYPTION_KEY"));
+        std::fs::remove_file(&path).unwrap();
+        assert!(env(&[("HOME", "/h")]).unwrap().tokens.key_encryption_key.is_none());
     }
 }

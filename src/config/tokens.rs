@@ -2,8 +2,9 @@
 
 use std::{path::PathBuf, time::Duration};
 
+use base64::Engine;
 use jsonwebtoken::Algorithm;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::{ExposeSecret, SecretSlice, SecretString};
 
 use super::{ConfigError, Env, bad};
 
@@ -26,6 +27,13 @@ pub struct TokenSettings {
     pub refresh_lifetime: Duration,
     pub refresh_idle_timeout: Duration,
     pub refresh_reuse_grace: Duration,
+    /// Live sessions a user may have; a login past it ends the one unused longest.
+    pub max_sessions_per_user: u32,
+    /// How long an ended session (revoked, expired or idle) is kept before it is deleted.
+    pub session_retention: Duration,
+    /// 32 bytes that seal the secrets and private keys kept in the database; `None`
+    /// keeps them in the clear.
+    pub key_encryption_key: Option<SecretSlice<u8>>,
     pub issuer: String,
     pub audience: String,
 }
@@ -77,8 +85,45 @@ impl TokenSettings {
             refresh_lifetime: days("REFRESH_TOKEN_LIFETIME_DAYS", env.refresh_token_lifetime_days, 30)?,
             refresh_idle_timeout: days("REFRESH_TOKEN_IDLE_DAYS", env.refresh_token_idle_days, 7)?,
             refresh_reuse_grace: Duration::from_secs(env.refresh_reuse_grace_seconds.unwrap_or(10)),
+            max_sessions_per_user: match env.max_sessions_per_user.unwrap_or(100) {
+                0 => return Err(bad("MAX_SESSIONS_PER_USER", "must be at least 1")),
+                n => n,
+            },
+            session_retention: match env.session_retention_hours.unwrap_or(24) {
+                0 => return Err(bad("SESSION_RETENTION_HOURS", "must be at least 1 hour")),
+                h => Duration::from_secs(h * 60 * 60),
+            },
+            key_encryption_key: key_encryption_key(env)?,
             issuer: env.token_issuer.take().unwrap_or_else(|| "authd".into()),
             audience: env.token_audience.take().unwrap_or_else(|| "authd".into()),
         })
+    }
+}
+
+/// `KEY_ENCRYPTION_KEY`, or the contents of `KEY_ENCRYPTION_KEY_FILE`: base64 of 32 bytes.
+fn key_encryption_key(env: &mut Env) -> Result<Option<SecretSlice<u8>>, ConfigError> {
+    let (var, text) = match (env.key_encryption_key.take(), env.key_encryption_key_file.take()) {
+        (None, None) => return Ok(None),
+        (Some(_), Some(_)) => {
+            return Err(bad("KEY_ENCRYPTION_KEY", "set either it or KEY_ENCRYPTION_KEY_FILE, not both"));
+        }
+        (Some(key), None) => ("KEY_ENCRYPTION_KEY", key),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| bad("KEY_ENCRYPTION_KEY_FILE", format!("reading {}: {e}", path.display())))?;
+            ("KEY_ENCRYPTION_KEY_FILE", SecretString::from(text))
+        }
+    };
+    let text = text.expose_secret().trim();
+    let engines = [
+        base64::engine::general_purpose::STANDARD,
+        base64::engine::general_purpose::STANDARD_NO_PAD,
+        base64::engine::general_purpose::URL_SAFE,
+        base64::engine::general_purpose::URL_SAFE_NO_PAD,
+    ];
+    let key = engines.iter().find_map(|engine| engine.decode(text).ok()).map(SecretSlice::from);
+    match key {
+        Some(key) if key.expose_secret().len() == 32 => Ok(Some(key)),
+        _ => Err(bad(var, "must be the base64 of 32 random bytes (such as `openssl rand -base64 32`)")),
     }
 }

@@ -4,8 +4,8 @@ use chrono::Utc;
 use uuid::Uuid;
 
 use super::{
-    Authd, Caller, ClientInfo, Error, Result, SignedIn,
-    throttle::{Account, Action, Source},
+    Authd, Caller, ClientInfo, Error, Result, SignedIn, events,
+    throttle::{Action, Source},
     user_message,
 };
 use crate::{
@@ -55,6 +55,7 @@ impl Authd {
     #[tracing::instrument(skip_all)]
     pub async fn register(&self, req: &pb::RegisterUserRequest, client: &ClientInfo) -> Result<pb::User> {
         let r = self.validate_registration(req).map_err(Error::InvalidInput)?;
+        self.addresses.check(Action::Register, client)?;
         self.throttle.per_ip(Action::Register, client).await?;
         let hash = self.passwords.hash(None, &r.password).await?;
         let user = self
@@ -133,15 +134,13 @@ impl Authd {
     /// the user, the caller's too: the caller goes on in a new session, started by the
     /// same change. Returns how many other sessions ended, and the new session.
     #[tracing::instrument(skip_all)]
-    pub async fn change_password(
-        &self,
-        caller: &Caller,
-        req: &pb::ChangePasswordRequest,
-        client: &ClientInfo,
-    ) -> Result<PasswordChanged> {
+    pub async fn change_password(&self, caller: &Caller, req: &pb::ChangePasswordRequest) -> Result<PasswordChanged> {
+        let client = &caller.client;
         let (current, new) = self.validate_password_change(caller, req).map_err(Error::InvalidInput)?;
         let user = self.fresh(&caller.user).await?;
-        self.check_password(caller, &user, &current, "current_password").await?;
+        self.check_password(caller, &user, &current, "current_password")
+            .await
+            .inspect_err(|e| wrong_password(e, || events::password_changed(user.user_id, false, 0, client)))?;
         let hash = self.passwords.hash(Some(&owner(&user)), &new).await?;
         let now = Utc::now();
         let session_id = Uuid::new_v4();
@@ -159,7 +158,7 @@ impl Authd {
             .await?
             .ok_or_else(|| Error::invalid("current_password", "is incorrect"))?;
         self.cache.apply(SessionChange::User(user.user_id));
-        tracing::info!(user_id = user.user_id, ended, %session_id, "password changed; every session ended, one started");
+        events::password_changed(user.user_id, true, ended, client);
         let signed_in = self.signed_in(&user, RefreshClaim { session_id, generation: 0 }, now)?;
         Ok(PasswordChanged { sessions_ended: ended, signed_in })
     }
@@ -177,10 +176,12 @@ impl Authd {
     pub async fn delete_me(&self, caller: &Caller, req: &pb::DeleteMeRequest) -> Result<()> {
         let password = self.validate_deletion(req).map_err(Error::InvalidInput)?;
         let user = self.fresh(&caller.user).await?;
-        self.check_password(caller, &user, &password, "password").await?;
+        self.check_password(caller, &user, &password, "password")
+            .await
+            .inspect_err(|e| wrong_password(e, || events::account_deleted(user.user_id, false, &caller.client)))?;
         self.store.delete_user(user.user_id).await?;
         self.cache.apply(SessionChange::User(user.user_id));
-        tracing::info!(user_id = user.user_id, "account deleted");
+        events::account_deleted(user.user_id, true, &caller.client);
         Ok(())
     }
 
@@ -189,8 +190,10 @@ impl Authd {
     /// counted with the account's failed logins, and backs off per session as a login
     /// does per address: a stolen access token guesses no faster than a login.
     async fn check_password(&self, caller: &Caller, user: &UserRecord, password: &Password, field: &str) -> Result<()> {
-        let attempt =
-            self.throttle.begin_check(&Account::of(&user.email), Source::Session(caller.access.session_id)).await?;
+        let attempt = self
+            .throttle
+            .begin_check(&self.account(&user.email), Source::Session(caller.access.session_id), &caller.client)
+            .await?;
         match self.passwords.verify(&owner(user), password, &user.password).await {
             Ok(Verdict::Mismatch) => {
                 attempt.failed();
@@ -209,4 +212,12 @@ impl Authd {
 /// so that a flood of logins with their email cannot keep them from changing their password.
 fn owner(user: &UserRecord) -> String {
     format!("user:{}", user.user_id)
+}
+
+/// Runs `report` if `error` says the password checked was wrong (not for an overload or an
+/// outage, which say nothing about the password).
+fn wrong_password(error: &Error, report: impl FnOnce()) {
+    if matches!(error, Error::InvalidInput(_)) {
+        report();
+    }
 }

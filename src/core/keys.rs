@@ -1,5 +1,6 @@
-//! Which keys sign and verify access tokens: from configuration, or generated once and
-//! kept in the store so that every replica and every restart uses the same ones.
+//! Which keys sign and verify access tokens, and the other keys authd holds: from
+//! configuration, or generated once and kept in the store so that every replica and every
+//! restart uses the same ones. With a key-encryption key, what the store keeps is sealed.
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
@@ -12,11 +13,84 @@ use crate::{
         access::LEEWAY,
         keys::{Key, generate_private_pem, is_hmac},
         random_secret,
+        sealing::{SealError, Sealer},
     },
     store::{SigningKeyRecord, Store},
 };
 
+/// The names under which generated keys are kept.
 const ACCESS_SECRET: &str = "access_token_hmac";
+pub const REFRESH_SECRET: &str = "refresh_token_hmac";
+pub const ACCOUNT_SECRET: &str = "account_digest_hmac";
+pub const DEVICE_SECRET: &str = "device_token_hmac";
+
+/// The sealer of stored secrets, under the configured key-encryption key if any.
+pub fn sealer(settings: &TokenSettings) -> anyhow::Result<Sealer> {
+    Sealer::new(settings.key_encryption_key.as_ref().map(|key| key.expose_secret()))
+}
+
+/// The generated secret kept under `name`, made (and sealed) on first use.
+pub async fn generated_secret(store: &Store, sealer: &Sealer, name: &str) -> anyhow::Result<Vec<u8>> {
+    let row = secret_row(name);
+    let candidate = sealer.seal(&row, &random_secret())?;
+    let stored = store.secret(name, &candidate).await.with_context(|| format!("loading the generated key {name}"))?;
+    sealer.open(&row, &stored).map_err(|e| unopened(&format!("the stored key {name}"), e))
+}
+
+/// At start-up: seals, with the key-encryption key, every stored secret and private key
+/// still in the clear, and checks that every sealed one opens, so that a wrong or missing
+/// key stops start-up here rather than failing calls later. A row is replaced only while it
+/// still holds what was read: replicas starting together do not undo each other.
+pub async fn seal_stored(store: &Store, sealer: &Sealer) -> anyhow::Result<()> {
+    let mut sealed_now = 0;
+    for (name, value) in store.secrets().await.context("reading the stored keys")? {
+        let row = secret_row(&name);
+        if Sealer::is_sealed(&value) {
+            sealer.open(&row, &value).map_err(|e| unopened(&format!("the stored key {name}"), e))?;
+        } else if sealer.has_key() {
+            sealed_now += u32::from(store.replace_secret(&name, &value, &sealer.seal(&row, &value)?).await?);
+        }
+    }
+    for (kid, pem) in store.private_keys().await.context("reading the stored private keys")? {
+        let row = key_row(&kid);
+        if Sealer::is_sealed(pem.as_bytes()) {
+            sealer.open_text(&row, &pem).map_err(|e| unopened(&format!("the private key {kid}"), e))?;
+        } else if sealer.has_key() {
+            sealed_now += u32::from(store.replace_private_pem(&kid, &pem, &sealer.seal_text(&row, &pem)?).await?);
+        }
+    }
+    if sealed_now > 0 {
+        tracing::info!(keys = sealed_now, "sealed the stored keys that were in the clear with KEY_ENCRYPTION_KEY");
+    }
+    Ok(())
+}
+
+/// RFC 7518 §3.2: an HMAC key at least as long as its hash's output. A shorter one still
+/// works (refusing it would stop deployments that run today), with a loud warning.
+pub fn warn_if_short(what: &str, algorithm: &str, key: &[u8], needed: usize) {
+    if key.len() < needed {
+        tracing::warn!(
+            "{what} is {} bytes, shorter than the {needed} bytes RFC 7518 §3.2 requires for {algorithm}: \
+             an attacker with a token can guess a short key offline; set a random key of {needed} bytes or more",
+            key.len()
+        );
+    }
+}
+
+fn secret_row(name: &str) -> String {
+    format!("secrets/{name}")
+}
+
+fn key_row(kid: &str) -> String {
+    format!("signing_keys/{kid}")
+}
+
+fn unopened(what: &str, error: SealError) -> anyhow::Error {
+    anyhow::anyhow!(
+        "KEY_ENCRYPTION_KEY: {what} cannot be read: {error}. Set KEY_ENCRYPTION_KEY (or KEY_ENCRYPTION_KEY_FILE) \
+         to the key it was sealed with"
+    )
+}
 
 /// The key that signs, and the retired keys whose tokens may still be live.
 pub struct LoadedKeys {
@@ -28,16 +102,25 @@ pub struct LoadedKeys {
 /// key where there is none yet.
 pub async fn load(store: &Store, settings: &TokenSettings, start_up: bool) -> anyhow::Result<LoadedKeys> {
     let algorithm = settings.algorithm;
+    let sealer = sealer(settings)?;
     if is_hmac(algorithm) {
-        let secret = match &settings.secret_key {
-            Some(key) => key.expose_secret().as_bytes().to_vec(),
+        let (what, secret) = match &settings.secret_key {
+            Some(key) => ("SECRET_KEY", key.expose_secret().as_bytes().to_vec()),
             None => {
                 if start_up {
                     tracing::warn!("SECRET_KEY is not set: using a generated key kept in the database");
                 }
-                store.secret(ACCESS_SECRET, &random_secret()).await.context("loading the access token key")?
+                (ACCESS_SECRET, generated_secret(store, &sealer, ACCESS_SECRET).await?)
             }
         };
+        if start_up {
+            let needed = match algorithm {
+                Algorithm::HS384 => 48,
+                Algorithm::HS512 => 64,
+                _ => 32,
+            };
+            warn_if_short(what, &format!("{algorithm:?}"), &secret, needed);
+        }
         return Ok(LoadedKeys { signing: Key::hmac(algorithm, &secret)?, retired: Vec::new() });
     }
 
@@ -54,16 +137,17 @@ pub async fn load(store: &Store, settings: &TokenSettings, start_up: bool) -> an
             }
             key
         }
-        None => match active_generated(store, algorithm, settings, now).await? {
+        None => match active_generated(store, &sealer, algorithm, settings, now).await? {
             Some(key) => key,
             None if start_up => {
                 let pem = generate_private_pem(algorithm)?;
                 let key = Key::from_private_pem(algorithm, &pem)?;
-                store.insert_signing_key(&record(&key, Some(pem), now)?).await?;
+                let sealed = sealer.seal_text(&key_row(&key.kid), &pem)?;
+                store.insert_signing_key(&record(&key, Some(sealed), now)?).await?;
                 tracing::info!(kid = key.kid, ?algorithm, "generated a signing key");
                 // Replicas starting together may each have generated one: all settle on
                 // the oldest and retire the rest.
-                let key = active_generated(store, algorithm, settings, now)
+                let key = active_generated(store, &sealer, algorithm, settings, now)
                     .await?
                     .context("the signing key just stored is missing")?;
                 store.retire_signing_keys_except(&key.kid, now).await?;
@@ -90,7 +174,8 @@ pub async fn rotate(store: &Store, settings: &TokenSettings) -> anyhow::Result<S
     let now = Utc::now();
     let pem = generate_private_pem(algorithm)?;
     let key = Key::from_private_pem(algorithm, &pem)?;
-    store.insert_signing_key(&record(&key, Some(pem), now)?).await?;
+    let sealed = sealer(settings)?.seal_text(&key_row(&key.kid), &pem)?;
+    store.insert_signing_key(&record(&key, Some(sealed), now)?).await?;
     store.retire_signing_keys_except(&key.kid, now).await?;
     Ok(key.kid)
 }
@@ -108,18 +193,22 @@ async fn published(
 
 async fn active_generated(
     store: &Store,
+    sealer: &Sealer,
     algorithm: Algorithm,
     settings: &TokenSettings,
     now: DateTime<Utc>,
 ) -> anyhow::Result<Option<Key>> {
     let name = algorithm_name(algorithm);
-    published(store, settings, now)
+    let Some((kid, pem)) = published(store, settings, now)
         .await?
         .into_iter()
         .find(|r| r.retired_at.is_none() && r.algorithm == name)
-        .and_then(|r| r.private_pem)
-        .map(|pem| Key::from_private_pem(algorithm, &pem))
-        .transpose()
+        .and_then(|r| Some((r.kid, r.private_pem?)))
+    else {
+        return Ok(None);
+    };
+    let pem = sealer.open_text(&key_row(&kid), &pem).map_err(|e| unopened(&format!("the private key {kid}"), e))?;
+    Key::from_private_pem(algorithm, &pem).map(Some)
 }
 
 fn public_key(record: &SigningKeyRecord) -> anyhow::Result<Key> {

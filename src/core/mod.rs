@@ -1,16 +1,25 @@
 //! The use cases, shared by every transport, one file per area: `accounts` (registration
 //! and the caller's own account), `sessions` (login, refresh, logout, sessions, token checks).
 //! This file holds the service itself and what every area shares: who is calling, how a
-//! bearer token becomes a live session and user, and how a session is signed in.
+//! bearer token becomes a live session and user, and how a session is signed in. Beside
+//! them: `throttle` and `limiter` (rate limits), `events` (the security log), `keys`.
 
 mod accounts;
 mod cache;
 mod error;
+mod events;
 pub mod keys;
+mod limiter;
 mod sessions;
 mod throttle;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
@@ -18,6 +27,7 @@ use secrecy::ExposeSecret;
 
 pub use accounts::{PasswordChanged, ProfileChange, Registration};
 pub use error::{Error, Result};
+use limiter::AddressLimiter;
 pub use sessions::DEVICE_LIFETIME;
 use throttle::Throttle;
 
@@ -27,9 +37,9 @@ use crate::{
     pb,
     security::{
         access::{AccessTokens, VerifiedAccess},
+        accounts::AccountDigests,
         devices::DeviceTokens,
         passwords::Passwords,
-        random_secret,
         refresh::{RefreshClaim, RefreshTokens},
     },
     store::{NewSession, Store, UserRecord},
@@ -64,12 +74,18 @@ pub struct SignedIn {
 pub struct Caller {
     access: VerifiedAccess,
     user: Arc<UserRecord>,
+    client: ClientInfo,
 }
 
 struct SessionPolicy {
     lifetime: Duration,
     idle_timeout: Duration,
     reuse_grace: Duration,
+    /// Live sessions per user; a login past it ends the one unused longest.
+    max_per_user: u32,
+    /// How long an ended session is kept, for the operator to see how it ended, before it
+    /// is deleted (a token of an ended session is refused alike with or without its row).
+    retention: Duration,
 }
 
 /// The service: every rule of authd lives here or below, none in a transport.
@@ -85,25 +101,34 @@ pub struct Authd {
     token_settings: Arc<TokenSettings>,
     cache: Arc<cache::SessionCache>,
     throttle: Throttle,
+    addresses: Arc<AddressLimiter>,
+    accounts: AccountDigests,
+    /// Whether the database answered the health watcher's last check.
+    database_up: Arc<AtomicBool>,
 }
-
-/// The names under which generated keys are kept in the database.
-const REFRESH_SECRET: &str = "refresh_token_hmac";
-const DEVICE_SECRET: &str = "device_token_hmac";
 
 impl Authd {
     /// Builds the service over `store`, taking keys from the settings or, where none is
     /// configured, from the store (generating them on first start).
     pub async fn new(store: Arc<Store>, settings: &Settings) -> anyhow::Result<Self> {
         let tokens = &settings.tokens;
+        let sealer = keys::sealer(tokens)?;
+        keys::seal_stored(&store, &sealer).await?;
         let access_keys = keys::load(store.as_ref(), tokens, true).await?;
         let refresh_secret = match &tokens.refresh_secret {
-            Some(key) => key.expose_secret().as_bytes().to_vec(),
-            None => store.secret(REFRESH_SECRET, &random_secret()).await.context("loading the refresh token key")?,
+            Some(key) => {
+                let key = key.expose_secret().as_bytes().to_vec();
+                keys::warn_if_short("REFRESH_TOKEN_SECRET", "HMAC-SHA256 refresh tokens", &key, 32);
+                key
+            }
+            None => keys::generated_secret(&store, &sealer, keys::REFRESH_SECRET).await?,
         };
-        let device_secret =
-            store.secret(DEVICE_SECRET, &random_secret()).await.context("loading the device token key")?;
+        let device_secret = keys::generated_secret(&store, &sealer, keys::DEVICE_SECRET).await?;
+        let account_secret = keys::generated_secret(&store, &sealer, keys::ACCOUNT_SECRET).await?;
         Ok(Self {
+            addresses: Arc::new(AddressLimiter::new(settings.throttle.address_limit)),
+            accounts: AccountDigests::new(&account_secret)?,
+            database_up: Arc::new(AtomicBool::new(true)),
             throttle: Throttle::new(store.clone(), &settings.throttle),
             store,
             passwords: Passwords::new(&settings.passwords)?,
@@ -119,10 +144,18 @@ impl Authd {
                 lifetime: tokens.refresh_lifetime,
                 idle_timeout: tokens.refresh_idle_timeout,
                 reuse_grace: tokens.refresh_reuse_grace,
+                max_per_user: tokens.max_sessions_per_user,
+                retention: tokens.session_retention,
             }),
             token_settings: Arc::new(tokens.clone()),
             cache: Arc::new(cache::SessionCache::new(tokens.session_cache_ttl)),
         })
+    }
+
+    /// The account of `email` as the throttle and the security events name it: its keyed
+    /// digest, never the address.
+    fn account(&self, email: &str) -> throttle::Account {
+        throttle::Account::with_digest(self.accounts.of(email))
     }
 
     /// Re-reads the signing keys, to follow a rotation made by another process.
@@ -158,14 +191,23 @@ impl Authd {
         self.token_settings.key_reload_interval
     }
 
-    /// Forgets rate-limit counters that have run out.
+    /// Forgets rate-limit counters that have run out, in the database and in process.
     pub async fn prune_throttle(&self) -> Result<u64> {
+        self.addresses.forget_quiet_addresses();
         self.throttle.prune().await
     }
 
-    /// Whether the database answers.
-    pub async fn ready(&self) -> Result<()> {
-        Ok(self.store.ping().await?)
+    /// Asks the database whether it answers, and keeps the finding for [`Authd::ready`].
+    pub async fn check_database(&self) -> bool {
+        let up = self.store.ping().await.is_ok();
+        self.database_up.store(up, Ordering::Relaxed);
+        up
+    }
+
+    /// Whether the database answered the last [`Authd::check_database`]: what readiness
+    /// probes are told, at no cost to the database however often they ask.
+    pub fn ready(&self) -> bool {
+        self.database_up.load(Ordering::Relaxed)
     }
 
     /// The database pool's state, for metrics.
@@ -177,11 +219,11 @@ impl Authd {
     /// metadata value): signature, type, issuer, audience, times, and then that the session
     /// is live and the user still exists. Every use case of a signed-in caller takes the
     /// [`Caller`] this gives, so none can run, nor judge its input, before it.
-    pub async fn authenticate(&self, authorization: Option<&str>) -> Result<Caller> {
+    pub async fn authenticate(&self, authorization: Option<&str>, client: ClientInfo) -> Result<Caller> {
         let token = bearer_token(authorization.ok_or(Error::MissingToken)?).ok_or(Error::MissingToken)?;
         let access = self.access.verify(token).ok_or(Error::InvalidToken)?;
         let user = self.live_session_user(&access).await?.ok_or(Error::InvalidToken)?;
-        Ok(Caller { access, user })
+        Ok(Caller { access, user, client })
     }
 
     /// The user as the database has it now: a password is never checked against a cached

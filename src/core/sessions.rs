@@ -2,11 +2,11 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::throttle::{Account, Action, Source};
-use super::{Authd, Caller, ClientInfo, Error, Result, SignedIn, timestamp};
+use super::throttle::{Action, Source};
+use super::{Authd, Caller, ClientInfo, Error, Result, SignedIn, events, timestamp};
 use crate::{
     domain::{Email, FieldViolation, Password, Violations},
     metrics, pb,
@@ -31,17 +31,18 @@ impl Authd {
     #[tracing::instrument(skip_all)]
     pub async fn login(&self, req: &pb::LoginRequest, client: &ClientInfo) -> Result<SignedIn> {
         let (email, password) = self.validate_login(req).map_err(Error::InvalidInput)?;
+        self.addresses.check(Action::Login, client)?;
         self.throttle.per_ip(Action::Login, client).await?;
-        let account = Account::of(email.as_str());
+        let account = self.account(email.as_str());
         let user = self.store.user_by_email(email.as_str()).await?;
         let device = self.known_device(user.as_ref(), &req.device_token).await?;
         let source = device.as_ref().map_or(Source::Address(client), Source::Device);
-        let attempt = self.throttle.begin_check(&account, source).await?;
+        let attempt = self.throttle.begin_check(&account, source, client).await?;
 
         // An unknown email costs what a wrong password costs, and counts as a failure too.
         let checked = match &user {
-            Some(user) => self.passwords.verify(account.owner(), &password, &user.password).await,
-            None => self.passwords.verify_nobody(account.owner(), &password).await.map(|()| Verdict::Mismatch),
+            Some(user) => self.passwords.verify(account.digest(), &password, &user.password).await,
+            None => self.passwords.verify_nobody(account.digest(), &password).await.map(|()| Verdict::Mismatch),
         };
         let verdict = match checked {
             Ok(verdict) => verdict,
@@ -50,9 +51,11 @@ impl Authd {
                 return Err(e.into());
             }
         };
+        let user_id = user.as_ref().map(|u| u.user_id);
         let (Some(user), Verdict::Match | Verdict::MatchNeedsRehash(_)) = (user, &verdict) else {
             attempt.failed();
             metrics::login_failed();
+            events::login_failed(account.digest(), user_id, client);
             return Err(Error::InvalidCredentials);
         };
         attempt.passed().await?;
@@ -93,6 +96,7 @@ impl Authd {
             tracing::info!(user_id = user.user_id, "the credentials changed while a login checked them: no session");
             return Err(Error::InvalidCredentials);
         }
+        self.end_sessions_past_the_cap(user.user_id, client, now).await?;
         let device_token = match device {
             Some((token, hash)) => {
                 self.store.touch_device(user.user_id, &hash, now).await?;
@@ -104,7 +108,7 @@ impl Authd {
                 token
             }
         };
-        tracing::info!(user_id = user.user_id, %session_id, "logged in");
+        events::login_succeeded(user.user_id, session_id, client);
         let mut signed_in = self.signed_in(user, RefreshClaim { session_id, generation: 0 }, now)?;
         signed_in.tokens.device_token = device_token;
         Ok(signed_in)
@@ -118,8 +122,10 @@ impl Authd {
         if req.refresh_token.trim().is_empty() {
             return Err(Error::invalid("refresh_token", "must not be empty"));
         }
-        self.throttle.per_ip(Action::Refresh, client).await?;
+        self.addresses.check(Action::Refresh, client)?;
+        // A forged token costs an HMAC, never a database write.
         let claim = self.refresh.decode(req.refresh_token.trim()).ok_or(Error::RefreshRejected)?;
+        self.throttle.per_ip(Action::Refresh, client).await?;
         let now = Utc::now();
         let idle_cutoff = now - self.sessions.idle_timeout;
 
@@ -138,7 +144,9 @@ impl Authd {
                         self.store.revoke_session(session.session_id, now).await?;
                         self.cache.apply(SessionChange::Session(session.session_id));
                         metrics::refresh_reuse_detected();
-                        tracing::warn!(session_id = %session.session_id, user_id = session.user_id, "refresh token reused: session revoked");
+                        events::refresh_token_reused(session.user_id, session.session_id, client);
+                        let (user_id, session_id) = (session.user_id, Some(session.session_id));
+                        events::sessions_revoked(user_id, session_id, 1, "refresh_token_reuse", client);
                     }
                     return Err(Error::RefreshRejected);
                 }
@@ -151,7 +159,7 @@ impl Authd {
     /// Ends the caller's session, or all of the user's; returns how many ended.
     #[tracing::instrument(skip_all)]
     pub async fn logout(&self, caller: &Caller, all_sessions: bool) -> Result<u64> {
-        let Caller { access, user } = caller;
+        let Caller { access, user, client } = caller;
         let now = Utc::now();
         let (ended, change) = if all_sessions {
             (self.store.end_all_sessions(user.user_id, now).await?, SessionChange::User(user.user_id))
@@ -159,14 +167,16 @@ impl Authd {
             (self.store.revoke_session(access.session_id, now).await?, SessionChange::Session(access.session_id))
         };
         self.cache.apply(change);
-        tracing::info!(user_id = user.user_id, session_id = %access.session_id, all_sessions, ended, "logged out");
+        let reason = if all_sessions { "logout_all" } else { "logout" };
+        events::sessions_revoked(user.user_id, Some(access.session_id), ended, reason, client);
         Ok(ended)
     }
 
-    /// The caller's live sessions, the caller's own marked.
+    /// The caller's live sessions (not ended, expired or idle), the caller's own marked.
     pub async fn list_sessions(&self, caller: &Caller) -> Result<Vec<pb::Session>> {
-        let Caller { access, user } = caller;
-        let sessions = self.store.user_sessions(user.user_id, Utc::now()).await?;
+        let Caller { access, user, .. } = caller;
+        let now = Utc::now();
+        let sessions = self.store.user_sessions(user.user_id, now, now - self.sessions.idle_timeout).await?;
         Ok(sessions
             .into_iter()
             .map(|s| pb::Session {
@@ -192,7 +202,7 @@ impl Authd {
         if ended == 0 {
             return Err(Error::SessionNotFound);
         }
-        tracing::info!(user_id = user.user_id, %session_id, "session revoked");
+        events::sessions_revoked(user.user_id, Some(session_id), ended, "revoked", &caller.client);
         Ok(())
     }
 
@@ -211,6 +221,25 @@ impl Authd {
         self.cache.apply(SessionChange::Session(session_id));
         tracing::info!(%session_id, ended, "token revoked");
         Ok(())
+    }
+
+    /// After a login: ends the user's live sessions past the cap, those unused longest.
+    async fn end_sessions_past_the_cap(&self, user_id: i64, client: &ClientInfo, now: DateTime<Utc>) -> Result<()> {
+        let idle_cutoff = now - self.sessions.idle_timeout;
+        let ended = self.store.end_sessions_past(user_id, self.sessions.max_per_user, now, idle_cutoff).await?;
+        if ended > 0 {
+            self.cache.apply(SessionChange::User(user_id));
+            events::sessions_revoked(user_id, None, ended, "session_cap", client);
+        }
+        Ok(())
+    }
+
+    /// Deletes sessions that ended (revoked, expired or idle) longer ago than the
+    /// retention; returns how many.
+    pub async fn prune_sessions(&self) -> Result<u64> {
+        let now = Utc::now();
+        let ended_before = now - self.sessions.retention;
+        Ok(self.store.delete_ended_sessions(ended_before, ended_before - self.sessions.idle_timeout).await?)
     }
 
     /// Whether `token` is an access token that is active right now (RFC 7662 semantics:

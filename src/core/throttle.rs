@@ -13,10 +13,9 @@
 use std::{net::IpAddr, sync::Arc, time::Duration};
 
 use chrono::Utc;
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::{ClientInfo, Error, Result};
+use super::{ClientInfo, Error, Result, events};
 use crate::{
     config::ThrottleSettings,
     security::devices::DeviceHash,
@@ -31,7 +30,7 @@ pub enum Action {
 }
 
 impl Action {
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Self::Login => "login",
             Self::Register => "register",
@@ -46,18 +45,18 @@ pub struct Throttle {
     settings: Arc<ThrottleSettings>,
 }
 
-/// The account a password check is for, named by a digest of its lowercased email: the
-/// table should not collect the addresses people type, nor tell which have accounts.
+/// The account a password check is for, named by the keyed digest of its lowercased email
+/// (`security::accounts`): the table should not collect the addresses people type, nor
+/// tell which have accounts.
 pub struct Account(String);
 
 impl Account {
-    pub fn of(email: &str) -> Self {
-        let digest = Sha256::digest(email.to_lowercase().as_bytes());
-        Self(digest.iter().take(16).map(|b| format!("{b:02x}")).collect())
+    pub fn with_digest(digest: String) -> Self {
+        Self(digest)
     }
 
-    /// The account as the owner of a hash in flight.
-    pub fn owner(&self) -> &str {
+    /// The account's digest: the owner of a hash in flight, and the name in security events.
+    pub fn digest(&self) -> &str {
         &self.0
     }
 }
@@ -107,15 +106,15 @@ impl Throttle {
         let key = format!("{}-ip:{}", action.name(), ip(client));
         let count = self.store.throttle_hit(&key, now, window).await?;
         if count.hits > i64::from(limit) {
-            tracing::warn!(action = action.name(), ip = ip(client), hits = count.hits, "throttled per IP");
-            return Err(throttled(count.window_start_ms + window - now));
+            return Err(refuse(action, "ip", client, None, count.window_start_ms + window - now));
         }
         Ok(())
     }
 
     /// Counts a password check for `account` from `source` before it runs; refuses it while
     /// the source waits out its backoff, or, from an address, past the account's ceiling.
-    pub async fn begin_check(&self, account: &Account, source: Source<'_>) -> Result<Attempt> {
+    /// `client` is who is calling, for the security event of a refusal.
+    pub async fn begin_check(&self, account: &Account, source: Source<'_>, client: &ClientInfo) -> Result<Attempt> {
         let now = now_ms();
         let window = millis(self.settings.failure_window);
         let (key, subject_to_ceiling) = match source {
@@ -132,8 +131,7 @@ impl Throttle {
                 Some(c) => (c.last_hit_ms + millis(self.backoff(c.hits)) - now).min(c.window_start_ms + window - now),
                 None => 0,
             };
-            tracing::warn!("password check throttled: the source's backoff");
-            return Err(throttled(wait));
+            return Err(refuse(Action::Login, "account_source", client, Some(account.digest()), wait));
         };
         let source = Counted { key, window_start_ms: counted.window_start_ms };
 
@@ -151,8 +149,7 @@ impl Throttle {
                         .throttle_count(&key, now, window)
                         .await?
                         .map_or(0, |c| c.window_start_ms + window - now);
-                    tracing::warn!("password check throttled: the account's failure ceiling");
-                    return Err(throttled(wait));
+                    return Err(refuse(Action::Login, "account", client, Some(account.digest()), wait));
                 }
             }
         } else {
@@ -229,10 +226,12 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn throttled(wait_ms: i64) -> Error {
+/// The refusal of a call for `wait_ms`, told as a security event.
+fn refuse(action: Action, limit: &str, client: &ClientInfo, account: Option<&str>, wait_ms: i64) -> Error {
     // Whole seconds, rounded up, for Retry-After.
-    let seconds = u64::try_from(wait_ms).unwrap_or(0).div_ceil(1000).max(1);
-    Error::Overloaded { retry_after: Duration::from_secs(seconds) }
+    let retry_after = Duration::from_secs(u64::try_from(wait_ms).unwrap_or(0).div_ceil(1000).max(1));
+    events::throttled(action.name(), limit, client, account, retry_after);
+    Error::Overloaded { retry_after }
 }
 
 fn now_ms() -> i64 {

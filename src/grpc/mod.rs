@@ -4,10 +4,11 @@ mod auth;
 pub mod codec;
 mod user;
 
-use std::net::SocketAddr;
+use std::{collections::HashSet, net::SocketAddr, sync::LazyLock};
 
 use anyhow::Context;
 use axum::{Router, extract::ConnectInfo, http::HeaderValue, middleware, response::Response};
+use prost::Message;
 use tonic::{Code, Request, Status, service::Routes};
 use tonic_health::pb::health_server::{Health, HealthServer};
 use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
@@ -37,8 +38,35 @@ pub fn router(authd: Authd, health: HealthServer<impl Health>) -> anyhow::Result
         .add_service(reflection().build_v1alpha().context("reflection v1alpha")?)
         .into_axum_router()
         .layer(middleware::map_response(oversized_message_status))
+        .layer(middleware::map_response(crate::server::not_cached))
         // Only here: on plain HTTP/1.1 routes the grpc-web layer would answer 400.
         .layer(tonic_web::GrpcWebLayer::new()))
+}
+
+/// Whether `path` names a method served here (`/authd.v1.AuthService/Login`, health,
+/// reflection): the only paths that may become a metrics label. Any other is the caller's
+/// free text, and a label per name would grow the metrics without bound.
+pub fn is_served_method(path: &str) -> bool {
+    static METHODS: LazyLock<HashSet<String>> = LazyLock::new(|| {
+        [
+            crate::pb::FILE_DESCRIPTOR_SET,
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+        ]
+        .into_iter()
+        .filter_map(|set| prost_types::FileDescriptorSet::decode(set).ok())
+        .flat_map(|set| set.file)
+        .flat_map(|file| {
+            let package = file.package().to_owned();
+            file.service.into_iter().flat_map(move |service| {
+                let prefix = format!("/{package}.{}/", service.name());
+                service.method.into_iter().map(move |method| format!("{prefix}{}", method.name()))
+            })
+        })
+        .collect()
+    });
+    METHODS.contains(path)
 }
 
 /// tonic answers OUT_OF_RANGE to a request message over the size limit; our contract
@@ -98,5 +126,26 @@ fn client_info<T>(request: &Request<T>) -> ClientInfo {
 /// The signed-in caller of a request, from its `authorization` metadata.
 async fn caller<T>(authd: &Authd, request: &Request<T>) -> Result<Caller, Status> {
     let authorization = request.metadata().get("authorization").and_then(|v| v.to_str().ok());
-    Ok(authd.authenticate(authorization).await?)
+    Ok(authd.authenticate(authorization, client_info(request)).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_served_method;
+
+    #[test]
+    fn served_methods_are_known_by_their_paths_and_nothing_else_is() {
+        for path in [
+            "/authd.v1.AuthService/Login",
+            "/authd.v1.UserService/GetMe",
+            "/grpc.health.v1.Health/Check",
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        ] {
+            assert!(is_served_method(path), "{path}");
+        }
+        for path in ["/authd.v1.AuthService/x1", "/authd.v1.AuthService/", "/authd.v1.AuthService/Login/x", "/"] {
+            assert!(!is_served_method(path), "{path}");
+        }
+    }
 }

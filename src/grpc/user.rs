@@ -34,7 +34,7 @@ impl UserService for UserApi {
         request: Request<ChangePasswordRequest>,
     ) -> Result<Response<ChangePasswordResponse>, Status> {
         let caller = caller(&self.0, &request).await?;
-        let changed = self.0.change_password(&caller, request.get_ref(), &client_info(&request)).await?;
+        let changed = self.0.change_password(&caller, request.get_ref()).await?;
         Ok(Response::new(ChangePasswordResponse {
             sessions_ended: changed.sessions_ended as i64,
             tokens: Some(changed.signed_in.tokens),

@@ -2,10 +2,12 @@
 //! into the route's body type field by field, so that every bad field is reported at once
 //! where serde alone would stop at the first.
 
+use std::sync::Arc;
+
 use axum::{
     body::Bytes,
     extract::{FromRequest, Request},
-    http::{StatusCode, header},
+    http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use serde::{
@@ -15,8 +17,19 @@ use serde::{
 };
 use serde_json::{Map, Value};
 
-use super::error::{BadRequest, BadRequestBody, TooLarge};
+use super::error::{BadRequest, BadRequestBody, CrossSite, ErrorBody, TooLarge};
 use crate::{core::Error, domain::FieldViolation};
+
+/// The origins whose pages may call from browsers (`CORS_ALLOWED_ORIGINS`): the only other
+/// sites whose pages may post the login form.
+#[derive(Clone)]
+pub struct AllowedOrigins(Arc<[String]>);
+
+impl AllowedOrigins {
+    pub fn new(origins: &[String]) -> Self {
+        Self(origins.into())
+    }
+}
 
 /// A request body whose media type is known.
 pub struct Body {
@@ -41,13 +54,21 @@ impl<S: Send + Sync> FromRequest<S> for Body {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.split(';').next())
             .map(|v| v.trim().to_ascii_lowercase());
+        // A body without a media type is not JSON: a page of any site can post one without
+        // the browser asking authd first (CORS preflight), as it can a form or text/plain.
         let kind = match content_type.as_deref() {
-            // No media type at all: take it as JSON, as the old app's clients may send.
-            None | Some("application/json") => Kind::Json,
+            Some("application/json") => Kind::Json,
             Some(t) if t.starts_with("application/") && t.ends_with("+json") => Kind::Json,
             Some("application/x-www-form-urlencoded") => Kind::Form,
-            Some(_) => Kind::Other,
+            _ => Kind::Other,
         };
+        let allowed = req.extensions().get::<AllowedOrigins>().map(|a| a.0.clone()).unwrap_or_default();
+        // HTTP/2 names the host in the URI (`:authority`), HTTP/1.1 in `Host`.
+        let host = req.headers().get(header::HOST).and_then(|v| v.to_str().ok());
+        let host = host.or(req.uri().authority().map(|a| a.as_str()));
+        if kind == Kind::Form && from_another_site(req.headers(), host, &allowed) {
+            return Err(CrossSite(ErrorBody::new("Cross-site login refused.")).into_response());
+        }
         let mut bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 TooLarge::body().into_response()
@@ -66,6 +87,27 @@ impl<S: Send + Sync> FromRequest<S> for Body {
             }
         }
         Ok(Self { bytes, kind })
+    }
+}
+
+/// Whether the browser says a page of another site sent this, one not in `allowed`:
+/// `Sec-Fetch-Site` (set by the browser, out of the page's reach) when present, else
+/// `Origin` against the `Host` asked for. A request with neither is not from a browser page
+/// (curl, a script, a service): such a caller could set any header it liked anyway.
+fn from_another_site(headers: &HeaderMap, host: Option<&str>, allowed: &[String]) -> bool {
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    if origin.is_some_and(|origin| allowed.iter().any(|a| a == origin)) {
+        return false;
+    }
+    match headers.get("sec-fetch-site").map(|v| v.as_bytes()) {
+        Some(b"same-origin" | b"none") => false,
+        Some(_) => true,
+        // "null" is the opaque origin of a sandboxed frame or a local file: another site.
+        None => origin.is_some_and(|origin| {
+            origin
+                .split_once("://")
+                .is_none_or(|(_, authority)| host.is_none_or(|h| !h.eq_ignore_ascii_case(authority)))
+        }),
     }
 }
 

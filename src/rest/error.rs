@@ -114,6 +114,10 @@ error_response!(
     Unauthenticated(Detail) = UNAUTHORIZED, headers(("WWW-Authenticate" = String, description = "Bearer"))
 );
 error_response!(
+    /// A login form posted by a page of another site, not in `CORS_ALLOWED_ORIGINS`
+    CrossSite(ErrorBody) = FORBIDDEN
+);
+error_response!(
     /// No such live session of the caller's (another user's looks the same)
     SessionNotFound(ErrorBody) = NOT_FOUND
 );

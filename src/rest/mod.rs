@@ -10,9 +10,10 @@ mod wire;
 use std::{convert::Infallible, net::SocketAddr};
 
 use axum::{
-    Json, Router,
+    Extension, Json, Router,
     extract::{ConnectInfo, FromRequestParts, Path, State, rejection::PathRejection},
     http::{HeaderMap, HeaderValue, StatusCode, Uri, header, request::Parts},
+    middleware,
     response::{IntoResponse, Response},
     routing::any,
 };
@@ -20,10 +21,10 @@ use utoipa::OpenApi;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use self::{
-    body::{Body, Patch},
+    body::{AllowedOrigins, Body, Patch},
     error::{
-        BodyRejected, ErrorBody, Overloaded, RefreshRejected, ServerFailed, SessionNotFound, Unauthenticated,
-        WrongCredentials,
+        BodyRejected, CrossSite, ErrorBody, Overloaded, RefreshRejected, ServerFailed, SessionNotFound,
+        Unauthenticated, WrongCredentials,
     },
     wire::{
         ChangePasswordBody, DeleteMeBody, Jwks, LoginBody, LoginForm, LogoutBody, Message, PasswordChanged, Profile,
@@ -43,7 +44,7 @@ type Reply<T> = Result<Json<T>, Error>;
 /// Every REST route, with the OpenAPI document and its viewers (`/openapi.json`, `/docs`,
 /// `/redoc`). Same-path handlers only share a `routes!`: it mounts each of its handlers
 /// on each of its paths.
-pub fn router(authd: Authd) -> Router {
+pub fn router(authd: Authd, allowed_origins: &[String]) -> Router {
     let (routes, document) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(register_user))
         .routes(routes!(login))
@@ -65,8 +66,11 @@ pub fn router(authd: Authd) -> Router {
         .paths
         .keys()
         .fold(Router::new(), |router, path| router.route(&format!("{path}/"), any(without_trailing_slash)));
+    // No API answer is for a cache to keep: some carry tokens, the rest personal data.
     routes
         .with_state(authd)
+        .layer(middleware::map_response(crate::server::not_cached))
+        .layer(Extension(AllowedOrigins::new(allowed_origins)))
         .merge(slashed)
         .merge(openapi::router(document))
         .method_not_allowed_fallback(method_not_allowed)
@@ -116,12 +120,13 @@ async fn register_user(State(authd): State<Authd>, client: ClientInfo, body: Bod
 /// answer also carries `access_token` and `token_type` at the top level. A wrong password and an
 /// unknown email fail alike. The answer's `device_token` (also set as the `authd_device` cookie)
 /// names this device at its next login: past the account's failure ceiling, a known device may
-/// still log in.
+/// still log in. A form posted by a page of another site (by its `Origin` or `Sec-Fetch-Site`)
+/// that `CORS_ALLOWED_ORIGINS` does not list is refused.
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth",
     request_body(content((LoginBody = "application/json"), (LoginForm = "application/x-www-form-urlencoded"))),
     responses((status = 200, description = "Logged in: a new session", body = SignedIn,
             headers(("Set-Cookie" = String, description = "`authd_device=<device token>`, HttpOnly, SameSite=Strict"))),
-        WrongCredentials, BodyRejected, Overloaded, ServerFailed))]
+        WrongCredentials, CrossSite, BodyRejected, Overloaded, ServerFailed))]
 async fn login(
     State(authd): State<Authd>,
     client: ClientInfo,
@@ -255,7 +260,8 @@ impl FromRequestParts<Authd> for Caller {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, authd: &Authd) -> Result<Self, Error> {
-        authd.authenticate(parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())).await
+        let Ok(client) = ClientInfo::from_request_parts(parts, authd).await;
+        authd.authenticate(parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()), client).await
     }
 }
 
@@ -295,17 +301,12 @@ async fn update_me(State(authd): State<Authd>, caller: Caller, body: Body) -> Re
 #[utoipa::path(post, path = "/api/v1/me/password", tag = "users", request_body = ChangePasswordBody,
     responses((status = 200, description = "Changed; every session ended, and a new one started", body = PasswordChanged),
         Unauthenticated, BodyRejected, Overloaded, ServerFailed))]
-async fn change_password(
-    State(authd): State<Authd>,
-    caller: Caller,
-    client: ClientInfo,
-    body: Body,
-) -> Reply<PasswordChanged> {
+async fn change_password(State(authd): State<Authd>, caller: Caller, body: Body) -> Reply<PasswordChanged> {
     let (body, bad_fields) = body.json::<ChangePasswordBody>()?;
     let request =
         pb::ChangePasswordRequest { current_password: body.current_password, new_password: body.new_password };
     bad_fields.finish(authd.validate_password_change(&caller, &request))?;
-    let changed = authd.change_password(&caller, &request, &client).await?;
+    let changed = authd.change_password(&caller, &request).await?;
     Ok(Json(PasswordChanged {
         message: "Password changed successfully.",
         sessions_ended: changed.sessions_ended,
@@ -419,17 +420,16 @@ async fn healthz() -> Json<Status> {
 
 /// Readiness
 ///
-/// Whether the database answers.
+/// Whether the database answered the last health check (every `HEALTH_CHECK_INTERVAL_MS`); asking
+/// costs the database nothing.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, description = "The database answers", body = Status),
         (status = 503, description = "The database does not answer", body = Status)))]
 async fn ready(State(authd): State<Authd>) -> (StatusCode, Json<Status>) {
-    match authd.ready().await {
-        Ok(()) => (StatusCode::OK, Json(Status { status: "ready" })),
-        Err(e) => {
-            e.log_if_internal();
-            (StatusCode::SERVICE_UNAVAILABLE, Json(Status { status: "unavailable" }))
-        }
+    if authd.ready() {
+        (StatusCode::OK, Json(Status { status: "ready" }))
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, Json(Status { status: "unavailable" }))
     }
 }
 

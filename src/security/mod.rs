@@ -1,14 +1,21 @@
-//! Cryptography: password hashing, the two kinds of session token, and device tokens.
+//! Cryptography: password hashing, the two kinds of session token, device tokens, keyed
+//! digests of accounts, and secrets sealed at rest.
 
 pub mod access;
+pub mod accounts;
 pub mod devices;
 pub mod keys;
 pub mod passwords;
 pub mod refresh;
+pub mod sealing;
 
-/// 32 random bytes from the operating system's generator, for generated secrets.
+/// Bytes of a generated HMAC key: as long as SHA-512's output, the longest hash authd
+/// signs with (RFC 7518 §3.2 asks for at least the hash's output).
+pub const GENERATED_KEY_BYTES: usize = 64;
+
+/// A new key from the operating system's generator, for generated secrets.
 pub fn random_secret() -> Vec<u8> {
-    let mut bytes = vec![0u8; 32];
+    let mut bytes = vec![0u8; GENERATED_KEY_BYTES];
     rand::fill(&mut bytes[..]);
     bytes
 }

@@ -1,8 +1,9 @@
 //! Refresh tokens: opaque to clients, `base64url(session id ‖ generation ‖ HMAC-SHA256)`.
 //!
 //! The server stores no token at all, only each session's current generation: a token is
-//! recomputed from the key, so a leaked database yields no usable token, and the successor
-//! of a generation is always the same string (a retried refresh gets the same answer).
+//! recomputed from the key, and the successor of a generation is always the same string (a
+//! retried refresh gets the same answer). A leaked database yields no usable token only
+//! while the key is not in it in the clear: configured, or sealed under `KEY_ENCRYPTION_KEY`.
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use hmac::{Hmac, KeyInit, Mac};

@@ -69,9 +69,8 @@ impl AccessLine {
         let _span = self.span.clone().entered();
         let latency = self.start.elapsed();
         if self.grpc {
-            // A served method's path names it; any other (UNIMPLEMENTED) is one label.
-            let served = self.route.is_some() && grpc_status != Some("12");
-            let rpc = if served { self.path.as_str() } else { "unmatched" };
+            // A served method's path names it; any other is one label, however it failed.
+            let rpc = if crate::grpc::is_served_method(&self.path) { self.path.as_str() } else { "unmatched" };
             // No status at all means the call broke off before its trailers.
             metrics::grpc_request(rpc, grpc_status.unwrap_or("aborted"), latency);
         } else {

@@ -10,7 +10,13 @@ mod proxies;
 mod request_id;
 mod shutdown;
 
-use axum::{Router, extract::Request, http::header, middleware};
+use axum::{
+    Router,
+    extract::Request,
+    http::{HeaderValue, header},
+    middleware,
+    response::Response,
+};
 use tower_http::trace::TraceLayer;
 
 pub use connections::serve;
@@ -48,4 +54,16 @@ pub fn layers(routes: Router, settings: &Settings) -> anyhow::Result<Router> {
 /// Whether a request speaks gRPC (or grpc-web), whose errors go in `grpc-status`.
 pub fn is_grpc(request: &Request) -> bool {
     request.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// Marks an answer as not to be kept by any cache (RFC 6749 §5.1 for answers carrying
+/// tokens; RFC 9111's `no-store`, and `Pragma` for HTTP/1.0 caches), unless its route chose
+/// a cache policy of its own.
+pub async fn not_cached(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    if !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    }
+    response
 }

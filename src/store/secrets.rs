@@ -20,4 +20,16 @@ impl Store {
         )?;
         run!(self, query_scalar("select value from secrets where name = $1", name).fetch_one)
     }
+
+    /// Every secret, by name.
+    pub async fn secrets(&self) -> StoreResult<Vec<(String, Vec<u8>)>> {
+        run!(self, query_as("select name, value from secrets order by name").fetch_all)
+    }
+
+    /// Replaces a secret's value if it is still `old`; returns whether it did.
+    pub async fn replace_secret(&self, name: &str, old: &[u8], new: &[u8]) -> StoreResult<bool> {
+        let changed =
+            run!(self, query("update secrets set value = $3 where name = $1 and value = $2", name, old, new).execute)?;
+        Ok(changed == 1)
+    }
 }

@@ -189,21 +189,93 @@ impl Store {
         Ok(ended)
     }
 
-    /// The sessions of a user that are live at `now`, most recently used first.
-    pub async fn user_sessions(&self, user_id: i64, now: DateTime<Utc>) -> StoreResult<Vec<SessionSummary>> {
+    /// The sessions of a user that are live at `now` and used since `idle_cutoff`, most
+    /// recently used first.
+    pub async fn user_sessions(
+        &self,
+        user_id: i64,
+        now: DateTime<Utc>,
+        idle_cutoff: DateTime<Utc>,
+    ) -> StoreResult<Vec<SessionSummary>> {
         run!(
             self,
             query_as(
                 "select s.session_id, s.created_at, s.last_used_at, s.expires_at, s.user_agent, s.ip
                    from sessions s join users u on u.user_id = s.user_id
-                  where s.user_id = $1 and s.revoked_at is null and s.expires_at > $2
+                  where s.user_id = $1 and s.revoked_at is null and s.expires_at > $2 and s.last_used_at > $3
                     and s.credentials_version = u.credentials_version
                   order by s.last_used_at desc, s.created_at desc",
                 user_id,
                 now,
+                idle_cutoff,
             )
             .fetch_all
         )
+    }
+
+    /// Ends the user's live sessions (used since `idle_cutoff`) beyond the `keep` most
+    /// recently used; returns how many ended. One statement, so concurrent logins each
+    /// keep the newest `keep` and never end more.
+    pub async fn end_sessions_past(
+        &self,
+        user_id: i64,
+        keep: u32,
+        now: DateTime<Utc>,
+        idle_cutoff: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        let ended = run!(
+            self,
+            query(
+                "update sessions set revoked_at = $2
+                  where session_id in (
+                    select session_id from (
+                      select session_id, row_number() over (order by last_used_at desc, created_at desc) as n
+                        from sessions
+                       where user_id = $1 and revoked_at is null and expires_at > $2 and last_used_at > $3
+                    ) ranked
+                     where n > $4)",
+                user_id,
+                now,
+                idle_cutoff,
+                i64::from(keep),
+            )
+            .execute
+        )?;
+        if ended > 0 {
+            self.announce(SessionChange::User(user_id)).await?;
+        }
+        Ok(ended)
+    }
+
+    /// Deletes the sessions revoked or expired before `ended_before`, or last used before
+    /// `unused_since`; returns how many. In batches, so that no one statement holds the
+    /// table for long after a long time without pruning.
+    pub async fn delete_ended_sessions(
+        &self,
+        ended_before: DateTime<Utc>,
+        unused_since: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        const BATCH: i64 = 5000;
+        let mut deleted = 0;
+        loop {
+            let batch = run!(
+                self,
+                query(
+                    "delete from sessions where session_id in (
+                       select session_id from sessions
+                        where revoked_at < $1 or expires_at < $1 or last_used_at < $2
+                        limit $3)",
+                    ended_before,
+                    unused_since,
+                    BATCH,
+                )
+                .execute
+            )?;
+            deleted += batch;
+            if batch < BATCH as u64 {
+                return Ok(deleted);
+            }
+        }
     }
 
     /// The user of a session that is live at `now` and belongs to `user_id`.

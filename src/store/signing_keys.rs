@@ -50,6 +50,24 @@ impl Store {
         Ok(())
     }
 
+    /// The private keys kept (generated ones), by key id.
+    pub async fn private_keys(&self) -> StoreResult<Vec<(String, String)>> {
+        run!(
+            self,
+            query_as("select kid, private_pem from signing_keys where private_pem is not null order by kid").fetch_all
+        )
+    }
+
+    /// Replaces a key's private PEM if it is still `old`; returns whether it did.
+    pub async fn replace_private_pem(&self, kid: &str, old: &str, new: &str) -> StoreResult<bool> {
+        let changed = run!(
+            self,
+            query("update signing_keys set private_pem = $3 where kid = $1 and private_pem = $2", kid, old, new)
+                .execute
+        )?;
+        Ok(changed == 1)
+    }
+
     /// Retires every active key but `kid`.
     pub async fn retire_signing_keys_except(&self, kid: &str, now: DateTime<Utc>) -> StoreResult<()> {
         run!(

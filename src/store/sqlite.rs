@@ -5,7 +5,7 @@
 //! lock before reading the rows it changes, and a conditional `update ... returning`
 //! is atomic just as on PostgreSQL.
 
-use std::{str::FromStr, time::Duration};
+use std::{path::Path, str::FromStr, time::Duration};
 
 use anyhow::Context;
 use sqlx::{
@@ -38,11 +38,8 @@ pub(super) async fn connect(url: &str, max_connections: u32, migrations: Migrati
             options.get_filename().display()
         );
     }
-    if migrations == Migrations::Apply
-        && !in_memory
-        && let Some(dir) = options.get_filename().parent().filter(|d| !d.as_os_str().is_empty())
-    {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating the data directory {}", dir.display()))?;
+    if migrations == Migrations::Apply && !in_memory {
+        create_private(options.get_filename())?;
     }
     // An in-memory database lives as long as its connections: keep exactly one.
     let pool_options = if in_memory {
@@ -51,4 +48,43 @@ pub(super) async fn connect(url: &str, max_connections: u32, migrations: Migrati
         SqlitePoolOptions::new().max_connections(max_connections)
     };
     Ok(pool_options.acquire_timeout(ACQUIRE_TIMEOUT).connect_with(options).await?)
+}
+
+/// Creates the database file, if missing, readable by its owner only (SQLite gives its
+/// journal files the same mode), in directories it creates likewise: the file holds
+/// password hashes and, unless `KEY_ENCRYPTION_KEY` is set, the keys that sign tokens.
+fn create_private(file: &Path) -> anyhow::Result<()> {
+    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(dir).with_context(|| format!("creating the data directory {}", dir.display()))?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(file) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            warn_if_others_may_read(file);
+            Ok(())
+        }
+        Err(e) => Err(e).with_context(|| format!("creating the database file {}", file.display())),
+    }
+}
+
+/// A file created before authd made it private, or by hand, keeps its mode: say so.
+fn warn_if_others_may_read(file: &Path) {
+    #[cfg(unix)]
+    if let Ok(metadata) = std::fs::metadata(file) {
+        let mode = std::os::unix::fs::PermissionsExt::mode(&metadata.permissions()) & 0o777;
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                "{} has mode {mode:o}: other users may read its password hashes and keys; `chmod 600` it",
+                file.display()
+            );
+        }
+    }
 }

@@ -122,7 +122,7 @@ async fn a_login_still_hashing_across_a_password_change_neither_gets_in_nor_undo
 /// An adopted user's bcrypt hash, put in place as adoption leaves it.
 async fn adopt_with_bcrypt(app: &TestApp, email: &str, password: &str) {
     let hash = bcrypt::hash(password, 4).unwrap();
-    app.sql(&format!("update users set password = '{hash}' where email = '{email}'")).await;
+    app.sql(&format!("update users set password = '{hash}' where email = '{email}'"), &[]).await;
 }
 
 async fn stored_hash(app: &TestApp, email: &str) -> String {

@@ -1,18 +1,25 @@
 #![allow(dead_code)] // each test module uses a different part of the harness
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::{
+    cell::RefCell,
+    io::Write,
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    sync::{Arc, Mutex, OnceLock},
+};
 
 use authd::{
-    config::Settings,
+    config::{LogFormat, Settings},
     pb::{self, auth_service_client::AuthServiceClient, user_service_client::UserServiceClient},
     startup::Application,
 };
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
-use sqlx::{Connection, Executor, PgConnection, SqliteConnection};
+use sqlx::{Connection, Executor, PgConnection, Row, SqliteConnection};
 use tokio::sync::oneshot;
 use tonic::{Code, Status, transport::Channel};
 use tonic_types::StatusExt;
+use tracing_subscriber::EnvFilter;
 
 /// The origin the test server lets browsers call from.
 pub const ALLOWED_ORIGIN: &str = "https://app.example";
@@ -221,12 +228,62 @@ impl TestApp {
 
     /// Stops the server, waits for it to finish, and starts a new one (on a new port)
     /// over the same database with the same settings.
-    pub async fn restart(mut self) -> TestApp {
+    pub async fn restart(self) -> TestApp {
+        self.restart_with(|_| {}).await
+    }
+
+    /// Like [`TestApp::restart`], with the settings changed by `configure` first.
+    pub async fn restart_with(self, configure: impl FnOnce(&mut Settings)) -> TestApp {
+        let (db, mut settings) = self.stop().await;
+        configure(&mut settings);
+        start(db, settings).await
+    }
+
+    /// Stops the server and waits for it to finish; its database and settings remain.
+    pub async fn stop(mut self) -> (TestDb, Settings) {
         let server = self.server.take().unwrap();
         let _ = server.stop.send(());
         server.done.await.unwrap().unwrap();
-        let db = self.db.take().unwrap();
-        start(db, self.settings.clone()).await
+        (self.db.take().unwrap(), self.settings.clone())
+    }
+
+    /// Runs one statement on the app's database, binding `args` to `$1`, `$2`, ...; returns
+    /// the rows changed. For looking at, or ageing, what the server stored.
+    pub async fn sql(&self, sql: &str, args: &[Arg]) -> u64 {
+        let url = self.database_url();
+        match backend() {
+            Backend::Sqlite => {
+                let mut conn = SqliteConnection::connect(url).await.unwrap();
+                bind!(sql, args).execute(&mut conn).await.unwrap().rows_affected()
+            }
+            Backend::Postgres(_) => {
+                let mut conn = PgConnection::connect(url).await.unwrap();
+                bind!(sql, args).execute(&mut conn).await.unwrap().rows_affected()
+            }
+        }
+    }
+
+    /// The first column of every row a query returns, as bytes (text columns too).
+    pub async fn sql_column(&self, sql: &str, args: &[Arg]) -> Vec<Vec<u8>> {
+        fn bytes<R: Row>(row: &R) -> Vec<u8>
+        where
+            usize: sqlx::ColumnIndex<R>,
+            for<'r> Vec<u8>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+            for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+        {
+            row.try_get::<Vec<u8>, _>(0).unwrap_or_else(|_| row.get::<String, _>(0).into_bytes())
+        }
+        let url = self.database_url();
+        match backend() {
+            Backend::Sqlite => {
+                let mut conn = SqliteConnection::connect(url).await.unwrap();
+                bind!(sql, args).fetch_all(&mut conn).await.unwrap().iter().map(bytes).collect()
+            }
+            Backend::Postgres(_) => {
+                let mut conn = PgConnection::connect(url).await.unwrap();
+                bind!(sql, args).fetch_all(&mut conn).await.unwrap().iter().map(bytes).collect()
+            }
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -283,12 +340,6 @@ impl TestApp {
     }
 }
 
-/// An HTTP client whose connections come from `ip` (any 127.0.0.0/8 address is local),
-/// so one test can play callers at several addresses.
-pub fn client_from(ip: &str) -> reqwest::Client {
-    reqwest::Client::builder().local_address(ip.parse::<std::net::IpAddr>().unwrap()).build().unwrap()
-}
-
 /// Another server over the same database, as a second replica would be; stopped on drop.
 pub struct Replica {
     pub addr: SocketAddr,
@@ -317,32 +368,103 @@ impl TestApp {
         Replica { addr, server: tokio::spawn(app.run_until(std::future::pending())) }
     }
 
-    /// Runs one SQL statement on the app's database directly, as an operator would.
-    pub async fn sql(&self, statement: &str) {
-        let statement = sqlx::AssertSqlSafe(statement.to_owned());
-        match backend() {
-            Backend::Sqlite => {
-                SqliteConnection::connect(self.database_url()).await.unwrap().execute(statement).await.unwrap();
-            }
-            Backend::Postgres(_) => {
-                PgConnection::connect(self.database_url()).await.unwrap().execute(statement).await.unwrap();
-            }
-        };
-    }
-
     /// The text in the first column of the first row a query returns, if any row.
     pub async fn sql_text(&self, query: &str) -> Option<String> {
-        let query = sqlx::AssertSqlSafe(query.to_owned());
-        match backend() {
-            Backend::Sqlite => {
-                let mut conn = SqliteConnection::connect(self.database_url()).await.unwrap();
-                sqlx::query_scalar(query).fetch_optional(&mut conn).await.unwrap()
+        self.sql_column(query, &[]).await.first().map(|bytes| String::from_utf8_lossy(bytes).into_owned())
+    }
+}
+
+/// A value for [`TestApp::sql`].
+pub enum Arg {
+    Time(chrono::DateTime<chrono::Utc>),
+    Id(uuid::Uuid),
+}
+
+/// `sqlx::query(sql)` with `args` bound in order; one expansion per backend.
+macro_rules! bind {
+    ($sql:expr, $args:expr) => {
+        $args.iter().fold(sqlx::query(sqlx::AssertSqlSafe($sql.to_owned())), |query, arg| match arg {
+            Arg::Time(t) => query.bind(*t),
+            Arg::Id(id) => query.bind(*id),
+        })
+    };
+}
+use bind;
+
+/// An HTTP client whose connections come from `ip` (any 127.0.0.0/8 address is local),
+/// so one test can play callers at several addresses.
+pub fn client_from(ip: &str) -> reqwest::Client {
+    reqwest::Client::builder().local_address(ip.parse::<IpAddr>().unwrap()).build().unwrap()
+}
+
+/// Log events as authd writes them in JSON, caught on this thread (`#[tokio::test]` runs a
+/// test and the server it starts on one thread) until dropped. One global subscriber
+/// routes each event to its thread's capture: a subscriber per thread would miss events,
+/// as tracing decides once per call site, from whichever thread reaches it first, whether
+/// any subscriber wants it.
+pub struct LogCapture(Arc<Mutex<Vec<u8>>>);
+
+thread_local! {
+    static CAPTURE: RefCell<Option<Arc<Mutex<Vec<u8>>>>> = const { RefCell::new(None) };
+}
+
+impl LogCapture {
+    pub fn start() -> Self {
+        static INSTALLED: OnceLock<()> = OnceLock::new();
+        INSTALLED.get_or_init(|| {
+            let subscriber = authd::telemetry::subscriber(LogFormat::Json, EnvFilter::new("info"), || ThreadLog);
+            tracing::subscriber::set_global_default(subscriber).expect("no other global subscriber in the tests");
+        });
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        CAPTURE.set(Some(buffer.clone()));
+        Self(buffer)
+    }
+
+    /// The events logged so far.
+    pub fn events(&self) -> Vec<Value> {
+        self.text().lines().map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"))).collect()
+    }
+
+    /// The log as written.
+    pub fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+impl Drop for LogCapture {
+    fn drop(&mut self) {
+        CAPTURE.set(None);
+    }
+}
+
+/// Writes to the capture of the thread it runs on, if any.
+struct ThreadLog;
+
+impl Write for ThreadLog {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        CAPTURE.with_borrow(|capture| {
+            if let Some(buffer) = capture {
+                buffer.lock().unwrap().extend_from_slice(bytes);
             }
-            Backend::Postgres(_) => {
-                let mut conn = PgConnection::connect(self.database_url()).await.unwrap();
-                sqlx::query_scalar(query).fetch_optional(&mut conn).await.unwrap()
-            }
-        }
+        });
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Polls `check` every 50 ms until it holds, for at most `limit`.
+pub async fn eventually<F: Future<Output = bool>>(
+    limit: std::time::Duration,
+    what: &str,
+    mut check: impl FnMut() -> F,
+) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "not within {limit:?}: {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
 

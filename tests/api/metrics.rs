@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use futures::{StreamExt, stream};
 use reqwest::StatusCode;
 
 use crate::helpers::{spawn_app_with, with_bearer};
@@ -46,4 +47,46 @@ async fn metrics_count_requests_logins_and_reuse_by_route_without_user_data() {
     }
 }
 
-on_both_backends!(metrics_count_requests_logins_and_reuse_by_route_without_user_data);
+/// Method names are the caller's to choose: any that authd does not serve is one label,
+/// `unmatched`, whatever the transport and however it failed.
+async fn unknown_grpc_methods_add_no_series() {
+    let app = spawn_app_with(|_| {}).await;
+    let h2 = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    let names = (0..1000).map(|i| {
+        let name = uuid::Uuid::new_v4().simple().to_string();
+        let path = match i % 3 {
+            0 => format!("/authd.v1.AuthService/{name}"),
+            1 => format!("/authd.v1.UserService/{name}"),
+            _ => format!("/{name}.Service/Method"),
+        };
+        (i, path, name)
+    });
+    let calls = stream::iter(names)
+        .map(|(i, path, name)| {
+            let (client, content_type) = match i % 4 {
+                0 => (&h2, "application/grpc"),
+                1 => (&app.http, "application/grpc"),
+                2 => (&h2, "application/grpc-web+proto"),
+                _ => (&app.http, "application/grpc-web-text"),
+            };
+            let request = client.post(app.url(&path)).header("content-type", content_type).header("te", "trailers");
+            async move {
+                // Whatever the answer, it must not name the method in /metrics.
+                let _ = request.body(vec![0u8; 5]).send().await.unwrap().bytes().await;
+                name
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await;
+
+    let text = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(text.contains(r#"authd_grpc_requests_total{rpc="unmatched""#), "{text}");
+    let leaked = calls.iter().filter(|name| text.contains(name.as_str())).count();
+    assert_eq!(leaked, 0, "{leaked} of 1000 unknown method names became labels");
+}
+
+on_both_backends!(
+    metrics_count_requests_logins_and_reuse_by_route_without_user_data,
+    unknown_grpc_methods_add_no_series
+);

@@ -1,15 +1,9 @@
 //! Requests you can follow: an `x-request-id` on every answer (kept from a trusted proxy,
 //! else generated), the same id on every log event of the request, and gRPC deadlines.
 
-use std::{
-    cell::RefCell,
-    convert::Infallible,
-    io::Write,
-    sync::{Arc, Mutex, OnceLock},
-    time::Duration,
-};
+use std::{convert::Infallible, time::Duration};
 
-use authd::{config::LogFormat, pb::GetMeRequest};
+use authd::pb::GetMeRequest;
 use bytes::Bytes;
 use futures::stream;
 use http_body_util::StreamBody;
@@ -18,9 +12,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use reqwest::StatusCode;
 use serde_json::Value;
 use tonic::{Code, Status, metadata::MetadataMap};
-use tracing_subscriber::EnvFilter;
 
-use crate::helpers::{TestApp, ada, spawn_app, spawn_app_with, with_bearer};
+use crate::helpers::{LogCapture, TestApp, ada, spawn_app, spawn_app_with, with_bearer};
 
 fn is_generated(id: &str) -> bool {
     uuid::Uuid::parse_str(id).is_ok_and(|u| u.get_version_num() == 4)
@@ -76,60 +69,6 @@ async fn an_id_sent_by_a_trusted_proxy_is_kept_and_by_anyone_else_replaced() {
     for app in [&other_proxy, &direct] {
         let (rest, grpc) = ids_answered_to(app, "edge-7f3a:42").await;
         assert!(is_generated(&rest) && is_generated(&grpc), "{rest} {grpc}");
-    }
-}
-
-/// Log events as authd writes them in JSON, caught on this thread (`#[tokio::test]` runs a
-/// test and the server it starts on one thread) until dropped. One global subscriber
-/// routes each event to its thread's capture: a subscriber per thread would miss events,
-/// as tracing decides once per call site, from whichever thread reaches it first, whether
-/// any subscriber wants it.
-struct LogCapture(Arc<Mutex<Vec<u8>>>);
-
-thread_local! {
-    static CAPTURE: RefCell<Option<Arc<Mutex<Vec<u8>>>>> = const { RefCell::new(None) };
-}
-
-impl LogCapture {
-    fn start() -> Self {
-        static INSTALLED: OnceLock<()> = OnceLock::new();
-        INSTALLED.get_or_init(|| {
-            let subscriber = authd::telemetry::subscriber(LogFormat::Json, EnvFilter::new("info"), || ThreadLog);
-            tracing::subscriber::set_global_default(subscriber).expect("no other global subscriber in the tests");
-        });
-        let buffer = Arc::new(Mutex::new(Vec::new()));
-        CAPTURE.set(Some(buffer.clone()));
-        Self(buffer)
-    }
-
-    /// The events logged so far.
-    fn events(&self) -> Vec<Value> {
-        let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
-        text.lines().map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"))).collect()
-    }
-}
-
-impl Drop for LogCapture {
-    fn drop(&mut self) {
-        CAPTURE.set(None);
-    }
-}
-
-/// Writes to the capture of the thread it runs on, if any.
-struct ThreadLog;
-
-impl Write for ThreadLog {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        CAPTURE.with_borrow(|capture| {
-            if let Some(buffer) = capture {
-                buffer.lock().unwrap().extend_from_slice(bytes);
-            }
-        });
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
     }
 }
 

@@ -3,11 +3,13 @@
 
 use std::{
     net::SocketAddr,
+    pin::Pin,
     process::{Child, Command, Stdio},
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
+    task::{Context, Poll},
     time::Duration,
 };
 
@@ -15,14 +17,14 @@ use futures::future::join_all;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf},
     net::{TcpListener, TcpStream},
     task::JoinHandle,
 };
 use tonic::Code;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 
-use crate::helpers::{TestApp, TestDb, ada, json_of, on_postgres, start, test_settings, with_bearer};
+use crate::helpers::{TestApp, TestDb, ada, eventually, json_of, on_postgres, start, test_settings, with_bearer};
 use authd::pb::GetMeRequest;
 
 const PASSWORD: &str = "correct horse battery";
@@ -32,6 +34,8 @@ const PASSWORD: &str = "correct horse battery";
 struct Proxy {
     addr: SocketAddr,
     cut: Arc<AtomicBool>,
+    /// Bytes the app has sent the database through the proxy.
+    sent: Arc<AtomicU64>,
     connections: Arc<Mutex<Vec<JoinHandle<()>>>>,
     acceptor: JoinHandle<()>,
 }
@@ -41,24 +45,30 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let cut = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicU64::new(0));
         let connections = Arc::new(Mutex::new(Vec::new()));
         let acceptor = tokio::spawn({
-            let (cut, connections) = (cut.clone(), connections.clone());
+            let (cut, sent, connections) = (cut.clone(), sent.clone(), connections.clone());
             async move {
-                while let Ok((mut inbound, _)) = listener.accept().await {
+                while let Ok((inbound, _)) = listener.accept().await {
                     if cut.load(Ordering::SeqCst) {
                         continue; // dropped: the connection closes at once
                     }
-                    let target = target.clone();
+                    let (target, sent) = (target.clone(), sent.clone());
                     connections.lock().unwrap().push(tokio::spawn(async move {
                         if let Ok(mut outbound) = TcpStream::connect(target).await {
+                            let mut inbound = Counted { stream: inbound, count: sent };
                             let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
                         }
                     }));
                 }
             }
         });
-        Self { addr, cut, connections, acceptor }
+        Self { addr, cut, sent, connections, acceptor }
+    }
+
+    fn bytes_sent(&self) -> u64 {
+        self.sent.load(Ordering::SeqCst)
     }
 
     fn cut(&self) {
@@ -78,6 +88,35 @@ impl Drop for Proxy {
     }
 }
 
+/// A stream that counts the bytes read from it.
+struct Counted {
+    stream: TcpStream,
+    count: Arc<AtomicU64>,
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
+        self.count.fetch_add((buf.filled().len() - before) as u64, Ordering::SeqCst);
+        polled
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
 /// `postgres://user@host:port/db` with the host and port replaced by `addr`; and the
 /// host and port it had.
 fn via(url: &str, addr: SocketAddr) -> (String, String) {
@@ -89,30 +128,26 @@ fn via(url: &str, addr: SocketAddr) -> (String, String) {
     (format!("{scheme}://{at}{addr}/{path}"), host)
 }
 
+/// An app whose database connections go through a [`Proxy`] of the test's.
+async fn behind_proxy(configure: impl FnOnce(&mut authd::config::Settings)) -> (TestApp, Proxy) {
+    let db = TestDb::create().await;
+    let (_, target) = via(&db.url, "127.0.0.1:1".parse().unwrap());
+    let proxy = Proxy::start(target).await;
+    let mut settings = test_settings(&via(&db.url, proxy.addr).0);
+    configure(&mut settings);
+    (start(db, settings).await, proxy)
+}
+
 async fn health(app: &TestApp) -> Option<ServingStatus> {
     let channel = tonic::transport::Channel::from_shared(app.url("")).unwrap().connect().await.ok()?;
     let reply = HealthClient::new(channel).check(HealthCheckRequest { service: String::new() }).await.ok()?;
     ServingStatus::try_from(reply.into_inner().status).ok()
 }
 
-/// Polls `check` every 100 ms until it holds, for at most `limit`.
-async fn eventually<F: Future<Output = bool>>(limit: Duration, what: &str, mut check: impl FnMut() -> F) {
-    let deadline = tokio::time::Instant::now() + limit;
-    while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "not within {limit:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test]
 async fn a_database_outage_answers_unavailable_and_heals_without_a_restart() {
     on_postgres("resilience::a_database_outage_answers_unavailable_and_heals_without_a_restart", async {
-        let db = TestDb::create().await;
-        let (_, target) = via(&db.url, "127.0.0.1:1".parse().unwrap());
-        let proxy = Proxy::start(target).await;
-        let mut settings = test_settings(&via(&db.url, proxy.addr).0);
-        settings.limits.health_check_interval = Duration::from_millis(200);
-        let app = start(db, settings).await;
+        let (app, proxy) = behind_proxy(|s| s.limits.health_check_interval = Duration::from_millis(200)).await;
         let (access, _) = app.ada_tokens().await;
 
         proxy.cut();
@@ -122,22 +157,22 @@ async fn a_database_outage_answers_unavailable_and_heals_without_a_restart() {
         let calls = async {
             let mut bob = ada();
             bob["email"] = json!("bob@example.com");
-            tokio::join!(
-                app.me(Some(&bearer)),
-                app.login("ada@example.com", PASSWORD),
-                app.register(&bob),
-                async { app.users().await.get_me(with_bearer(GetMeRequest {}, &access)).await },
-                app.http.get(app.url("/readyz")).send(),
-            )
+            tokio::join!(app.me(Some(&bearer)), app.login("ada@example.com", PASSWORD), app.register(&bob), async {
+                app.users().await.get_me(with_bearer(GetMeRequest {}, &access)).await
+            },)
         };
-        let (me, login, register, grpc_me, ready) =
+        let (me, login, register, grpc_me) =
             tokio::time::timeout(Duration::from_secs(20), calls).await.expect("calls answer during an outage");
         for response in [me, login, register] {
             assert_eq!(json_of(response).await, (StatusCode::SERVICE_UNAVAILABLE, unavailable.clone()));
         }
         let status = grpc_me.unwrap_err();
         assert_eq!((status.code(), status.message()), (Code::Unavailable, "Service temporarily unavailable."));
-        assert_eq!(ready.unwrap().status(), StatusCode::SERVICE_UNAVAILABLE);
+        // Readiness is the health watcher's last finding: it follows within its interval.
+        eventually(Duration::from_secs(20), "/readyz 503", || async {
+            app.http.get(app.url("/readyz")).send().await.is_ok_and(|r| r.status() == StatusCode::SERVICE_UNAVAILABLE)
+        })
+        .await;
         eventually(Duration::from_secs(20), "gRPC health NOT_SERVING", || async {
             health(&app).await == Some(ServingStatus::NotServing)
         })
@@ -216,6 +251,30 @@ impl Drop for Process {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `/readyz` is asked by load balancers every few seconds, and by anyone who likes: it
+/// answers from what the health watcher last found, and sends the database nothing.
+#[tokio::test]
+async fn readiness_answers_from_the_health_watcher_without_asking_the_database() {
+    on_postgres("resilience::readiness_answers_from_the_health_watcher_without_asking_the_database", async {
+        let (app, proxy) = behind_proxy(|s| {
+            // Neither the watcher nor the key reloader speaks during the test.
+            s.limits.health_check_interval = Duration::from_secs(3600);
+            s.tokens.key_reload_interval = Duration::from_secs(3600);
+        })
+        .await;
+        assert_eq!(app.http.get(app.url("/readyz")).send().await.unwrap().status(), StatusCode::OK);
+
+        let before = proxy.bytes_sent();
+        for _ in 0..50 {
+            assert_eq!(app.http.get(app.url("/readyz")).send().await.unwrap().status(), StatusCode::OK);
+        }
+        // One `select 1` takes over a hundred bytes on the wire; fifty would take kilobytes.
+        let sent = proxy.bytes_sent() - before;
+        assert!(sent < 100, "50 readiness checks sent the database {sent} bytes");
+    })
+    .await
 }
 
 #[tokio::test]

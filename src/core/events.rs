@@ -1,0 +1,75 @@
+//! Security events: one structured log event for each thing an auditor or an alert looks
+//! for, under the target `authd::security`, so that they can be routed apart (by
+//! `RUST_LOG=authd::security=info`, or by the `target` of the JSON log). Each names who (a
+//! user id, or for a failed login a keyed digest of the account), from where (the client
+//! address) and how it went (`outcome`: success, failure or refused); never a password, a
+//! token or an email. One function per event, so that each call site is one line.
+
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use super::ClientInfo;
+
+fn ip(client: &ClientInfo) -> &str {
+    client.ip.as_deref().unwrap_or("unknown")
+}
+
+fn outcome(succeeded: bool) -> &'static str {
+    if succeeded { "success" } else { "failure" }
+}
+
+pub fn login_succeeded(user_id: i64, session_id: Uuid, client: &ClientInfo) {
+    tracing::info!(target: "authd::security", event = "login", outcome = "success", user_id, %session_id,
+        client_ip = ip(client), "login succeeded");
+}
+
+/// A wrong password, or an email with no account (then `user_id` is `None`).
+pub fn login_failed(account: &str, user_id: Option<i64>, client: &ClientInfo) {
+    tracing::warn!(target: "authd::security", event = "login", outcome = "failure", account, user_id,
+        client_ip = ip(client), "login failed");
+}
+
+/// A call refused by a rate limit: `limit` names which (`address`, `ip`, `account_ip`,
+/// `account`); `account` is the account's digest when the limit is about one.
+pub fn throttled(action: &str, limit: &str, client: &ClientInfo, account: Option<&str>, retry_after: Duration) {
+    tracing::warn!(target: "authd::security", event = "throttled", outcome = "refused", action, limit, account,
+        client_ip = ip(client), retry_after_s = retry_after.as_secs(), "throttled");
+}
+
+/// A rotated refresh token presented again, past the grace window: the session ended.
+pub fn refresh_token_reused(user_id: i64, session_id: Uuid, client: &ClientInfo) {
+    tracing::warn!(target: "authd::security", event = "refresh_token_reuse", outcome = "refused", user_id,
+        %session_id, client_ip = ip(client), "refresh token reused: session revoked");
+}
+
+/// Sessions ended before their time: `session_id` for one, `None` for all of the user's
+/// (or several); `reason` says why (`logout`, `logout_all`, `revoked`,
+/// `refresh_token_reuse`, `session_cap`).
+pub fn sessions_revoked(user_id: i64, session_id: Option<Uuid>, ended: u64, reason: &str, client: &ClientInfo) {
+    let session_id = session_id.map(|id| id.to_string());
+    tracing::info!(target: "authd::security", event = "session_revoked", outcome = "success", user_id,
+        session_id, ended, reason, client_ip = ip(client), "sessions revoked");
+}
+
+/// A password change, or one refused for a wrong current password.
+pub fn password_changed(user_id: i64, changed: bool, sessions_ended: u64, client: &ClientInfo) {
+    if changed {
+        tracing::info!(target: "authd::security", event = "password_change", outcome = "success", user_id,
+            sessions_ended, client_ip = ip(client), "password changed");
+    } else {
+        tracing::warn!(target: "authd::security", event = "password_change", outcome = outcome(false), user_id,
+            client_ip = ip(client), "password change refused: wrong current password");
+    }
+}
+
+/// An account deletion, or one refused for a wrong password.
+pub fn account_deleted(user_id: i64, deleted: bool, client: &ClientInfo) {
+    if deleted {
+        tracing::info!(target: "authd::security", event = "account_deletion", outcome = "success", user_id,
+            client_ip = ip(client), "account deleted");
+    } else {
+        tracing::warn!(target: "authd::security", event = "account_deletion", outcome = outcome(false), user_id,
+            client_ip = ip(client), "account deletion refused: wrong password");
+    }
+}
