@@ -26,7 +26,7 @@ pub struct LoadedKeys {
 
 /// Loads the keys; at `start_up`, first records a key file's public half or generates a
 /// key where there is none yet.
-pub async fn load(store: &dyn Store, settings: &TokenSettings, start_up: bool) -> anyhow::Result<LoadedKeys> {
+pub async fn load(store: &Store, settings: &TokenSettings, start_up: bool) -> anyhow::Result<LoadedKeys> {
     let algorithm = settings.algorithm;
     if is_hmac(algorithm) {
         let secret = match &settings.secret_key {
@@ -83,7 +83,7 @@ pub async fn load(store: &dyn Store, settings: &TokenSettings, start_up: bool) -
 
 /// Makes a new generated key the signing key and retires the others; they stay published
 /// until their tokens have expired. Returns the new key's id.
-pub async fn rotate(store: &dyn Store, settings: &TokenSettings) -> anyhow::Result<String> {
+pub async fn rotate(store: &Store, settings: &TokenSettings) -> anyhow::Result<String> {
     let algorithm = settings.algorithm;
     anyhow::ensure!(!is_hmac(algorithm), "HMAC keys come from SECRET_KEY: change it to rotate");
     anyhow::ensure!(settings.private_key_file.is_none(), "the key comes from TOKEN_PRIVATE_KEY_FILE: change the file");
@@ -98,7 +98,7 @@ pub async fn rotate(store: &dyn Store, settings: &TokenSettings) -> anyhow::Resu
 /// Keys whose tokens may still be live: active, or retired less than a token's lifetime
 /// ago (plus clock leeway and the time replicas take to notice a rotation).
 async fn published(
-    store: &dyn Store,
+    store: &Store,
     settings: &TokenSettings,
     now: DateTime<Utc>,
 ) -> anyhow::Result<Vec<SigningKeyRecord>> {
@@ -107,7 +107,7 @@ async fn published(
 }
 
 async fn active_generated(
-    store: &dyn Store,
+    store: &Store,
     algorithm: Algorithm,
     settings: &TokenSettings,
     now: DateTime<Utc>,

@@ -78,7 +78,7 @@ struct SessionPolicy {
 /// The service: every rule of authd lives here or below, none in a transport.
 #[derive(Clone)]
 pub struct Authd {
-    store: Arc<dyn Store>,
+    store: Arc<Store>,
     passwords: Passwords,
     access: AccessTokens,
     refresh: RefreshTokens,
@@ -95,7 +95,7 @@ const REFRESH_SECRET: &str = "refresh_token_hmac";
 impl Authd {
     /// Builds the service over `store`, taking keys from the settings or, where none is
     /// configured, from the store (generating them on first start).
-    pub async fn new(store: Arc<dyn Store>, settings: &Settings) -> anyhow::Result<Self> {
+    pub async fn new(store: Arc<Store>, settings: &Settings) -> anyhow::Result<Self> {
         let tokens = &settings.tokens;
         let access_keys = keys::load(store.as_ref(), tokens, true).await?;
         let refresh_secret = match &tokens.refresh_secret {

@@ -38,7 +38,7 @@ impl Action {
 
 #[derive(Clone)]
 pub struct Throttle {
-    store: Arc<dyn Store>,
+    store: Arc<Store>,
     settings: Arc<ThrottleSettings>,
 }
 
@@ -53,7 +53,7 @@ pub struct LoginKeys {
 }
 
 impl Throttle {
-    pub fn new(store: Arc<dyn Store>, settings: &ThrottleSettings) -> Self {
+    pub fn new(store: Arc<Store>, settings: &ThrottleSettings) -> Self {
         Self { store, settings: Arc::new(settings.clone()) }
     }
 
