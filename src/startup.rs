@@ -64,10 +64,7 @@ impl Application {
         let authd = Authd::new(store, &settings).await?;
         let (health, health_service) = tonic_health::server::health_reporter();
         set_serving(&health, true).await;
-        let routes = grpc::router(authd.clone(), health_service)?
-            .merge(rest::router(authd.clone()))
-            .merge(rest::openapi::router())
-            .fallback(fallback);
+        let routes = grpc::router(authd.clone(), health_service)?.merge(rest::router(authd.clone())).fallback(fallback);
         let router = server::layers(routes, &settings)?;
         let listen_addr = settings.server.listen_addr;
         let listener =

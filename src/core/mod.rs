@@ -1,9 +1,13 @@
-//! The use cases, shared by every transport: register, login, refresh, me, the caller's
-//! own account (update, password, deletion) and sessions.
+//! The use cases, shared by every transport, one file per area: `accounts` (registration
+//! and the caller's own account), `sessions` (login, refresh, logout, sessions, token checks).
+//! This file holds the service itself and what every area shares: who is calling, how a
+//! bearer token becomes a live session and user, and how a session is signed in.
 
+mod accounts;
 mod cache;
 mod error;
 pub mod keys;
+mod sessions;
 mod throttle;
 
 use std::{sync::Arc, time::Duration};
@@ -11,22 +15,22 @@ use std::{sync::Arc, time::Duration};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use secrecy::ExposeSecret;
-use uuid::Uuid;
 
+pub use accounts::{ProfileChange, Registration};
 pub use error::{Error, Result};
-use throttle::{Action, Throttle};
+use throttle::Throttle;
 
 use crate::{
     config::{Settings, TokenSettings},
-    domain::{About, Email, FieldViolation, Location, Password, PasswordPolicy, UserName, Violations},
-    metrics, pb,
+    domain::PasswordPolicy,
+    pb,
     security::{
         access::{AccessTokens, VerifiedAccess},
-        passwords::{Passwords, Verdict},
+        passwords::Passwords,
         random_secret,
         refresh::{RefreshClaim, RefreshTokens},
     },
-    store::{NewSession, NewUser, ProfileUpdate, SessionChange, Store, UserRecord},
+    store::{Store, UserRecord},
 };
 
 /// Who is calling, as far as the transport can tell; kept on the session for its owner.
@@ -53,20 +57,10 @@ pub struct SignedIn {
     pub tokens: pb::TokenResponse,
 }
 
-/// A registration whose every field is valid.
-pub struct Registration {
-    name: UserName,
-    email: Email,
-    location: Location,
-    about: About,
-    password: Password,
-}
-
-/// A profile update whose present fields are valid; `about: Some(About(None))` clears it.
-pub struct ProfileChange {
-    name: Option<UserName>,
-    location: Option<Location>,
-    about: Option<About>,
+/// A caller whose bearer token was checked: a live session of a user who exists.
+pub struct Caller {
+    access: VerifiedAccess,
+    user: Arc<UserRecord>,
 }
 
 struct SessionPolicy {
@@ -165,310 +159,20 @@ impl Authd {
         Ok(self.store.ping().await?)
     }
 
-    /// Checks every field of a registration, reporting all that are bad.
-    pub fn validate_registration(&self, req: &pb::RegisterUserRequest) -> Result<Registration, Vec<FieldViolation>> {
-        let mut v = Violations::default();
-        let name = v.check("name", UserName::parse(&req.name));
-        let email = v.check("email", Email::parse(&req.email));
-        let location = v.check("location", Location::parse(&req.location));
-        let about = v.check("about", About::parse(req.about.as_deref()));
-        let password = v.check("password", Password::parse_new(&req.password, self.password_policy));
-        v.finish(|| {
-            Some(Registration { name: name?, email: email?, location: location?, about: about?, password: password? })
-        })
-    }
-
-    #[tracing::instrument(skip_all)]
-    pub async fn register(&self, req: &pb::RegisterUserRequest, client: &ClientInfo) -> Result<pb::User> {
-        let r = self.validate_registration(req).map_err(Error::InvalidInput)?;
-        self.throttle.per_ip(Action::Register, client).await?;
-        let hash = self.passwords.hash(&r.password).await?;
-        let user = self
-            .store
-            .insert_user(&NewUser {
-                name: r.name.as_str(),
-                email: r.email.as_str(),
-                location: r.location.as_str(),
-                about: r.about.as_deref(),
-                password_hash: &hash,
-            })
-            .await?;
-        tracing::info!(user_id = user.user_id, "registered");
-        Ok(user_message(&user))
-    }
-
-    /// Checks the fields of a login request, reporting all that are bad.
-    pub fn validate_login(&self, req: &pb::LoginRequest) -> Result<(Email, Password), Vec<FieldViolation>> {
-        let mut v = Violations::default();
-        let email = v.check("email", Email::parse(&req.email));
-        let password = v.check("password", Password::parse_offered(&req.password, self.password_policy));
-        v.finish(|| Some((email?, password?)))
-    }
-
-    #[tracing::instrument(skip_all)]
-    pub async fn login(&self, req: &pb::LoginRequest, client: &ClientInfo) -> Result<SignedIn> {
-        let (email, password) = self.validate_login(req).map_err(Error::InvalidInput)?;
-        self.throttle.per_ip(Action::Login, client).await?;
-        let keys = Throttle::login_keys(email.as_str(), client);
-        let prior_failures = self.throttle.before_login(&keys).await?;
-
-        // An unknown email costs what a wrong password costs, and counts as a failure too.
-        let Some(user) = self.store.user_by_email(email.as_str()).await? else {
-            self.passwords.verify_nobody(&password).await?;
-            self.throttle.login_failed(&keys).await?;
-            metrics::login_failed();
-            return Err(Error::InvalidCredentials);
-        };
-        match self.passwords.verify(&password, &user.password).await? {
-            Verdict::Mismatch => {
-                self.throttle.login_failed(&keys).await?;
-                metrics::login_failed();
-                return Err(Error::InvalidCredentials);
-            }
-            Verdict::Match => {}
-            Verdict::MatchNeedsRehash(hash) => {
-                self.store.set_password_hash(user.user_id, &hash, Utc::now()).await?;
-                tracing::info!(user_id = user.user_id, "password hash upgraded");
-            }
-        }
-        self.throttle.login_succeeded(&keys, prior_failures).await?;
-
-        let now = Utc::now();
-        let session_id = Uuid::new_v4();
-        self.store
-            .insert_session(&NewSession {
-                session_id,
-                user_id: user.user_id,
-                now,
-                expires_at: now + self.sessions.lifetime,
-                user_agent: client.user_agent.as_deref(),
-                ip: client.ip.as_deref(),
-            })
-            .await?;
-        metrics::login_succeeded();
-        tracing::info!(user_id = user.user_id, %session_id, "logged in");
-        self.signed_in(&user, RefreshClaim { session_id, generation: 0 }, now)
-    }
-
-    /// Rotates a refresh token. The successor of a generation is always the same token,
-    /// so a retry inside the grace window gets the very token the first call got; an
-    /// older token presented later is taken as stolen and ends the session.
-    #[tracing::instrument(skip_all)]
-    pub async fn refresh(&self, req: &pb::RefreshTokenRequest, client: &ClientInfo) -> Result<SignedIn> {
-        if req.refresh_token.trim().is_empty() {
-            return Err(Error::invalid("refresh_token", "must not be empty"));
-        }
-        self.throttle.per_ip(Action::Refresh, client).await?;
-        let claim = self.refresh.decode(req.refresh_token.trim()).ok_or(Error::RefreshRejected)?;
-        let now = Utc::now();
-        let idle_cutoff = now - self.sessions.idle_timeout;
-
-        let session = match self.store.advance_session(claim.session_id, claim.generation, now, idle_cutoff).await? {
-            Some(session) => session,
-            None => {
-                let session = self.store.session(claim.session_id).await?.ok_or(Error::RefreshRejected)?;
-                let live = session.revoked_at.is_none() && session.expires_at > now;
-                let just_rotated = session.generation == claim.generation + 1
-                    && session.rotated_at.is_some_and(|at| at + self.sessions.reuse_grace >= now);
-                if live && just_rotated {
-                    tracing::info!(session_id = %session.session_id, "refresh retried within the grace window");
-                    session
-                } else {
-                    if live && session.generation > claim.generation {
-                        self.store.revoke_session(session.session_id, now).await?;
-                        self.cache.apply(SessionChange::Session(session.session_id));
-                        metrics::refresh_reuse_detected();
-                        tracing::warn!(session_id = %session.session_id, user_id = session.user_id, "refresh token reused: session revoked");
-                    }
-                    return Err(Error::RefreshRejected);
-                }
-            }
-        };
-        let user = self.store.user_by_id(session.user_id).await?.ok_or(Error::RefreshRejected)?;
-        self.signed_in(&user, RefreshClaim { session_id: session.session_id, generation: session.generation }, now)
-    }
-
-    /// The caller's profile, given the `authorization` header or metadata value.
-    pub async fn me(&self, authorization: Option<&str>) -> Result<pb::User> {
-        let (_, user) = self.authenticate(authorization).await?;
-        Ok(user_message(&user))
-    }
-
-    /// Ends the caller's session, or all of the user's; returns how many ended.
-    #[tracing::instrument(skip_all)]
-    pub async fn logout(&self, authorization: Option<&str>, all_sessions: bool) -> Result<u64> {
-        let (access, user) = self.authenticate(authorization).await?;
-        let now = Utc::now();
-        let (ended, change) = if all_sessions {
-            (self.store.revoke_user_sessions(user.user_id, now).await?, SessionChange::User(user.user_id))
-        } else {
-            (self.store.revoke_session(access.session_id, now).await?, SessionChange::Session(access.session_id))
-        };
-        self.cache.apply(change);
-        tracing::info!(user_id = user.user_id, session_id = %access.session_id, all_sessions, ended, "logged out");
-        Ok(ended)
-    }
-
-    /// Checks the fields of a profile update that are present, as registration does.
-    pub fn validate_update(&self, req: &pb::UpdateMeRequest) -> Result<ProfileChange, Vec<FieldViolation>> {
-        let mut v = Violations::default();
-        let name = req.name.as_deref().map(|n| v.check("name", UserName::parse(n)));
-        let location = req.location.as_deref().map(|l| v.check("location", Location::parse(l)));
-        let about = req.about.as_deref().map(|a| v.check("about", About::parse(Some(a))));
-        v.finish(|| {
-            Some(ProfileChange {
-                name: name.map(|n| n.ok_or(())).transpose().ok()?,
-                location: location.map(|l| l.ok_or(())).transpose().ok()?,
-                about: about.map(|a| a.ok_or(())).transpose().ok()?,
-            })
-        })
-    }
-
-    /// Changes the caller's name, location or about; absent fields stay as they are.
-    #[tracing::instrument(skip_all)]
-    pub async fn update_me(&self, authorization: Option<&str>, req: &pb::UpdateMeRequest) -> Result<pb::User> {
-        let (_, user) = self.authenticate(authorization).await?;
-        let change = self.validate_update(req).map_err(Error::InvalidInput)?;
-        let update = ProfileUpdate {
-            name: change.name.as_ref().map(UserName::as_str),
-            location: change.location.as_ref().map(Location::as_str),
-            about: change.about.as_ref().map(About::as_deref),
-        };
-        let updated = self.store.update_user(user.user_id, &update, Utc::now()).await?.ok_or(Error::InvalidToken)?;
-        self.cache.apply(SessionChange::User(user.user_id));
-        tracing::info!(user_id = user.user_id, "profile updated");
-        Ok(user_message(&updated))
-    }
-
-    /// Checks the fields of a password change.
-    pub fn validate_password_change(
-        &self,
-        req: &pb::ChangePasswordRequest,
-    ) -> Result<(Password, Password), Vec<FieldViolation>> {
-        let mut v = Violations::default();
-        let current = v.check("current_password", Password::parse_offered(&req.current_password, self.password_policy));
-        let new = v.check("new_password", Password::parse_new(&req.new_password, self.password_policy));
-        v.finish(|| Some((current?, new?)))
-    }
-
-    /// Replaces the caller's password, given the current one, and ends every other
-    /// session of the user; returns how many ended.
-    #[tracing::instrument(skip_all)]
-    pub async fn change_password(&self, authorization: Option<&str>, req: &pb::ChangePasswordRequest) -> Result<u64> {
-        let (access, user) = self.authenticate(authorization).await?;
-        let (current, new) = self.validate_password_change(req).map_err(Error::InvalidInput)?;
-        let user = self.fresh(&user).await?;
-        self.check_password(&user, &current, "current_password").await?;
-        let hash = self.passwords.hash(&new).await?;
-        let now = Utc::now();
-        self.store.set_password_hash(user.user_id, &hash, now).await?;
-        let ended = self.store.revoke_other_sessions(user.user_id, access.session_id, now).await?;
-        self.cache.apply(SessionChange::User(user.user_id));
-        tracing::info!(user_id = user.user_id, ended, "password changed; other sessions ended");
-        Ok(ended)
-    }
-
-    /// Checks the field of an account deletion.
-    pub fn validate_deletion(&self, req: &pb::DeleteMeRequest) -> Result<Password, Vec<FieldViolation>> {
-        let mut v = Violations::default();
-        let password = v.check("password", Password::parse_offered(&req.password, self.password_policy));
-        v.finish(|| password)
-    }
-
-    /// Deletes the caller's account, given its password, with every session: its tokens
-    /// stop working at once and the email is free again.
-    #[tracing::instrument(skip_all)]
-    pub async fn delete_me(&self, authorization: Option<&str>, req: &pb::DeleteMeRequest) -> Result<()> {
-        let (_, user) = self.authenticate(authorization).await?;
-        let password = self.validate_deletion(req).map_err(Error::InvalidInput)?;
-        let user = self.fresh(&user).await?;
-        self.check_password(&user, &password, "password").await?;
-        self.store.delete_user(user.user_id).await?;
-        self.cache.apply(SessionChange::User(user.user_id));
-        tracing::info!(user_id = user.user_id, "account deleted");
-        Ok(())
-    }
-
-    /// The caller's live sessions, the caller's own marked.
-    pub async fn list_sessions(&self, authorization: Option<&str>) -> Result<Vec<pb::Session>> {
-        let (access, user) = self.authenticate(authorization).await?;
-        let sessions = self.store.user_sessions(user.user_id, Utc::now()).await?;
-        Ok(sessions
-            .into_iter()
-            .map(|s| pb::Session {
-                session_id: s.session_id.to_string(),
-                created_at: Some(timestamp(s.created_at)),
-                last_used_at: Some(timestamp(s.last_used_at)),
-                expires_at: Some(timestamp(s.expires_at)),
-                user_agent: s.user_agent.unwrap_or_default(),
-                ip: s.ip.unwrap_or_default(),
-                current: s.session_id == access.session_id,
-            })
-            .collect())
-    }
-
-    /// Ends one of the caller's sessions. Not the caller's, unknown, ended or not even an
-    /// id: all [`Error::SessionNotFound`], so that no one learns of other users' sessions.
-    #[tracing::instrument(skip_all)]
-    pub async fn revoke_session(&self, authorization: Option<&str>, session_id: &str) -> Result<()> {
-        let (_, user) = self.authenticate(authorization).await?;
-        let session_id = Uuid::parse_str(session_id.trim()).map_err(|_| Error::SessionNotFound)?;
-        let ended = self.store.revoke_user_session(session_id, user.user_id, Utc::now()).await?;
-        self.cache.apply(SessionChange::Session(session_id));
-        if ended == 0 {
-            return Err(Error::SessionNotFound);
-        }
-        tracing::info!(user_id = user.user_id, %session_id, "session revoked");
-        Ok(())
-    }
-
     /// The database pool's state, for metrics.
     pub fn pool_usage(&self) -> crate::store::PoolUsage {
         self.store.pool_usage()
     }
 
-    /// Checks the password of a signed-in user; a wrong one is a violation of `field`
-    /// (the caller's token is good: this is not an authentication failure).
-    async fn check_password(&self, user: &UserRecord, password: &Password, field: &str) -> Result<()> {
-        match self.passwords.verify(password, &user.password).await? {
-            Verdict::Mismatch => Err(Error::invalid(field, "is incorrect")),
-            Verdict::Match | Verdict::MatchNeedsRehash(_) => Ok(()),
-        }
-    }
-
-    /// Whether `token` is an access token that is active right now (RFC 7662 semantics:
-    /// an inactive token is an answer, not an error).
-    pub async fn validate_token(&self, token: &str) -> Result<pb::ValidateTokenResponse> {
-        if token.trim().is_empty() {
-            return Err(Error::invalid("token", "must not be empty"));
-        }
-        let inactive = pb::ValidateTokenResponse::default();
-        let Some(access) = self.access.verify(token.trim()) else {
-            return Ok(inactive);
-        };
-        if self.live_session_user(&access).await?.is_none() {
-            return Ok(inactive);
-        }
-        Ok(pb::ValidateTokenResponse {
-            active: true,
-            user_id: access.user_id,
-            session_id: access.session_id.to_string(),
-            expires_at: Some(prost_types::Timestamp { seconds: access.expires_at, nanos: 0 }),
-        })
-    }
-
-    /// The public keys that verify access tokens.
-    pub fn jwks(&self) -> Vec<jsonwebtoken::jwk::Jwk> {
-        self.access.jwks()
-    }
-
-    /// The live session and user behind a bearer token: signature, type, issuer,
-    /// audience, times, and then that the session is live and the user still exists.
-    async fn authenticate(&self, authorization: Option<&str>) -> Result<(VerifiedAccess, Arc<UserRecord>)> {
+    /// The live session and user behind a bearer token (the `authorization` header or
+    /// metadata value): signature, type, issuer, audience, times, and then that the session
+    /// is live and the user still exists. Every use case of a signed-in caller takes the
+    /// [`Caller`] this gives, so none can run, nor judge its input, before it.
+    pub async fn authenticate(&self, authorization: Option<&str>) -> Result<Caller> {
         let token = bearer_token(authorization.ok_or(Error::MissingToken)?).ok_or(Error::MissingToken)?;
         let access = self.access.verify(token).ok_or(Error::InvalidToken)?;
         let user = self.live_session_user(&access).await?.ok_or(Error::InvalidToken)?;
-        Ok((access, user))
+        Ok(Caller { access, user })
     }
 
     /// The user as the database has it now: a password is never checked against a cached

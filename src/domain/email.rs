@@ -5,16 +5,17 @@ use email_address::{EmailAddress, Options};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Email(String);
 
-const MAX_LEN: usize = 254;
-
 impl Email {
+    /// RFC 5321's limit on a forward path, less its angle brackets.
+    pub const MAX_LEN: usize = 254;
+
     pub fn parse(value: &str) -> Result<Self, String> {
         let value = value.trim();
         if value.is_empty() {
             return Err("must not be empty".into());
         }
-        if value.len() > MAX_LEN {
-            return Err(format!("must be at most {MAX_LEN} characters"));
+        if value.len() > Self::MAX_LEN {
+            return Err(format!("must be at most {} characters", Self::MAX_LEN));
         }
         // ASCII only: case-insensitive comparison is then the same in every database.
         if !value.is_ascii() {

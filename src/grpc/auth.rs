@@ -1,6 +1,6 @@
 use tonic::{Request, Response, Status};
 
-use super::{authorization, client_info};
+use super::{caller, client_info};
 use crate::{
     core::Authd,
     pb::{
@@ -25,7 +25,7 @@ impl AuthService for AuthApi {
     }
 
     async fn logout(&self, request: Request<LogoutRequest>) -> Result<Response<LogoutResponse>, Status> {
-        let ended = self.0.logout(authorization(&request), request.get_ref().all_sessions).await?;
+        let ended = self.0.logout(&caller(&self.0, &request).await?, request.get_ref().all_sessions).await?;
         Ok(Response::new(LogoutResponse { sessions_ended: ended as i64 }))
     }
 
@@ -45,7 +45,7 @@ impl AuthService for AuthApi {
         &self,
         request: Request<ListSessionsRequest>,
     ) -> Result<Response<ListSessionsResponse>, Status> {
-        let sessions = self.0.list_sessions(authorization(&request)).await?;
+        let sessions = self.0.list_sessions(&caller(&self.0, &request).await?).await?;
         Ok(Response::new(ListSessionsResponse { sessions }))
     }
 
@@ -53,7 +53,7 @@ impl AuthService for AuthApi {
         &self,
         request: Request<RevokeSessionRequest>,
     ) -> Result<Response<RevokeSessionResponse>, Status> {
-        self.0.revoke_session(authorization(&request), &request.get_ref().session_id).await?;
+        self.0.revoke_session(&caller(&self.0, &request).await?, &request.get_ref().session_id).await?;
         Ok(Response::new(RevokeSessionResponse {}))
     }
 }

@@ -16,7 +16,7 @@ pub use auth::AuthApi;
 pub use user::UserApi;
 
 use crate::{
-    core::{Authd, ClientInfo, Error},
+    core::{Authd, Caller, ClientInfo, Error},
     pb::{auth_service_server::AuthServiceServer, user_service_server::UserServiceServer},
     server::MAX_MESSAGE_BYTES,
 };
@@ -95,6 +95,8 @@ fn client_info<T>(request: &Request<T>) -> ClientInfo {
     ClientInfo::new(ip, user_agent)
 }
 
-fn authorization<T>(request: &Request<T>) -> Option<&str> {
-    request.metadata().get("authorization").and_then(|v| v.to_str().ok())
+/// The signed-in caller of a request, from its `authorization` metadata.
+async fn caller<T>(authd: &Authd, request: &Request<T>) -> Result<Caller, Status> {
+    let authorization = request.metadata().get("authorization").and_then(|v| v.to_str().ok());
+    Ok(authd.authenticate(authorization).await?)
 }

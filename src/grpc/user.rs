@@ -1,6 +1,6 @@
 use tonic::{Request, Response, Status};
 
-use super::{authorization, client_info};
+use super::{caller, client_info};
 use crate::{
     core::Authd,
     pb::{
@@ -22,23 +22,23 @@ impl UserService for UserApi {
     }
 
     async fn get_me(&self, request: Request<GetMeRequest>) -> Result<Response<User>, Status> {
-        Ok(Response::new(self.0.me(authorization(&request)).await?))
+        Ok(Response::new(self.0.me(&caller(&self.0, &request).await?)))
     }
 
     async fn update_me(&self, request: Request<UpdateMeRequest>) -> Result<Response<User>, Status> {
-        Ok(Response::new(self.0.update_me(authorization(&request), request.get_ref()).await?))
+        Ok(Response::new(self.0.update_me(&caller(&self.0, &request).await?, request.get_ref()).await?))
     }
 
     async fn change_password(
         &self,
         request: Request<ChangePasswordRequest>,
     ) -> Result<Response<ChangePasswordResponse>, Status> {
-        let ended = self.0.change_password(authorization(&request), request.get_ref()).await?;
+        let ended = self.0.change_password(&caller(&self.0, &request).await?, request.get_ref()).await?;
         Ok(Response::new(ChangePasswordResponse { sessions_ended: ended as i64 }))
     }
 
     async fn delete_me(&self, request: Request<DeleteMeRequest>) -> Result<Response<DeleteMeResponse>, Status> {
-        self.0.delete_me(authorization(&request), request.get_ref()).await?;
+        self.0.delete_me(&caller(&self.0, &request).await?, request.get_ref()).await?;
         Ok(Response::new(DeleteMeResponse {}))
     }
 }

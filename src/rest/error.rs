@@ -1,55 +1,211 @@
-//! The one mapping from core errors to the old app's HTTP statuses and bodies.
+//! The one mapping from core errors to the old app's HTTP statuses and bodies. Each error
+//! answer is a type that both the router sends and the document describes (utoipa's
+//! `IntoResponses`), so that a route lists the ones it can give by name.
+
+use std::collections::BTreeMap;
 
 use axum::{
     Json,
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use serde_json::{Value, json};
+use serde::Serialize;
+use utoipa::{IntoResponses, ToSchema, openapi::RefOr};
 
-use crate::core::Error;
+use crate::{core::Error, domain::FieldViolation};
+
+/// Errors that concern no field: `{"error": {"error": "<message>"}}`.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    error: ErrorText,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ErrorText {
+    error: &'static str,
+}
+
+impl ErrorBody {
+    pub fn new(message: &'static str) -> Self {
+        Self { error: ErrorText { error: message } }
+    }
+}
+
+/// 422: one object per bad field, `{"<field>": "<why>"}`; `body` for an unreadable body.
+#[derive(Serialize, ToSchema)]
+pub struct FieldErrors {
+    #[schema(example = json!([{"email": "is not a valid email address"}]))]
+    error: Vec<BTreeMap<String, String>>,
+}
+
+/// 400: at registration, an email already registered; on any route, a JSON body that is
+/// not UTF-8 (the old app's FastAPI said `{"detail": "There was an error parsing the body"}`).
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum BadRequestBody {
+    EmailTaken(EmailTaken),
+    Unparsable(Detail),
+}
+
+impl BadRequestBody {
+    pub fn unparsable() -> Self {
+        Self::Unparsable(Detail { detail: "There was an error parsing the body" })
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct EmailTaken {
+    error: EmailError,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct EmailError {
+    #[schema(example = "Email already registered. Try logging in.")]
+    email: &'static str,
+}
+
+/// FastAPI's shape: 401 on bearer-token routes (`Not authenticated` without a token,
+/// `Invalid Credentials` with a bad, expired or ended one), 400, 404, 405.
+#[derive(Serialize, ToSchema)]
+pub struct Detail {
+    #[schema(example = "Not authenticated")]
+    detail: &'static str,
+}
+
+/// Declares an error answer once: the status and body the router sends, and the same for
+/// the document. Headers are documented here and added by [`Error::into_response`].
+macro_rules! error_response {
+    ($(#[doc = $doc:literal])* $name:ident($body:ty) = $status:ident $(, headers($($headers:tt)*))?) => {
+        $(#[doc = $doc])*
+        #[derive(IntoResponses)]
+        #[response(status = $status $(, headers($($headers)*))?)]
+        pub struct $name(pub $body);
+
+        impl IntoResponse for $name {
+            fn into_response(self) -> Response {
+                (StatusCode::$status, Json(self.0)).into_response()
+            }
+        }
+    };
+}
+
+error_response!(
+    /// Bad or missing fields, or an unreadable body
+    Invalid(FieldErrors) = UNPROCESSABLE_ENTITY
+);
+error_response!(
+    /// Body over 64 KiB
+    TooLarge(ErrorBody) = PAYLOAD_TOO_LARGE
+);
+error_response!(
+    /// Email already registered (registration), or a JSON body that is not UTF-8
+    BadRequest(BadRequestBody) = BAD_REQUEST
+);
+error_response!(
+    /// Wrong email or password, alike
+    WrongCredentials(ErrorBody) = UNAUTHORIZED, headers(("WWW-Authenticate" = String, description = "Bearer"))
+);
+error_response!(
+    /// A bad, expired, ended or reused refresh token
+    RefreshRejected(ErrorBody) = UNAUTHORIZED, headers(("WWW-Authenticate" = String, description = "Bearer"))
+);
+error_response!(
+    /// No token, or a bad, expired or ended one
+    Unauthenticated(Detail) = UNAUTHORIZED, headers(("WWW-Authenticate" = String, description = "Bearer"))
+);
+error_response!(
+    /// No such live session of the caller's (another user's looks the same)
+    SessionNotFound(ErrorBody) = NOT_FOUND
+);
+error_response!(
+    /// Too many requests from this address, or too many password checks waiting
+    Overloaded(ErrorBody) = TOO_MANY_REQUESTS, headers(("Retry-After" = u64, description = "Seconds to wait"))
+);
+error_response!(
+    /// Internal error
+    Internal(ErrorBody) = INTERNAL_SERVER_ERROR
+);
+error_response!(
+    /// Database unavailable
+    Unavailable(ErrorBody) = SERVICE_UNAVAILABLE
+);
+
+/// What a route that reads a body may answer about the body itself.
+pub enum BodyRejected {}
+
+impl IntoResponses for BodyRejected {
+    fn responses() -> BTreeMap<String, RefOr<utoipa::openapi::response::Response>> {
+        [BadRequest::responses(), TooLarge::responses(), Invalid::responses()].into_iter().flatten().collect()
+    }
+}
+
+/// What any route that asks the database may answer when that fails.
+pub enum ServerFailed {}
+
+impl IntoResponses for ServerFailed {
+    fn responses() -> BTreeMap<String, RefOr<utoipa::openapi::response::Response>> {
+        [Internal::responses(), Unavailable::responses()].into_iter().flatten().collect()
+    }
+}
+
+impl TooLarge {
+    pub fn body() -> Self {
+        Self(ErrorBody::new("Request body too large."))
+    }
+}
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         self.log_if_internal();
         match self {
-            Error::InvalidInput(violations) => {
-                let list: Vec<Value> = violations.into_iter().map(|v| json!({ v.field: v.description })).collect();
-                (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({ "error": list }))).into_response()
+            Error::InvalidInput(violations) => Invalid(violations.into()).into_response(),
+            Error::EmailTaken => BadRequest(BadRequestBody::EmailTaken(EmailTaken {
+                error: EmailError { email: "Email already registered. Try logging in." },
+            }))
+            .into_response(),
+            Error::InvalidCredentials => {
+                challenge(WrongCredentials(ErrorBody::new("Invalid credentials. Try again...")))
             }
-            Error::EmailTaken => (
-                StatusCode::BAD_REQUEST,
-                Json(json!({"error": {"email": "Email already registered. Try logging in."}})),
-            )
-                .into_response(),
-            Error::InvalidCredentials => unauthorized(json!({"error": {"error": "Invalid credentials. Try again..."}})),
-            Error::RefreshRejected => unauthorized(json!({"error": {"error": "Authorization failed. Log in again."}})),
-            Error::MissingToken => unauthorized(json!({"detail": "Not authenticated"})),
-            Error::InvalidToken => unauthorized(json!({"detail": "Invalid Credentials"})),
-            Error::SessionNotFound => error_body(StatusCode::NOT_FOUND, "Session not found."),
+            Error::RefreshRejected => challenge(RefreshRejected(ErrorBody::new("Authorization failed. Log in again."))),
+            Error::MissingToken => challenge(Unauthenticated(Detail { detail: "Not authenticated" })),
+            Error::InvalidToken => challenge(Unauthenticated(Detail { detail: "Invalid Credentials" })),
+            Error::SessionNotFound => SessionNotFound(ErrorBody::new("Session not found.")).into_response(),
             Error::Overloaded { retry_after } => {
-                let mut response = error_body(StatusCode::TOO_MANY_REQUESTS, "Too many requests. Try again later.");
+                let mut response = Overloaded(ErrorBody::new("Too many requests. Try again later.")).into_response();
                 response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after.as_secs().max(1)));
                 response
             }
-            Error::Unavailable(_) => error_body(StatusCode::SERVICE_UNAVAILABLE, "Service temporarily unavailable."),
-            Error::Unexpected(_) => error_body(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error."),
+            Error::Unavailable(_) => Unavailable(ErrorBody::new("Service temporarily unavailable.")).into_response(),
+            Error::Unexpected(_) => Internal(ErrorBody::new("Internal server error.")).into_response(),
         }
     }
 }
 
-fn unauthorized(body: Value) -> Response {
-    let mut response = (StatusCode::UNAUTHORIZED, Json(body)).into_response();
+/// Every 401 says how to authenticate.
+fn challenge(rejection: impl IntoResponse) -> Response {
+    let mut response = rejection.into_response();
     response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     response
 }
 
+impl From<Vec<FieldViolation>> for FieldErrors {
+    fn from(violations: Vec<FieldViolation>) -> Self {
+        Self { error: violations.into_iter().map(|v| BTreeMap::from([(v.field, v.description)])).collect() }
+    }
+}
+
 /// The old app's body for errors that concern no field: `{"error": {"error": message}}`.
-pub fn error_body(status: StatusCode, message: &str) -> Response {
-    (status, Json(json!({"error": {"error": message}}))).into_response()
+pub fn error_body(status: StatusCode, message: &'static str) -> Response {
+    (status, Json(ErrorBody::new(message))).into_response()
+}
+
+/// A route's path with a method it does not serve, in FastAPI's words (axum's own 405 has
+/// no body); axum adds the route's methods in `allow`.
+pub async fn method_not_allowed() -> Response {
+    (StatusCode::METHOD_NOT_ALLOWED, Json(Detail { detail: "Method Not Allowed" })).into_response()
 }
 
 /// Paths that match no route, in FastAPI's words.
 pub async fn not_found() -> Response {
-    (StatusCode::NOT_FOUND, Json(json!({"detail": "Not Found"}))).into_response()
+    (StatusCode::NOT_FOUND, Json(Detail { detail: "Not Found" })).into_response()
 }

@@ -1,417 +1,307 @@
-//! The REST shim: the old FastAPI app's routes and JSON dialect, over the same core.
+//! The REST shim: the old FastAPI app's routes and JSON dialect, over the same core. Each
+//! route is declared once, by its handler's `#[utoipa::path]`: the router and the OpenAPI
+//! document are both built from it.
 
 mod body;
 mod error;
-pub mod openapi;
+mod openapi;
+mod wire;
 
-use std::net::SocketAddr;
+use std::{convert::Infallible, net::SocketAddr};
 
 use axum::{
     Json, Router,
-    extract::{ConnectInfo, Path, State, rejection::PathRejection},
-    http::{HeaderMap, StatusCode, header},
+    extract::{ConnectInfo, FromRequestParts, Path, State, rejection::PathRejection},
+    http::{HeaderMap, HeaderValue, StatusCode, Uri, header, request::Parts},
     response::{IntoResponse, Response},
-    routing::{delete, get, post},
+    routing::any,
 };
-use serde_json::{Value, json};
+use utoipa::OpenApi;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
-use self::body::RequestBody;
+use self::{
+    body::{Body, Patch},
+    error::{
+        BodyRejected, ErrorBody, Overloaded, RefreshRejected, ServerFailed, SessionNotFound, Unauthenticated,
+        WrongCredentials,
+    },
+    wire::{
+        ChangePasswordBody, DeleteMeBody, Jwks, LoginBody, LoginForm, LogoutBody, Message, Profile, RefreshBody,
+        RegisterUserBody, Sessions, SessionsEnded, SignedIn, Status, UpdateMeBody, ValidateBody, Validation,
+    },
+};
 use crate::{
-    core::{Authd, ClientInfo, Error, SignedIn},
+    core::{Authd, Caller, ClientInfo, Error},
     domain::FieldViolation,
     pb,
 };
 
+/// A handler's answer: a body of the old app's dialect, or an error mapped in `error.rs`.
+type Reply<T> = Result<Json<T>, Error>;
+
+/// Every REST route, with the OpenAPI document and its viewers (`/openapi.json`, `/docs`,
+/// `/redoc`). Same-path handlers only share a `routes!`: it mounts each of its handlers
+/// on each of its paths.
 pub fn router(authd: Authd) -> Router {
-    Router::new()
-        .route("/api/v1/register-user", post(register_user))
-        .route("/api/v1/auth/login", post(login))
-        .route("/api/v1/auth/refresh-token", post(refresh_token))
-        .route("/api/v1/me", get(me).patch(update_me).delete(delete_me))
-        .route("/api/v1/me/password", post(change_password))
-        .route("/api/v1/me/sessions", get(list_sessions))
-        .route("/api/v1/me/sessions/{session_id}", delete(revoke_session))
-        .route("/api/v1/auth/logout", post(logout))
-        .route("/api/v1/auth/validate", post(validate))
-        .route("/.well-known/jwks.json", get(jwks))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(ready))
-        .route("/metrics", get(metrics_text))
+    let (routes, document) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(register_user))
+        .routes(routes!(login))
+        .routes(routes!(refresh_token))
+        .routes(routes!(logout))
+        .routes(routes!(validate))
+        .routes(routes!(me, update_me, delete_me))
+        .routes(routes!(change_password))
+        .routes(routes!(list_sessions))
+        .routes(routes!(revoke_session))
+        .routes(routes!(jwks))
+        .routes(routes!(healthz))
+        .routes(routes!(ready))
+        .routes(routes!(metrics_text))
+        .split_for_parts();
+    let slashed = document
+        .paths
+        .paths
+        .keys()
+        .fold(Router::new(), |router, path| router.route(&format!("{path}/"), any(without_trailing_slash)));
+    routes
         .with_state(authd)
+        .merge(slashed)
+        .merge(openapi::router(document))
+        .method_not_allowed_fallback(method_not_allowed)
 }
 
-#[utoipa::path(post, path = "/api/v1/register-user", summary = "Register a user",
-    description = "Creates an account. Surrounding whitespace is trimmed from every field but the password; the email is compared case-insensitively.",
-    tag = "users",
-    request_body = openapi::RegisterUserBody,
-    responses(
-        (status = 201, description = "Created", body = openapi::Message),
-        (status = 400, description = "Email already registered", body = openapi::EmailTaken),
-        (status = 413, description = "Body over 64 KiB", body = openapi::ErrorBody),
-        (status = 422, description = "Bad or missing fields, or an unreadable body", body = openapi::FieldErrors),
-        (status = 429, description = "Too many password checks waiting", body = openapi::ErrorBody,
-            headers(("Retry-After" = u64, description = "Seconds to wait"))),
-        (status = 500, description = "Internal error", body = openapi::ErrorBody),
-        (status = 503, description = "Database unavailable", body = openapi::ErrorBody),
-    ))]
-async fn register_user(
-    State(authd): State<Authd>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: RequestBody,
-) -> Result<impl IntoResponse, Error> {
-    let mut fields = body.json()?;
+/// FastAPI's `redirect_slashes`, as the old app's clients met it: a route's path with a
+/// trailing slash is a 307 (method and body kept) to the path without it, as an absolute
+/// URL on the request's host, the query kept.
+async fn without_trailing_slash(uri: Uri, headers: HeaderMap) -> Response {
+    let path = uri.path().trim_end_matches('/');
+    let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).or(uri.authority().map(|a| a.as_str()));
+    let location = match host {
+        Some(host) => format!("{}://{host}{path}{query}", uri.scheme_str().unwrap_or("http")),
+        None => format!("{path}{query}"),
+    };
+    match HeaderValue::try_from(location) {
+        Ok(location) => (StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, location)]).into_response(),
+        Err(_) => not_found().await,
+    }
+}
+
+/// Register a user
+///
+/// Creates an account. Surrounding whitespace is trimmed from every field but the password; the
+/// email is compared case-insensitively.
+#[utoipa::path(post, path = "/api/v1/register-user", tag = "users", request_body = RegisterUserBody,
+    responses((status = 201, description = "Created", body = Message), BodyRejected, Overloaded, ServerFailed))]
+async fn register_user(State(authd): State<Authd>, client: ClientInfo, body: Body) -> Result<impl IntoResponse, Error> {
+    let (body, bad_fields) = body.json::<RegisterUserBody>()?;
     let request = pb::RegisterUserRequest {
-        name: fields.string("name"),
-        email: fields.string("email"),
-        location: fields.string("location"),
-        about: fields.optional_string("about"),
-        password: fields.string("password"),
+        name: body.name,
+        email: body.email,
+        location: body.location,
+        about: body.about,
+        password: body.password,
     };
-    fields.finish(authd.validate_registration(&request))?;
-    authd.register(&request, &client_info(peer, &headers)).await?;
-    Ok((StatusCode::CREATED, Json(json!({"message": "User created successfully."}))))
+    bad_fields.finish(authd.validate_registration(&request))?;
+    authd.register(&request, &client).await?;
+    Ok((StatusCode::CREATED, Json(Message { message: "User created successfully." })))
 }
 
-#[utoipa::path(post, path = "/api/v1/auth/login", summary = "Log in",
-    description = "Checks the credentials and starts a session. Takes JSON `{email, password}` or the OAuth2 password form (`username` is the email), which Swagger UI's Authorize button uses; the form's answer also carries `access_token` and `token_type` at the top level. A wrong password and an unknown email fail alike.",
-    tag = "auth",
-    request_body(content(
-        (openapi::LoginBody = "application/json"),
-        (openapi::LoginForm = "application/x-www-form-urlencoded"),
-    )),
-    responses(
-        (status = 200, description = "Logged in: a new session", body = openapi::SignedIn),
-        (status = 401, description = "Wrong email or password, alike", body = openapi::ErrorBody,
-            headers(("WWW-Authenticate" = String, description = "Bearer"))),
-        (status = 413, description = "Body over 64 KiB", body = openapi::ErrorBody),
-        (status = 422, description = "Bad or missing fields, or an unreadable body", body = openapi::FieldErrors),
-        (status = 429, description = "Too many password checks waiting", body = openapi::ErrorBody,
-            headers(("Retry-After" = u64, description = "Seconds to wait"))),
-        (status = 500, description = "Internal error", body = openapi::ErrorBody),
-        (status = 503, description = "Database unavailable", body = openapi::ErrorBody),
-    ))]
-/// JSON `{"email", "password"}`, or the OAuth2 password form (`username`, `password`).
-async fn login(
-    State(authd): State<Authd>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: RequestBody,
-) -> Result<Json<Value>, Error> {
-    let (request, fields) = if body.is_form() {
-        let mut fields = body.form()?;
-        let request = pb::LoginRequest { email: fields.string("username"), password: fields.string("password") };
-        (request, fields)
+/// Log in
+///
+/// Checks the credentials and starts a session. Takes JSON `{email, password}` or the OAuth2
+/// password form (`username` is the email), which Swagger UI's Authorize button uses; the form's
+/// answer also carries `access_token` and `token_type` at the top level. A wrong password and an
+/// unknown email fail alike.
+#[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth",
+    request_body(content((LoginBody = "application/json"), (LoginForm = "application/x-www-form-urlencoded"))),
+    responses((status = 200, description = "Logged in: a new session", body = SignedIn),
+        WrongCredentials, BodyRejected, Overloaded, ServerFailed))]
+async fn login(State(authd): State<Authd>, client: ClientInfo, body: Body) -> Reply<SignedIn> {
+    let form = body.is_form();
+    let (request, bad_fields) = if form {
+        let (form, bad_fields) = body.form::<LoginForm>()?;
+        (pb::LoginRequest { email: form.username, password: form.password }, bad_fields)
     } else {
-        let mut fields = body.json()?;
-        let request = pb::LoginRequest { email: fields.string("email"), password: fields.string("password") };
-        (request, fields)
+        let (body, bad_fields) = body.json::<LoginBody>()?;
+        (pb::LoginRequest { email: body.email, password: body.password }, bad_fields)
     };
-    let fields_were_form = fields.is_form();
-    let renamed = if fields.is_form() { [("email", "username")].as_slice() } else { &[] };
-    fields.finish(authd.validate_login(&request).map_err(|v| rename(v, renamed)))?;
-    let signed_in = authd.login(&request, &client_info(peer, &headers)).await.map_err(|e| rename_fields(e, renamed))?;
-    let mut body = signed_in_body("Login successful.", signed_in);
-    if fields_were_form {
-        oauth2_token_response(&mut body);
+    let renamed = if form { [("email", "username")].as_slice() } else { &[] };
+    bad_fields.finish(authd.validate_login(&request).map_err(|v| rename(v, renamed)))?;
+    let signed_in = authd.login(&request, &client).await.map_err(|e| rename_fields(e, renamed))?;
+    let body = SignedIn::new("Login successful.", signed_in);
+    Ok(Json(if form { body.with_oauth2_members() } else { body }))
+}
+
+/// Refresh the tokens
+///
+/// Exchanges a refresh token for a new access token and a new refresh token (single use; a retry
+/// within the grace window gets the same pair, a later replay ends the session).
+#[utoipa::path(post, path = "/api/v1/auth/refresh-token", tag = "auth", request_body = RefreshBody,
+    responses((status = 200, description = "A new access token and a new refresh token", body = SignedIn),
+        RefreshRejected, BodyRejected, Overloaded, ServerFailed))]
+async fn refresh_token(State(authd): State<Authd>, client: ClientInfo, body: Body) -> Reply<SignedIn> {
+    let (body, bad_fields) = body.json::<RefreshBody>()?;
+    bad_fields.finish(Ok(()))?;
+    let request = pb::RefreshTokenRequest { refresh_token: body.token };
+    let signed_in =
+        authd.refresh(&request, &client).await.map_err(|e| rename_fields(e, &[("refresh_token", "token")]))?;
+    Ok(Json(SignedIn::new("Login successful.", signed_in)))
+}
+
+/// The caller as far as the connection tells: its peer address (proxies'
+/// `X-Forwarded-For` is not trusted) and user agent.
+impl<S: Send + Sync> FromRequestParts<S> for ClientInfo {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Infallible> {
+        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(peer)| peer.ip());
+        Ok(ClientInfo::new(peer, parts.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok())))
     }
-    Ok(Json(body))
 }
 
-/// An OAuth2 client (such as Swagger UI's Authorize button) reads RFC 6749's token
-/// response members at the top level: add them beside the old app's shape.
-fn oauth2_token_response(body: &mut Value) {
-    let token = body["data"]["user_token"].clone();
-    if let Value::Object(object) = body {
-        object.insert("access_token".into(), token["token"].clone());
-        object.insert("token_type".into(), token["tokenType"].clone());
-        object.insert("refresh_token".into(), token["refreshToken"].clone());
-        object.insert("expires_in".into(), token["expiresIn"].clone());
+/// The signed-in caller of a bearer route. As an extractor it runs before the body's, so
+/// that a request without a good token is a 401 whatever its body, as for `/me`.
+impl FromRequestParts<Authd> for Caller {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, authd: &Authd) -> Result<Self, Error> {
+        authd.authenticate(parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())).await
     }
 }
 
-#[utoipa::path(post, path = "/api/v1/auth/refresh-token", summary = "Refresh the tokens",
-    description = "Exchanges a refresh token for a new access token and a new refresh token (single use; a retry within the grace window gets the same pair, a later replay ends the session).",
-    tag = "auth",
-    request_body = openapi::RefreshBody,
-    responses(
-        (status = 200, description = "A new access token and a new refresh token", body = openapi::SignedIn),
-        (status = 401, description = "A bad, expired, ended or reused refresh token", body = openapi::ErrorBody,
-            headers(("WWW-Authenticate" = String, description = "Bearer"))),
-        (status = 413, description = "Body over 64 KiB", body = openapi::ErrorBody),
-        (status = 422, description = "Bad or missing fields, or an unreadable body", body = openapi::FieldErrors),
-        (status = 500, description = "Internal error", body = openapi::ErrorBody),
-        (status = 503, description = "Database unavailable", body = openapi::ErrorBody),
-    ))]
-/// `{"token": "<refresh token>", "tokenType": "Bearer"}`; the old app's field names.
-async fn refresh_token(
-    State(authd): State<Authd>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: RequestBody,
-) -> Result<Json<Value>, Error> {
-    let mut fields = body.json()?;
-    let request = pb::RefreshTokenRequest { refresh_token: fields.string("token") };
-    if let Some(token_type) = fields.optional_string("tokenType")
-        && !token_type.eq_ignore_ascii_case("bearer")
-    {
-        fields.violation("tokenType", "must be Bearer");
-    }
-    fields.finish(Ok(()))?;
-    let signed_in = authd
-        .refresh(&request, &client_info(peer, &headers))
-        .await
-        .map_err(|e| rename_fields(e, &[("refresh_token", "token")]))?;
-    Ok(Json(signed_in_body("Token refreshed successfully.", signed_in)))
+/// Get my profile
+///
+/// The caller's profile.
+#[utoipa::path(get, path = "/api/v1/me", tag = "users",
+    responses((status = 200, description = "The caller's profile", body = Profile), Unauthenticated, ServerFailed))]
+async fn me(State(authd): State<Authd>, caller: Caller) -> Reply<Profile> {
+    Ok(Json(authd.me(&caller).into()))
 }
 
-/// The peer address of the connection (proxies' `X-Forwarded-For` is not trusted).
-fn client_info(peer: SocketAddr, headers: &HeaderMap) -> ClientInfo {
-    ClientInfo::new(Some(peer.ip()), headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()))
-}
-
-fn authorization(headers: &HeaderMap) -> Option<&str> {
-    headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())
-}
-
-#[utoipa::path(get, path = "/api/v1/me", summary = "Get my profile",
-    description = "The caller's profile.",
-    tag = "users",
-    security(("bearer" = []), ("oauth2" = [])),
-    responses(
-        (status = 200, description = "The caller's profile", body = openapi::Profile),
-        (status = 401, description = "No token, or a bad, expired or ended one", body = openapi::Detail,
-            headers(("WWW-Authenticate" = String, description = "Bearer"))),
-        (status = 500, description = "Internal error", body = openapi::ErrorBody),
-        (status = 503, description = "Database unavailable", body = openapi::ErrorBody),
-    ))]
-async fn me(State(authd): State<Authd>, headers: HeaderMap) -> Result<Json<Value>, Error> {
-    let user = authd.me(authorization(&headers)).await?;
-    Ok(Json(profile_body(&user)))
-}
-
-fn profile_body(user: &pb::User) -> Value {
-    json!({
-        "user_id": user.user_id,
-        "name": user.name,
-        "email": user.email,
-        "about": user.about,
-        "location": user.location,
-    })
-}
-
-#[utoipa::path(patch, path = "/api/v1/me", summary = "Update my profile",
-    description = "Changes name, location or about; fields left out stay as they are, `\"about\": null` (or `\"\"`) clears it. Each given field is checked as at registration.",
-    tag = "users",
-    security(("bearer" = []), ("oauth2" = [])),
-    request_body = openapi::UpdateMeBody,
-    responses(
-        (status = 200, description = "The updated profile", body = openapi::Profile),
-        (status = 401, description = "No token, or a bad, expired or ended one", body = openapi::Detail,
-            headers(("WWW-Authenticate" = String, description = "Bearer"))),
-        (status = 413, description = "Body over 64 KiB", body = openapi::ErrorBody),
-        (status = 422, description = "Bad or missing fields, or an unreadable body", body = openapi::FieldErrors),
-        (status = 500, description = "Internal error", body = openapi::ErrorBody),
-        (status = 503, description = "Database unavailable", body = openapi::ErrorBody),
-    ))]
-/// `{"name"?, "location"?, "about"?}`: fields left out stay; `"about": null` clears it.
-async fn update_me(State(authd): State<Authd>, headers: HeaderMap, body: RequestBody) -> Result<Json<Value>, Error> {
-    let mut fields = body.json()?;
-    let request = pb::UpdateMeRequest {
-        name: fields.optional_string("name"),
-        location: fields.optional_string("location"),
-        about: fields.clearable_string("about"),
+/// Update my profile
+///
+/// Changes name, location or about; fields left out stay as they are, `"about": null` clears it.
+/// Each given field is checked as at registration.
+#[utoipa::path(patch, path = "/api/v1/me", tag = "users", request_body = UpdateMeBody,
+    responses((status = 200, description = "The updated profile", body = Profile),
+        Unauthenticated, BodyRejected, ServerFailed))]
+async fn update_me(State(authd): State<Authd>, caller: Caller, body: Body) -> Reply<Profile> {
+    let (body, bad_fields) = body.json::<UpdateMeBody>()?;
+    let (about, clear_about) = match body.about {
+        Patch::Keep => (None, false),
+        Patch::Clear => (None, true),
+        Patch::Set(about) => (Some(about), false),
     };
-    fields.finish(authd.validate_update(&request))?;
-    let user = authd.update_me(authorization(&headers), &request).await?;
-    Ok(Json(profile_body(&user)))
+    let request = pb::UpdateMeRequest { name: body.name, location: body.location, about, clear_about };
+    bad_fields.finish(authd.validate_update(&request))?;
+    Ok(Json(authd.update_me(&caller, &request).await?.into()))
 }
 
-#[utoipa::path(post, path = "/api/v1/me/password", summary = "Change my password",
-    description = "Replaces the password, given the current one (a wrong one is a 422 naming `current_password`), and ends every other session of the user; the caller's stays.",
-    tag = "users",
-    security(("bearer" = []), ("oauth2" = [])),
-    request_body = openapi::ChangePasswordBody,
-    responses(
-        (status = 200, description = "Changed; the user's other sessions ended", body = openapi::PasswordChanged),
-        (status = 401, description = "No token, or a bad, expired or ended one", body = openapi::Detail,
-            headers(("WWW-Authenticate" = String, description = "Bearer"))),
-        (status = 413, description = "Body over 64 KiB", body = openapi::ErrorBody),
-        (status = 422, description = "Bad or missing fields, or an unreadable body", body = openapi::FieldErrors),
-        (status = 429, description = "Too many password checks waiting", body = openapi::ErrorBody,
-            headers(("Retry-After" = u64, description = "Seconds to wait"))),
-        (status = 500, description = "Internal error", body = openapi::ErrorBody),
-        (status = 503, description = "Database unavailable", body = openapi::ErrorBody),
-    ))]
-/// `{"current_password", "new_password"}`; ends the user's other sessions.
-async fn change_password(
-    State(authd): State<Authd>,
-    headers: HeaderMap,
-    body: RequestBody,
-) -> Result<Json<Value>, Error> {
-    let mut fields = body.json()?;
-    let request = pb::ChangePasswordRequest {
-        current_password: fields.string("current_password"),
-        new_password: fields.string("new_password"),
-    };
-    fields.finish(authd.validate_password_change(&request))?;
-    let ended = authd.change_password(authorization(&headers), &request).await?;
-    Ok(Json(json!({"message": "Password changed successfully.", "sessions_ended": ended})))
+/// Change my password
+///
+/// Replaces the password, given the current one (a wrong one is a 422 naming `current_password`),
+/// and ends every other session of the user; the caller's stays.
+#[utoipa::path(post, path = "/api/v1/me/password", tag = "users", request_body = ChangePasswordBody,
+    responses((status = 200, description = "Changed; the user's other sessions ended", body = SessionsEnded),
+        Unauthenticated, BodyRejected, Overloaded, ServerFailed))]
+async fn change_password(State(authd): State<Authd>, caller: Caller, body: Body) -> Reply<SessionsEnded> {
+    let (body, bad_fields) = body.json::<ChangePasswordBody>()?;
+    let request =
+        pb::ChangePasswordRequest { current_password: body.current_password, new_password: body.new_password };
+    bad_fields.finish(authd.validate_password_change(&request))?;
+    let ended = authd.change_password(&caller, &request).await?;
+    Ok(Json(SessionsEnded { message: "Password changed successfully.", sessions_ended: ended }))
 }
 
-#[utoipa::path(delete, path = "/api/v1/me", summary = "Delete my account",
-    description = "Deletes the account and every session of it, given its password: its tokens stop working at once and the email can be registered again. A wrong password is a 422 naming `password`.",
-    tag = "users",
-    security(("bearer" = []), ("oauth2" = [])),
-    request_body = openapi::DeleteMeBody,
-    responses(
-        (status = 200, description = "Deleted, with every session", body = openapi::Message),
-        (status = 401, description = "No token, or a bad, expired or ended one", body = openapi::Detail,
-            headers(("WWW-Authenticate" = String, description = "Bearer"))),
-        (status = 413, description = "Body over 64 KiB", body = openapi::ErrorBody),
-        (status = 422, description = "Bad or missing fields, or an unreadable body", body = openapi::FieldErrors),
-        (status = 429, description = "Too many password checks waiting", body = openapi::ErrorBody,
-            headers(("Retry-After" = u64, description = "Seconds to wait"))),
-        (status = 500, description = "Internal error", body = openapi::ErrorBody),
-        (status = 503, description = "Database unavailable", body = openapi::ErrorBody),
-    ))]
-/// `{"password"}`: deletes the account and every session of it.
-async fn delete_me(State(authd): State<Authd>, headers: HeaderMap, body: RequestBody) -> Result<Json<Value>, Error> {
-    let mut fields = body.json()?;
-    let request = pb::DeleteMeRequest { password: fields.string("password") };
-    fields.finish(authd.validate_deletion(&request))?;
-    authd.delete_me(authorization(&headers), &request).await?;
-    Ok(Json(json!({"message": "Account deleted successfully."})))
+/// Delete my account
+///
+/// Deletes the account and every session of it, given its password: its tokens stop working at once
+/// and the email can be registered again. A wrong password is a 422 naming `password`.
+#[utoipa::path(delete, path = "/api/v1/me", tag = "users", request_body = DeleteMeBody,
+    responses((status = 200, description = "Deleted, with every session", body = Message),
+        Unauthenticated, BodyRejected, Overloaded, ServerFailed))]
+async fn delete_me(State(authd): State<Authd>, caller: Caller, body: Body) -> Reply<Message> {
+    let (body, bad_fields) = body.json::<DeleteMeBody>()?;
+    let request = pb::DeleteMeRequest { password: body.password };
+    bad_fields.finish(authd.validate_deletion(&request))?;
+    authd.delete_me(&caller, &request).await?;
+    Ok(Json(Message { message: "Account deleted successfully." }))
 }
 
-#[utoipa::path(get, path = "/api/v1/me/sessions", summary = "List my sessions",
-    description = "The caller's live sessions, most recently used first; `current` marks the caller's own. `last_used_at` is the last login or refresh.",
-    tag = "auth",
-    security(("bearer" = []), ("oauth2" = [])),
-    responses(
-        (status = 200, description = "The caller's live sessions, most recently used first", body = openapi::Sessions),
-        (status = 401, description = "No token, or a bad, expired or ended one", body = openapi::Detail,
-            headers(("WWW-Authenticate" = String, description = "Bearer"))),
-        (status = 500, description = "Internal error", body = openapi::ErrorBody),
-        (status = 503, description = "Database unavailable", body = openapi::ErrorBody),
-    ))]
-async fn list_sessions(State(authd): State<Authd>, headers: HeaderMap) -> Result<Json<Value>, Error> {
-    let sessions = authd.list_sessions(authorization(&headers)).await?;
-    let rfc3339 = |t: &Option<prost_types::Timestamp>| {
-        t.as_ref()
-            .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0)))
-            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-    };
-    let present = |s: String| (!s.is_empty()).then_some(s);
-    let list = sessions
-        .into_iter()
-        .map(|s| {
-            json!({
-                "session_id": s.session_id,
-                "created_at": rfc3339(&s.created_at),
-                "last_used_at": rfc3339(&s.last_used_at),
-                "expires_at": rfc3339(&s.expires_at),
-                "user_agent": present(s.user_agent),
-                "ip": present(s.ip),
-                "current": s.current,
-            })
-        })
-        .collect::<Vec<_>>();
-    Ok(Json(json!({ "sessions": list })))
+/// List my sessions
+///
+/// The caller's live sessions, most recently used first; `current` marks the caller's own.
+/// `last_used_at` is the last login or refresh.
+#[utoipa::path(get, path = "/api/v1/me/sessions", tag = "auth",
+    responses((status = 200, description = "The caller's live sessions, most recently used first", body = Sessions),
+        Unauthenticated, ServerFailed))]
+async fn list_sessions(State(authd): State<Authd>, caller: Caller) -> Reply<Sessions> {
+    Ok(Json(authd.list_sessions(&caller).await?.into()))
 }
 
-#[utoipa::path(delete, path = "/api/v1/me/sessions/{session_id}", summary = "End one of my sessions",
-    description = "Ends one of the caller's sessions. An unknown or ended session, or another user's, is the same 404.",
-    tag = "auth",
-    security(("bearer" = []), ("oauth2" = [])),
+/// End one of my sessions
+///
+/// Ends one of the caller's sessions. An unknown or ended session, or another user's, is the same
+/// 404.
+#[utoipa::path(delete, path = "/api/v1/me/sessions/{session_id}", tag = "auth",
     params(("session_id" = String, Path, description = "A session id from the list")),
-    responses(
-        (status = 200, description = "Ended", body = openapi::Message),
-        (status = 401, description = "No token, or a bad, expired or ended one", body = openapi::Detail,
-            headers(("WWW-Authenticate" = String, description = "Bearer"))),
-        (status = 404, description = "No such live session of the caller's (another user's looks the same)",
-            body = openapi::ErrorBody),
-        (status = 500, description = "Internal error", body = openapi::ErrorBody),
-        (status = 503, description = "Database unavailable", body = openapi::ErrorBody),
-    ))]
-/// A path that does not decode is an unknown session too: the core decides what is one.
+    responses((status = 200, description = "Ended", body = Message), Unauthenticated, SessionNotFound, ServerFailed))]
 async fn revoke_session(
     State(authd): State<Authd>,
-    headers: HeaderMap,
+    caller: Caller,
     session_id: Result<Path<String>, PathRejection>,
-) -> Result<Json<Value>, Error> {
+) -> Reply<Message> {
+    // A path that does not decode is an unknown session too: the core decides what is one.
     let session_id = session_id.map(|Path(id)| id).unwrap_or_default();
-    authd.revoke_session(authorization(&headers), &session_id).await?;
-    Ok(Json(json!({"message": "Session revoked successfully."})))
+    authd.revoke_session(&caller, &session_id).await?;
+    Ok(Json(Message { message: "Session revoked successfully." }))
 }
 
-#[utoipa::path(post, path = "/api/v1/auth/logout", summary = "Log out",
-    description = "Ends the caller's session, or every session of the user with `{\"all_sessions\": true}`. The body may be empty.",
-    tag = "auth",
-    security(("bearer" = []), ("oauth2" = [])),
-    request_body(content = openapi::LogoutBody, description = "Optional"),
-    responses(
-        (status = 200, description = "Ended", body = openapi::LogoutAnswer),
-        (status = 401, description = "No token, or a bad, expired or ended one", body = openapi::Detail,
-            headers(("WWW-Authenticate" = String, description = "Bearer"))),
-        (status = 413, description = "Body over 64 KiB", body = openapi::ErrorBody),
-        (status = 422, description = "Bad or missing fields, or an unreadable body", body = openapi::FieldErrors),
-        (status = 500, description = "Internal error", body = openapi::ErrorBody),
-        (status = 503, description = "Database unavailable", body = openapi::ErrorBody),
-    ))]
-/// `Authorization: Bearer <access>`; an optional body `{"all_sessions": true}`.
-async fn logout(State(authd): State<Authd>, headers: HeaderMap, body: RequestBody) -> Result<Json<Value>, Error> {
-    let mut fields = body.json_or_empty()?;
-    let all_sessions = fields.optional_bool("all_sessions").unwrap_or(false);
-    fields.finish(Ok(()))?;
-    let ended = authd.logout(authorization(&headers), all_sessions).await?;
-    Ok(Json(json!({"message": "Logout successful.", "sessions_ended": ended})))
+/// Log out
+///
+/// Ends the caller's session, or every session of the user with `{"all_sessions": true}`. The body
+/// may be empty.
+#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth",
+    request_body(content = LogoutBody, description = "Optional"),
+    responses((status = 200, description = "Ended", body = SessionsEnded),
+        Unauthenticated, BodyRejected, ServerFailed))]
+async fn logout(State(authd): State<Authd>, caller: Caller, body: Body) -> Reply<SessionsEnded> {
+    let (body, bad_fields) = body.json_or_empty::<LogoutBody>()?;
+    bad_fields.finish(Ok(()))?;
+    let ended = authd.logout(&caller, body.all_sessions.unwrap_or(false)).await?;
+    Ok(Json(SessionsEnded { message: "Logout successful.", sessions_ended: ended }))
 }
 
-#[utoipa::path(post, path = "/api/v1/auth/validate", summary = "Validate an access token",
-    description = "Whether an access token is active right now (RFC 7662 style): an inactive one is `{\"active\": false}`, not an error.",
-    tag = "auth",
-    request_body = openapi::ValidateBody,
-    responses(
-        (status = 200, description = "Whether the access token is active now", body = openapi::Validation),
-        (status = 413, description = "Body over 64 KiB", body = openapi::ErrorBody),
-        (status = 422, description = "Bad or missing fields, or an unreadable body", body = openapi::FieldErrors),
-        (status = 500, description = "Internal error", body = openapi::ErrorBody),
-        (status = 503, description = "Database unavailable", body = openapi::ErrorBody),
-    ))]
-/// `{"token": "<access token>"}`: whether it is active right now (RFC 7662).
-async fn validate(State(authd): State<Authd>, body: RequestBody) -> Result<Json<Value>, Error> {
-    let mut fields = body.json()?;
-    let token = fields.string("token");
-    fields.finish(Ok(()))?;
-    let answer = authd.validate_token(&token).await?;
-    Ok(Json(match answer.expires_at {
-        Some(expires_at) if answer.active => json!({
-            "active": true,
-            "user_id": answer.user_id,
-            "session_id": answer.session_id,
-            "exp": expires_at.seconds,
-        }),
-        _ => json!({"active": false}),
-    }))
+/// Validate an access token
+///
+/// Whether an access token is active right now (RFC 7662 style): an inactive one is `{"active":
+/// false}`, not an error.
+#[utoipa::path(post, path = "/api/v1/auth/validate", tag = "auth", request_body = ValidateBody,
+    responses((status = 200, description = "Whether the access token is active now", body = Validation),
+        BodyRejected, ServerFailed))]
+async fn validate(State(authd): State<Authd>, body: Body) -> Reply<Validation> {
+    let (body, bad_fields) = body.json::<ValidateBody>()?;
+    bad_fields.finish(Ok(()))?;
+    Ok(Json(authd.validate_token(&body.token).await?.into()))
 }
 
-#[utoipa::path(get, path = "/.well-known/jwks.json", summary = "Public signing keys",
-    description = "The JWKS that verifies access tokens (empty with HMAC signing).",
-    tag = "operations",
-    responses((status = 200, description = "The public keys that verify access tokens", body = openapi::Jwks)))]
+/// Public signing keys
+///
+/// The JWKS that verifies access tokens (empty with HMAC signing).
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "operations",
+    responses((status = 200, description = "The public keys that verify access tokens", body = Jwks)))]
 async fn jwks(State(authd): State<Authd>) -> impl IntoResponse {
-    ([(header::CACHE_CONTROL, "public, max-age=300")], Json(json!({ "keys": authd.jwks() })))
+    ([(header::CACHE_CONTROL, "public, max-age=300")], Json(Jwks { keys: authd.jwks() }))
 }
 
-#[utoipa::path(get, path = "/metrics", summary = "Prometheus metrics",
-    description = "Request counts and latencies per route and RPC, login outcomes, refresh reuse detections, database pool connections.",
-    tag = "operations",
-    responses(
-        (status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain"),
-        (status = 503, description = "Metrics not available", body = openapi::ErrorBody),
-    ))]
-/// Prometheus text exposition.
+/// Prometheus metrics
+///
+/// Request counts and latencies per route and RPC, login outcomes, refresh reuse detections,
+/// database pool connections.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain"),
+        (status = 503, description = "Metrics not available", body = ErrorBody)))]
 async fn metrics_text(State(authd): State<Authd>) -> Response {
     match crate::metrics::render(authd.pool_usage()) {
         Some(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response(),
@@ -419,48 +309,29 @@ async fn metrics_text(State(authd): State<Authd>) -> Response {
     }
 }
 
-#[utoipa::path(get, path = "/healthz", summary = "Liveness",
-    description = "The process is up.",
-    tag = "operations",
-    responses((status = 200, description = "The process is up", body = openapi::Status)))]
-async fn healthz() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+/// Liveness
+///
+/// The process is up.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "The process is up", body = Status)))]
+async fn healthz() -> Json<Status> {
+    Json(Status { status: "ok" })
 }
 
-#[utoipa::path(get, path = "/readyz", summary = "Readiness",
-    description = "Whether the database answers.",
-    tag = "operations",
-    responses(
-        (status = 200, description = "The database answers", body = openapi::Status),
-        (status = 503, description = "The database does not answer", body = openapi::Status),
-    ))]
-async fn ready(State(authd): State<Authd>) -> impl IntoResponse {
+/// Readiness
+///
+/// Whether the database answers.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, description = "The database answers", body = Status),
+        (status = 503, description = "The database does not answer", body = Status)))]
+async fn ready(State(authd): State<Authd>) -> (StatusCode, Json<Status>) {
     match authd.ready().await {
-        Ok(()) => (StatusCode::OK, Json(json!({"status": "ready"}))),
+        Ok(()) => (StatusCode::OK, Json(Status { status: "ready" })),
         Err(e) => {
             e.log_if_internal();
-            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "unavailable"})))
+            (StatusCode::SERVICE_UNAVAILABLE, Json(Status { status: "unavailable" }))
         }
     }
-}
-
-/// The old app's login body, which refresh answers with too.
-fn signed_in_body(message: &str, SignedIn { user, tokens }: SignedIn) -> Value {
-    json!({
-        "message": message,
-        "data": {
-            "name": user.name,
-            "email": user.email,
-            "about": user.about,
-            "location": user.location,
-            "user_token": {
-                "token": tokens.access_token,
-                "tokenType": tokens.token_type,
-                "refreshToken": tokens.refresh_token,
-                "expiresIn": tokens.expires_in,
-            },
-        },
-    })
 }
 
 /// Names fields in violations as this route's callers sent them, where that differs
@@ -481,4 +352,5 @@ fn rename(mut violations: Vec<FieldViolation>, renamed: &[(&str, &str)]) -> Vec<
     violations
 }
 
+use self::error::method_not_allowed;
 pub use self::error::{error_body, not_found};

@@ -8,6 +8,8 @@
 use anyhow::Context;
 use sqlx::{PgPool, migrate::Migrator};
 
+use crate::domain::{About, Location, UserName};
+
 /// How many offending rows a message lists before saying "and N more".
 const SHOWN: usize = 20;
 
@@ -116,10 +118,54 @@ pub async fn check(pool: &PgPool, migrator: &Migrator) -> anyhow::Result<()> {
              and cannot log in until it is fixed"
         );
     }
+    let outside = outside_the_profile_rules(pool).await?;
+    if !outside.is_empty() {
+        tracing::warn!(
+            rows = listed(&outside),
+            "adopting: these users have a name, location or about that new input may not have (name 1 to {} \
+             characters, location 1 to {}, about at most {}, no control characters but line breaks and tabs in \
+             about); they log in and read them as they are, but must change them to save them again",
+            UserName::MAX_CHARS,
+            Location::MAX_CHARS,
+            About::MAX_CHARS,
+        );
+    }
     if !migrated_before {
         tracing::info!("adopting an existing users table: migrating it in place");
     }
     Ok(())
+}
+
+/// Users whose profile breaks the domain's rules for new input (the old app's columns had
+/// none), each as `user_id N (field, ...)`; read a page at a time.
+async fn outside_the_profile_rules(pool: &PgPool) -> anyhow::Result<Vec<String>> {
+    let mut outside = Vec::new();
+    let mut after = i64::MIN;
+    loop {
+        let page: Vec<(i64, String, String, Option<String>)> = sqlx::query_as(
+            "select user_id::bigint, name::text, location::text, about::text from users
+              where user_id > $1 order by user_id limit 1000",
+        )
+        .bind(after)
+        .fetch_all(pool)
+        .await
+        .context("reading the users' profiles")?;
+        let Some(&(last, ..)) = page.last() else { return Ok(outside) };
+        after = last;
+        for (user_id, name, location, about) in &page {
+            let broken = [
+                ("name", UserName::parse(name).is_err()),
+                ("location", Location::parse(location).is_err()),
+                ("about", About::parse(about.as_deref()).is_err()),
+            ]
+            .into_iter()
+            .filter_map(|(field, bad)| bad.then_some(field))
+            .collect::<Vec<_>>();
+            if !broken.is_empty() {
+                outside.push(format!("user_id {user_id} ({})", broken.join(", ")));
+            }
+        }
+    }
 }
 
 fn refusal(problems: &[String]) -> anyhow::Error {

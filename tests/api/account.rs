@@ -60,7 +60,7 @@ async fn update_me_changes_only_the_given_fields_and_null_clears_about() {
     assert_eq!(me, body, "GET /me sees the change");
 
     // Validation is registration's, every bad field at once; nothing changes.
-    let (status, body) = patch(json!({"name": "", "location": "x".repeat(101), "about": 7})).await;
+    let (status, body) = patch(json!({"name": "", "location": "x".repeat(1001), "about": 7})).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     let fields: Vec<&str> = body["error"]
         .as_array()
@@ -76,14 +76,20 @@ async fn update_me_changes_only_the_given_fields_and_null_clears_about() {
     let response = app.http.patch(app.url("/api/v1/me")).json(&json!({"name": "X"})).send().await.unwrap();
     assert_eq!(json_of(response).await, (StatusCode::UNAUTHORIZED, json!({"detail": "Not authenticated"})));
 
-    // gRPC: an empty about clears it, absent fields stay, a bad field is named.
+    // gRPC: an empty about is kept, clear_about clears it, absent fields stay, a bad field
+    // is named.
     let mut users = app.users().await;
     let grpc_token = app.grpc_login("ada@example.com", PASSWORD).await.unwrap().access_token;
     let request = UpdateMeRequest { about: Some("Poet".into()), ..Default::default() };
     let user = users.update_me(with_bearer(request, &grpc_token)).await.unwrap().into_inner();
     assert_eq!((user.name.as_str(), user.about.as_deref()), ("Countess Ada", Some("Poet")));
     let request = UpdateMeRequest { about: Some(String::new()), ..Default::default() };
+    assert_eq!(users.update_me(with_bearer(request, &grpc_token)).await.unwrap().into_inner().about, Some("".into()));
+    let request = UpdateMeRequest { clear_about: true, ..Default::default() };
     assert_eq!(users.update_me(with_bearer(request, &grpc_token)).await.unwrap().into_inner().about, None);
+    let request = UpdateMeRequest { about: Some("Poet".into()), clear_about: true, ..Default::default() };
+    let status = users.update_me(with_bearer(request, &grpc_token)).await.unwrap_err();
+    assert_eq!(field_violations(&status).iter().map(|v| v.0.as_str()).collect::<Vec<_>>(), ["clear_about"]);
     let request = UpdateMeRequest { name: Some(" ".into()), ..Default::default() };
     let status = users.update_me(with_bearer(request, &grpc_token)).await.unwrap_err();
     assert_eq!(field_violations(&status).iter().map(|v| v.0.as_str()).collect::<Vec<_>>(), ["name"]);

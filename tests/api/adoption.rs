@@ -214,3 +214,78 @@ async fn an_adopted_user_can_delete_their_account_despite_the_old_token_table() 
     })
     .await
 }
+
+/// The old app's columns had no bounds. Rows past authd's field limits are named at
+/// adoption, and their users still log in and read them; the limits apply to new input.
+#[tokio::test]
+async fn rows_past_the_field_limits_are_named_at_adoption_and_still_work() {
+    on_postgres("adoption::rows_past_the_field_limits_are_named_at_adoption", async {
+        let (db, mut conn) = old_app_database().await;
+        let hash = bcrypt::hash("an old password", 4).unwrap();
+        let fine = old_user(&mut conn, "Ada", "ada@example.com", Some(""), &hash).await;
+        let (long_name, long_about) = ("N".repeat(1500), "a".repeat(12_000));
+        let wordy = old_user(&mut conn, &long_name, "wordy@example.com", Some(&long_about), &hash).await;
+        let tabbed = sqlx::query_scalar::<_, i32>(
+            "insert into users (name, email, location, password) values ('Tab', 'tab@example.com', E'Old\\tTown', $1)
+             returning user_id",
+        )
+        .bind(&hash)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+
+        let log = Log::default();
+        let settings = test_settings(&db.url);
+        let app = {
+            let _capture = tracing::subscriber::set_default(log.subscriber());
+            start(db, settings).await
+        };
+        let warned = log.text();
+        for expected in [format!("user_id {wordy} (name, about)"), format!("user_id {tabbed} (location)")] {
+            assert!(warned.contains(&expected), "{expected:?} missing from: {warned}");
+        }
+        assert!(!warned.contains(&format!("user_id {fine} (")), "{warned}");
+
+        // They log in and read their profile as it is, and may change another field.
+        let (status, login) = json_of(app.login("wordy@example.com", "an old password").await).await;
+        assert_eq!(status, StatusCode::OK, "{login}");
+        assert_eq!((&login["data"]["name"], &login["data"]["about"]), (&json!(long_name), &json!(long_about)));
+        let access = login["data"]["user_token"]["token"].as_str().unwrap();
+        let (status, me) = json_of(app.me(Some(&format!("Bearer {access}"))).await).await;
+        assert_eq!((status, &me["name"]), (StatusCode::OK, &json!(long_name)));
+        let response =
+            app.http.patch(app.url("/api/v1/me")).bearer_auth(access).json(&json!({"location": "Paris"})).send().await;
+        let (status, me) = json_of(response.unwrap()).await;
+        assert_eq!((status, &me["location"], &me["name"]), (StatusCode::OK, &json!("Paris"), &json!(long_name)));
+        assert_eq!(app.login("tab@example.com", "an old password").await.status(), StatusCode::OK);
+    })
+    .await
+}
+
+/// What the server logs, as text.
+#[derive(Clone, Default)]
+struct Log(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Log {
+    /// A subscriber writing here: set it as this thread's default while the server starts
+    /// (a test runs on one thread, so the adoption check's events come to it).
+    fn subscriber(&self) -> impl tracing::Subscriber + Send + Sync + 'static {
+        let log = self.clone();
+        tracing_subscriber::fmt().with_ansi(false).with_writer(move || log.clone()).finish()
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for Log {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

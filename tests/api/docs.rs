@@ -50,6 +50,20 @@ async fn the_openapi_document_covers_every_route_and_the_security_schemes() {
     assert!(login["application/x-www-form-urlencoded"].is_object(), "the OAuth2 form is documented");
 }
 
+/// The router serves exactly what the document lists: no handler is mounted on a path it
+/// was not declared for (one `routes!` mounts each of its handlers on each of its paths).
+async fn every_route_answers_only_its_documented_methods() {
+    let app = spawn_app().await;
+    for (path, methods) in ROUTES {
+        let url = app.url(&path.replace("{session_id}", "00000000-0000-0000-0000-000000000000"));
+        for method in ["get", "post", "put", "patch", "delete"] {
+            let response = app.http.request(method.to_uppercase().parse().unwrap(), &url).send().await.unwrap();
+            let served = response.status() != StatusCode::METHOD_NOT_ALLOWED;
+            assert_eq!(served, methods.contains(&method), "{method} {path}: {}", response.status());
+        }
+    }
+}
+
 async fn swagger_ui_and_redoc_are_served_by_authd_and_the_root_redirects() {
     let app = spawn_app().await;
     let root = app.http.get(app.url("/")).send().await.unwrap();
@@ -109,6 +123,7 @@ async fn the_oauth2_password_form_answers_what_swagger_uis_authorize_button_read
 
 on_both_backends!(
     the_openapi_document_covers_every_route_and_the_security_schemes,
+    every_route_answers_only_its_documented_methods,
     swagger_ui_and_redoc_are_served_by_authd_and_the_root_redirects,
     the_oauth2_password_form_answers_what_swagger_uis_authorize_button_reads,
 );

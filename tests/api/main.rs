@@ -14,6 +14,7 @@ mod embedded;
 mod login;
 mod me;
 mod metrics;
+mod old_clients;
 mod refresh;
 mod register;
 mod request_ids;

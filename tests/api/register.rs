@@ -37,7 +37,7 @@ async fn an_email_registered_in_any_case_is_refused_with_400() {
 
 async fn bad_rest_registrations_get_422_naming_every_bad_field_and_create_nothing() {
     let app = spawn_app().await;
-    let long = "x".repeat(101);
+    let long = "x".repeat(1001);
     let cases: Vec<(Value, Value)> = vec![
         (
             json!({"email": "ada@example.com", "location": "L", "password": "correct horse"}),
@@ -49,7 +49,7 @@ async fn bad_rest_registrations_get_422_naming_every_bad_field_and_create_nothin
         ),
         (
             json!({"name": long, "email": "ada@example.com", "location": "L", "password": "correct horse"}),
-            json!([{"name": "must be at most 100 characters"}]),
+            json!([{"name": "must be at most 1000 characters"}]),
         ),
         (
             json!({"name": "Ada", "email": "not-an-email", "location": "L", "password": "correct horse"}),
@@ -68,8 +68,8 @@ async fn bad_rest_registrations_get_422_naming_every_bad_field_and_create_nothin
             json!([{"password": "must be at most 128 characters"}]),
         ),
         (
-            json!({"name": "Ada", "email": "ada@example.com", "location": "L", "about": "a".repeat(1001), "password": "correct horse"}),
-            json!([{"about": "must be at most 1000 characters"}]),
+            json!({"name": "Ada", "email": "ada@example.com", "location": "L", "about": "a".repeat(10_001), "password": "correct horse"}),
+            json!([{"about": "must be at most 10000 characters"}]),
         ),
         (
             json!({"name": 42, "email": ["ada@example.com"], "location": "L", "about": false, "password": "correct horse"}),
@@ -101,7 +101,6 @@ async fn malformed_rest_bodies_get_422_on_the_body() {
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("application/json", b"{\"name\": ".to_vec()),
         ("application/json", b"".to_vec()),
-        ("application/json", b"{\"name\": \"\xff\xfe\"}".to_vec()),
         ("application/json", b"null".to_vec()),
         ("text/plain", ada().to_string().into_bytes()),
         ("application/x-www-form-urlencoded", b"name=Ada".to_vec()),
@@ -164,8 +163,8 @@ async fn bad_grpc_registrations_get_one_field_violation_per_bad_field() {
         (RegisterUserRequest { name: "a\u{0}b".into(), ..base() }, vec!["name"]),
         (RegisterUserRequest { email: "ada".into(), ..base() }, vec!["email"]),
         (RegisterUserRequest { email: "ada@localhost".into(), ..base() }, vec!["email"]),
-        (RegisterUserRequest { location: "l".repeat(101), ..base() }, vec!["location"]),
-        (RegisterUserRequest { about: Some("a".repeat(1001)), ..base() }, vec!["about"]),
+        (RegisterUserRequest { location: "l".repeat(1001), ..base() }, vec!["location"]),
+        (RegisterUserRequest { about: Some("a".repeat(10_001)), ..base() }, vec!["about"]),
         (RegisterUserRequest { password: "1234567".into(), ..base() }, vec!["password"]),
         (RegisterUserRequest::default(), vec!["name", "email", "location", "password"]),
     ];
