@@ -100,7 +100,10 @@ async fn main() -> Result<()> {
 }
 
 /// The release `authd` beside this binary (the workspace shares one target directory),
-/// built first if it is missing or older.
+/// built first if it is missing or older. It is built together with the bench, so with
+/// the features the bench turns on in shared crates (tonic's client, say): those builds
+/// are then reused, where building authd alone would compile them all again. The server's
+/// code is the same either way.
 fn authd_binary() -> Result<PathBuf> {
     let here = std::env::current_exe()?;
     let dir = here.parent().context("the bench binary's directory")?;
@@ -110,7 +113,14 @@ fn authd_binary() -> Result<PathBuf> {
     // The workspace's manifest, wherever the bench was started from.
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
     let mut build = Command::new(cargo);
-    build.arg("build").arg("--manifest-path").arg(manifest).args(["-p", "authd", "--bin", "authd"]);
+    build.arg("build").arg("--manifest-path").arg(manifest).args([
+        "-p",
+        "authd",
+        "-p",
+        "authd-bench",
+        "--bin",
+        "authd",
+    ]);
     // `cargo run` describes this package in CARGO_* variables; passed on, they would make
     // build scripts that watch them (ring's) rebuild everything.
     for (key, _) in std::env::vars_os() {
