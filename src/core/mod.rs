@@ -60,6 +60,12 @@ impl ClientInfo {
             user_agent: user_agent.map(|ua| ua.chars().take(256).collect()),
         }
     }
+
+    /// What the client counts as in every per-address limit: its address, or for IPv6 its
+    /// /64, which one host or one customer usually holds whole.
+    pub fn network(&self) -> Option<std::net::IpAddr> {
+        self.ip.as_deref().and_then(|ip| ip.parse().ok()).map(limiter::network)
+    }
 }
 
 /// A successful login or refresh: the tokens and whose they are. A login's tokens carry

@@ -7,11 +7,11 @@ mod error;
 mod openapi;
 mod wire;
 
-use std::{convert::Infallible, net::SocketAddr};
+use std::convert::Infallible;
 
 use axum::{
     Extension, Json, Router,
-    extract::{ConnectInfo, FromRequestParts, Path, State, rejection::PathRejection},
+    extract::{FromRequestParts, Path, State, rejection::PathRejection},
     http::{HeaderMap, HeaderValue, StatusCode, Uri, header, request::Parts},
     middleware,
     response::{IntoResponse, Response},
@@ -36,6 +36,7 @@ use crate::{
     core::{Authd, Caller, ClientInfo, Error},
     domain::FieldViolation,
     pb,
+    server::ClientAddr,
 };
 
 /// A handler's answer: a body of the old app's dialect, or an error mapped in `error.rs`.
@@ -243,14 +244,16 @@ async fn refresh_token(State(authd): State<Authd>, client: ClientInfo, body: Bod
     Ok(Json(SignedIn::new("Login successful.", signed_in)))
 }
 
-/// The caller as far as the connection tells: its peer address (proxies'
-/// `X-Forwarded-For` is not trusted) and user agent.
+/// The caller as far as the request tells: its client address (the peer's, or behind a
+/// trusted proxy the client's) and user agent.
 impl<S: Send + Sync> FromRequestParts<S> for ClientInfo {
     type Rejection = Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Infallible> {
-        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(peer)| peer.ip());
-        Ok(ClientInfo::new(peer, parts.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok())))
+        Ok(ClientInfo::new(
+            ClientAddr::of(&parts.extensions),
+            parts.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()),
+        ))
     }
 }
 
