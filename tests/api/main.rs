@@ -11,6 +11,7 @@ mod adoption;
 mod browsers;
 mod concurrency;
 mod credentials;
+mod credentials_under_attack;
 mod docs;
 mod embedded;
 mod flood;
