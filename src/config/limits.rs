@@ -21,9 +21,13 @@ pub struct ThrottleSettings {
     /// `backoff_max`. A successful login clears them.
     pub free_failures: u32,
     pub backoff_max: Duration,
-    /// Failed logins for one account, from all IPs, in `failure_window`, past which only
-    /// IPs without a failure for that account may still try.
+    /// Failed password checks for one account, from every source, past which only a known
+    /// device (or a signed-in session) may still try. The count is not a window's: it
+    /// forgets one failure every `account_failure_decay / account_failure_limit`, and
+    /// starts over at a right password.
     pub account_failure_limit: u32,
+    pub account_failure_decay: Duration,
+    /// The window of the (account, source) backoff counts.
     pub failure_window: Duration,
     /// Unauthenticated calls (register, login, refresh) per client address (IPv6: per /64)
     /// and minute, counted in process before any database work; 0 turns it off.
@@ -40,6 +44,11 @@ impl ThrottleSettings {
             free_failures: env.login_free_failures.unwrap_or(5),
             backoff_max: seconds("LOGIN_BACKOFF_MAX_SECONDS", env.login_backoff_max_seconds, 900)?,
             account_failure_limit: env.login_account_failure_limit.unwrap_or(100),
+            account_failure_decay: seconds(
+                "LOGIN_ACCOUNT_FAILURE_DECAY_SECONDS",
+                env.login_account_failure_decay_seconds,
+                86_400,
+            )?,
             failure_window: seconds("LOGIN_FAILURE_WINDOW_SECONDS", env.login_failure_window_seconds, 900)?,
             address_limit: env.unauthenticated_ip_limit.unwrap_or(120),
         })

@@ -28,7 +28,7 @@ use secrecy::ExposeSecret;
 pub use accounts::{PasswordChanged, ProfileChange, Registration};
 pub use error::{Error, Result};
 use limiter::AddressLimiter;
-pub use sessions::DEVICE_LIFETIME;
+pub use sessions::{DEVICE_CANDIDATES, DEVICE_LIFETIME, LoggedOut};
 use throttle::Throttle;
 
 use crate::{

@@ -12,6 +12,7 @@ mod browsers;
 mod concurrency;
 mod connections;
 mod credentials;
+mod credentials_under_attack;
 mod docs;
 mod embedded;
 mod flood;
