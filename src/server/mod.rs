@@ -1,5 +1,5 @@
 //! The one listener, and what every request goes through before and after its route:
-//! connection serving with its timeouts, the request id and span, the deadline, CORS,
+//! connection serving with its timeouts and TLS, the request id and span, the deadline, CORS,
 //! the access log, shutdown. The routes themselves are wired in `startup`.
 
 mod access_log;
@@ -9,6 +9,7 @@ mod deadline;
 mod proxies;
 mod request_id;
 mod shutdown;
+mod tls;
 
 use axum::{
     Router,
@@ -23,6 +24,7 @@ pub use connections::serve;
 pub use proxies::TrustedProxies;
 pub use request_id::X_REQUEST_ID;
 pub use shutdown::{SHUTDOWN_GRACE, shutdown_signal};
+pub use tls::{Tls, TlsConnection};
 
 use crate::config::Settings;
 
