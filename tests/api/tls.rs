@@ -407,6 +407,24 @@ fn grpcurl() -> Option<PathBuf> {
     None
 }
 
+/// Whether a gRPC call with `identity` fails: in the handshake, or (TLS 1.3 clients finish
+/// theirs before the server has read their certificate) at the first call.
+async fn grpc_refused(addr: SocketAddr, ca: &Ca, identity: Option<&Pair>) -> bool {
+    match tls_channel(addr, ca, identity).await {
+        Err(_) => true,
+        Ok(channel) => login(&channel).await.is_err(),
+    }
+}
+
+/// The `client_cert` of each login security event logged so far (null where none).
+fn login_certificates(log: &LogCapture) -> Vec<Value> {
+    log.events()
+        .iter()
+        .filter(|e| e["target"] == "authd::security" && e["event"] == "login")
+        .map(|e| e.get("client_cert").cloned().unwrap_or(Value::Null))
+        .collect()
+}
+
 /// Required mTLS: no certificate, or one from another CA, fails the handshake; a good one
 /// gets through, and its identity reaches the core (the login's security event names it)
 /// and the access log.
@@ -420,11 +438,11 @@ async fn required_client_certificates_refuse_anonymous_and_foreign_clients() {
     let stranger = Ca::new("another CA").client("billing");
 
     for identity in [None, Some(&stranger)] {
-        let refused = match tls_channel(app.addr, &ca, identity).await {
-            Err(_) => true,
-            Ok(channel) => login(&channel).await.is_err(),
-        };
-        assert!(refused, "a client with {:?} was served", identity.map(|_| "another CA's certificate"));
+        assert!(
+            grpc_refused(app.addr, &ca, identity).await,
+            "a client with {:?} was served",
+            identity.map(|_| "another CA's certificate")
+        );
         let rest = Https::http1(app.addr, &ca, identity).get("/healthz").await;
         assert!(rest.is_err(), "REST served a client with {:?}", identity.map(|_| "another CA's certificate"));
     }
@@ -440,12 +458,7 @@ async fn required_client_certificates_refuse_anonymous_and_foreign_clients() {
     assert_eq!(response.status, StatusCode::OK);
 
     let events = log.events();
-    let logins = events
-        .iter()
-        .filter(|e| e["target"] == "authd::security" && e["event"] == "login")
-        .map(|e| e["client_cert"].clone())
-        .collect::<Vec<_>>();
-    assert_eq!(logins, [json!("billing"), json!("billing")], "the gRPC and the REST login: {events:?}");
+    assert_eq!(login_certificates(&log), [json!("billing"), json!("billing")], "the gRPC and the REST login");
     let requests = events.iter().filter(|e| e["message"] == "request").collect::<Vec<_>>();
     assert!(!requests.is_empty() && requests.iter().all(|e| e["client_cert"] == "billing"), "{requests:?}");
 }
@@ -466,19 +479,9 @@ async fn optional_client_certificates_serve_anonymous_clients_too() {
     let inventory = tls_channel(app.addr, &ca, Some(&client_ca.client("inventory"))).await.unwrap();
     login(&inventory).await.unwrap();
     let stranger = Ca::new("another CA").client("inventory");
-    let refused = match tls_channel(app.addr, &ca, Some(&stranger)).await {
-        Err(_) => true,
-        Ok(channel) => login(&channel).await.is_err(),
-    };
-    assert!(refused, "a certificate from another CA was accepted");
+    assert!(grpc_refused(app.addr, &ca, Some(&stranger)).await, "a certificate from another CA was accepted");
 
-    let logins = log
-        .events()
-        .iter()
-        .filter(|e| e["target"] == "authd::security" && e["event"] == "login")
-        .map(|e| e.get("client_cert").cloned().unwrap_or(Value::Null))
-        .collect::<Vec<_>>();
-    assert_eq!(logins, [Value::Null, json!("inventory")]);
+    assert_eq!(login_certificates(&log), [Value::Null, json!("inventory")]);
 }
 
 /// A renewed pair on disk is picked up without a restart (here by the file poll): new
