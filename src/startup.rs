@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
-    config::Settings,
+    config::{LimitSettings, Settings},
     core::Authd,
     grpc, metrics, rest, server,
     store::{self, Migrations},
@@ -50,7 +50,8 @@ pub struct Application {
     authd: Authd,
     health: HealthReporter,
     health_check_interval: Duration,
-    request_timeout: Duration,
+    limits: LimitSettings,
+    max_connections: u32,
     tls: Option<server::Tls>,
 }
 
@@ -79,7 +80,8 @@ impl Application {
             authd,
             health,
             health_check_interval: settings.limits.health_check_interval,
-            request_timeout: settings.limits.request_timeout,
+            max_connections: server::connection_cap(settings.limits.max_connections, settings.database.max_connections),
+            limits: settings.limits,
             tls,
         })
     }
@@ -91,12 +93,17 @@ impl Application {
     /// Serves until `shutdown` completes, then stops accepting connections and lets
     /// in-flight requests finish (for at most [`server::SHUTDOWN_GRACE`]).
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        tracing::info!(addr = %self.local_addr(), tls = self.tls.is_some(), "authd listening");
+        tracing::info!(
+            addr = %self.local_addr(),
+            max_connections = self.max_connections,
+            tls = self.tls.is_some(),
+            "authd listening"
+        );
         let watcher = tokio::spawn(watch_database(self.authd.clone(), self.health, self.health_check_interval));
         let key_reloader = tokio::spawn(reload_keys(self.authd.clone()));
         let cache_follower = tokio::spawn(async move { self.authd.follow_session_changes().await });
         let tls_reloader = self.tls.clone().map(|tls| tokio::spawn(tls.watch()));
-        server::serve(self.listener, self.router, self.request_timeout, self.tls, shutdown).await;
+        server::serve(self.listener, self.router, &self.limits, self.max_connections, self.tls, shutdown).await;
         if let Some(reloader) = tls_reloader {
             reloader.abort();
         }

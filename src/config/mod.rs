@@ -15,9 +15,9 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 pub use database::{DatabaseSettings, sqlite_url};
-pub use limits::{LimitSettings, ThrottleSettings};
+pub use limits::{DEFAULT_MAX_CONNECTIONS, LimitSettings, ThrottleSettings};
 pub use passwords::PasswordSettings;
-pub use server::{LogFormat, ServerSettings};
+pub use server::{ForwardedHeader, LogFormat, ServerSettings};
 pub use tls::{ClientAuth, TlsSettings};
 pub use tokens::TokenSettings;
 
@@ -63,6 +63,7 @@ struct Env {
     log_format: Option<String>,
     cors_allowed_origins: Option<String>,
     trusted_proxies: Option<String>,
+    trusted_proxy_header: Option<String>,
     argon2_memory_kib: Option<u32>,
     argon2_iterations: Option<u32>,
     argon2_parallelism: Option<u32>,
@@ -84,8 +85,12 @@ struct Env {
     login_backoff_max_seconds: Option<u64>,
     login_account_failure_limit: Option<u32>,
     login_failure_window_seconds: Option<u64>,
+    login_account_failure_decay_seconds: Option<u64>,
     unauthenticated_ip_limit: Option<u32>,
     request_timeout_seconds: Option<u64>,
+    header_read_timeout_seconds: Option<u64>,
+    connection_idle_timeout_seconds: Option<u64>,
+    max_connections: Option<u32>,
     health_check_interval_ms: Option<u64>,
 }
 
@@ -200,6 +205,7 @@ mod tests {
             ("DB_MAX_CONNECTIONS", "many"),
             ("LOGIN_IP_LIMIT", "-1"),
             ("THROTTLE_WINDOW_SECONDS", "0"),
+            ("LOGIN_ACCOUNT_FAILURE_DECAY_SECONDS", "0"),
             ("REQUEST_TIMEOUT_SECONDS", "0"),
             ("TRUSTED_PROXIES", "10.0.0.0/8, proxy.internal"),
             ("TRUSTED_PROXIES", "10.0.0.0/33"),
@@ -212,6 +218,12 @@ mod tests {
             ("TLS_KEY_FILE", "/etc/authd/key.pem"),
             ("TLS_CLIENT_CA_FILE", "/etc/authd/ca.pem"),
             ("TLS_CLIENT_AUTH", "sometimes"),
+            ("TRUSTED_PROXY_HEADER", "x-real-ip"),
+            ("MAX_CONNECTIONS", "0"),
+            ("MAX_CONNECTIONS", "lots"),
+            ("HEADER_READ_TIMEOUT_SECONDS", "0"),
+            ("CONNECTION_IDLE_TIMEOUT_SECONDS", "0"),
+            ("CONNECTION_IDLE_TIMEOUT_SECONDS", "-5"),
         ] {
             let err = env(&[(var, value), ("HOME", "/home/ada")]).unwrap_err().to_string();
             assert!(err.contains(var) || err.contains(&var.replace("_KIB", "")), "{var}={value}: {err}");

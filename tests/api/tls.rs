@@ -26,6 +26,9 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
+use tokio::{io::AsyncWriteExt, net::TcpStream};
+
+use crate::connections::closed_within;
 use crate::helpers::{LogCapture, TestApp, ada, eventually, spawn_app_with, test_settings, with_bearer};
 
 /// A certificate authority of the test's own.
@@ -223,7 +226,7 @@ impl Https {
 /// trusted).
 async fn served_fingerprint(addr: SocketAddr, cas: &[&Ca]) -> Vec<u8> {
     let config = client_config(cas, None);
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let tcp = TcpStream::connect(addr).await.unwrap();
     let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
         .await
@@ -541,6 +544,35 @@ async fn sighup_reloads_the_certificate() {
     })
     .await;
     assert_eq!(get_me(&open, &token).await.unwrap().email, "ada@example.com");
+}
+
+/// A TLS handshake that never finishes (no bytes, or one byte of a ClientHello), or one that
+/// finishes with no request after it, is closed at the first request's deadline.
+#[tokio::test]
+async fn unfinished_handshakes_are_closed_at_the_header_deadline() {
+    let ca = Ca::new("authd test CA");
+    let files = Files::new(&ca.server(), None);
+    let tls = files.settings(None);
+    let app = spawn_app_with(move |settings| {
+        settings.tls = Some(tls);
+        settings.limits.header_read_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let mut silent = TcpStream::connect(app.addr).await.unwrap();
+    let mut one_byte = TcpStream::connect(app.addr).await.unwrap();
+    // The first byte of a TLS handshake record.
+    one_byte.write_all(&[0x16]).await.unwrap();
+    let tcp = TcpStream::connect(app.addr).await.unwrap();
+    let mut no_request = tokio_rustls::TlsConnector::from(Arc::new(client_config(&[&ca], None)))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    assert!(closed_within(&mut silent, Duration::from_secs(5)).await, "0 bytes: still open after 5 s");
+    assert!(closed_within(&mut one_byte, Duration::from_secs(5)).await, "1 byte: still open after 5 s");
+    assert!(closed_within(&mut no_request, Duration::from_secs(5)).await, "no request: still open after 5 s");
+    // The server still serves.
+    let channel = tls_channel(app.addr, &ca, None).await.unwrap();
+    register_and_login(&channel).await;
 }
 
 /// Start-up stops, naming the variable, on a missing, unreadable or wrong certificate or
