@@ -156,7 +156,7 @@ async fn idle_connections_rss(binary: &Path) -> Result<IdleMemory> {
         ("HEADER_READ_TIMEOUT_SECONDS", "120"),
         ("REQUEST_TIMEOUT_SECONDS", "120"),
     ];
-    let server = Server::start(binary, &env).await?;
+    let server = Server::start(binary, &env, None).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let none_kib = server.rss_kib()?;
 
