@@ -57,8 +57,10 @@ impl TrustedProxies {
             return client;
         }
         let hops = match self.header {
-            ForwardedHeader::XForwardedFor => hops(headers, &HeaderName::from_static("x-forwarded-for"), whole),
-            ForwardedHeader::Forwarded => hops(headers, &http::header::FORWARDED, forwarded_for),
+            ForwardedHeader::XForwardedFor => {
+                hops(headers, &HeaderName::from_static("x-forwarded-for"), x_forwarded_for)
+            }
+            ForwardedHeader::Forwarded => hops(headers, &http::header::FORWARDED, forwarded),
         };
         for hop in hops.iter().rev() {
             match hop.as_deref().and_then(address) {
@@ -82,30 +84,121 @@ pub async fn client_address(State(proxies): State<TrustedProxies>, mut request: 
 }
 
 /// The hops of every line of `name` in order, joined as one list (RFC 9110 §5.3), each
-/// through `hop` (`None`: a hop that names no address).
-fn hops(headers: &HeaderMap, name: &HeaderName, hop: fn(&str) -> Option<&str>) -> Vec<Option<String>> {
-    headers
-        .get_all(name)
-        .iter()
-        .flat_map(|line| match line.to_str() {
-            Ok(line) => line.split(',').map(|element| hop(element.trim()).map(str::to_owned)).collect(),
-            // A line that is not text is one hop that names nothing.
-            Err(_) => vec![None],
-        })
-        .collect()
+/// through `hops_of` (`None`: a hop that names no address).
+fn hops(headers: &HeaderMap, name: &HeaderName, hops_of: fn(&[u8]) -> Vec<Option<String>>) -> Vec<Option<String>> {
+    headers.get_all(name).iter().flat_map(|line| hops_of(line.as_bytes())).collect()
 }
 
-/// An `X-Forwarded-For` element is the hop's address itself.
-fn whole(element: &str) -> Option<&str> {
-    Some(element)
+/// `X-Forwarded-For`: each element is the hop's address itself. The raw bytes are split
+/// first, so an element that is not text (the client's own) names nothing on its own and
+/// does not hide the address our proxy appended after it.
+fn x_forwarded_for(line: &[u8]) -> Vec<Option<String>> {
+    line.split(|&b| b == b',').map(|element| std::str::from_utf8(element).ok().map(|e| e.trim().to_owned())).collect()
 }
 
-/// The `for=` of one RFC 7239 element (`for=192.0.2.60;proto=http`), unquoted.
-fn forwarded_for(element: &str) -> Option<&str> {
-    element.split(';').find_map(|pair| {
-        let (key, value) = pair.trim().split_once('=')?;
-        key.trim().eq_ignore_ascii_case("for").then(|| value.trim().trim_matches('"'))
-    })
+/// RFC 7239 `Forwarded`: the `for=` of each element (`for=192.0.2.60;proto=http`),
+/// unquoted. Tokenized as the RFC writes it (token or quoted-string with `\` escapes), so
+/// a `,` `;` or `=` inside a proxy's quoted value (a client's `Host`) splits nothing. An
+/// element that is malformed, or names `for` twice, names no address; so does the rest of
+/// a line that stops parsing (the walk then stops at the proxy that wrote it).
+fn forwarded(line: &[u8]) -> Vec<Option<String>> {
+    let mut hops = Vec::new();
+    let mut rest = line;
+    loop {
+        match forwarded_element(&mut rest) {
+            Ok(hop) => hops.push(hop),
+            Err(()) => {
+                hops.push(None);
+                return hops;
+            }
+        }
+        rest = trim_start(rest);
+        match rest.split_first() {
+            None => return hops,
+            Some((b',', tail)) => rest = tail,
+            Some(_) => {
+                hops.push(None);
+                return hops;
+            }
+        }
+    }
+}
+
+/// One element up to (not including) its `,`: its `for` value, `None` when it has none.
+fn forwarded_element(rest: &mut &[u8]) -> Result<Option<String>, ()> {
+    let mut found: Option<String> = None;
+    loop {
+        *rest = trim_start(rest);
+        if rest.is_empty() || rest[0] == b',' {
+            // An empty element (`a,,b`) is allowed by the list syntax; it names nothing.
+            return Ok(found);
+        }
+        let key = token(rest);
+        if key.is_empty() {
+            return Err(());
+        }
+        *rest = trim_start(rest);
+        let Some((b'=', tail)) = rest.split_first() else { return Err(()) };
+        *rest = trim_start(tail);
+        let value = value(rest)?;
+        if key.eq_ignore_ascii_case(b"for") {
+            if found.is_some() {
+                return Err(());
+            }
+            found = Some(value);
+        }
+        *rest = trim_start(rest);
+        match rest.first() {
+            Some(b';') => *rest = &rest[1..],
+            None | Some(b',') => {}
+            Some(_) => return Err(()),
+        }
+    }
+}
+
+/// A token or a quoted-string (RFC 9110 §5.6.2, §5.6.4), taken off the front of `rest`.
+fn value(rest: &mut &[u8]) -> Result<String, ()> {
+    let bytes = if rest.first() == Some(&b'"') {
+        let mut out = Vec::new();
+        let mut i = 1;
+        loop {
+            match rest.get(i) {
+                None => return Err(()),
+                Some(b'"') => break,
+                Some(b'\\') => {
+                    out.push(*rest.get(i + 1).ok_or(())?);
+                    i += 2;
+                }
+                Some(&b) => {
+                    out.push(b);
+                    i += 1;
+                }
+            }
+        }
+        *rest = &rest[i + 1..];
+        out
+    } else {
+        let token = token(rest);
+        if token.is_empty() {
+            return Err(());
+        }
+        token.to_vec()
+    };
+    String::from_utf8(bytes).map_err(|_| ())
+}
+
+/// The longest RFC 9110 token at the front of `rest`, taken off it.
+fn token<'a>(rest: &mut &'a [u8]) -> &'a [u8] {
+    let is_tchar = |b: &u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b);
+    let len = rest.iter().take_while(|b| is_tchar(b)).count();
+    let (token, tail) = rest.split_at(len);
+    *rest = tail;
+    token
+}
+
+fn trim_start(bytes: &[u8]) -> &[u8] {
+    let len = bytes.iter().take_while(|b| matches!(b, b' ' | b'\t')).count();
+    &bytes[len..]
 }
 
 /// An address as proxies write it: `192.0.2.1`, `2001:db8::1`, or with a port
@@ -124,6 +217,8 @@ fn address(hop: &str) -> Option<IpAddr> {
 
 #[cfg(test)]
 mod tests {
+    use axum::http::HeaderValue;
+
     use super::*;
 
     fn proxies(header: ForwardedHeader) -> TrustedProxies {
@@ -189,5 +284,39 @@ mod tests {
         assert_eq!(client(&["for=203.0.113.7, proto=http"]), "10.0.0.1");
         let xff = headers("x-forwarded-for", &["6.6.6.6"]);
         assert_eq!(proxies.client("10.0.0.1".parse().unwrap(), &xff).to_string(), "10.0.0.1");
+    }
+
+    #[test]
+    fn rfc_7239_quoted_values_split_nothing_and_bad_elements_name_no_one() {
+        let proxies = proxies(ForwardedHeader::Forwarded);
+        let client =
+            |lines: &[&str]| proxies.client("10.0.0.1".parse().unwrap(), &headers("forwarded", lines)).to_string();
+        // A client's Host, quoted by the proxy, cannot add an element or a parameter.
+        assert_eq!(client(&[r#"for=203.0.113.7;host="a,for=198.51.100.66""#]), "203.0.113.7");
+        assert_eq!(client(&[r#"host="a;for=198.51.100.66";for=203.0.113.7"#]), "203.0.113.7");
+        assert_eq!(client(&[r#"for=203.0.113.7;host="a\",for=198.51.100.66""#]), "203.0.113.7");
+        assert_eq!(client(&[r#"for=203.0.113.7;host="a\\";proto=https"#]), "203.0.113.7");
+        assert_eq!(client(&[r#"for="203.0.113.7";host="x=y, z";proto=https, for=10.0.0.2"#]), "203.0.113.7");
+        // Unquoted, the same bytes are malformed: the element names no one, the walk stops at the proxy.
+        assert_eq!(client(&["for=203.0.113.7;host=a;for=198.51.100.66"]), "10.0.0.1");
+        assert_eq!(client(&[r#"for=203.0.113.7;host="a,for=198.51.100.66"#]), "10.0.0.1");
+        assert_eq!(client(&["for=203.0.113.7;host=a b"]), "10.0.0.1");
+        assert_eq!(client(&["for=203.0.113.7;=x"]), "10.0.0.1");
+        assert_eq!(client(&["for=203.0.113.7;host"]), "10.0.0.1");
+        assert_eq!(client(&["for="]), "10.0.0.1");
+        // Empty elements are allowed and name no one; whitespace around separators is.
+        assert_eq!(client(&["for=203.0.113.7 ; proto=http ,"]), "10.0.0.1");
+        assert_eq!(client(&["for=198.51.100.1 , for=203.0.113.7 ; proto=http"]), "203.0.113.7");
+    }
+
+    #[test]
+    fn an_x_forwarded_for_element_that_is_not_text_hides_only_itself() {
+        let proxies = proxies(ForwardedHeader::XForwardedFor);
+        let mut lines = HeaderMap::new();
+        lines.append("x-forwarded-for", HeaderValue::from_bytes(b"\xff, 203.0.113.7").unwrap());
+        assert_eq!(proxies.client("10.0.0.1".parse().unwrap(), &lines).to_string(), "203.0.113.7");
+        let mut lines = HeaderMap::new();
+        lines.append("x-forwarded-for", HeaderValue::from_bytes(b"203.0.113.7, \xff").unwrap());
+        assert_eq!(proxies.client("10.0.0.1".parse().unwrap(), &lines).to_string(), "10.0.0.1");
     }
 }

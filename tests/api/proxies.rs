@@ -6,7 +6,7 @@ use serde_json::json;
 use tonic::Code;
 
 use crate::helpers::{LogCapture, TestApp, client_from, spawn_app_with};
-use authd::pb::LoginRequest;
+use authd::{config::ForwardedHeader, pb::LoginRequest};
 
 /// A REST login of an unknown account, as from `forwarded_for` (an `X-Forwarded-For`).
 async fn login_as(app: &TestApp, client: &reqwest::Client, forwarded_for: Option<&str>) -> StatusCode {
@@ -99,7 +99,47 @@ async fn the_access_and_security_logs_show_the_forwarded_client() {
     assert_eq!(failed["client_ip"], "203.0.113.45", "{failed}");
 }
 
+/// The client an access log line of a `GET /healthz` from `peer`, with `header: value`, names.
+async fn logged_client(app: &TestApp, logs: &LogCapture, header: &str, value: &[u8]) -> String {
+    let value = reqwest::header::HeaderValue::from_bytes(value).unwrap();
+    let response = client_from("127.0.0.1").get(app.url("/healthz")).header(header, value).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let events = logs.events();
+    let access = events
+        .iter()
+        .rev()
+        .find(|e| e["message"] == "request" && e["path"] == "/healthz")
+        .unwrap_or_else(|| panic!("an access log line: {events:#?}"));
+    access["client"].as_str().unwrap().to_owned()
+}
+
+async fn a_client_value_quoted_in_a_forwarded_element_names_no_other_client() {
+    let logs = LogCapture::start();
+    let app = spawn_app_with(|s| {
+        s.server.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+        s.server.trusted_proxy_header = ForwardedHeader::Forwarded;
+    })
+    .await;
+    // What nginx writes for `Host: authd.example,for=198.51.100.66` with
+    // `proxy_set_header Forwarded "for=$remote_addr;host=\"$host\""`.
+    let forged = br#"for=203.0.113.7;host="authd.example,for=198.51.100.66""#;
+    assert_eq!(logged_client(&app, &logs, "forwarded", forged).await, "203.0.113.7");
+    let forged = br#"host="a;for=198.51.100.66";for=203.0.113.7"#;
+    assert_eq!(logged_client(&app, &logs, "forwarded", forged).await, "203.0.113.7");
+    // A malformed element names no one: the client is the proxy, never the forged address.
+    let forged = b"for=203.0.113.7;host=a;for=198.51.100.66";
+    assert_eq!(logged_client(&app, &logs, "forwarded", forged).await, "127.0.0.1");
+}
+
+async fn a_non_text_x_forwarded_for_element_hides_only_itself() {
+    let logs = LogCapture::start();
+    let app = spawn_app_with(|s| s.server.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()]).await;
+    assert_eq!(logged_client(&app, &logs, "x-forwarded-for", b"\xff, 203.0.113.7").await, "203.0.113.7");
+}
+
 on_both_backends!(
+    a_client_value_quoted_in_a_forwarded_element_names_no_other_client,
+    a_non_text_x_forwarded_for_element_hides_only_itself,
     behind_a_trusted_proxy_each_forwarded_client_has_its_own_budget,
     behind_a_trusted_proxy_ipv6_clients_share_the_budget_of_their_64,
     a_forged_forwarded_for_from_an_untrusted_peer_gets_no_other_budget,
