@@ -218,6 +218,8 @@ mod tests {
             ("TLS_KEY_FILE", "/etc/authd/key.pem"),
             ("TLS_CLIENT_CA_FILE", "/etc/authd/ca.pem"),
             ("TLS_CLIENT_AUTH", "sometimes"),
+            ("TLS_CLIENT_AUTH", "required"),
+            ("TLS_CLIENT_CA_FILE", " "),
             ("TRUSTED_PROXY_HEADER", "x-real-ip"),
             ("MAX_CONNECTIONS", "0"),
             ("MAX_CONNECTIONS", "lots"),
@@ -251,8 +253,15 @@ mod tests {
                 .tls
                 .unwrap();
         assert_eq!(tls.client_auth, ClientAuth::Optional);
-        let err = env(&[pair.as_slice(), &[("TLS_CLIENT_AUTH", "optional")]].concat()).unwrap_err().to_string();
-        assert!(err.contains("TLS_CLIENT_AUTH") && err.contains("TLS_CLIENT_CA_FILE"), "{err}");
+        // Client certificates asked for without a CA to check them: refused, never off (fail open).
+        for auth in ["optional", "required", " required ", ""] {
+            let err = env(&[pair.as_slice(), &[("TLS_CLIENT_AUTH", auth)]].concat()).unwrap_err().to_string();
+            assert!(err.contains("TLS_CLIENT_AUTH") && err.contains("TLS_CLIENT_CA_FILE"), "{auth:?}: {err}");
+        }
+        for ca in ["", "  "] {
+            let vars = [pair.as_slice(), &[("TLS_CLIENT_AUTH", "required"), ("TLS_CLIENT_CA_FILE", ca)]].concat();
+            assert!(env(&vars).unwrap_err().to_string().contains("TLS_CLIENT_CA_FILE"), "{ca:?}");
+        }
     }
 
     #[test]

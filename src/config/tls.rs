@@ -41,8 +41,14 @@ impl TlsSettings {
             |value: Option<String>| value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty()).map(PathBuf::from);
         let cert_file = path(env.tls_cert_file.take());
         let key_file = path(env.tls_key_file.take());
+        let client_ca_set = env.tls_client_ca_file.is_some();
         let client_ca_file = path(env.tls_client_ca_file.take());
-        let client_auth = match env.tls_client_auth.take().as_deref().map(str::trim) {
+        if client_ca_set && client_ca_file.is_none() {
+            return Err(bad("TLS_CLIENT_CA_FILE", "is set but blank; unset it for no client certificates"));
+        }
+        let client_auth_raw = env.tls_client_auth.take();
+        let client_auth_set = client_auth_raw.is_some();
+        let client_auth = match client_auth_raw.as_deref().map(str::trim) {
             None | Some("" | "required") => ClientAuth::Required,
             Some("optional") => ClientAuth::Optional,
             Some(other) => return Err(bad("TLS_CLIENT_AUTH", format!("{other:?} is neither required nor optional"))),
@@ -53,13 +59,18 @@ impl TlsSettings {
                 if client_ca_file.is_some() {
                     return Err(bad("TLS_CLIENT_CA_FILE", "needs TLS_CERT_FILE and TLS_KEY_FILE (mTLS is TLS)"));
                 }
+                if client_auth_set {
+                    return Err(bad("TLS_CLIENT_AUTH", "needs TLS_CERT_FILE and TLS_KEY_FILE (mTLS is TLS)"));
+                }
                 return Ok(None);
             }
             (Some(_), None) => return Err(bad("TLS_KEY_FILE", "must be set with TLS_CERT_FILE")),
             (None, Some(_)) => return Err(bad("TLS_CERT_FILE", "must be set with TLS_KEY_FILE")),
         };
-        if client_ca_file.is_none() && client_auth == ClientAuth::Optional {
-            return Err(bad("TLS_CLIENT_AUTH", "optional needs TLS_CLIENT_CA_FILE, the CA of client certificates"));
+        // Set without a CA, "required" would otherwise start with no client certificates at
+        // all (fail open): any value of TLS_CLIENT_AUTH asks for mTLS, which needs the CA.
+        if client_ca_file.is_none() && client_auth_set {
+            return Err(bad("TLS_CLIENT_AUTH", "needs TLS_CLIENT_CA_FILE, the CA of client certificates"));
         }
         Ok(Some(Self { cert_file, key_file, client_ca_file, client_auth, reload_poll: RELOAD_POLL }))
     }

@@ -51,6 +51,17 @@ impl Tls {
     pub fn load(settings: &TlsSettings) -> anyhow::Result<Self> {
         let seen = stamps(settings);
         let config = server_config(settings)?;
+        let client_certificates = match (&settings.client_ca_file, settings.client_auth) {
+            (None, _) => "off",
+            (Some(_), ClientAuth::Optional) => "optional",
+            (Some(_), ClientAuth::Required) => "required",
+        };
+        tracing::info!(
+            client_certificates,
+            client_ca_file = ?settings.client_ca_file,
+            cert_file = %settings.cert_file.display(),
+            "TLS on the listener"
+        );
         Ok(Self(Arc::new(Inner { settings: settings.clone(), config: RwLock::new(config), seen: Mutex::new(seen) })))
     }
 
