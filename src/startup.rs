@@ -53,6 +53,7 @@ pub struct Application {
     limits: LimitSettings,
     max_connections: u32,
     tls: Option<server::Tls>,
+    proxies: server::TrustedProxies,
 }
 
 impl Application {
@@ -81,6 +82,10 @@ impl Application {
             health,
             health_check_interval: settings.limits.health_check_interval,
             max_connections: server::connection_cap(settings.limits.max_connections, settings.database.max_connections),
+            proxies: server::TrustedProxies::new(
+                &settings.server.trusted_proxies,
+                settings.server.trusted_proxy_header,
+            ),
             limits: settings.limits,
             tls,
         })
@@ -103,7 +108,8 @@ impl Application {
         let key_reloader = tokio::spawn(reload_keys(self.authd.clone()));
         let cache_follower = tokio::spawn(async move { self.authd.follow_session_changes().await });
         let tls_reloader = self.tls.clone().map(|tls| tokio::spawn(tls.watch()));
-        server::serve(self.listener, self.router, &self.limits, self.max_connections, self.tls, shutdown).await;
+        server::serve(self.listener, self.router, &self.limits, self.max_connections, self.tls, self.proxies, shutdown)
+            .await;
         if let Some(reloader) = tls_reloader {
             reloader.abort();
         }

@@ -7,6 +7,9 @@ use super::{ConfigError, Env, bad, seconds};
 /// Connections held at once when `MAX_CONNECTIONS` is unset (and the open-file limit allows).
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 10_000;
 
+/// Connections held at once from one client address when `MAX_CONNECTIONS_PER_CLIENT` is unset.
+pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: u32 = 100;
+
 /// Rate limits against brute force (see the README's "Abuse resistance").
 #[derive(Debug, Clone)]
 pub struct ThrottleSettings {
@@ -68,6 +71,12 @@ pub struct LimitSettings {
     /// Connections held at once, at most; past it new ones are closed at once. `None`:
     /// [`DEFAULT_MAX_CONNECTIONS`], lowered to fit the open-file limit at start.
     pub max_connections: Option<u32>,
+    /// Connections held at once from one client address (IPv6: one /64), unless it is a
+    /// trusted proxy; past it that client's new connections are closed at once.
+    pub max_connections_per_client: u32,
+    /// A connection older than this is asked to close (HTTP/2: GOAWAY), then dropped
+    /// after `request_timeout` more if it has not.
+    pub max_connection_age: Duration,
     /// How often the database is checked for gRPC health and `/readyz` reporting.
     pub health_check_interval: Duration,
 }
@@ -82,6 +91,11 @@ impl LimitSettings {
                 Some(0) => return Err(bad("MAX_CONNECTIONS", "must be at least 1")),
                 n => n,
             },
+            max_connections_per_client: match env.max_connections_per_client {
+                Some(0) => return Err(bad("MAX_CONNECTIONS_PER_CLIENT", "must be at least 1")),
+                n => n.unwrap_or(DEFAULT_MAX_CONNECTIONS_PER_CLIENT),
+            },
+            max_connection_age: seconds("MAX_CONNECTION_AGE_SECONDS", env.max_connection_age_seconds, 3600)?,
             health_check_interval: Duration::from_millis(env.health_check_interval_ms.unwrap_or(5000).max(100)),
         })
     }

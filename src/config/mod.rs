@@ -91,6 +91,8 @@ struct Env {
     header_read_timeout_seconds: Option<u64>,
     connection_idle_timeout_seconds: Option<u64>,
     max_connections: Option<u32>,
+    max_connections_per_client: Option<u32>,
+    max_connection_age_seconds: Option<u64>,
     health_check_interval_ms: Option<u64>,
 }
 
@@ -223,6 +225,8 @@ mod tests {
             ("TRUSTED_PROXY_HEADER", "x-real-ip"),
             ("MAX_CONNECTIONS", "0"),
             ("MAX_CONNECTIONS", "lots"),
+            ("MAX_CONNECTIONS_PER_CLIENT", "0"),
+            ("MAX_CONNECTION_AGE_SECONDS", "0"),
             ("HEADER_READ_TIMEOUT_SECONDS", "0"),
             ("CONNECTION_IDLE_TIMEOUT_SECONDS", "0"),
             ("CONNECTION_IDLE_TIMEOUT_SECONDS", "-5"),

@@ -3,7 +3,13 @@
 //! the first request (protocol detection included), an idle timeout, and HTTP/2's limits
 //! on streams and header lists.
 
-use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    convert::Infallible,
+    net::{IpAddr, SocketAddr},
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
 
 use axum::{Router, body::Body, extract::ConnectInfo};
 use http_body_util::BodyExt;
@@ -21,7 +27,7 @@ use tokio::{
 use tower::ServiceExt;
 
 use super::{
-    SHUTDOWN_GRACE,
+    SHUTDOWN_GRACE, TrustedProxies,
     tls::{Tls, TlsConnection},
 };
 use crate::config::{DEFAULT_MAX_CONNECTIONS, LimitSettings};
@@ -51,6 +57,10 @@ struct Shared {
     /// A connection's first request must arrive this soon after it was accepted.
     first_request_within: Duration,
     idle_timeout: Duration,
+    /// A connection is asked to close this long after it was accepted ...
+    max_age: Duration,
+    /// ... and dropped this long after that if it has not (a response that cannot drain).
+    age_grace: Duration,
     /// `None`: cleartext.
     tls: Option<Tls>,
 }
@@ -66,6 +76,7 @@ pub async fn serve(
     limits: &LimitSettings,
     max_connections: u32,
     tls: Option<Tls>,
+    proxies: TrustedProxies,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let header_read_timeout = limits.request_timeout.min(limits.header_read_timeout);
@@ -74,8 +85,11 @@ pub async fn serve(
         router,
         first_request_within: header_read_timeout,
         idle_timeout: limits.idle_timeout,
+        max_age: limits.max_connection_age,
+        age_grace: limits.request_timeout.max(CLOSE_GRACE),
         tls,
     });
+    let per_client = PerClient::new(limits.max_connections_per_client);
     let slots = Arc::new(Semaphore::new(max_connections as usize));
     let (stop, stopped) = watch::channel(false);
     let mut shutdown = std::pin::pin!(shutdown);
@@ -100,18 +114,30 @@ pub async fn serve(
             tracing::debug!(%peer, max_connections, "connection refused: MAX_CONNECTIONS reached");
             continue;
         };
+        // A trusted proxy carries many clients: only the others are capped one by one.
+        let client_slot = if proxies.trusts(peer.ip()) {
+            None
+        } else {
+            let Some(client_slot) = per_client.take(peer.ip()) else {
+                crate::metrics::connection_closed("over_client_capacity");
+                tracing::debug!(%peer, "connection refused: MAX_CONNECTIONS_PER_CLIENT reached");
+                continue;
+            };
+            Some(client_slot)
+        };
+        let slot = (slot, client_slot);
         configure_socket(&stream, peer);
         let (shared, stopped) = (shared.clone(), stopped.clone());
         tokio::spawn(async move {
             let first_request_by = accepted_at + shared.first_request_within;
             let Some(tls) = &shared.tls else {
-                return serve_connection(stream, peer, None, first_request_by, &shared, stopped, slot).await;
+                return serve_connection(stream, peer, None, accepted_at, &shared, stopped, slot).await;
             };
             // The TLS handshake is part of the first request's deadline: a client that never
             // finishes it holds the socket no longer than one that sends nothing.
             match tls.accept(stream, first_request_by.saturating_duration_since(Instant::now())).await {
                 Ok((stream, session)) => {
-                    serve_connection(stream, peer, Some(session), first_request_by, &shared, stopped, slot).await;
+                    serve_connection(stream, peer, Some(session), accepted_at, &shared, stopped, slot).await;
                 }
                 Err(e) => {
                     crate::metrics::connection_closed("tls_handshake");
@@ -210,10 +236,10 @@ async fn serve_connection<I>(
     io: I,
     peer: SocketAddr,
     tls: Option<TlsConnection>,
-    first_request_by: Instant,
+    accepted_at: Instant,
     shared: &Shared,
     mut stopped: watch::Receiver<bool>,
-    _slot: OwnedSemaphorePermit,
+    _slot: (OwnedSemaphorePermit, Option<ClientSlot>),
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -246,6 +272,8 @@ async fn serve_connection<I>(
     // partial preface, headers never finished) it is closed. Once idle past the idle
     // timeout, it is closed too: gracefully (HTTP/2: GOAWAY), then for good after
     // CLOSE_GRACE if the client does not finish it.
+    let first_request_by = accepted_at + shared.first_request_within;
+    let too_old_at = accepted_at + shared.max_age;
     let mut started = false;
     let mut close_by: Option<Instant> = None;
     loop {
@@ -268,6 +296,12 @@ async fn serve_connection<I>(
                 connection.as_mut().graceful_shutdown();
                 close_by = Some(Instant::now() + CLOSE_GRACE);
             }
+            () = tokio::time::sleep_until(too_old_at), if !closing => {
+                crate::metrics::connection_closed("max_age");
+                tracing::debug!(%peer, "closing a connection: older than MAX_CONNECTION_AGE_SECONDS");
+                connection.as_mut().graceful_shutdown();
+                close_by = Some(Instant::now() + shared.age_grace);
+            }
             () = stop_asked(&mut stopped), if !closing => {
                 connection.as_mut().graceful_shutdown();
                 close_by = Some(Instant::now() + SHUTDOWN_GRACE);
@@ -277,6 +311,56 @@ async fn serve_connection<I>(
                 return;
             }
         }
+    }
+}
+
+/// Connections held per client address (IPv6: per /64).
+#[derive(Clone)]
+struct PerClient {
+    cap: u32,
+    held: Arc<Mutex<HashMap<IpAddr, u32>>>,
+}
+
+/// One connection's place under its client's cap, given back when dropped.
+struct ClientSlot {
+    key: IpAddr,
+    held: Arc<Mutex<HashMap<IpAddr, u32>>>,
+}
+
+impl PerClient {
+    fn new(cap: u32) -> Self {
+        Self { cap, held: Arc::default() }
+    }
+
+    fn take(&self, peer: IpAddr) -> Option<ClientSlot> {
+        let key = client_key(peer);
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = held.entry(key).or_default();
+        if *count >= self.cap {
+            return None;
+        }
+        *count += 1;
+        Some(ClientSlot { key, held: self.held.clone() })
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = held.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                held.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// The address a client's connections are counted under: IPv4 itself, IPv6 its /64.
+fn client_key(peer: IpAddr) -> IpAddr {
+    match peer.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+        v4 => v4,
     }
 }
 

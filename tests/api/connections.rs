@@ -163,7 +163,62 @@ async fn past_max_connections_new_connections_are_refused_and_service_resumes_wh
     .await;
 }
 
+async fn past_max_connections_per_client_that_client_is_refused_while_another_is_served() {
+    let app = spawn_app_with(|s| {
+        s.limits.max_connections_per_client = 3;
+        s.limits.header_read_timeout = Duration::from_secs(30);
+    })
+    .await;
+    // 127.0.0.5 holds its three connections without a request (under the header deadline).
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(connect_from(&app, "127.0.0.5").await.unwrap());
+    }
+    for stream in &mut held {
+        assert!(!closed_within(stream, Duration::from_millis(300)).await, "a connection under the cap is held");
+    }
+    // Its fourth is closed at once, while another address is served.
+    let mut fourth = connect_from(&app, "127.0.0.5").await.unwrap();
+    assert!(
+        closed_within(&mut fourth, Duration::from_secs(2)).await,
+        "the fourth connection from one client is refused"
+    );
+    let other = client_from("127.0.0.6").get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(other.status(), StatusCode::OK);
+    // One of its connections gone, the client connects again.
+    drop(held.pop());
+    eventually(Duration::from_secs(5), "a connection once one of the client's closed", || async {
+        client_from("127.0.0.5").get(app.url("/healthz")).send().await.is_ok_and(|r| r.status() == StatusCode::OK)
+    })
+    .await;
+}
+
+async fn a_connection_whose_answer_cannot_drain_is_closed_at_its_max_age() {
+    let app = spawn_app_with(|s| {
+        s.limits.header_read_timeout = Duration::from_secs(1);
+        s.limits.idle_timeout = Duration::from_secs(1);
+        s.limits.request_timeout = Duration::from_secs(1);
+        s.limits.max_connection_age = Duration::from_secs(2);
+    })
+    .await;
+    // SETTINGS_INITIAL_WINDOW_SIZE = 0: the answer's body can never be sent, so the request
+    // stays in flight and the idle timeout never starts.
+    let mut stream = TcpStream::connect(app.addr).await.unwrap();
+    let mut hello = PREFACE.to_vec();
+    hello.extend(frame(0x4, 0, 0, &[0x00, 0x04, 0, 0, 0, 0]));
+    let mut headers = vec![0x82, 0x86, 0x44, 8];
+    headers.extend(b"/healthz");
+    headers.extend([0x41, 5]);
+    headers.extend(b"authd");
+    hello.extend(frame(0x1, 0x5, 1, &headers));
+    stream.write_all(&hello).await.unwrap();
+    let kinds = frames_until_closed(&mut stream, Duration::from_secs(10)).await;
+    assert!(kinds.contains(&GOAWAY), "asked to close with a GOAWAY: {kinds:?}");
+}
+
 on_both_backends!(
+    past_max_connections_per_client_that_client_is_refused_while_another_is_served,
+    a_connection_whose_answer_cannot_drain_is_closed_at_its_max_age,
     silent_and_half_open_connections_are_closed_at_the_header_deadline,
     idle_http2_connections_are_closed_with_a_goaway,
     past_max_connections_new_connections_are_refused_and_service_resumes_when_they_close,
