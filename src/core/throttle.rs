@@ -116,7 +116,7 @@ impl Throttle {
         }
         let window = millis(self.settings.window);
         let now = now_ms();
-        let key = format!("{}-ip:{}", action.name(), ip(client));
+        let key = format!("{}-ip:{}", action.name(), address(client));
         let count = self.store.throttle_hit(&key, now, window).await?;
         if count.hits > i64::from(limit) {
             return Err(refuse(action, "ip", client, None, count.window_start_ms + window - now));
@@ -224,19 +224,13 @@ impl Attempt {
     }
 }
 
-fn ip(client: &ClientInfo) -> &str {
-    client.ip.as_deref().unwrap_or("unknown")
-}
-
-/// The client's address as one source: an IPv6 client holds a whole /64.
+/// The client's address as one source, in the per-IP limits and the backoff: an IPv6
+/// client holds a whole /64.
 fn address(client: &ClientInfo) -> String {
-    match client.ip.as_deref().and_then(|ip| ip.parse::<IpAddr>().ok()).map(|ip| ip.to_canonical()) {
-        Some(IpAddr::V6(v6)) => {
-            let s = v6.segments();
-            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-        }
+    match client.network() {
+        Some(IpAddr::V6(network)) => format!("{network}/64"),
         Some(v4) => v4.to_string(),
-        None => ip(client).to_owned(),
+        None => "unknown".to_owned(),
     }
 }
 
@@ -268,6 +262,8 @@ mod tests {
     fn an_ipv6_client_is_one_source_per_64_and_a_mapped_ipv4_is_its_ipv4() {
         let at = |ip: &str| address(&ClientInfo::new(ip.parse().ok(), None));
         assert_eq!(at("2001:db8:1:2:aaaa::1"), at("2001:db8:1:2:ffff:1:2:3"));
+        assert_eq!(at("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::/64");
+        assert_eq!(at("not an address"), "unknown");
         assert_ne!(at("2001:db8:1:2::1"), at("2001:db8:1:3::1"));
         assert_eq!(at("::ffff:192.0.2.7"), "192.0.2.7");
         assert_eq!(at("192.0.2.7"), "192.0.2.7");
