@@ -17,6 +17,7 @@ const LOGINS: &str = "authd_logins_total";
 const REFRESH_REUSE: &str = "authd_refresh_token_reuse_detected_total";
 const POOL_CONNECTIONS: &str = "authd_db_pool_connections";
 const CHANGE_FEED_UP: &str = "authd_change_feed_up";
+const CONNECTIONS_CLOSED: &str = "authd_connections_closed_total";
 
 /// Latency buckets, in seconds: from a cached token check to a slow password hash.
 const LATENCY_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
@@ -61,6 +62,10 @@ fn describe() {
         CHANGE_FEED_UP,
         "1 while this process hears other processes' session changes (its heartbeat comes back), else 0: token checks then ask the database"
     );
+    metrics::describe_counter!(
+        CONNECTIONS_CLOSED,
+        "Client connections closed by authd, by reason (over_capacity, no_request, idle)"
+    );
 }
 
 /// The text exposition of every metric, after sampling the pool and the change feed.
@@ -103,4 +108,10 @@ pub fn login_failed() {
 
 pub fn refresh_reuse_detected() {
     metrics::counter!(REFRESH_REUSE).increment(1);
+}
+
+/// A client connection authd closed: `over_capacity` (past `MAX_CONNECTIONS`), `no_request`
+/// (none before the deadline) or `idle`.
+pub fn connection_closed(reason: &'static str) {
+    metrics::counter!(CONNECTIONS_CLOSED, "reason" => reason).increment(1);
 }

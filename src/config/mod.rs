@@ -14,9 +14,9 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 pub use database::{DatabaseSettings, sqlite_url};
-pub use limits::{LimitSettings, ThrottleSettings};
+pub use limits::{DEFAULT_MAX_CONNECTIONS, LimitSettings, ThrottleSettings};
 pub use passwords::PasswordSettings;
-pub use server::{LogFormat, ServerSettings};
+pub use server::{ForwardedHeader, LogFormat, ServerSettings};
 pub use tokens::TokenSettings;
 
 /// A setting that could not be used; the message names the variable.
@@ -58,6 +58,7 @@ struct Env {
     log_format: Option<String>,
     cors_allowed_origins: Option<String>,
     trusted_proxies: Option<String>,
+    trusted_proxy_header: Option<String>,
     argon2_memory_kib: Option<u32>,
     argon2_iterations: Option<u32>,
     argon2_parallelism: Option<u32>,
@@ -81,8 +82,12 @@ struct Env {
     login_backoff_max_seconds: Option<u64>,
     login_account_failure_limit: Option<u32>,
     login_failure_window_seconds: Option<u64>,
+    login_account_failure_decay_seconds: Option<u64>,
     unauthenticated_ip_limit: Option<u32>,
     request_timeout_seconds: Option<u64>,
+    header_read_timeout_seconds: Option<u64>,
+    connection_idle_timeout_seconds: Option<u64>,
+    max_connections: Option<u32>,
     health_check_interval_ms: Option<u64>,
 }
 
@@ -197,6 +202,7 @@ mod tests {
             ("DATABASE_LISTEN_URL", "mysql://db/authd"),
             ("LOGIN_IP_LIMIT", "-1"),
             ("THROTTLE_WINDOW_SECONDS", "0"),
+            ("LOGIN_ACCOUNT_FAILURE_DECAY_SECONDS", "0"),
             ("REQUEST_TIMEOUT_SECONDS", "0"),
             ("TRUSTED_PROXIES", "10.0.0.0/8, proxy.internal"),
             ("TRUSTED_PROXIES", "10.0.0.0/33"),
@@ -205,6 +211,12 @@ mod tests {
             ("KEY_ENCRYPTION_KEY_FILE", "/nonexistent/kek"),
             ("MAX_SESSIONS_PER_USER", "0"),
             ("SESSION_RETENTION_HOURS", "0"),
+            ("TRUSTED_PROXY_HEADER", "x-real-ip"),
+            ("MAX_CONNECTIONS", "0"),
+            ("MAX_CONNECTIONS", "lots"),
+            ("HEADER_READ_TIMEOUT_SECONDS", "0"),
+            ("CONNECTION_IDLE_TIMEOUT_SECONDS", "0"),
+            ("CONNECTION_IDLE_TIMEOUT_SECONDS", "-5"),
         ] {
             let err = env(&[(var, value), ("HOME", "/home/ada")]).unwrap_err().to_string();
             assert!(err.contains(var) || err.contains(&var.replace("_KIB", "")), "{var}={value}: {err}");

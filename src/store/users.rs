@@ -4,7 +4,9 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{
-    NewSession, Pool, SessionChange, Store, StoreError, StoreResult, classify, on_pool, on_statement, postgres, run,
+    NewSession, Pool, SessionChange, Store, StoreError, StoreResult, classify,
+    devices::INSERT_DEVICE,
+    on_pool, on_statement, postgres, run,
     sessions::{FORGET_DEVICES, REVOKE_USER_SESSIONS, insert_session},
 };
 
@@ -58,14 +60,16 @@ pub struct UserRecord {
     pub credentials_version: i64,
 }
 
-/// A password change: the hash it replaces, and the session it starts in place of every
-/// other (the caller's own included).
+/// A password change: the hash it replaces, the session it starts in place of every
+/// other (the caller's own included), and the caller's device, known anew in place of
+/// every other.
 pub struct PasswordChange<'a> {
     pub user_id: i64,
     pub current_hash: &'a str,
     pub new_hash: &'a str,
     pub current_session: Uuid,
     pub new_session: NewSession<'a>,
+    pub device: &'a [u8],
 }
 
 pub struct NewUser<'a> {
@@ -138,7 +142,7 @@ impl Store {
     /// many sessions other than the caller's were live, or `None` if the password had
     /// changed meanwhile (then nothing is done).
     pub async fn change_password(&self, change: &PasswordChange<'_>) -> StoreResult<Option<u64>> {
-        let PasswordChange { user_id, current_hash, new_hash, current_session, new_session } = change;
+        let PasswordChange { user_id, current_hash, new_hash, current_session, new_session, device } = change;
         let prepared = self.prepared_statements;
         let ended = on_pool!(self, |pool| async {
             let mut tx = pool.begin().await?;
@@ -168,6 +172,14 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             sqlx::query(FORGET_DEVICES).bind(user_id).persistent(prepared).execute(&mut *tx).await?;
+            sqlx::query(INSERT_DEVICE)
+                .bind(device)
+                .bind(user_id)
+                .bind(new_session.now)
+                .bind(version)
+                .persistent(prepared)
+                .execute(&mut *tx)
+                .await?;
             let new_session = NewSession { credentials_version: version, ..*new_session };
             insert_session!(new_session).persistent(prepared).execute(&mut *tx).await?;
             tx.commit().await?;
