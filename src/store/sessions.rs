@@ -200,8 +200,12 @@ impl Store {
                 let insert = insert.persistent(prepared);
                 insert.execute(&mut *tx).await?;
             }
-            let ended =
-                sqlx::query(REVOKE_USER_SESSIONS).bind(user_id).bind(now).persistent(prepared).execute(&mut *tx).await?;
+            let ended = sqlx::query(REVOKE_USER_SESSIONS)
+                .bind(user_id)
+                .bind(now)
+                .persistent(prepared)
+                .execute(&mut *tx)
+                .await?;
             tx.commit().await?;
             Ok(ended.rows_affected())
         }
