@@ -53,6 +53,7 @@ impl Nginx {
         let d = dir.display();
         let conf = format!(
             "worker_processes 1;\n\
+             master_process off;\n\
              pid {d}/nginx.pid;\n\
              error_log {d}/error.log;\n\
              events {{ worker_connections 1024; }}\n\
