@@ -111,7 +111,7 @@ pub fn refresh_reuse_detected() {
 }
 
 /// A client connection authd closed: `over_capacity` (past `MAX_CONNECTIONS`), `no_request`
-/// (none before the deadline) or `idle`.
+/// (none before the deadline), `idle`, or `tls_handshake` (failed or unfinished by then).
 pub fn connection_closed(reason: &'static str) {
     metrics::counter!(CONNECTIONS_CLOSED, "reason" => reason).increment(1);
 }

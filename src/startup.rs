@@ -52,6 +52,7 @@ pub struct Application {
     health_check_interval: Duration,
     limits: LimitSettings,
     max_connections: u32,
+    tls: Option<server::Tls>,
 }
 
 impl Application {
@@ -69,6 +70,7 @@ impl Application {
             .merge(rest::router(authd.clone(), &settings.server.cors_allowed_origins))
             .fallback(fallback);
         let router = server::layers(routes, &settings)?;
+        let tls = settings.tls.as_ref().map(server::Tls::load).transpose()?;
         let listen_addr = settings.server.listen_addr;
         let listener =
             TcpListener::bind(listen_addr).await.with_context(|| format!("binding LISTEN_ADDR {listen_addr}"))?;
@@ -80,6 +82,7 @@ impl Application {
             health_check_interval: settings.limits.health_check_interval,
             max_connections: server::connection_cap(settings.limits.max_connections, settings.database.max_connections),
             limits: settings.limits,
+            tls,
         })
     }
 
@@ -90,11 +93,20 @@ impl Application {
     /// Serves until `shutdown` completes, then stops accepting connections and lets
     /// in-flight requests finish (for at most [`server::SHUTDOWN_GRACE`]).
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        tracing::info!(addr = %self.local_addr(), max_connections = self.max_connections, "authd listening");
+        tracing::info!(
+            addr = %self.local_addr(),
+            max_connections = self.max_connections,
+            tls = self.tls.is_some(),
+            "authd listening"
+        );
         let watcher = tokio::spawn(watch_database(self.authd.clone(), self.health, self.health_check_interval));
         let key_reloader = tokio::spawn(reload_keys(self.authd.clone()));
         let cache_follower = tokio::spawn(async move { self.authd.follow_session_changes().await });
-        server::serve(self.listener, self.router, &self.limits, self.max_connections, shutdown).await;
+        let tls_reloader = self.tls.clone().map(|tls| tokio::spawn(tls.watch()));
+        server::serve(self.listener, self.router, &self.limits, self.max_connections, self.tls, shutdown).await;
+        if let Some(reloader) = tls_reloader {
+            reloader.abort();
+        }
         watcher.abort();
         key_reloader.abort();
         cache_follower.abort();

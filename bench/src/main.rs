@@ -6,6 +6,9 @@
 //!     cargo run --release -p authd-bench -- --smoke   # 1 s per case, to keep it working
 //!     cargo run --release -p authd-bench -- --idle-connections   # only the memory held by idle connections
 //!
+//! A second authd on the same database serves TLS (a certificate made here), for GetMe and
+//! REST `/me` over TLS as a ratio to cleartext, and the rate of full TLS handshakes.
+//!
 //! `BENCH_DATABASE_URL` (else `TEST_DATABASE_URL`, else the local PostgreSQL) names a
 //! database where the bench may create and drop its own.
 
@@ -25,9 +28,18 @@ use authd::pb::{
 use authd::{config::PasswordSettings, domain::Password, security::passwords::Passwords};
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Empty};
-use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, KeyUsagePurpose};
+use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
 use sqlx::{Connection, Executor, PgConnection};
-use tonic::{Request, transport::Channel};
+use tonic::{
+    Request,
+    transport::{Certificate, Channel, ClientTlsConfig},
+};
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -39,6 +51,10 @@ const CHANNELS: usize = 4;
 const CHEAP_CONCURRENCY: usize = 64;
 const HASHING_CONCURRENCY: usize = 16;
 const USERS: usize = 16;
+/// New connections being set up at once, for the handshake rate.
+const HANDSHAKE_CONCURRENCY: usize = 16;
+/// GetMe and REST `/me` over TLS, as a share of their cleartext throughput.
+const TLS_TARGET: f64 = 0.8;
 
 /// How long each case runs, after a warm-up that is not recorded.
 #[derive(Clone, Copy)]
@@ -87,12 +103,18 @@ async fn main() -> Result<()> {
     ];
     let mut env = vec![("DATABASE_URL", database.url.as_str())];
     env.extend(unthrottled);
-    let server = Server::start(&binary, &env).await?;
+    let server = Server::start(&binary, &env, None).await?;
     // Let start-up allocations settle before reading the idle figure.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle_rss = server.rss_kib()?;
-    let result = run_cases(&server, timing).await;
+    // The same service over TLS, on the same database (so the same users and keys).
+    let tls_files = TlsFiles::create()?;
+    let mut tls_env = env.clone();
+    tls_env.extend([("TLS_CERT_FILE", tls_files.cert.as_str()), ("TLS_KEY_FILE", tls_files.key.as_str())]);
+    let tls_server = Server::start(&binary, &tls_env, Some(tls_files.ca_pem.clone())).await?;
+    let result = run_cases(&server, &tls_server, timing).await;
     let peak_rss = server.peak_rss_kib()?;
+    drop(tls_server);
     drop(server);
     let costs = measure_costs(&binary, &database, &env, smoke).await;
     database.drop().await;
@@ -136,7 +158,7 @@ async fn idle_connections_rss(binary: &Path) -> Result<IdleMemory> {
         ("HEADER_READ_TIMEOUT_SECONDS", "120"),
         ("REQUEST_TIMEOUT_SECONDS", "120"),
     ];
-    let server = Server::start(binary, &env).await?;
+    let server = Server::start(binary, &env, None).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let none_kib = server.rss_kib()?;
 
@@ -283,11 +305,13 @@ impl BenchDatabase {
 struct Server {
     child: Child,
     addr: String,
+    /// The CA of its certificate, when it serves TLS.
+    ca_pem: Option<String>,
 }
 
 impl Server {
     /// Starts authd with nothing configured but `env` and a listener on a free port.
-    fn spawn(binary: &Path, env: &[(&str, &str)]) -> Result<Self> {
+    fn spawn(binary: &Path, env: &[(&str, &str)], ca_pem: Option<String>) -> Result<Self> {
         let addr = format!("127.0.0.1:{}", free_port()?);
         let child = Command::new(binary)
             .env_clear()
@@ -298,19 +322,19 @@ impl Server {
             .stderr(Stdio::inherit())
             .spawn()
             .context("starting authd")?;
-        Ok(Self { child, addr })
+        Ok(Self { child, addr, ca_pem })
     }
 
-    async fn start(binary: &Path, env: &[(&str, &str)]) -> Result<Self> {
-        let server = Self::spawn(binary, env)?;
+    async fn start(binary: &Path, env: &[(&str, &str)], ca_pem: Option<String>) -> Result<Self> {
+        let server = Self::spawn(binary, env, ca_pem)?;
         server.wait_ready(Duration::from_secs(30)).await?;
         Ok(server)
     }
 
     async fn wait_ready(&self, limit: Duration) -> Result<Duration> {
         let start = Instant::now();
-        let client = Client::builder(TokioExecutor::new()).build_http::<Empty<bytes::Bytes>>();
-        let uri: http::Uri = format!("http://{}/readyz", self.addr).parse()?;
+        let client = self.http_client(1)?;
+        let uri: http::Uri = self.url("/readyz").parse()?;
         while start.elapsed() < limit {
             if let Ok(response) = client.get(uri.clone()).await
                 && response.status() == 200
@@ -336,8 +360,67 @@ impl Server {
         self.status_kib("VmHWM:")
     }
 
+    fn url(&self, path: &str) -> String {
+        let scheme = if self.ca_pem.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}{path}", self.addr)
+    }
+
     async fn channel(&self) -> Result<Channel> {
-        Ok(Channel::from_shared(format!("http://{}", self.addr))?.connect().await?)
+        let endpoint = Channel::from_shared(self.url(""))?;
+        let endpoint = match &self.ca_pem {
+            Some(ca) => endpoint.tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)))?,
+            None => endpoint,
+        };
+        Ok(endpoint.connect().await?)
+    }
+
+    /// An HTTP/1.1 client keeping up to `idle` connections alive, over TLS if it serves TLS.
+    fn http_client(&self, idle: usize) -> Result<Client<HttpsConnector<HttpConnector>, Empty<bytes::Bytes>>> {
+        let connector = HttpsConnectorBuilder::new()
+            .with_tls_config(tls_client_config(self.ca_pem.as_deref().unwrap_or(""))?)
+            .https_or_http()
+            .enable_http1()
+            .build();
+        Ok(Client::builder(TokioExecutor::new()).pool_max_idle_per_host(idle).build(connector))
+    }
+}
+
+/// A rustls client trusting the CA in `ca_pem` (none when empty), with ring.
+fn tls_client_config(ca_pem: &str) -> Result<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(ca?)?;
+    }
+    Ok(rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+/// A CA and a server certificate for 127.0.0.1 (ECDSA P-256, as most ACME certificates
+/// issued today), in files of a temporary directory.
+struct TlsFiles {
+    _dir: TempDir,
+    cert: String,
+    key: String,
+    ca_pem: String,
+}
+
+impl TlsFiles {
+    fn create() -> Result<Self> {
+        let mut ca = CertificateParams::new(Vec::<String>::new())?;
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+        let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate()?)?;
+        let key = KeyPair::generate()?;
+        let cert =
+            CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])?.signed_by(&key, &ca)?;
+        let dir = TempDir::new()?;
+        let (cert_file, key_file) = (dir.0.join("cert.pem"), dir.0.join("key.pem"));
+        std::fs::write(&cert_file, cert.pem())?;
+        std::fs::write(&key_file, key.serialize_pem())?;
+        let path = |p: PathBuf| p.to_str().map(str::to_owned).context("a UTF-8 temporary directory");
+        Ok(Self { cert: path(cert_file)?, key: path(key_file)?, ca_pem: ca.pem(), _dir: dir })
     }
 }
 
@@ -377,7 +460,7 @@ async fn startup_to_ready_sqlite(binary: &Path) -> Result<(Duration, Duration)> 
         let data_dir = data_dir.0.to_str().context("a UTF-8 temporary directory")?;
         for times in [&mut first, &mut again] {
             let start = Instant::now();
-            let server = Server::spawn(binary, &[("DATA_DIR", data_dir)])?;
+            let server = Server::spawn(binary, &[("DATA_DIR", data_dir)], None)?;
             server.wait_ready(Duration::from_secs(10)).await?;
             times.push(start.elapsed());
         }
@@ -471,6 +554,8 @@ struct Row {
 enum Baseline {
     Health,
     Argon2,
+    /// The same case in cleartext, measured in the same run (its req/s).
+    Cleartext(f64),
 }
 
 #[derive(Default)]
@@ -485,12 +570,15 @@ struct Report {
     costs: Vec<(&'static str, Vec<Cost>)>,
 }
 
-async fn run_cases(server: &Server, timing: Timing) -> Result<Report> {
+async fn run_cases(server: &Server, tls_server: &Server, timing: Timing) -> Result<Report> {
     let mut channels = Vec::new();
+    let mut tls_channels = Vec::new();
     for _ in 0..CHANNELS {
         channels.push(server.channel().await?);
+        tls_channels.push(tls_server.channel().await?);
     }
     let channels = Arc::new(channels);
+    let tls_channels = Arc::new(tls_channels);
 
     // Users to log in as, each with a session whose access token the cheap cases send.
     let mut users = UserServiceClient::new(channels[0].clone());
@@ -548,11 +636,19 @@ async fn run_cases(server: &Server, timing: Timing) -> Result<Report> {
     };
     let stats = load(CHEAP_CONCURRENCY, timing, get_me(Arc::clone(&channels), Arc::clone(&tokens))).await;
     let getme_p99_rest = stats.quantile_ms(0.99);
+    let cleartext = stats.throughput();
     report.rows.push(Row {
         case: "gRPC GetMe",
         concurrency: CHEAP_CONCURRENCY,
         stats,
         versus: Some((Baseline::Health, 0.5)),
+    });
+    let stats = load(CHEAP_CONCURRENCY, timing, get_me(Arc::clone(&tls_channels), Arc::clone(&tokens))).await;
+    report.rows.push(Row {
+        case: "gRPC GetMe over TLS",
+        concurrency: CHEAP_CONCURRENCY,
+        stats,
+        versus: Some((Baseline::Cleartext(cleartext), TLS_TARGET)),
     });
 
     let stats = {
@@ -573,35 +669,43 @@ async fn run_cases(server: &Server, timing: Timing) -> Result<Report> {
         versus: Some((Baseline::Health, 0.5)),
     });
 
-    let stats = {
-        let client = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(CHEAP_CONCURRENCY)
-            .build_http::<Empty<bytes::Bytes>>();
-        let uri: http::Uri = format!("http://{}/api/v1/me", server.addr).parse()?;
-        let tokens = Arc::clone(&tokens);
-        load(CHEAP_CONCURRENCY, timing, move |task, _| {
-            let request = http::Request::get(uri.clone())
-                .header("authorization", tokens[task % USERS].as_str())
-                .body(Empty::<bytes::Bytes>::new());
-            let client = client.clone();
-            async move {
-                let Ok(request) = request else { return false };
-                match client.request(request).await {
-                    Ok(response) => {
-                        let ok = response.status() == 200;
-                        ok && response.into_body().collect().await.is_ok()
-                    }
-                    Err(_) => false,
-                }
-            }
-        })
-        .await
-    };
+    let stats = rest_me(server, &tokens, timing).await?;
+    let cleartext = stats.throughput();
     report.rows.push(Row {
         case: "REST GET /api/v1/me",
         concurrency: CHEAP_CONCURRENCY,
         stats,
         versus: Some((Baseline::Health, 0.5)),
+    });
+    let stats = rest_me(tls_server, &tokens, timing).await?;
+    report.rows.push(Row {
+        case: "REST GET /api/v1/me over TLS",
+        concurrency: CHEAP_CONCURRENCY,
+        stats,
+        versus: Some((Baseline::Cleartext(cleartext), TLS_TARGET)),
+    });
+
+    // Each call a new connection and a full handshake (no session resumption), closed at once.
+    let stats = {
+        let mut config = tls_client_config(tls_server.ca_pem.as_deref().unwrap_or(""))?;
+        config.resumption = rustls::client::Resumption::disabled();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let addr = tls_server.addr.clone();
+        load(HANDSHAKE_CONCURRENCY, timing, move |_, _| {
+            let (connector, addr) = (connector.clone(), addr.clone());
+            async move {
+                let Ok(tcp) = tokio::net::TcpStream::connect(&addr).await else { return false };
+                let Ok(name) = ServerName::try_from("127.0.0.1") else { return false };
+                connector.connect(name, tcp).await.is_ok()
+            }
+        })
+        .await
+    };
+    report.rows.push(Row {
+        case: "TLS handshake (new connection, TLS 1.3, ECDSA P-256)",
+        concurrency: HANDSHAKE_CONCURRENCY,
+        stats,
+        versus: None,
     });
 
     let login = |channels: Arc<Vec<Channel>>| {
@@ -856,7 +960,7 @@ async fn measure_costs(
         let mut env = env.to_vec();
         env.extend(quiet);
         env.extend(extra.iter().copied());
-        let server = Server::start(binary, &env).await?;
+        let server = Server::start(binary, &env, None).await?;
         let stats_url = database.url.clone();
         let mut meter = Meter {
             server: &server,
@@ -991,6 +1095,28 @@ async fn op_costs(server: &Server, meter: &mut Meter<'_>, name: &str, scale: usi
         costs.push(meter.cost("Logout", logout).await?);
     }
     Ok(costs)
+/// REST `GET /api/v1/me` over HTTP/1.1 keep-alive connections.
+async fn rest_me(server: &Server, tokens: &Arc<Vec<String>>, timing: Timing) -> Result<Stats> {
+    let client = server.http_client(CHEAP_CONCURRENCY)?;
+    let uri: http::Uri = server.url("/api/v1/me").parse()?;
+    let tokens = Arc::clone(tokens);
+    Ok(load(CHEAP_CONCURRENCY, timing, move |task, _| {
+        let request = http::Request::get(uri.clone())
+            .header("authorization", tokens[task % USERS].as_str())
+            .body(Empty::<bytes::Bytes>::new());
+        let client = client.clone();
+        async move {
+            let Ok(request) = request else { return false };
+            match client.request(request).await {
+                Ok(response) => {
+                    let ok = response.status() == 200;
+                    ok && response.into_body().collect().await.is_ok()
+                }
+                Err(_) => false,
+            }
+        }
+    })
+    .await)
 }
 
 /// The argon2 baselines, hashing with authd's own hasher and default parameters.
@@ -1055,6 +1181,7 @@ impl Report {
             let baseline = row.versus.map(|(baseline, target)| match baseline {
                 Baseline::Health => ("health", self.health_ceiling, target),
                 Baseline::Argon2 => ("argon2", self.argon2_ceiling, target),
+                Baseline::Cleartext(throughput) => ("cleartext", throughput, target),
             });
             let (ratio, target) = match baseline {
                 Some((name, baseline, target)) if baseline > 0.0 => {

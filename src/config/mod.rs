@@ -6,6 +6,7 @@ mod database;
 mod limits;
 mod passwords;
 mod server;
+mod tls;
 mod tokens;
 
 use std::{path::PathBuf, time::Duration};
@@ -17,6 +18,7 @@ pub use database::{DatabaseSettings, sqlite_url};
 pub use limits::{DEFAULT_MAX_CONNECTIONS, LimitSettings, ThrottleSettings};
 pub use passwords::PasswordSettings;
 pub use server::{ForwardedHeader, LogFormat, ServerSettings};
+pub use tls::{ClientAuth, TlsSettings};
 pub use tokens::TokenSettings;
 
 /// A setting that could not be used; the message names the variable.
@@ -55,6 +57,10 @@ struct Env {
     key_encryption_key: Option<SecretString>,
     key_encryption_key_file: Option<PathBuf>,
     listen_addr: Option<String>,
+    tls_cert_file: Option<String>,
+    tls_key_file: Option<String>,
+    tls_client_ca_file: Option<String>,
+    tls_client_auth: Option<String>,
     log_format: Option<String>,
     cors_allowed_origins: Option<String>,
     trusted_proxies: Option<String>,
@@ -94,6 +100,8 @@ struct Env {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub server: ServerSettings,
+    /// `None`: cleartext (HTTP/1.1 and h2c).
+    pub tls: Option<TlsSettings>,
     pub log_format: LogFormat,
     pub database: DatabaseSettings,
     pub tokens: TokenSettings,
@@ -117,6 +125,7 @@ impl Settings {
     fn from_parts(mut env: Env) -> Result<Self, ConfigError> {
         Ok(Self {
             server: ServerSettings::from_env(&mut env)?,
+            tls: TlsSettings::from_env(&mut env)?,
             log_format: LogFormat::from_env(&mut env)?,
             tokens: TokenSettings::from_env(&mut env)?,
             passwords: PasswordSettings::from_env(&mut env)?,
@@ -211,6 +220,10 @@ mod tests {
             ("KEY_ENCRYPTION_KEY_FILE", "/nonexistent/kek"),
             ("MAX_SESSIONS_PER_USER", "0"),
             ("SESSION_RETENTION_HOURS", "0"),
+            ("TLS_CERT_FILE", "/etc/authd/cert.pem"),
+            ("TLS_KEY_FILE", "/etc/authd/key.pem"),
+            ("TLS_CLIENT_CA_FILE", "/etc/authd/ca.pem"),
+            ("TLS_CLIENT_AUTH", "sometimes"),
             ("TRUSTED_PROXY_HEADER", "x-real-ip"),
             ("MAX_CONNECTIONS", "0"),
             ("MAX_CONNECTIONS", "lots"),
@@ -229,6 +242,23 @@ mod tests {
         let nets = s.server.trusted_proxies.iter().map(ToString::to_string).collect::<Vec<_>>();
         assert_eq!(nets, ["10.0.0.0/8", "::1/128", "192.168.1.7/32"]);
         assert!(env(&[("HOME", "/h")]).unwrap().server.trusted_proxies.is_empty());
+    }
+
+    #[test]
+    fn tls_needs_both_files_and_client_auth_needs_a_ca() {
+        assert!(env(&[("HOME", "/h")]).unwrap().tls.is_none());
+        let pair = [("HOME", "/h"), ("TLS_CERT_FILE", "/c.pem"), ("TLS_KEY_FILE", "/k.pem")];
+        let tls = env(&pair).unwrap().tls.unwrap();
+        assert_eq!((tls.cert_file.to_str(), tls.key_file.to_str()), (Some("/c.pem"), Some("/k.pem")));
+        assert_eq!((tls.client_ca_file, tls.client_auth), (None, ClientAuth::Required));
+        let tls =
+            env(&[pair.as_slice(), &[("TLS_CLIENT_CA_FILE", "/ca.pem"), ("TLS_CLIENT_AUTH", "optional")]].concat())
+                .unwrap()
+                .tls
+                .unwrap();
+        assert_eq!(tls.client_auth, ClientAuth::Optional);
+        let err = env(&[pair.as_slice(), &[("TLS_CLIENT_AUTH", "optional")]].concat()).unwrap_err().to_string();
+        assert!(err.contains("TLS_CLIENT_AUTH") && err.contains("TLS_CLIENT_CA_FILE"), "{err}");
     }
 
     #[test]

@@ -15,13 +15,18 @@ fn ip(client: &ClientInfo) -> &str {
     client.ip.as_deref().unwrap_or("unknown")
 }
 
+/// The client certificate's name, for a caller authenticated by mTLS.
+fn certificate(client: &ClientInfo) -> Option<&str> {
+    client.certificate.as_deref().map(super::ClientCertificate::name)
+}
+
 fn outcome(succeeded: bool) -> &'static str {
     if succeeded { "success" } else { "failure" }
 }
 
 pub fn login_succeeded(user_id: i64, session_id: Uuid, client: &ClientInfo) {
     tracing::info!(target: "authd::security", event = "login", outcome = "success", user_id, %session_id,
-        client_ip = ip(client), "login succeeded");
+        client_ip = ip(client), client_cert = certificate(client), "login succeeded");
 }
 
 /// A wrong password, or an email with no account (then `user_id` is `None`).

@@ -50,6 +50,29 @@ use crate::{
 pub struct ClientInfo {
     pub ip: Option<String>,
     pub user_agent: Option<String>,
+    /// The client certificate the connection was authenticated with (mTLS), if any.
+    pub certificate: Option<Arc<ClientCertificate>>,
+}
+
+/// A client certificate verified during the TLS handshake against `TLS_CLIENT_CA_FILE`:
+/// the identity of the service at the other end of the connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCertificate {
+    /// The subject, RFC 4514 style (`CN=billing,O=Example`).
+    pub subject: String,
+    /// The subject's common name, when it has one.
+    pub common_name: Option<String>,
+    /// The subject alternative names, as text: DNS names, URIs (such as SPIFFE IDs),
+    /// email addresses, IP addresses.
+    pub alt_names: Vec<String>,
+}
+
+impl ClientCertificate {
+    /// The name to show for it: the common name, else the first alternative name, else
+    /// the subject.
+    pub fn name(&self) -> &str {
+        self.common_name.as_deref().or(self.alt_names.first().map(String::as_str)).unwrap_or(&self.subject)
+    }
 }
 
 impl ClientInfo {
@@ -58,7 +81,14 @@ impl ClientInfo {
             ip: ip.map(|ip| ip.to_string()),
             // Bounded: it is the caller's free text, stored and shown back later.
             user_agent: user_agent.map(|ua| ua.chars().take(256).collect()),
+            certificate: None,
         }
+    }
+
+    /// With the client certificate of the connection, if it presented one.
+    pub fn with_certificate(mut self, certificate: Option<Arc<ClientCertificate>>) -> Self {
+        self.certificate = certificate;
+        self
     }
 
     /// What the client counts as in every per-address limit: its address, or for IPv6 its

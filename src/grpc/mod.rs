@@ -19,7 +19,7 @@ pub use user::UserApi;
 use crate::{
     core::{Authd, Caller, ClientInfo, Error},
     pb::{auth_service_server::AuthServiceServer, user_service_server::UserServiceServer},
-    server::{ClientAddr, MAX_MESSAGE_BYTES},
+    server::{ClientAddr, MAX_MESSAGE_BYTES, TlsConnection},
 };
 
 /// The gRPC services (also over grpc-web), health and reflection, as axum routes.
@@ -120,7 +120,8 @@ impl From<Error> for Status {
 fn client_info<T>(request: &Request<T>) -> ClientInfo {
     let ip = ClientAddr::of(request.extensions());
     let user_agent = request.metadata().get("user-agent").and_then(|v| v.to_str().ok());
-    ClientInfo::new(ip, user_agent)
+    let certificate = request.extensions().get::<TlsConnection>().and_then(|tls| tls.client.clone());
+    ClientInfo::new(ip, user_agent).with_certificate(certificate)
 }
 
 /// The signed-in caller of a request, from its `authorization` metadata.

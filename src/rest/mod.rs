@@ -36,7 +36,7 @@ use crate::{
     core::{Authd, Caller, ClientInfo, DEVICE_CANDIDATES, Error},
     domain::FieldViolation,
     pb,
-    server::ClientAddr,
+    server::{ClientAddr, TlsConnection},
 };
 
 /// A handler's answer: a body of the old app's dialect, or an error mapped in `error.rs`.
@@ -175,13 +175,16 @@ fn device_cookie(token: &str, secure: bool) -> HeaderValue {
 struct RequestHead {
     headers: HeaderMap,
     uri: Uri,
+    /// Whether the connection is authd's own TLS.
+    direct_tls: bool,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for RequestHead {
     type Rejection = Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Infallible> {
-        Ok(Self { headers: parts.headers.clone(), uri: parts.uri.clone() })
+        let direct_tls = parts.extensions.get::<TlsConnection>().is_some();
+        Ok(Self { headers: parts.headers.clone(), uri: parts.uri.clone(), direct_tls })
     }
 }
 
@@ -201,9 +204,12 @@ impl RequestHead {
             .collect()
     }
 
-    /// Over TLS, as far as the request tells: HTTP/2's `:scheme`, or the proxy in front
-    /// (a client claiming it only makes its own cookie stricter).
+    /// Over TLS: authd's own, or as far as the request tells, HTTP/2's `:scheme` or the
+    /// proxy in front (a client claiming it only makes its own cookie stricter).
     fn over_tls(&self) -> bool {
+        if self.direct_tls {
+            return true;
+        }
         let forwarded_https = |name| {
             self.headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).any(|v| {
                 v.split([',', ';']).any(|item| {
@@ -255,10 +261,12 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientInfo {
     type Rejection = Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Infallible> {
+        let certificate = parts.extensions.get::<TlsConnection>().and_then(|tls| tls.client.clone());
         Ok(ClientInfo::new(
             ClientAddr::of(&parts.extensions),
             parts.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()),
-        ))
+        )
+        .with_certificate(certificate))
     }
 }
 

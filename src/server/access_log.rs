@@ -12,7 +12,7 @@ use axum::{
 use http_body_util::BodyExt;
 use tracing::Span;
 
-use super::{ClientAddr, is_grpc};
+use super::{ClientAddr, TlsConnection, is_grpc};
 use crate::metrics;
 
 /// One log line and one metrics sample per request: client address, method, path (never the query),
@@ -27,6 +27,11 @@ pub async fn access_log(request: Request, next: Next) -> Response {
         method: request.method().clone(),
         path: request.uri().path().to_owned(),
         route: request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()),
+        client_cert: request
+            .extensions()
+            .get::<TlsConnection>()
+            .and_then(|tls| tls.client.as_ref())
+            .map(|cert| cert.name().to_owned()),
         grpc,
         status: 0,
         done: false,
@@ -59,6 +64,8 @@ struct AccessLine {
     path: String,
     /// The matched route template; `None` for the fallback.
     route: Option<String>,
+    /// The name in the client certificate of the connection (mTLS), if any.
+    client_cert: Option<String>,
     grpc: bool,
     status: u16,
     done: bool,
@@ -91,6 +98,7 @@ impl AccessLine {
             path = %self.path,
             status = self.status,
             grpc_status,
+            client_cert = self.client_cert,
             latency_ms = format!("{latency_ms:.2}"),
             "request"
         );

@@ -1,5 +1,5 @@
-//! Accepting connections and serving HTTP/1.1 and h2c on them until shutdown, each under
-//! the server's bounds: a cap on connections held at once, TCP keepalive, a deadline for
+//! Accepting connections and serving HTTP/1.1 and h2c (or, with TLS configured, both over
+//! TLS) on them until shutdown, each under the server's bounds: a cap on connections held at once, TCP keepalive, a deadline for
 //! the first request (protocol detection included), an idle timeout, and HTTP/2's limits
 //! on streams and header lists.
 
@@ -20,7 +20,10 @@ use tokio::{
 };
 use tower::ServiceExt;
 
-use super::SHUTDOWN_GRACE;
+use super::{
+    SHUTDOWN_GRACE,
+    tls::{Tls, TlsConnection},
+};
 use crate::config::{DEFAULT_MAX_CONNECTIONS, LimitSettings};
 
 /// File descriptors kept back from client connections beside the database pool's: the
@@ -48,6 +51,8 @@ struct Shared {
     /// A connection's first request must arrive this soon after it was accepted.
     first_request_within: Duration,
     idle_timeout: Duration,
+    /// `None`: cleartext.
+    tls: Option<Tls>,
 }
 
 /// hyper's server, configured by hand (axum::serve sets no timer, so no header timeout):
@@ -60,6 +65,7 @@ pub async fn serve(
     router: Router,
     limits: &LimitSettings,
     max_connections: u32,
+    tls: Option<Tls>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let header_read_timeout = limits.request_timeout.min(limits.header_read_timeout);
@@ -68,6 +74,7 @@ pub async fn serve(
         router,
         first_request_within: header_read_timeout,
         idle_timeout: limits.idle_timeout,
+        tls,
     });
     let slots = Arc::new(Semaphore::new(max_connections as usize));
     let (stop, stopped) = watch::channel(false);
@@ -97,7 +104,20 @@ pub async fn serve(
         let (shared, stopped) = (shared.clone(), stopped.clone());
         tokio::spawn(async move {
             let first_request_by = accepted_at + shared.first_request_within;
-            serve_connection(stream, peer, first_request_by, &shared, stopped, slot).await;
+            let Some(tls) = &shared.tls else {
+                return serve_connection(stream, peer, None, first_request_by, &shared, stopped, slot).await;
+            };
+            // The TLS handshake is part of the first request's deadline: a client that never
+            // finishes it holds the socket no longer than one that sends nothing.
+            match tls.accept(stream, first_request_by.saturating_duration_since(Instant::now())).await {
+                Ok((stream, session)) => {
+                    serve_connection(stream, peer, Some(session), first_request_by, &shared, stopped, slot).await;
+                }
+                Err(e) => {
+                    crate::metrics::connection_closed("tls_handshake");
+                    tracing::debug!(error = %e, %peer, "TLS handshake failed");
+                }
+            }
         });
     }
     // New connections are refused from here on.
@@ -184,10 +204,12 @@ struct Load {
 
 /// Serves one connection until it ends, the client's first request is late, it stays idle
 /// past the idle timeout, or the server stops. `_slot` is its place under the cap, held
-/// until it ends. Generic over the stream, so that a TLS stream is served alike.
+/// until it ends. Generic over the stream, so that a TLS stream is served alike; each of
+/// its requests is told the peer address and, over TLS, the [`TlsConnection`].
 async fn serve_connection<I>(
     io: I,
     peer: SocketAddr,
+    tls: Option<TlsConnection>,
     first_request_by: Instant,
     shared: &Shared,
     mut stopped: watch::Receiver<bool>,
@@ -202,6 +224,9 @@ async fn serve_connection<I>(
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
         let in_flight = InFlight::begin(&load);
         request.extensions_mut().insert(ConnectInfo(peer));
+        if let Some(tls) = &tls {
+            request.extensions_mut().insert(tls.clone());
+        }
         let router = router.clone();
         async move {
             let response = router.oneshot(request.map(Body::new)).await?;

@@ -1,6 +1,6 @@
 //! The one listener, and what every request goes through before and after its route:
-//! connection serving with its timeouts and limits, the client address (behind trusted
-//! proxies), the request id and span, the deadline, CORS,
+//! connection serving with its timeouts and limits, TLS, the client address (behind
+//! trusted proxies), the request id and span, the deadline, CORS,
 //! the access log, shutdown. The routes themselves are wired in `startup`.
 
 mod access_log;
@@ -10,6 +10,7 @@ mod deadline;
 mod proxies;
 mod request_id;
 mod shutdown;
+mod tls;
 
 use axum::{
     Router,
@@ -24,6 +25,7 @@ pub use connections::{connection_cap, raise_open_file_limit, serve};
 pub use proxies::{ClientAddr, TrustedProxies};
 pub use request_id::X_REQUEST_ID;
 pub use shutdown::{SHUTDOWN_GRACE, shutdown_signal};
+pub use tls::{Tls, TlsConnection};
 
 use crate::config::Settings;
 

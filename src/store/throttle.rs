@@ -25,6 +25,29 @@ macro_rules! count_hit {
     };
 }
 
+/// [`Store::throttle_hit_decaying`]: `$1` key, `$2` now, `$3` drip, `$4` ceiling, `$5`
+/// enforce (0 or 1). `forgotten`, the failures forgotten since `window_start_ms`, is written
+/// out where it is used: `(case when $2 > throttle.window_start_ms then ($2 -
+/// throttle.window_start_ms) / $3 else 0 end)`, never negative (another process's clock may
+/// be behind).
+const DECAYING_HIT: &str = "insert into throttle (key, hits, window_start_ms, last_hit_ms) values ($1, 1, $2, $2)
+ on conflict (key) do update set
+   hits = case
+     when (case when $2 > throttle.window_start_ms then ($2 - throttle.window_start_ms) / $3 else 0 end) >= throttle.hits
+       then 1
+     else throttle.hits - (case when $2 > throttle.window_start_ms then ($2 - throttle.window_start_ms) / $3 else 0 end) + 1
+   end,
+   window_start_ms = case
+     when (case when $2 > throttle.window_start_ms then ($2 - throttle.window_start_ms) / $3 else 0 end) >= throttle.hits
+       then $2
+     else throttle.window_start_ms
+          + (case when $2 > throttle.window_start_ms then ($2 - throttle.window_start_ms) / $3 else 0 end) * $3
+   end,
+   last_hit_ms = $2
+ where $5 = 0
+    or throttle.hits - (case when $2 > throttle.window_start_ms then ($2 - throttle.window_start_ms) / $3 else 0 end) < $4
+ returning hits, window_start_ms, last_hit_ms";
+
 /// How many hits one key takes in its window.
 #[derive(Debug, Clone, Copy)]
 pub enum Allowance {
@@ -87,9 +110,10 @@ impl Store {
     }
 
     /// Counts one failure under `key` in a count that is not a window's: it forgets one
-    /// failure every `drip_ms` (`window_start_ms` is then when it last forgot one, or began)
-    /// and never holds more than `ceiling`. With `enforce`, a count at the ceiling refuses
-    /// the hit (`None`, nothing counted); atomically, as [`Store::throttle_hit_within`].
+    /// failure every `drip_ms` (`window_start_ms` is then when it last forgot one, or
+    /// began). With `enforce`, a count at `ceiling` or past it refuses the hit (`None`,
+    /// nothing counted); atomically, as [`Store::throttle_hit_within`]. Without, the hit is
+    /// always counted, past the ceiling too, so that taking it back is always right.
     pub async fn throttle_hit_decaying(
         &self,
         key: &str,
@@ -98,48 +122,7 @@ impl Store {
         ceiling: i64,
         enforce: bool,
     ) -> StoreResult<Option<ThrottleCount>> {
-        // `forgotten!()`: the failures forgotten since `window_start_ms`, never negative
-        // (another process's clock may be behind).
-        macro_rules! forgotten {
-            () => {
-                "(case when $2 > throttle.window_start_ms then ($2 - throttle.window_start_ms) / $3 else 0 end)"
-            };
-        }
-        run!(
-            self,
-            query_as(
-                concat!(
-                    "insert into throttle (key, hits, window_start_ms, last_hit_ms) values ($1, 1, $2, $2)
-                     on conflict (key) do update set
-                       hits = case when ",
-                    forgotten!(),
-                    " >= throttle.hits then 1
-                                   when throttle.hits - ",
-                    forgotten!(),
-                    " >= $4 then $4
-                                   else throttle.hits - ",
-                    forgotten!(),
-                    " + 1 end,
-                       window_start_ms = case when ",
-                    forgotten!(),
-                    " >= throttle.hits then $2
-                                   else throttle.window_start_ms + ",
-                    forgotten!(),
-                    " * $3 end,
-                       last_hit_ms = $2
-                     where $5 = 0 or throttle.hits - ",
-                    forgotten!(),
-                    " < $4
-                     returning hits, window_start_ms, last_hit_ms"
-                ),
-                key,
-                now_ms,
-                drip_ms.max(1),
-                ceiling,
-                i64::from(enforce),
-            )
-            .fetch_optional
-        )
+        run!(self, query_as(DECAYING_HIT, key, now_ms, drip_ms.max(1), ceiling, i64::from(enforce)).fetch_optional)
     }
 
     /// The count under `key`, whatever its window.

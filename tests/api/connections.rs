@@ -25,7 +25,7 @@ async fn connect_from(app: &TestApp, source: &str) -> std::io::Result<TcpStream>
 }
 
 /// Whether the server closes `stream` (end of stream or reset) within `limit`.
-async fn closed_within(stream: &mut TcpStream, limit: Duration) -> bool {
+pub async fn closed_within(stream: &mut (impl tokio::io::AsyncRead + Unpin), limit: Duration) -> bool {
     let mut buffer = [0u8; 4096];
     let deadline = tokio::time::Instant::now() + limit;
     loop {

@@ -35,4 +35,5 @@ mod session_limits;
 mod sessions;
 mod signing;
 mod storage;
+mod tls;
 mod transport;
