@@ -34,6 +34,7 @@ fn bad(var: &str, why: impl std::fmt::Display) -> ConfigError {
 #[derive(Deserialize)]
 struct Env {
     database_url: Option<SecretString>,
+    database_listen_url: Option<SecretString>,
     db_host: Option<String>,
     db_port: Option<u16>,
     db_user: Option<String>,
@@ -73,6 +74,8 @@ struct Env {
     password_max_length: Option<usize>,
     password_refuse_guessable: Option<String>,
     db_max_connections: Option<u32>,
+    db_prepared_statements: Option<String>,
+    change_feed_heartbeat_ms: Option<u64>,
     data_dir: Option<String>,
     xdg_data_home: Option<String>,
     home: Option<String>,
@@ -203,6 +206,9 @@ mod tests {
             ("MIGRATE_ON_START", "maybe"),
             ("DATA_DIR", "relative/dir"),
             ("DB_MAX_CONNECTIONS", "many"),
+            ("DB_PREPARED_STATEMENTS", "sometimes"),
+            ("CHANGE_FEED_HEARTBEAT_MS", "often"),
+            ("DATABASE_LISTEN_URL", "mysql://db/authd"),
             ("LOGIN_IP_LIMIT", "-1"),
             ("THROTTLE_WINDOW_SECONDS", "0"),
             ("LOGIN_ACCOUNT_FAILURE_DECAY_SECONDS", "0"),

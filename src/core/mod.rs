@@ -246,6 +246,12 @@ impl Authd {
         self.database_up.load(Ordering::Relaxed)
     }
 
+    /// Whether this process hears the session changes others announce; while it does not,
+    /// token checks ask the database.
+    pub fn change_feed_up(&self) -> bool {
+        self.cache.listening()
+    }
+
     /// The database pool's state, for metrics.
     pub fn pool_usage(&self) -> crate::store::PoolUsage {
         self.store.pool_usage()

@@ -28,7 +28,7 @@ use self::{
     },
     wire::{
         ChangePasswordBody, DeleteMeBody, Jwks, LoginBody, LoginForm, LogoutBody, Message, PasswordChanged, Profile,
-        RefreshBody, RegisterUserBody, RevokeBody, Sessions, SessionsEnded, SignedIn, Status, UpdateMeBody,
+        Readiness, RefreshBody, RegisterUserBody, RevokeBody, Sessions, SessionsEnded, SignedIn, Status, UpdateMeBody,
         ValidateBody, Validation,
     },
 };
@@ -440,7 +440,7 @@ async fn jwks(State(authd): State<Authd>) -> impl IntoResponse {
     responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain"),
         (status = 503, description = "Metrics not available", body = ErrorBody)))]
 async fn metrics_text(State(authd): State<Authd>) -> Response {
-    match crate::metrics::render(authd.pool_usage()) {
+    match crate::metrics::render(authd.pool_usage(), authd.change_feed_up()) {
         Some(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response(),
         None => error_body(StatusCode::SERVICE_UNAVAILABLE, "Metrics are not available."),
     }
@@ -458,15 +458,18 @@ async fn healthz() -> Json<Status> {
 /// Readiness
 ///
 /// Whether the database answered the last health check (every `HEALTH_CHECK_INTERVAL_MS`); asking
-/// costs the database nothing.
+/// costs the database nothing. `change_feed` says whether this process hears the session
+/// changes other processes announce (`up`); while it is `down`, token checks ask the
+/// database instead of the session cache, so the process stays ready.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
-    responses((status = 200, description = "The database answers", body = Status),
-        (status = 503, description = "The database does not answer", body = Status)))]
-async fn ready(State(authd): State<Authd>) -> (StatusCode, Json<Status>) {
+    responses((status = 200, description = "The database answers", body = Readiness),
+        (status = 503, description = "The database does not answer", body = Readiness)))]
+async fn ready(State(authd): State<Authd>) -> (StatusCode, Json<Readiness>) {
+    let change_feed = if authd.change_feed_up() { "up" } else { "down" };
     if authd.ready() {
-        (StatusCode::OK, Json(Status { status: "ready" }))
+        (StatusCode::OK, Json(Readiness { status: "ready", change_feed }))
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(Status { status: "unavailable" }))
+        (StatusCode::SERVICE_UNAVAILABLE, Json(Readiness { status: "unavailable", change_feed }))
     }
 }
 

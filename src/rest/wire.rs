@@ -341,6 +341,16 @@ pub struct Status {
     pub status: &'static str,
 }
 
+/// `/readyz`: whether the database answers, and whether the change feed (how this process
+/// hears of logouts made by others) is up; while it is down, token checks ask the database.
+#[derive(Serialize, ToSchema)]
+pub struct Readiness {
+    #[schema(example = "ready")]
+    pub status: &'static str,
+    #[schema(example = "up")]
+    pub change_feed: &'static str,
+}
+
 #[cfg(test)]
 mod tests {
     use utoipa::PartialSchema;

@@ -6,7 +6,7 @@ use uuid::Uuid;
 use super::{
     NewSession, Pool, SessionChange, Store, StoreError, StoreResult, classify,
     devices::INSERT_DEVICE,
-    on_pool, postgres, run,
+    on_pool, on_statement, postgres, run,
     sessions::{FORGET_DEVICES, REVOKE_USER_SESSIONS, insert_session},
 };
 
@@ -91,7 +91,7 @@ pub struct ProfileUpdate<'a> {
 impl Store {
     /// Inserts a user; [`StoreError::EmailTaken`] when the email exists in any case.
     pub async fn insert_user(&self, user: &NewUser<'_>) -> StoreResult<UserRecord> {
-        let inserted = on_pool!(self, |pool| sqlx::query_as(concat!(
+        let inserted = on_statement!(self, |exec, persistent| sqlx::query_as(concat!(
             "insert into users (name, email, location, about, password, created_at, updated_at)
              values ($1, $2, $3, $4, $5, $6, $6)
              returning ",
@@ -103,7 +103,8 @@ impl Store {
         .bind(user.about)
         .bind(user.password_hash)
         .bind(Utc::now())
-        .fetch_one(pool)
+        .persistent(persistent)
+        .fetch_one(exec)
         .await);
         inserted.map_err(|e| if is_email_taken(&e) { StoreError::EmailTaken } else { classify(e) })
     }
@@ -142,6 +143,7 @@ impl Store {
     /// changed meanwhile (then nothing is done).
     pub async fn change_password(&self, change: &PasswordChange<'_>) -> StoreResult<Option<u64>> {
         let PasswordChange { user_id, current_hash, new_hash, current_session, new_session, device } = change;
+        let prepared = self.prepared_statements;
         let ended = on_pool!(self, |pool| async {
             let mut tx = pool.begin().await?;
             let version: Option<i64> = sqlx::query_scalar(
@@ -153,26 +155,33 @@ impl Store {
             .bind(current_hash)
             .bind(new_hash)
             .bind(new_session.now)
+            .persistent(prepared)
             .fetch_optional(&mut *tx)
             .await?;
             let Some(version) = version else { return Ok(None) };
             sqlx::query("update sessions set revoked_at = $2 where session_id = $1 and revoked_at is null")
                 .bind(current_session)
                 .bind(new_session.now)
+                .persistent(prepared)
                 .execute(&mut *tx)
                 .await?;
-            let others =
-                sqlx::query(REVOKE_USER_SESSIONS).bind(user_id).bind(new_session.now).execute(&mut *tx).await?;
-            sqlx::query(FORGET_DEVICES).bind(user_id).execute(&mut *tx).await?;
+            let others = sqlx::query(REVOKE_USER_SESSIONS)
+                .bind(user_id)
+                .bind(new_session.now)
+                .persistent(prepared)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(FORGET_DEVICES).bind(user_id).persistent(prepared).execute(&mut *tx).await?;
             sqlx::query(INSERT_DEVICE)
                 .bind(device)
                 .bind(user_id)
                 .bind(new_session.now)
                 .bind(version)
+                .persistent(prepared)
                 .execute(&mut *tx)
                 .await?;
             let new_session = NewSession { credentials_version: version, ..*new_session };
-            insert_session!(new_session).execute(&mut *tx).await?;
+            insert_session!(new_session).persistent(prepared).execute(&mut *tx).await?;
             tx.commit().await?;
             Ok(Some(others.rows_affected()))
         }
@@ -217,7 +226,9 @@ impl Store {
     /// `refreshaccesstokens` table (if any) holds for it; `false` when there was no such user.
     pub async fn delete_user(&self, user_id: i64) -> StoreResult<bool> {
         let deleted = match &self.pool {
-            Pool::Postgres(pool) => postgres::delete_user_and_old_tokens(pool, user_id).await.map_err(classify)?,
+            Pool::Postgres(pool) => {
+                postgres::delete_user_and_old_tokens(pool, self.prepared_statements, user_id).await.map_err(classify)?
+            }
             // SQLite databases are authd's own: no table of the old app to clear.
             Pool::Sqlite(_) => run!(self, query(DELETE_USER, user_id).execute)?,
         };
