@@ -91,11 +91,16 @@ impl Application {
         tracing::info!(addr = %self.local_addr(), "authd listening");
         let watcher = tokio::spawn(watch_database(self.authd.clone(), self.health, self.health_check_interval));
         let key_reloader = tokio::spawn(reload_keys(self.authd.clone()));
+        let mail_sender = tokio::spawn({
+            let authd = self.authd.clone();
+            async move { authd.send_mail().await }
+        });
         let cache_follower = tokio::spawn(async move { self.authd.follow_session_changes().await });
         server::serve(self.listener, self.router, self.request_timeout, shutdown).await;
         watcher.abort();
         key_reloader.abort();
         cache_follower.abort();
+        mail_sender.abort();
         tracing::info!("authd stopped");
         Ok(())
     }
@@ -111,7 +116,8 @@ async fn fallback(request: Request) -> Response {
 }
 
 /// Keeps gRPC health and `/readyz` in step with the database, and prunes spent rate-limit
-/// counters and ended sessions (first one check after start-up, then every minute).
+/// counters, ended sessions and spent mail (first one check after start-up, then every
+/// minute).
 async fn watch_database(authd: Authd, health: HealthReporter, interval: Duration) {
     // Start-up has just reached the database and reported serving.
     let mut serving = true;
@@ -121,7 +127,7 @@ async fn watch_database(authd: Authd, health: HealthReporter, interval: Duration
         let now_serving = authd.check_database().await;
         if now_serving && last_prune.is_none_or(|at| at.elapsed() >= PRUNE_INTERVAL) {
             last_prune = Some(Instant::now());
-            for pruned in [authd.prune_throttle().await, authd.prune_sessions().await] {
+            for pruned in [authd.prune_throttle().await, authd.prune_sessions().await, authd.prune_mail().await] {
                 if let Err(e) = pruned {
                     e.log_if_internal();
                 }
