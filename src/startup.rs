@@ -91,9 +91,12 @@ impl Application {
         tracing::info!(addr = %self.local_addr(), "authd listening");
         let watcher = tokio::spawn(watch_database(self.authd.clone(), self.health, self.health_check_interval));
         let key_reloader = tokio::spawn(reload_keys(self.authd.clone()));
+        // Asked here, before serving, so that an idle sender never speaks to the database
+        // later unless woken.
+        let first_mail = self.authd.next_mail_due().await;
         let mail_sender = tokio::spawn({
             let authd = self.authd.clone();
-            async move { authd.send_mail().await }
+            async move { authd.send_mail(first_mail).await }
         });
         let cache_follower = tokio::spawn(async move { self.authd.follow_session_changes().await });
         server::serve(self.listener, self.router, self.request_timeout, shutdown).await;
@@ -125,6 +128,10 @@ async fn watch_database(authd: Authd, health: HealthReporter, interval: Duration
     loop {
         tokio::time::sleep(interval).await;
         let now_serving = authd.check_database().await;
+        if now_serving {
+            // Mail that another replica queued, or left behind, is looked at from here too.
+            authd.wake_mail_sender();
+        }
         if now_serving && last_prune.is_none_or(|at| at.elapsed() >= PRUNE_INTERVAL) {
             last_prune = Some(Instant::now());
             for pruned in [authd.prune_throttle().await, authd.prune_sessions().await, authd.prune_mail().await] {

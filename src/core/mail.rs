@@ -27,6 +27,8 @@ use crate::{
 const BATCH: i64 = 20;
 /// How long a claimed mail is held for its sender before another may take it.
 const LEASE: Duration = Duration::from_secs(120);
+/// How long work done after an answer waits, so that the answer goes out first.
+const BACKGROUND_DELAY: Duration = Duration::from_millis(20);
 /// Sent and given-up mail is deleted after this long.
 const OUTBOX_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -270,6 +272,8 @@ impl Authd {
     {
         let authd = self.clone();
         tokio::spawn(async move {
+            // After the answer is on its way: a task spawned now would otherwise run first.
+            tokio::time::sleep(BACKGROUND_DELAY).await;
             if let Err(e) = work(authd).await {
                 e.log_if_internal();
             }
@@ -370,21 +374,43 @@ impl Authd {
         Ok(changed.sessions_ended)
     }
 
-    /// Delivers the outbox for as long as the server runs: what is due now, then again
-    /// when this process adds mail or a retry falls due.
-    pub async fn send_mail(&self) {
+    /// Delivers the outbox for as long as the server runs, starting when `next` falls due
+    /// (see [`Authd::next_mail_due`]); then again when the next mail waiting falls due, when
+    /// this process adds mail, or when the health watcher ticks
+    /// ([`Authd::wake_mail_sender`], for mail that other replicas queued or left). With
+    /// nothing waiting it sends the database nothing between those.
+    pub async fn send_mail(&self, mut next: Option<DateTime<Utc>>) {
         let m = Arc::clone(self.mailer());
-        let poll = m.settings.retry_max.min(Duration::from_secs(5));
         loop {
             let woken = m.wake.notified();
-            match self.send_due_mail().await {
-                // A full batch: there may be more.
-                Ok(sent) if sent >= BATCH as usize => continue,
-                Ok(_) => {}
-                Err(e) => e.log_if_internal(),
+            match next {
+                Some(at) => {
+                    let wait = (at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+                    let _ = tokio::time::timeout(wait, woken).await;
+                }
+                None => woken.await,
             }
-            let _ = tokio::time::timeout(poll, woken).await;
+            next = match self.send_due_mail().await {
+                // A full batch: there may be more.
+                Ok(tried) if tried >= BATCH as usize => Some(Utc::now()),
+                Ok(_) => self.next_mail_due().await,
+                Err(e) => {
+                    e.log_if_internal();
+                    None
+                }
+            };
         }
+    }
+
+    /// When the next mail waiting falls due; `None` for none (or when the database cannot
+    /// tell: the health watcher wakes the sender once it can).
+    pub async fn next_mail_due(&self) -> Option<DateTime<Utc>> {
+        self.store.next_mail_due().await.map_err(Error::from).inspect_err(Error::log_if_internal).ok().flatten()
+    }
+
+    /// Has the sender look at the outbox now.
+    pub fn wake_mail_sender(&self) {
+        self.mailer().wake.notify_one();
     }
 
     /// One pass over the due mail; returns how many were tried.

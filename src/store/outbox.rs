@@ -56,6 +56,18 @@ impl Store {
         )
     }
 
+    /// When the next mail waiting (due or not) falls due, if any.
+    pub async fn next_mail_due(&self) -> StoreResult<Option<DateTime<Utc>>> {
+        run!(
+            self,
+            query_scalar(
+                "select next_attempt_at from outbox where sent_at is null and failed_at is null
+                  order by next_attempt_at limit 1"
+            )
+            .fetch_optional
+        )
+    }
+
     /// Takes a due mail for one attempt, atomically (of concurrent senders, one gets it):
     /// counts the attempt, and holds the mail until `lease_until` in case this process
     /// dies before it reports.
