@@ -16,6 +16,7 @@ const GRPC_DURATION: &str = "authd_grpc_request_duration_seconds";
 const LOGINS: &str = "authd_logins_total";
 const REFRESH_REUSE: &str = "authd_refresh_token_reuse_detected_total";
 const POOL_CONNECTIONS: &str = "authd_db_pool_connections";
+const CONNECTIONS_CLOSED: &str = "authd_connections_closed_total";
 
 /// Latency buckets, in seconds: from a cached token check to a slow password hash.
 const LATENCY_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
@@ -56,6 +57,10 @@ fn describe() {
     metrics::describe_counter!(LOGINS, "Login attempts with well-formed input, by outcome (success, failure)");
     metrics::describe_counter!(REFRESH_REUSE, "Refresh tokens presented again after rotation: the session was ended");
     metrics::describe_gauge!(POOL_CONNECTIONS, "Database pool connections, by state (in_use, idle)");
+    metrics::describe_counter!(
+        CONNECTIONS_CLOSED,
+        "Client connections closed by authd, by reason (over_capacity, no_request, idle)"
+    );
 }
 
 /// The text exposition of every metric, after sampling the pool.
@@ -97,4 +102,10 @@ pub fn login_failed() {
 
 pub fn refresh_reuse_detected() {
     metrics::counter!(REFRESH_REUSE).increment(1);
+}
+
+/// A client connection authd closed: `over_capacity` (past `MAX_CONNECTIONS`), `no_request`
+/// (none before the deadline) or `idle`.
+pub fn connection_closed(reason: &'static str) {
+    metrics::counter!(CONNECTIONS_CLOSED, "reason" => reason).increment(1);
 }

@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
-    config::Settings,
+    config::{LimitSettings, Settings},
     core::Authd,
     grpc, metrics, rest, server,
     store::{self, Migrations},
@@ -50,7 +50,8 @@ pub struct Application {
     authd: Authd,
     health: HealthReporter,
     health_check_interval: Duration,
-    request_timeout: Duration,
+    limits: LimitSettings,
+    max_connections: u32,
 }
 
 impl Application {
@@ -77,7 +78,8 @@ impl Application {
             authd,
             health,
             health_check_interval: settings.limits.health_check_interval,
-            request_timeout: settings.limits.request_timeout,
+            max_connections: server::connection_cap(settings.limits.max_connections, settings.database.max_connections),
+            limits: settings.limits,
         })
     }
 
@@ -88,7 +90,7 @@ impl Application {
     /// Serves until `shutdown` completes, then stops accepting connections and lets
     /// in-flight requests finish (for at most [`server::SHUTDOWN_GRACE`]).
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        tracing::info!(addr = %self.local_addr(), "authd listening");
+        tracing::info!(addr = %self.local_addr(), max_connections = self.max_connections, "authd listening");
         let watcher = tokio::spawn(watch_database(self.authd.clone(), self.health, self.health_check_interval));
         let key_reloader = tokio::spawn(reload_keys(self.authd.clone()));
         // Asked here, before serving, so that an idle sender never speaks to the database
@@ -99,7 +101,7 @@ impl Application {
             async move { authd.send_mail(first_mail).await }
         });
         let cache_follower = tokio::spawn(async move { self.authd.follow_session_changes().await });
-        server::serve(self.listener, self.router, self.request_timeout, shutdown).await;
+        server::serve(self.listener, self.router, &self.limits, self.max_connections, shutdown).await;
         watcher.abort();
         key_reloader.abort();
         cache_follower.abort();

@@ -4,6 +4,7 @@
 //!
 //!     cargo run --release -p authd-bench              # 10 s per case
 //!     cargo run --release -p authd-bench -- --smoke   # 1 s per case, to keep it working
+//!     cargo run --release -p authd-bench -- --idle-connections   # only the memory held by idle connections
 //!
 //! `BENCH_DATABASE_URL` (else `TEST_DATABASE_URL`, else the local PostgreSQL) names a
 //! database where the bench may create and drop its own.
@@ -57,6 +58,11 @@ async fn main() -> Result<()> {
         .or_else(|_| std::env::var("TEST_DATABASE_URL"))
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
     let binary = authd_binary()?;
+    if std::env::args().any(|a| a == "--idle-connections") {
+        let memory = idle_connections_rss(&binary).await?;
+        memory.print();
+        return Ok(());
+    }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
         "authd-bench: {} per case after {} warm-up; {cores} cores shared by server and load; binary {}",
@@ -95,8 +101,107 @@ async fn main() -> Result<()> {
     report.argon2_all_cores = hashing.all_cores;
     report.memory = Some((idle_rss, peak_rss));
     report.startup_sqlite = Some(startup_sqlite);
+    let idle_connections = idle_connections_rss(&binary).await?;
     report.print();
+    idle_connections.print();
     Ok(())
+}
+
+/// Idle connections held at once in the memory measurement.
+const IDLE_CONNECTIONS: usize = 10_000;
+
+/// The server's RSS with no connection, then with [`IDLE_CONNECTIONS`] idle ones held.
+struct IdleMemory {
+    none_kib: u64,
+    /// HTTP/2 connections, each after one request (`GET /healthz`), as gRPC clients keep them.
+    http2_kib: u64,
+    http2_held: usize,
+    /// TCP connections that sent nothing yet (within the first-request deadline).
+    silent_kib: u64,
+    silent_held: usize,
+}
+
+/// Measures [`IdleMemory`] on the embedded database. This process holds the client ends:
+/// its open-file limit is raised as the server's is.
+async fn idle_connections_rss(binary: &Path) -> Result<IdleMemory> {
+    authd::server::raise_open_file_limit();
+    let data_dir = TempDir::new()?;
+    let max = (IDLE_CONNECTIONS + 100).to_string();
+    let env = [
+        ("DATA_DIR", data_dir.0.to_str().context("a UTF-8 temporary directory")?),
+        ("MAX_CONNECTIONS", max.as_str()),
+        // The silent connections are held past no deadline while they are counted.
+        ("HEADER_READ_TIMEOUT_SECONDS", "120"),
+        ("REQUEST_TIMEOUT_SECONDS", "120"),
+    ];
+    let server = Server::start(binary, &env).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let none_kib = server.rss_kib()?;
+
+    // HTTP/2 with prior knowledge: the preface, empty SETTINGS, and one GET /healthz
+    // (HPACK by hand: :method GET, :scheme http, :path, :authority).
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    hello.extend([0, 0, 0, 0x4, 0, 0, 0, 0, 0]);
+    let headers = [&[0x82, 0x86, 0x44, 8][..], b"/healthz", &[0x41, 5], b"authd"].concat();
+    hello.extend(&(headers.len() as u32).to_be_bytes()[1..]);
+    hello.extend([0x1, 0x5, 0, 0, 0, 1]);
+    hello.extend(headers);
+    let (http2_kib, http2_held) = hold_idle(&server, &hello).await?;
+    let (silent_kib, silent_held) = hold_idle(&server, &[]).await?;
+    Ok(IdleMemory { none_kib, http2_kib, http2_held, silent_kib, silent_held })
+}
+
+/// Opens [`IDLE_CONNECTIONS`] connections, each sending `hello`; the server's RSS once they
+/// have settled, and how many it still held then.
+async fn hold_idle(server: &Server, hello: &[u8]) -> Result<(u64, usize)> {
+    use tokio::io::AsyncWriteExt;
+    let mut streams = Vec::with_capacity(IDLE_CONNECTIONS);
+    for _ in 0..IDLE_CONNECTIONS {
+        let mut stream = tokio::net::TcpStream::connect(&server.addr).await.context("an idle connection")?;
+        if !hello.is_empty() {
+            stream.write_all(hello).await?;
+        }
+        streams.push(stream);
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rss = server.rss_kib()?;
+    // Held: nothing more to read but not closed (answers already sent are read and dropped).
+    let mut held = 0;
+    let mut buffer = vec![0u8; 16 * 1024];
+    for stream in &streams {
+        loop {
+            match stream.try_read(&mut buffer) {
+                Ok(0) => break,
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    held += 1;
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+    }
+    drop(streams);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    Ok((rss, held))
+}
+
+impl IdleMemory {
+    fn print(&self) {
+        let mib = |kib: u64| kib as f64 / 1024.0;
+        let verdict = |kib: u64| if kib <= 100 * 1024 { "met" } else { "MISSED" };
+        println!(
+            "RSS with idle connections (SQLite): none {:.1} MiB; {IDLE_CONNECTIONS} HTTP/2 connections after one request \
+             each {:.1} MiB ({} held; target ≤ 100 MiB: {}); {IDLE_CONNECTIONS} silent TCP connections {:.1} MiB ({} held; {})",
+            mib(self.none_kib),
+            mib(self.http2_kib),
+            self.http2_held,
+            verdict(self.http2_kib),
+            mib(self.silent_kib),
+            self.silent_held,
+            verdict(self.silent_kib),
+        );
+    }
 }
 
 /// The release `authd` beside this binary (the workspace shares one target directory),

@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
-use super::{ConfigError, Env, seconds};
+use super::{ConfigError, Env, bad, seconds};
+
+/// Connections held at once when `MAX_CONNECTIONS` is unset (and the open-file limit allows).
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 10_000;
 
 /// Rate limits against brute force (see the README's "Abuse resistance").
 #[derive(Debug, Clone)]
@@ -18,9 +21,13 @@ pub struct ThrottleSettings {
     /// `backoff_max`. A successful login clears them.
     pub free_failures: u32,
     pub backoff_max: Duration,
-    /// Failed logins for one account, from all IPs, in `failure_window`, past which only
-    /// IPs without a failure for that account may still try.
+    /// Failed password checks for one account, from every source, past which only a known
+    /// device (or a signed-in session) may still try. The count is not a window's: it
+    /// forgets one failure every `account_failure_decay / account_failure_limit`, and
+    /// starts over at a right password.
     pub account_failure_limit: u32,
+    pub account_failure_decay: Duration,
+    /// The window of the (account, source) backoff counts.
     pub failure_window: Duration,
     /// Unauthenticated calls (register, login, refresh) per client address (IPv6: per /64)
     /// and minute, counted in process before any database work; 0 turns it off.
@@ -37,17 +44,30 @@ impl ThrottleSettings {
             free_failures: env.login_free_failures.unwrap_or(5),
             backoff_max: seconds("LOGIN_BACKOFF_MAX_SECONDS", env.login_backoff_max_seconds, 900)?,
             account_failure_limit: env.login_account_failure_limit.unwrap_or(100),
+            account_failure_decay: seconds(
+                "LOGIN_ACCOUNT_FAILURE_DECAY_SECONDS",
+                env.login_account_failure_decay_seconds,
+                86_400,
+            )?,
             failure_window: seconds("LOGIN_FAILURE_WINDOW_SECONDS", env.login_failure_window_seconds, 900)?,
             address_limit: env.unauthenticated_ip_limit.unwrap_or(120),
         })
     }
 }
 
-/// Bounds on requests and background checks.
+/// Bounds on connections, requests and background checks.
 #[derive(Debug, Clone)]
 pub struct LimitSettings {
     /// Every request gets this long; then REST answers 503 and gRPC DEADLINE_EXCEEDED.
     pub request_timeout: Duration,
+    /// A connection's first request (protocol detection included) and every HTTP/1.1
+    /// request's headers must arrive within this (or `request_timeout`, if shorter).
+    pub header_read_timeout: Duration,
+    /// A connection with no request in flight for this long is closed (HTTP/2: GOAWAY).
+    pub idle_timeout: Duration,
+    /// Connections held at once, at most; past it new ones are closed at once. `None`:
+    /// [`DEFAULT_MAX_CONNECTIONS`], lowered to fit the open-file limit at start.
+    pub max_connections: Option<u32>,
     /// How often the database is checked for gRPC health and `/readyz` reporting.
     pub health_check_interval: Duration,
 }
@@ -56,6 +76,12 @@ impl LimitSettings {
     pub(super) fn from_env(env: &mut Env) -> Result<Self, ConfigError> {
         Ok(Self {
             request_timeout: seconds("REQUEST_TIMEOUT_SECONDS", env.request_timeout_seconds, 30)?,
+            header_read_timeout: seconds("HEADER_READ_TIMEOUT_SECONDS", env.header_read_timeout_seconds, 10)?,
+            idle_timeout: seconds("CONNECTION_IDLE_TIMEOUT_SECONDS", env.connection_idle_timeout_seconds, 300)?,
+            max_connections: match env.max_connections {
+                Some(0) => return Err(bad("MAX_CONNECTIONS", "must be at least 1")),
+                n => n,
+            },
             health_check_interval: Duration::from_millis(env.health_check_interval_ms.unwrap_or(5000).max(100)),
         })
     }

@@ -15,10 +15,10 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 pub use database::{DatabaseSettings, sqlite_url};
-pub use limits::{LimitSettings, ThrottleSettings};
+pub use limits::{DEFAULT_MAX_CONNECTIONS, LimitSettings, ThrottleSettings};
 pub use mail::MailSettings;
 pub use passwords::PasswordSettings;
-pub use server::{LogFormat, ServerSettings};
+pub use server::{ForwardedHeader, LogFormat, ServerSettings};
 pub use tokens::TokenSettings;
 
 /// A setting that could not be used; the message names the variable.
@@ -59,6 +59,7 @@ struct Env {
     log_format: Option<String>,
     cors_allowed_origins: Option<String>,
     trusted_proxies: Option<String>,
+    trusted_proxy_header: Option<String>,
     argon2_memory_kib: Option<u32>,
     argon2_iterations: Option<u32>,
     argon2_parallelism: Option<u32>,
@@ -80,8 +81,12 @@ struct Env {
     login_backoff_max_seconds: Option<u64>,
     login_account_failure_limit: Option<u32>,
     login_failure_window_seconds: Option<u64>,
+    login_account_failure_decay_seconds: Option<u64>,
     unauthenticated_ip_limit: Option<u32>,
     request_timeout_seconds: Option<u64>,
+    header_read_timeout_seconds: Option<u64>,
+    connection_idle_timeout_seconds: Option<u64>,
+    max_connections: Option<u32>,
     health_check_interval_ms: Option<u64>,
     smtp_url: Option<SecretString>,
     mail_from: Option<String>,
@@ -209,6 +214,7 @@ mod tests {
             ("DB_MAX_CONNECTIONS", "many"),
             ("LOGIN_IP_LIMIT", "-1"),
             ("THROTTLE_WINDOW_SECONDS", "0"),
+            ("LOGIN_ACCOUNT_FAILURE_DECAY_SECONDS", "0"),
             ("REQUEST_TIMEOUT_SECONDS", "0"),
             ("TRUSTED_PROXIES", "10.0.0.0/8, proxy.internal"),
             ("TRUSTED_PROXIES", "10.0.0.0/33"),
@@ -228,6 +234,12 @@ mod tests {
             ("MAIL_RETRY_MAX_SECONDS", "0"),
             ("MAIL_MAX_ATTEMPTS", "0"),
             ("MAIL_PER_ADDRESS_HOURLY", "-1"),
+            ("TRUSTED_PROXY_HEADER", "x-real-ip"),
+            ("MAX_CONNECTIONS", "0"),
+            ("MAX_CONNECTIONS", "lots"),
+            ("HEADER_READ_TIMEOUT_SECONDS", "0"),
+            ("CONNECTION_IDLE_TIMEOUT_SECONDS", "0"),
+            ("CONNECTION_IDLE_TIMEOUT_SECONDS", "-5"),
         ] {
             let err = env(&[(var, value), ("HOME", "/home/ada")]).unwrap_err().to_string();
             assert!(err.contains(var) || err.contains(&var.replace("_KIB", "")), "{var}={value}: {err}");

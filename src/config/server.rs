@@ -11,8 +11,22 @@ pub struct ServerSettings {
     pub listen_addr: SocketAddr,
     /// Origins allowed to call from a browser (grpc-web and REST); empty means none.
     pub cors_allowed_origins: Vec<String>,
-    /// Peers whose `x-request-id` is kept (a proxy in front of authd); empty means none.
+    /// Peers whose word on the client's address and `x-request-id` is believed (the
+    /// proxies in front of authd); empty means none.
     pub trusted_proxies: Vec<IpNet>,
+    /// Which header the trusted proxies name the client in.
+    pub trusted_proxy_header: ForwardedHeader,
+}
+
+/// The header a trusted proxy names the client in. Only the one the proxies write may be
+/// read: they pass the other on from the client unchanged, forgeries included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For` (nginx's `$proxy_add_x_forwarded_for`, Envoy, most load balancers).
+    #[default]
+    XForwardedFor,
+    /// RFC 7239 `Forwarded`, its `for=` parameters.
+    Forwarded,
 }
 
 impl ServerSettings {
@@ -37,7 +51,15 @@ impl ServerSettings {
                 })
             })
             .collect::<Result<_, _>>()?;
-        Ok(Self { listen_addr, cors_allowed_origins, trusted_proxies })
+        let trusted_proxy_header = match env.trusted_proxy_header.take().map(|h| h.trim().to_ascii_lowercase()) {
+            None => ForwardedHeader::default(),
+            Some(h) if h == "x-forwarded-for" => ForwardedHeader::XForwardedFor,
+            Some(h) if h == "forwarded" => ForwardedHeader::Forwarded,
+            Some(other) => {
+                return Err(bad("TRUSTED_PROXY_HEADER", format!("{other:?} is neither x-forwarded-for nor forwarded")));
+            }
+        };
+        Ok(Self { listen_addr, cors_allowed_origins, trusted_proxies, trusted_proxy_header })
     }
 }
 

@@ -52,13 +52,19 @@ impl Authd {
         })
     }
 
+    /// The per-address limit, then [`Authd::validate_registration`]: the password's
+    /// strength check costs CPU, so a flood is turned away before it.
+    pub fn screen_registration(&self, req: &pb::RegisterUserRequest, client: &ClientInfo) -> Result<Registration> {
+        self.addresses.check(Action::Register, client)?;
+        self.validate_registration(req).map_err(Error::InvalidInput)
+    }
+
     /// Creates an account and mails its address a verification. With verification
     /// required, a taken address answers as a new one does (its owner gets a mail), and
     /// the answer carries no user for any registration: it must tell nothing.
     #[tracing::instrument(skip_all)]
     pub async fn register(&self, req: &pb::RegisterUserRequest, client: &ClientInfo) -> Result<Option<pb::User>> {
-        let r = self.validate_registration(req).map_err(Error::InvalidInput)?;
-        self.addresses.check(Action::Register, client)?;
+        let r = self.screen_registration(req, client)?;
         self.throttle.per_ip(Action::Register, client).await?;
         let hash = self.passwords.hash(None, &r.password).await?;
         let inserted = self
@@ -149,10 +155,20 @@ impl Authd {
     /// Replaces the caller's password, given the current one, and ends every session of
     /// the user, the caller's too: the caller goes on in a new session, started by the
     /// same change. Returns how many other sessions ended, and the new session.
+    /// The per-address limit, then [`Authd::validate_password_change`], as for a registration.
+    pub fn screen_password_change(
+        &self,
+        caller: &Caller,
+        req: &pb::ChangePasswordRequest,
+    ) -> Result<(Password, Password)> {
+        self.addresses.check(Action::ChangePassword, &caller.client)?;
+        self.validate_password_change(caller, req).map_err(Error::InvalidInput)
+    }
+
     #[tracing::instrument(skip_all)]
     pub async fn change_password(&self, caller: &Caller, req: &pb::ChangePasswordRequest) -> Result<PasswordChanged> {
         let client = &caller.client;
-        let (current, new) = self.validate_password_change(caller, req).map_err(Error::InvalidInput)?;
+        let (current, new) = self.screen_password_change(caller, req)?;
         let user = self.fresh(&caller.user).await?;
         self.check_password(caller, &user, &current, "current_password")
             .await
@@ -160,12 +176,15 @@ impl Authd {
         let hash = self.passwords.hash(Some(&owner(&user)), &new).await?;
         let now = Utc::now();
         let session_id = Uuid::new_v4();
+        // Every device is forgotten but the caller's, which is known anew by a new token.
+        let (device_token, device) = self.devices.issue();
         let change = PasswordChange {
             user_id: user.user_id,
             current_hash: &user.password,
             new_hash: &hash,
             current_session: caller.access.session_id,
             new_session: self.new_session(&user, session_id, client, now),
+            device: &device,
         };
         // Another change got in first: the password checked is no longer the password.
         let ended = self
@@ -175,7 +194,8 @@ impl Authd {
             .ok_or_else(|| Error::invalid("current_password", "is incorrect"))?;
         self.cache.apply(SessionChange::User(user.user_id));
         events::password_changed(user.user_id, true, ended, client);
-        let signed_in = self.signed_in(&user, RefreshClaim { session_id, generation: 0 }, now)?;
+        let mut signed_in = self.signed_in(&user, RefreshClaim { session_id, generation: 0 }, now)?;
+        signed_in.tokens.device_token = device_token;
         Ok(PasswordChanged { sessions_ended: ended, signed_in })
     }
 

@@ -45,7 +45,7 @@ pub fn refresh_token_reused(user_id: i64, session_id: Uuid, client: &ClientInfo)
 
 /// Sessions ended before their time: `session_id` for one, `None` for all of the user's
 /// (or several); `reason` says why (`logout`, `logout_all`, `revoked`,
-/// `refresh_token_reuse`, `session_cap`).
+/// `refresh_token_reuse`, `session_cap`, `token_revocation`).
 pub fn sessions_revoked(user_id: i64, session_id: Option<Uuid>, ended: u64, reason: &str, client: &ClientInfo) {
     let session_id = session_id.map(|id| id.to_string());
     tracing::info!(target: "authd::security", event = "session_revoked", outcome = "success", user_id,

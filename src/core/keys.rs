@@ -38,27 +38,36 @@ pub async fn generated_secret(store: &Store, sealer: &Sealer, name: &str) -> any
     sealer.open(&row, &stored).map_err(|e| unopened(&format!("the stored key {name}"), e))
 }
 
-/// At start-up: seals, with the key-encryption key, every stored secret and private key
-/// still in the clear, and checks that every sealed one opens, so that a wrong or missing
-/// key stops start-up here rather than failing calls later. A row is replaced only while it
-/// still holds what was read: replicas starting together do not undo each other.
+/// At start-up: checks that every sealed stored secret and private key opens, so that a
+/// wrong or missing key stops start-up here rather than failing calls later; and, the
+/// first time a key-encryption key is set (no stored value is sealed yet), seals every
+/// value in place. That is the one time a value in the clear is taken: once any value is
+/// sealed, one in the clear stops start-up, as it may have been planted by someone who can
+/// write the database (and [`Sealer::open`] refuses it while running). A row is replaced
+/// only while it still holds what was read: replicas starting together do not undo each other.
 pub async fn seal_stored(store: &Store, sealer: &Sealer) -> anyhow::Result<()> {
-    let mut sealed_now = 0;
-    for (name, value) in store.secrets().await.context("reading the stored keys")? {
-        let row = secret_row(&name);
-        if Sealer::is_sealed(&value) {
-            sealer.open(&row, &value).map_err(|e| unopened(&format!("the stored key {name}"), e))?;
-        } else if sealer.has_key() {
-            sealed_now += u32::from(store.replace_secret(&name, &value, &sealer.seal(&row, &value)?).await?);
+    let secrets = store.secrets().await.context("reading the stored keys")?;
+    let pems = store.private_keys().await.context("reading the stored private keys")?;
+    let values = secrets
+        .iter()
+        .map(|(name, value)| (format!("the stored key {name}"), secret_row(name), value.as_slice()))
+        .chain(pems.iter().map(|(kid, pem)| (format!("the private key {kid}"), key_row(kid), pem.as_bytes())));
+    let values = values.collect::<Vec<_>>();
+    let first_sealing = !values.iter().any(|(_, _, value)| Sealer::is_sealed(value));
+    for (what, row, value) in &values {
+        if Sealer::is_sealed(value) || !first_sealing {
+            sealer.open(row, value).map_err(|e| unopened(what, e))?;
         }
     }
-    for (kid, pem) in store.private_keys().await.context("reading the stored private keys")? {
-        let row = key_row(&kid);
-        if Sealer::is_sealed(pem.as_bytes()) {
-            sealer.open_text(&row, &pem).map_err(|e| unopened(&format!("the private key {kid}"), e))?;
-        } else if sealer.has_key() {
-            sealed_now += u32::from(store.replace_private_pem(&kid, &pem, &sealer.seal_text(&row, &pem)?).await?);
-        }
+    if !(sealer.has_key() && first_sealing) {
+        return Ok(());
+    }
+    let mut sealed_now = 0;
+    for (name, value) in &secrets {
+        sealed_now += u32::from(store.replace_secret(name, value, &sealer.seal(&secret_row(name), value)?).await?);
+    }
+    for (kid, pem) in &pems {
+        sealed_now += u32::from(store.replace_private_pem(kid, pem, &sealer.seal_text(&key_row(kid), pem)?).await?);
     }
     if sealed_now > 0 {
         tracing::info!(keys = sealed_now, "sealed the stored keys that were in the clear with KEY_ENCRYPTION_KEY");
@@ -87,6 +96,12 @@ fn key_row(kid: &str) -> String {
 }
 
 fn unopened(what: &str, error: SealError) -> anyhow::Error {
+    if let SealError::Unsealed = error {
+        return anyhow::anyhow!(
+            "KEY_ENCRYPTION_KEY: {what} cannot be read: {error}. If it is yours, delete the row to have a new key \
+             generated, or store it sealed"
+        );
+    }
     anyhow::anyhow!(
         "KEY_ENCRYPTION_KEY: {what} cannot be read: {error}. Set KEY_ENCRYPTION_KEY (or KEY_ENCRYPTION_KEY_FILE) \
          to the key it was sealed with"

@@ -27,8 +27,8 @@ impl AddressLimiter {
     /// Counts a call from the client's address; refuses it past the limit.
     pub fn check(&self, action: Action, client: &ClientInfo) -> Result<()> {
         let Some(limiter) = &self.limiter else { return Ok(()) };
-        let Some(ip) = client.ip.as_deref().and_then(|ip| ip.parse::<IpAddr>().ok()) else { return Ok(()) };
-        let Err(not_until) = limiter.check_key(&network(ip)) else { return Ok(()) };
+        let Some(network) = client.network() else { return Ok(()) };
+        let Err(not_until) = limiter.check_key(&network) else { return Ok(()) };
         let wait = not_until.wait_time_from(limiter.clock().now());
         // Whole seconds, rounded up, for Retry-After.
         let retry_after = Duration::from_secs((wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1));

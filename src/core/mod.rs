@@ -30,7 +30,7 @@ use secrecy::ExposeSecret;
 pub use accounts::{PasswordChanged, ProfileChange, Registration};
 pub use error::{Error, Result};
 use limiter::AddressLimiter;
-pub use sessions::DEVICE_LIFETIME;
+pub use sessions::{DEVICE_CANDIDATES, DEVICE_LIFETIME, LoggedOut};
 use throttle::Throttle;
 
 use crate::{
@@ -61,6 +61,12 @@ impl ClientInfo {
             // Bounded: it is the caller's free text, stored and shown back later.
             user_agent: user_agent.map(|ua| ua.chars().take(256).collect()),
         }
+    }
+
+    /// What the client counts as in every per-address limit: its address, or for IPv6 its
+    /// /64, which one host or one customer usually holds whole.
+    pub fn network(&self) -> Option<std::net::IpAddr> {
+        self.ip.as_deref().and_then(|ip| ip.parse().ok()).map(limiter::network)
     }
 }
 

@@ -14,8 +14,17 @@ use crate::{
     store::{SessionChange, UserRecord},
 };
 
+/// A logout: how many sessions ended, and after a logout everywhere, the caller's new
+/// device token.
+pub struct LoggedOut {
+    pub sessions_ended: u64,
+    pub device_token: Option<String>,
+}
+
 /// A known device is forgotten after this long without a login from it.
 pub const DEVICE_LIFETIME: Duration = Duration::from_secs(180 * 24 * 3600);
+/// The device tokens one login may present (the field and the cookies together).
+pub const DEVICE_CANDIDATES: usize = 5;
 /// The devices kept per user, the most recently seen.
 const DEVICES_PER_USER: i64 = 20;
 
@@ -30,13 +39,28 @@ impl Authd {
 
     #[tracing::instrument(skip_all)]
     pub async fn login(&self, req: &pb::LoginRequest, client: &ClientInfo) -> Result<SignedIn> {
+        self.login_presenting(req, &[], client).await
+    }
+
+    /// A login that presents, besides `req.device_token`, more device tokens that may be
+    /// this device's: a browser sends every `authd_device` cookie it holds, and a page of
+    /// a sibling domain may have set one of them (cookie tossing). The first known one,
+    /// of at most [`DEVICE_CANDIDATES`], is the device.
+    #[tracing::instrument(skip_all)]
+    pub async fn login_presenting(
+        &self,
+        req: &pb::LoginRequest,
+        more_devices: &[String],
+        client: &ClientInfo,
+    ) -> Result<SignedIn> {
         let (email, password) = self.validate_login(req).map_err(Error::InvalidInput)?;
         self.addresses.check(Action::Login, client)?;
         self.throttle.per_ip(Action::Login, client).await?;
         let account = self.account(email.as_str());
         let user = self.store.user_by_email(email.as_str()).await?;
-        let device = self.known_device(user.as_ref(), &req.device_token).await?;
-        let source = device.as_ref().map_or(Source::Address(client), Source::Device);
+        let presented = std::iter::once(req.device_token.as_str()).chain(more_devices.iter().map(String::as_str));
+        let device = self.known_device(user.as_ref(), presented).await?;
+        let source = device.as_ref().map_or(Source::Address(client), |(_, hash)| Source::Device(hash));
         let attempt = self.throttle.begin_check(&account, source, client).await?;
 
         // An unknown email costs what a wrong password costs, and counts as a failure too.
@@ -60,19 +84,29 @@ impl Authd {
         };
         attempt.passed().await?;
         self.check_verified(&user, client)?;
-        let known = device.map(|hash| (req.device_token.trim(), hash));
-        let signed_in = self.start_session(&user, verdict, known, client).await?;
+        let signed_in = self.start_session(&user, verdict, device, client).await?;
         metrics::login_succeeded();
         Ok(signed_in)
     }
 
-    /// The device behind a device token, if it has logged in to `user` lately. Asked for
-    /// an unknown email too, so that the answer takes the same time.
-    async fn known_device(&self, user: Option<&UserRecord>, token: &str) -> Result<Option<DeviceHash>> {
-        let Some(hash) = self.devices.hash_of(token) else { return Ok(None) };
+    /// The first of the `presented` device tokens (at most [`DEVICE_CANDIDATES`] of them
+    /// looked at) that has logged in to `user` lately, with its hash. Asked for an unknown
+    /// email too, so that the answer takes the same time.
+    async fn known_device<'t>(
+        &self,
+        user: Option<&UserRecord>,
+        presented: impl Iterator<Item = &'t str>,
+    ) -> Result<Option<(&'t str, DeviceHash)>> {
         let user_id = user.map_or(-1, |u| u.user_id);
-        let known = self.store.is_known_device(user_id, &hash, Utc::now() - DEVICE_LIFETIME).await?;
-        Ok(known.then_some(hash))
+        let seen_since = Utc::now() - DEVICE_LIFETIME;
+        let candidates = presented.map(str::trim).filter(|t| !t.is_empty()).take(DEVICE_CANDIDATES);
+        for token in candidates {
+            let Some(hash) = self.devices.hash_of(token) else { continue };
+            if self.store.is_known_device(user_id, &hash, seen_since).await? {
+                return Ok(Some((token, hash)));
+            }
+        }
+        Ok(None)
     }
 
     /// Starts a session for `user`, whose password was right in the credentials read into
@@ -105,7 +139,8 @@ impl Authd {
             }
             None => {
                 let (token, hash) = self.devices.issue();
-                self.store.add_device(user.user_id, &hash, now, now - DEVICE_LIFETIME, DEVICES_PER_USER).await?;
+                let (version, seen_since) = (user.credentials_version, now - DEVICE_LIFETIME);
+                self.store.add_device(user.user_id, &hash, version, now, seen_since, DEVICES_PER_USER).await?;
                 token
             }
         };
@@ -157,20 +192,24 @@ impl Authd {
         self.signed_in(&user, RefreshClaim { session_id: session.session_id, generation: session.generation }, now)
     }
 
-    /// Ends the caller's session, or all of the user's; returns how many ended.
+    /// Ends the caller's session, or all of the user's. All of them: every known device of
+    /// the user is forgotten, but the caller's, known from now on by a new device token.
     #[tracing::instrument(skip_all)]
-    pub async fn logout(&self, caller: &Caller, all_sessions: bool) -> Result<u64> {
+    pub async fn logout(&self, caller: &Caller, all_sessions: bool) -> Result<LoggedOut> {
         let Caller { access, user, client } = caller;
         let now = Utc::now();
-        let (ended, change) = if all_sessions {
-            (self.store.end_all_sessions(user.user_id, now).await?, SessionChange::User(user.user_id))
+        let (ended, change, device_token) = if all_sessions {
+            let (token, hash) = self.devices.issue();
+            let ended = self.store.end_all_sessions(user.user_id, &hash, now).await?;
+            (ended, SessionChange::User(user.user_id), Some(token))
         } else {
-            (self.store.revoke_session(access.session_id, now).await?, SessionChange::Session(access.session_id))
+            let ended = self.store.revoke_session(access.session_id, now).await?;
+            (ended, SessionChange::Session(access.session_id), None)
         };
         self.cache.apply(change);
         let reason = if all_sessions { "logout_all" } else { "logout" };
         events::sessions_revoked(user.user_id, Some(access.session_id), ended, reason, client);
-        Ok(ended)
+        Ok(LoggedOut { sessions_ended: ended, device_token })
     }
 
     /// The caller's live sessions (not ended, expired or idle), the caller's own marked.
@@ -211,16 +250,23 @@ impl Authd {
     /// (RFC 7009): a token that is not one of ours, or whose session is over already, is
     /// no error. Any genuine refresh token of the session will do, as any of them replayed
     /// at refresh would end it too.
+    ///
+    /// Limited as a refresh is: per address in process before the token's MAC is checked,
+    /// and per IP in the database for a genuine token.
     #[tracing::instrument(skip_all)]
-    pub async fn revoke_token(&self, token: &str) -> Result<()> {
+    pub async fn revoke_token(&self, token: &str, client: &ClientInfo) -> Result<()> {
+        self.addresses.check(Action::Revoke, client)?;
         let token = token.trim();
         let session_id = self.refresh.decode(token).map(|claim| claim.session_id);
         let Some(session_id) = session_id.or_else(|| self.access.verify(token).map(|access| access.session_id)) else {
             return Ok(());
         };
-        let ended = self.store.revoke_session(session_id, Utc::now()).await?;
+        self.throttle.per_ip(Action::Revoke, client).await?;
+        let ended = self.store.end_session(session_id, Utc::now()).await?;
         self.cache.apply(SessionChange::Session(session_id));
-        tracing::info!(%session_id, ended, "token revoked");
+        if let Some(user_id) = ended {
+            events::sessions_revoked(user_id, Some(session_id), 1, "token_revocation", client);
+        }
         Ok(())
     }
 

@@ -2,10 +2,11 @@
 //! over one database counts the same calls.
 //!
 //! - Per client IP: login, register and refresh calls in a fixed window.
-//! - Per account: password checks from every source. Each is counted before its hash, in
-//!   one conditional statement that also decides (so checks in flight count), and given
-//!   back unless the password was wrong. Past the ceiling, only a device that has logged
-//!   in to the account before may still try.
+//! - Per account: consecutive failed password checks from every source. Each is counted
+//!   before its hash, in one conditional statement that also decides (so checks in flight
+//!   count); a right password starts the count over, and no window does: it only forgets
+//!   one failure every `LOGIN_ACCOUNT_FAILURE_DECAY_SECONDS / LOGIN_ACCOUNT_FAILURE_LIMIT`.
+//!   Past the ceiling, only a device that has logged in to the account before may still try.
 //! - Per (account, source): past a few, each check waits for an exponential backoff after
 //!   the last. The source is the client's address (IPv6 by its /64), the known device,
 //!   or, for checks behind a token (password change, deletion), the session.
@@ -27,6 +28,8 @@ pub enum Action {
     Login,
     Register,
     Refresh,
+    Revoke,
+    ChangePassword,
     ForgotPassword,
     ResendVerification,
     ResetPassword,
@@ -42,6 +45,8 @@ impl Action {
             Self::Login => "login",
             Self::Register => "register",
             Self::Refresh => "refresh",
+            Self::Revoke => "revoke",
+            Self::ChangePassword => "change_password",
             Self::ForgotPassword => "forgot_password",
             Self::ResendVerification => "resend_verification",
             Self::ResetPassword => "reset_password",
@@ -89,13 +94,18 @@ pub enum Source<'a> {
 }
 
 /// A password check counted before it runs. Say how it went: a wrong password keeps its
-/// count; a right one, or a check that never ran, gives it back.
+/// count; a right one starts the account's count over, and a check that never ran gives
+/// its count back.
 #[must_use]
 pub struct Attempt {
     throttle: Throttle,
     source: Counted,
-    account: Option<Counted>,
+    /// The key of the account's count, if it counted.
+    account: Option<String>,
 }
+
+/// The keys of accounts' failure counts start so; they outlive the windows of the others.
+const ACCOUNT_KEY: &str = "login-account:";
 
 /// A hit counted under `key` in the window that began at `window_start_ms`.
 struct Counted {
@@ -111,22 +121,23 @@ impl Throttle {
     /// Counts a call from the client's IP; refuses it past the action's per-IP limit.
     pub async fn per_ip(&self, action: Action, client: &ClientInfo) -> Result<()> {
         let limit = match action {
+            Action::Login => self.settings.login_per_ip,
+            Action::Register => self.settings.register_per_ip,
+            // A revocation costs what a refresh does: an HMAC, then one write.
+            Action::Refresh | Action::Revoke => self.settings.refresh_per_ip,
+            // Behind a token: the session's own backoff limits it.
+            Action::ChangePassword => 0,
             // Calls that redeem a token or a code count as logins; calls that send mail as
             // registrations.
-            Action::Login | Action::ResetPassword | Action::VerifyEmail | Action::ConfirmEmailChange => {
-                self.settings.login_per_ip
-            }
-            Action::Register | Action::ForgotPassword | Action::ResendVerification | Action::Mail => {
-                self.settings.register_per_ip
-            }
-            Action::Refresh => self.settings.refresh_per_ip,
+            Action::ResetPassword | Action::VerifyEmail | Action::ConfirmEmailChange => self.settings.login_per_ip,
+            Action::ForgotPassword | Action::ResendVerification | Action::Mail => self.settings.register_per_ip,
         };
         if limit == 0 {
             return Ok(());
         }
         let window = millis(self.settings.window);
         let now = now_ms();
-        let key = format!("{}-ip:{}", action.name(), ip(client));
+        let key = format!("{}-ip:{}", action.name(), address(client));
         let count = self.store.throttle_hit(&key, now, window).await?;
         if count.hits > i64::from(limit) {
             return Err(refuse(action, "ip", client, None, count.window_start_ms + window - now));
@@ -175,36 +186,38 @@ impl Throttle {
         };
         let source = Counted { key, window_start_ms: counted.window_start_ms };
 
+        // The account's count is of consecutive failures (NIST SP 800-63B): no window ends
+        // it, only a right password, or a slow decay. A known device or a session has proved
+        // itself before: the ceiling does not refuse it, but its checks count towards it.
         let ceiling = i64::from(self.settings.account_failure_limit);
-        let key = format!("login-account:{}", account.0);
-        let account = if ceiling == 0 {
-            None
-        } else if subject_to_ceiling {
-            match self.store.throttle_hit_within(&key, now, window, Allowance::Ceiling(ceiling)).await? {
-                Some(counted) => Some(counted),
-                None => {
-                    Attempt { throttle: self.clone(), source, account: None }.not_checked().await;
-                    let wait = self
-                        .store
-                        .throttle_count(&key, now, window)
-                        .await?
-                        .map_or(0, |c| c.window_start_ms + window - now);
-                    return Err(refuse(Action::Login, "account", client, Some(account.digest()), wait));
-                }
-            }
-        } else {
-            // A known device or a session has proved itself before: the ceiling does not
-            // refuse it, but its checks count towards it.
-            Some(self.store.throttle_hit(&key, now, window).await?)
-        };
-        let account = account.map(|counted| Counted { key, window_start_ms: counted.window_start_ms });
-        Ok(Attempt { throttle: self.clone(), source, account })
+        if ceiling == 0 {
+            return Ok(Attempt { throttle: self.clone(), source, account: None });
+        }
+        let key = format!("{ACCOUNT_KEY}{}", account.0);
+        let drip = self.drip_ms();
+        if self.store.throttle_hit_decaying(&key, now, drip, ceiling, subject_to_ceiling).await?.is_none() {
+            Attempt { throttle: self.clone(), source, account: None }.not_checked().await;
+            // Until the count forgets its next failure.
+            let wait =
+                self.store.throttle_get(&key).await?.map_or(0, |c| drip - (now - c.window_start_ms).rem_euclid(drip));
+            return Err(refuse(Action::Login, "account", client, Some(account.digest()), wait));
+        }
+        Ok(Attempt { throttle: self.clone(), source, account: Some(key) })
     }
 
-    /// Forgets counters that no limit looks at any more.
+    /// Forgets counters that no limit looks at any more: an account's count once it has
+    /// decayed to nothing.
     pub async fn prune(&self) -> Result<u64> {
+        let now = now_ms();
         let longest = self.settings.window.max(self.settings.failure_window).max(MAIL_WINDOW);
-        Ok(self.store.throttle_prune(now_ms() - millis(longest)).await?)
+        let decayed = self.settings.account_failure_decay.max(longest);
+        Ok(self.store.throttle_prune(now - millis(longest), ACCOUNT_KEY, now - millis(decayed)).await?)
+    }
+
+    /// How often the account's count forgets one failure: the whole ceiling over
+    /// `LOGIN_ACCOUNT_FAILURE_DECAY_SECONDS`.
+    fn drip_ms(&self) -> i64 {
+        (millis(self.settings.account_failure_decay) / i64::from(self.settings.account_failure_limit.max(1))).max(1)
     }
 
     /// How long after the last check the next must wait, when `hits` were counted.
@@ -223,13 +236,13 @@ impl Attempt {
     /// The password was wrong: the check stays counted.
     pub fn failed(self) {}
 
-    /// The password was right: the account's count is given back, and the source's
-    /// failures are forgiven.
+    /// The password was right: the account's consecutive failures, and the source's,
+    /// are forgiven.
     pub async fn passed(self) -> Result<()> {
         let store = &self.throttle.store;
         store.throttle_clear(&self.source.key).await?;
         if let Some(account) = &self.account {
-            store.throttle_refund(&account.key, account.window_start_ms).await?;
+            store.throttle_clear(account).await?;
         }
         Ok(())
     }
@@ -238,27 +251,24 @@ impl Attempt {
     /// counts are given back.
     pub async fn not_checked(self) {
         let store = &self.throttle.store;
-        for counted in std::iter::once(&self.source).chain(&self.account) {
-            if let Err(e) = store.throttle_refund(&counted.key, counted.window_start_ms).await {
-                tracing::warn!(error = format!("{e:#}"), "could not give back a throttle count");
-            }
+        let source = store.throttle_refund(&self.source.key, self.source.window_start_ms).await;
+        let account = match &self.account {
+            Some(key) => store.throttle_take_back(key).await,
+            None => Ok(()),
+        };
+        if let Err(e) = source.and(account) {
+            tracing::warn!(error = format!("{e:#}"), "could not give back a throttle count");
         }
     }
 }
 
-fn ip(client: &ClientInfo) -> &str {
-    client.ip.as_deref().unwrap_or("unknown")
-}
-
-/// The client's address as one source: an IPv6 client holds a whole /64.
+/// The client's address as one source, in the per-IP limits and the backoff: an IPv6
+/// client holds a whole /64.
 fn address(client: &ClientInfo) -> String {
-    match client.ip.as_deref().and_then(|ip| ip.parse::<IpAddr>().ok()).map(|ip| ip.to_canonical()) {
-        Some(IpAddr::V6(v6)) => {
-            let s = v6.segments();
-            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-        }
+    match client.network() {
+        Some(IpAddr::V6(network)) => format!("{network}/64"),
         Some(v4) => v4.to_string(),
-        None => ip(client).to_owned(),
+        None => "unknown".to_owned(),
     }
 }
 
@@ -290,6 +300,8 @@ mod tests {
     fn an_ipv6_client_is_one_source_per_64_and_a_mapped_ipv4_is_its_ipv4() {
         let at = |ip: &str| address(&ClientInfo::new(ip.parse().ok(), None));
         assert_eq!(at("2001:db8:1:2:aaaa::1"), at("2001:db8:1:2:ffff:1:2:3"));
+        assert_eq!(at("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::/64");
+        assert_eq!(at("not an address"), "unknown");
         assert_ne!(at("2001:db8:1:2::1"), at("2001:db8:1:3::1"));
         assert_eq!(at("::ffff:192.0.2.7"), "192.0.2.7");
         assert_eq!(at("192.0.2.7"), "192.0.2.7");

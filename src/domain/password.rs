@@ -72,8 +72,16 @@ impl fmt::Debug for Password {
 
 /// The longest entry of zxcvbn's password list is 20 characters, and each of its matches
 /// (reversed, capitalised, with l33t substitutions) keeps a word's length: a longer
-/// password cannot be one, and is not analysed.
-const LONGEST_COMMON: usize = 32;
+/// password cannot be one, and is not analysed. zxcvbn's cost grows steeply with the
+/// length (and with the l33t characters in it), so this bound is also what keeps one
+/// registration cheap: the worst input of this length takes about a millisecond (see
+/// `the_strength_check_is_bounded`).
+pub const LONGEST_COMMON: usize = 20;
+
+/// Of the owner's name and email local part, at most this many characters are looked for
+/// in a password: a password is at most a few hundred characters, and an old row may hold
+/// a longer name than registration now takes.
+const PERSONAL_CHARS: usize = 256;
 
 /// Whether `password` is, as a whole, one of the 30,000 passwords of zxcvbn's ranked list
 /// (or one of them reversed, capitalised or with l33t substitutions): zxcvbn's most
@@ -100,8 +108,9 @@ fn is_common(password: &str) -> bool {
 fn contains_personal(password: &str, owner: PasswordOwner<'_>) -> bool {
     let password = password.to_lowercase();
     let local_part = owner.email.trim().rsplit_once('@').map_or(owner.email.trim(), |(local, _)| local);
-    let name = owner.name.trim();
-    [local_part, name]
+    let bounded = |s: &str| s.chars().take(PERSONAL_CHARS).collect::<String>();
+    let (local_part, name) = (bounded(local_part), bounded(owner.name.trim()));
+    [local_part.as_str(), name.as_str()]
         .into_iter()
         .flat_map(|whole| std::iter::once(whole).chain(whole.split(|c: char| !c.is_alphanumeric())))
         .filter(|part| part.chars().count() >= 3)
@@ -164,6 +173,38 @@ mod tests {
         }
         let off = PasswordPolicy { refuse_guessable: false, ..POLICY };
         assert!(Password::parse_new("password", off, ADA).is_ok());
+    }
+
+    /// Every l33t character zxcvbn substitutes, 20 of them: the most substitutions its
+    /// l33t matcher enumerates, the costliest input of the longest length analysed.
+    const WORST: &str = "4@8({[<369!|170$5+%2";
+
+    /// Not a timed assertion: the figures are printed (`cargo test --release --lib
+    /// strength_check -- --nocapture`); what is asserted is that nothing longer than
+    /// [`LONGEST_COMMON`] is analysed.
+    #[test]
+    fn the_strength_check_is_bounded() {
+        assert_eq!(WORST.chars().count(), LONGEST_COMMON);
+        let time = |password: &str| {
+            let start = std::time::Instant::now();
+            let _ = zxcvbn::zxcvbn(password, &[]);
+            start.elapsed()
+        };
+        for password in [WORST.to_owned(), WORST.repeat(2)[..32].to_owned(), WORST.repeat(7)[..128].to_owned()] {
+            println!("zxcvbn over {} characters: {:?}", password.len(), time(&password));
+        }
+        let start = std::time::Instant::now();
+        let _ = is_common(WORST);
+        println!("the worst password analysed ({LONGEST_COMMON} characters): {:?}", start.elapsed());
+        let long = format!("{WORST}x");
+        let start = std::time::Instant::now();
+        assert!(!is_common(&long));
+        println!("a password one longer, not analysed: {:?}", start.elapsed());
+        let owner =
+            PasswordOwner { email: &format!("{}@example.com", "a".repeat(100_000)), name: &"b".repeat(100_000) };
+        let start = std::time::Instant::now();
+        assert!(Password::parse_new(&"x".repeat(128), POLICY, owner).is_ok());
+        println!("the personal check against a 100,000-character name and email: {:?}", start.elapsed());
     }
 
     #[test]

@@ -27,15 +27,18 @@ impl AuthService for AuthApi {
     }
 
     async fn logout(&self, request: Request<LogoutRequest>) -> Result<Response<LogoutResponse>, Status> {
-        let ended = self.0.logout(&caller(&self.0, &request).await?, request.get_ref().all_sessions).await?;
-        Ok(Response::new(LogoutResponse { sessions_ended: ended as i64 }))
+        let out = self.0.logout(&caller(&self.0, &request).await?, request.get_ref().all_sessions).await?;
+        Ok(Response::new(LogoutResponse {
+            sessions_ended: out.sessions_ended as i64,
+            device_token: out.device_token.unwrap_or_default(),
+        }))
     }
 
     async fn revoke_token(
         &self,
         request: Request<RevokeTokenRequest>,
     ) -> Result<Response<RevokeTokenResponse>, Status> {
-        self.0.revoke_token(&request.get_ref().token).await?;
+        self.0.revoke_token(&request.get_ref().token, &client_info(&request)).await?;
         Ok(Response::new(RevokeTokenResponse {}))
     }
 

@@ -4,10 +4,10 @@ mod auth;
 pub mod codec;
 mod user;
 
-use std::{collections::HashSet, net::SocketAddr, sync::LazyLock};
+use std::{collections::HashSet, sync::LazyLock};
 
 use anyhow::Context;
-use axum::{Router, extract::ConnectInfo, http::HeaderValue, middleware, response::Response};
+use axum::{Router, http::HeaderValue, middleware, response::Response};
 use prost::Message;
 use tonic::{Code, Request, Status, service::Routes};
 use tonic_health::pb::health_server::{Health, HealthServer};
@@ -19,7 +19,7 @@ pub use user::UserApi;
 use crate::{
     core::{Authd, Caller, ClientInfo, Error},
     pb::{auth_service_server::AuthServiceServer, user_service_server::UserServiceServer},
-    server::MAX_MESSAGE_BYTES,
+    server::{ClientAddr, MAX_MESSAGE_BYTES},
 };
 
 /// The gRPC services (also over grpc-web), health and reflection, as axum routes.
@@ -123,7 +123,7 @@ impl From<Error> for Status {
 }
 
 fn client_info<T>(request: &Request<T>) -> ClientInfo {
-    let ip = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    let ip = ClientAddr::of(request.extensions());
     let user_agent = request.metadata().get("user-agent").and_then(|v| v.to_str().ok());
     ClientInfo::new(ip, user_agent)
 }

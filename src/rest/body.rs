@@ -175,6 +175,22 @@ impl BadFields {
     }
 }
 
+impl BadFields {
+    /// [`BadFields::finish`] for a core check that may refuse the call before it looks at
+    /// the fields (a rate limit): it runs only when a field is already bad, and its
+    /// refusal wins.
+    pub fn finish_screened<T>(self, screen: impl FnOnce() -> crate::core::Result<T>) -> Result<(), Error> {
+        if self.0.is_empty() {
+            return Ok(());
+        }
+        match screen() {
+            Err(Error::InvalidInput(violations)) => self.finish(Err::<T, _>(violations)),
+            Err(refused) => Err(refused),
+            Ok(_) => self.finish(Ok(())),
+        }
+    }
+}
+
 /// Decodes `T` (a struct) from `object`: a field missing or of the wrong type is noted and
 /// read as empty, and decoding goes on. Keys `T` does not name are ignored.
 fn decode<T: for<'de> Deserialize<'de>>(object: Map<String, Value>) -> Result<(T, BadFields), Error> {

@@ -7,11 +7,11 @@ mod error;
 mod openapi;
 mod wire;
 
-use std::{convert::Infallible, net::SocketAddr};
+use std::convert::Infallible;
 
 use axum::{
     Extension, Json, Router,
-    extract::{ConnectInfo, FromRequestParts, Path, State, rejection::PathRejection},
+    extract::{FromRequestParts, Path, State, rejection::PathRejection},
     http::{HeaderMap, HeaderValue, StatusCode, Uri, header, request::Parts},
     middleware,
     response::{IntoResponse, Response},
@@ -34,9 +34,10 @@ use self::{
     },
 };
 use crate::{
-    core::{Authd, Caller, ClientInfo, Error},
+    core::{Authd, Caller, ClientInfo, DEVICE_CANDIDATES, Error},
     domain::FieldViolation,
     pb,
+    server::ClientAddr,
 };
 
 /// A handler's answer: a body of the old app's dialect, or an error mapped in `error.rs`.
@@ -115,7 +116,7 @@ async fn register_user(State(authd): State<Authd>, client: ClientInfo, body: Bod
         about: body.about,
         password: body.password,
     };
-    bad_fields.finish(authd.validate_registration(&request))?;
+    bad_fields.finish_screened(|| authd.screen_registration(&request, &client))?;
     authd.register(&request, &client).await?;
     Ok((StatusCode::CREATED, Json(Message { message: "User created successfully." })))
 }
@@ -148,13 +149,13 @@ async fn login(
         let (body, bad_fields) = body.json::<LoginBody>()?;
         (body.email, body.password, body.device_token, bad_fields)
     };
-    // The one in the body, else the one a browser keeps as a cookie.
-    let device_token =
-        device_token.filter(|t| !t.is_empty()).or_else(|| parts.cookie(DEVICE_COOKIE)).unwrap_or_default();
-    let request = pb::LoginRequest { email, password, device_token };
+    // The one in the body, then every one a browser keeps as a cookie: a sibling domain
+    // may have set one of its own beside ours.
+    let request = pb::LoginRequest { email, password, device_token: device_token.unwrap_or_default() };
+    let cookies = parts.cookies(DEVICE_COOKIE);
     let renamed = if form { [("email", "username")].as_slice() } else { &[] };
     bad_fields.finish(authd.validate_login(&request).map_err(|v| rename(v, renamed)))?;
-    let signed_in = authd.login(&request, &client).await.map_err(|e| rename_fields(e, renamed))?;
+    let signed_in = authd.login_presenting(&request, &cookies, &client).await.map_err(|e| rename_fields(e, renamed))?;
     let cookie = device_cookie(&signed_in.tokens.device_token, parts.over_tls());
     let body = SignedIn::new("Login successful.", signed_in);
     let body = if form { body.with_oauth2_members() } else { body };
@@ -192,15 +193,19 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestHead {
 }
 
 impl RequestHead {
-    fn cookie(&self, name: &str) -> Option<String> {
+    /// The values of every cookie called `name`, in the order sent, the first
+    /// [`DEVICE_CANDIDATES`] of them.
+    fn cookies(&self, name: &str) -> Vec<String> {
         self.headers
             .get_all(header::COOKIE)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(';'))
             .filter_map(|pair| pair.trim().split_once('='))
-            .find(|(key, _)| *key == name)
+            .filter(|(key, _)| *key == name)
             .map(|(_, value)| value.trim().to_owned())
+            .take(DEVICE_CANDIDATES)
+            .collect()
     }
 
     /// Over TLS, as far as the request tells: HTTP/2's `:scheme`, or the proxy in front
@@ -222,15 +227,16 @@ impl RequestHead {
 ///
 /// Ends the session of a refresh token (or of an access token), with no other credential, as
 /// RFC 7009's revocation endpoint does: a form or JSON `token`, and an optional `token_type_hint`
-/// (ignored). An unknown, invalid or already revoked token gets the same 200.
+/// (ignored). An unknown, invalid or already revoked token gets the same 200. Limited per client
+/// address as refresh is (429 past it).
 #[utoipa::path(post, path = "/api/v1/auth/revoke", tag = "auth",
     request_body(content((RevokeBody = "application/x-www-form-urlencoded"), (RevokeBody = "application/json"))),
     responses((status = 200, description = "The token's session, if any, has ended", body = Message),
-        BodyRejected, ServerFailed))]
-async fn revoke_token(State(authd): State<Authd>, body: Body) -> Reply<Message> {
+        BodyRejected, Overloaded, ServerFailed))]
+async fn revoke_token(State(authd): State<Authd>, client: ClientInfo, body: Body) -> Reply<Message> {
     let (body, bad_fields) = if body.is_form() { body.form::<RevokeBody>()? } else { body.json::<RevokeBody>()? };
     bad_fields.finish(Ok(()))?;
-    authd.revoke_token(&body.token).await?;
+    authd.revoke_token(&body.token, &client).await?;
     Ok(Json(Message { message: "Token revoked." }))
 }
 
@@ -250,14 +256,16 @@ async fn refresh_token(State(authd): State<Authd>, client: ClientInfo, body: Bod
     Ok(Json(SignedIn::new("Login successful.", signed_in)))
 }
 
-/// The caller as far as the connection tells: its peer address (proxies'
-/// `X-Forwarded-For` is not trusted) and user agent.
+/// The caller as far as the request tells: its client address (the peer's, or behind a
+/// trusted proxy the client's) and user agent.
 impl<S: Send + Sync> FromRequestParts<S> for ClientInfo {
     type Rejection = Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Infallible> {
-        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(peer)| peer.ip());
-        Ok(ClientInfo::new(peer, parts.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok())))
+        Ok(ClientInfo::new(
+            ClientAddr::of(&parts.extensions),
+            parts.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()),
+        ))
     }
 }
 
@@ -304,21 +312,33 @@ async fn update_me(State(authd): State<Authd>, caller: Caller, body: Body) -> Re
 ///
 /// Replaces the password, given the current one (a wrong one is a 422 naming `current_password`),
 /// and ends every session of the user, the caller's too: the answer carries the tokens of a new
-/// session. Wrong current passwords count with the account's failed logins (429 past them).
+/// session. Every known device of the user is forgotten but this one, whose new `device_token` is
+/// in the answer and the `authd_device` cookie. Wrong current passwords count with the account's
+/// failed logins (429 past them).
 #[utoipa::path(post, path = "/api/v1/me/password", tag = "users", request_body = ChangePasswordBody,
-    responses((status = 200, description = "Changed; every session ended, and a new one started", body = PasswordChanged),
+    responses((status = 200, description = "Changed; every session ended, and a new one started", body = PasswordChanged,
+            headers(("Set-Cookie" = String, description = "`authd_device=<new device token>`, HttpOnly, SameSite=Strict"))),
         Unauthenticated, BodyRejected, Overloaded, ServerFailed))]
-async fn change_password(State(authd): State<Authd>, caller: Caller, body: Body) -> Reply<PasswordChanged> {
+async fn change_password(
+    State(authd): State<Authd>,
+    caller: Caller,
+    parts: RequestHead,
+    body: Body,
+) -> Result<Response, Error> {
     let (body, bad_fields) = body.json::<ChangePasswordBody>()?;
     let request =
         pb::ChangePasswordRequest { current_password: body.current_password, new_password: body.new_password };
-    bad_fields.finish(authd.validate_password_change(&caller, &request))?;
-    let changed = authd.change_password(&caller, &request).await?;
-    Ok(Json(PasswordChanged {
+    bad_fields.finish_screened(|| authd.screen_password_change(&caller, &request))?;
+    let mut tokens = authd.change_password(&caller, &request).await?;
+    let device_token = std::mem::take(&mut tokens.signed_in.tokens.device_token);
+    let cookie = device_cookie(&device_token, parts.over_tls());
+    let body = PasswordChanged {
         message: "Password changed successfully.",
-        sessions_ended: changed.sessions_ended,
-        user_token: changed.signed_in.tokens.into(),
-    }))
+        sessions_ended: tokens.sessions_ended,
+        user_token: tokens.signed_in.tokens.into(),
+        device_token,
+    };
+    Ok(([(header::SET_COOKIE, cookie)], Json(body)).into_response())
 }
 
 /// Delete my account
@@ -367,17 +387,26 @@ async fn revoke_session(
 
 /// Log out
 ///
-/// Ends the caller's session, or every session of the user with `{"all_sessions": true}`. The body
-/// may be empty.
+/// Ends the caller's session, or every session of the user with `{"all_sessions": true}`, which
+/// also forgets every known device of the user but this one, whose new `device_token` is in the
+/// answer and the `authd_device` cookie. The body may be empty.
 #[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth",
     request_body(content = LogoutBody, description = "Optional"),
-    responses((status = 200, description = "Ended", body = SessionsEnded),
+    responses((status = 200, description = "Ended", body = SessionsEnded,
+            headers(("Set-Cookie" = String, description = "With `all_sessions`: `authd_device=<new device token>`"))),
         Unauthenticated, BodyRejected, ServerFailed))]
-async fn logout(State(authd): State<Authd>, caller: Caller, body: Body) -> Reply<SessionsEnded> {
+async fn logout(State(authd): State<Authd>, caller: Caller, parts: RequestHead, body: Body) -> Result<Response, Error> {
     let (body, bad_fields) = body.json_or_empty::<LogoutBody>()?;
     bad_fields.finish(Ok(()))?;
-    let ended = authd.logout(&caller, body.all_sessions.unwrap_or(false)).await?;
-    Ok(Json(SessionsEnded { message: "Logout successful.", sessions_ended: ended }))
+    let out = authd.logout(&caller, body.all_sessions.unwrap_or(false)).await?;
+    let cookie =
+        out.device_token.as_deref().map(|token| [(header::SET_COOKIE, device_cookie(token, parts.over_tls()))]);
+    let body = SessionsEnded {
+        message: "Logout successful.",
+        sessions_ended: out.sessions_ended,
+        device_token: out.device_token,
+    };
+    Ok((cookie, Json(body)).into_response())
 }
 
 /// Validate an access token
@@ -424,6 +453,7 @@ async fn reset_password(State(authd): State<Authd>, client: ClientInfo, body: Bo
     Ok(Json(SessionsEnded {
         message: "Password reset successfully. Log in with the new password.",
         sessions_ended: ended,
+        device_token: None,
     }))
 }
 
@@ -488,7 +518,7 @@ async fn confirm_email_change(State(authd): State<Authd>, client: ClientInfo, bo
     let (body, bad_fields) = body.json::<ConfirmEmailChangeBody>()?;
     bad_fields.finish(Ok(()))?;
     let ended = authd.confirm_email_change(&pb::ConfirmEmailChangeRequest { token: body.token }, &client).await?;
-    Ok(Json(SessionsEnded { message: "Email changed.", sessions_ended: ended }))
+    Ok(Json(SessionsEnded { message: "Email changed.", sessions_ended: ended, device_token: None }))
 }
 
 /// Public signing keys

@@ -29,6 +29,13 @@ pub enum SealError {
     NoKey,
     #[error("it does not open with the configured key-encryption key (a wrong key, or a damaged value)")]
     WrongKey,
+    /// A value in the clear under a sealer with a key: only the start-up that first seals
+    /// a database takes those (`core::keys::seal_stored`); later, one was planted there.
+    #[error(
+        "it is stored in the clear though KEY_ENCRYPTION_KEY is set, and the database's keys were sealed \
+         before: refused, as it may have been planted by someone who can write the database"
+    )]
+    Unsealed,
 }
 
 impl Sealer {
@@ -62,9 +69,15 @@ impl Sealer {
         Ok(encoded)
     }
 
-    /// The value of the row `name` as stored: opened if sealed, as it is if not.
+    /// The value of the row `name` as stored: opened if sealed; with no key, as it is if
+    /// not; with a key, a value in the clear is refused.
     pub fn open(&self, name: &str, stored: &[u8]) -> Result<Vec<u8>, SealError> {
-        let Some(encoded) = stored.strip_prefix(PREFIX) else { return Ok(stored.to_vec()) };
+        let Some(encoded) = stored.strip_prefix(PREFIX) else {
+            return match self.cipher {
+                Some(_) => Err(SealError::Unsealed),
+                None => Ok(stored.to_vec()),
+            };
+        };
         let cipher = self.cipher.as_ref().ok_or(SealError::NoKey)?;
         let bytes = URL_SAFE_NO_PAD.decode(encoded).map_err(|_| SealError::WrongKey)?;
         if bytes.len() < NONCE_BYTES {
@@ -112,10 +125,11 @@ mod tests {
     }
 
     #[test]
-    fn clear_values_pass_through() {
+    fn clear_values_pass_through_without_a_key_only() {
         let none = Sealer::new(None).unwrap();
         assert_eq!(none.seal("x", b"clear").unwrap(), b"clear");
-        assert_eq!(sealer(1).open("x", b"clear").unwrap(), b"clear");
+        assert_eq!(none.open("x", b"clear").unwrap(), b"clear");
+        assert!(matches!(sealer(1).open("x", b"clear"), Err(SealError::Unsealed)));
         let pem = sealer(1).seal_text("signing_keys/k", "-----BEGIN PRIVATE KEY-----").unwrap();
         assert_eq!(sealer(1).open_text("signing_keys/k", &pem).unwrap(), "-----BEGIN PRIVATE KEY-----");
     }

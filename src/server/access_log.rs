@@ -1,6 +1,6 @@
 //! One log line and one metrics sample per request.
 
-use std::time::Instant;
+use std::{net::IpAddr, time::Instant};
 
 use axum::{
     body::Body,
@@ -12,10 +12,10 @@ use axum::{
 use http_body_util::BodyExt;
 use tracing::Span;
 
-use super::is_grpc;
+use super::{ClientAddr, is_grpc};
 use crate::metrics;
 
-/// One log line and one metrics sample per request: method, path (never the query),
+/// One log line and one metrics sample per request: client address, method, path (never the query),
 /// status, gRPC status when visible, latency. gRPC statuses come in trailers, so the line
 /// waits for the body's end. Metrics are labelled by route template, never the raw path.
 pub async fn access_log(request: Request, next: Next) -> Response {
@@ -23,6 +23,7 @@ pub async fn access_log(request: Request, next: Next) -> Response {
     let mut line = AccessLine {
         span: Span::current(),
         start: Instant::now(),
+        client: ClientAddr::of(request.extensions()),
         method: request.method().clone(),
         path: request.uri().path().to_owned(),
         route: request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()),
@@ -52,6 +53,8 @@ struct AccessLine {
     /// The request's span: a call broken off ends outside it, and its line belongs in it.
     span: Span,
     start: Instant,
+    /// The address the request was served as (behind a trusted proxy, the client's).
+    client: Option<IpAddr>,
     method: Method,
     path: String,
     /// The matched route template; `None` for the fallback.
@@ -83,6 +86,7 @@ impl AccessLine {
         }
         let latency_ms = latency.as_secs_f64() * 1000.0;
         tracing::info!(
+            client = self.client.map(tracing::field::display),
             method = %self.method,
             path = %self.path,
             status = self.status,

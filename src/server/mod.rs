@@ -1,5 +1,6 @@
 //! The one listener, and what every request goes through before and after its route:
-//! connection serving with its timeouts, the request id and span, the deadline, CORS,
+//! connection serving with its timeouts and limits, the client address (behind trusted
+//! proxies), the request id and span, the deadline, CORS,
 //! the access log, shutdown. The routes themselves are wired in `startup`.
 
 mod access_log;
@@ -19,8 +20,8 @@ use axum::{
 };
 use tower_http::trace::TraceLayer;
 
-pub use connections::serve;
-pub use proxies::TrustedProxies;
+pub use connections::{connection_cap, raise_open_file_limit, serve};
+pub use proxies::{ClientAddr, TrustedProxies};
 pub use request_id::X_REQUEST_ID;
 pub use shutdown::{SHUTDOWN_GRACE, shutdown_signal};
 
@@ -29,8 +30,8 @@ use crate::config::Settings;
 /// The largest request body or gRPC message accepted.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
-/// Puts every request of `routes` under the server's limits, CORS, a request id and its
-/// span, and the access log.
+/// Puts every request of `routes` under the server's limits, CORS, its client address, a
+/// request id and its span, and the access log.
 pub fn layers(routes: Router, settings: &Settings) -> anyhow::Result<Router> {
     // Only the span: the access log says how each request went.
     let span = TraceLayer::new_for_http()
@@ -40,14 +41,15 @@ pub fn layers(routes: Router, settings: &Settings) -> anyhow::Result<Router> {
         .on_body_chunk(())
         .on_eos(())
         .on_failure(());
-    let proxies = TrustedProxies::new(&settings.server.trusted_proxies);
+    let proxies = TrustedProxies::new(&settings.server.trusted_proxies, settings.server.trusted_proxy_header);
     // The last layer added is the first a request meets.
     Ok(routes
         .layer(axum::extract::DefaultBodyLimit::max(MAX_MESSAGE_BYTES))
         .layer(middleware::from_fn_with_state(settings.limits.request_timeout, deadline::request_timeout))
         .layer(middleware::from_fn(access_log::access_log))
         .layer(span)
-        .layer(middleware::from_fn_with_state(proxies, request_id::request_id))
+        .layer(middleware::from_fn_with_state(proxies.clone(), request_id::request_id))
+        .layer(middleware::from_fn_with_state(proxies, proxies::client_address))
         .layer(cors::layer(&settings.server.cors_allowed_origins)?))
 }
 

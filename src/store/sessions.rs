@@ -3,7 +3,9 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{Pool, Store, StoreResult, UserRecord, classify, on_pool, postgres, run, users::user_columns};
+use super::{
+    Pool, Store, StoreResult, UserRecord, classify, devices::INSERT_DEVICE, on_pool, postgres, run, users::user_columns,
+};
 
 /// The columns a `SessionRecord` is read from.
 macro_rules! session_columns {
@@ -57,8 +59,10 @@ pub enum SessionChange {
     User(i64),
 }
 
-/// After a password change or a logout everywhere, no device is trusted past the
-/// account's failure ceiling until it logs in again: a lost or stolen one, least of all.
+/// After a password change or a logout everywhere, no device but the caller's is trusted
+/// past the account's failure ceiling until it logs in again: a lost or stolen one, least
+/// of all. (A device of the old credentials that a racing login adds is not honoured
+/// either: `is_known_device` wants the user's current version.)
 pub(super) const FORGET_DEVICES: &str = "delete from known_devices where user_id = $1";
 
 pub(super) const REVOKE_USER_SESSIONS: &str =
@@ -151,17 +155,39 @@ impl Store {
         Ok(ended)
     }
 
+    /// Ends one session; returns its user if it was live.
+    pub async fn end_session(&self, session_id: Uuid, now: DateTime<Utc>) -> StoreResult<Option<i64>> {
+        let ended = run!(
+            self,
+            query_scalar(
+                "update sessions set revoked_at = $2 where session_id = $1 and revoked_at is null returning user_id",
+                session_id,
+                now,
+            )
+            .fetch_optional
+        )?;
+        self.announce(SessionChange::Session(session_id)).await?;
+        Ok(ended)
+    }
+
     /// Ends every session of a user, those whose login is still under way included: the
-    /// user's credentials version moves on, and the user's devices are known no more.
-    /// Returns how many sessions were live.
-    pub async fn end_all_sessions(&self, user_id: i64, now: DateTime<Utc>) -> StoreResult<u64> {
+    /// user's credentials version moves on, and of the user's devices only the caller's,
+    /// `device` (a new hash), is known. Returns how many sessions were live.
+    pub async fn end_all_sessions(&self, user_id: i64, device: &[u8], now: DateTime<Utc>) -> StoreResult<u64> {
         let ended = on_pool!(self, |pool| async {
             let mut tx = pool.begin().await?;
-            sqlx::query("update users set credentials_version = credentials_version + 1 where user_id = $1")
-                .bind(user_id)
-                .execute(&mut *tx)
-                .await?;
+            let version: Option<i64> = sqlx::query_scalar(
+                "update users set credentials_version = credentials_version + 1 where user_id = $1
+                 returning credentials_version",
+            )
+            .bind(user_id)
+            .fetch_optional(&mut *tx)
+            .await?;
             sqlx::query(FORGET_DEVICES).bind(user_id).execute(&mut *tx).await?;
+            if let Some(version) = version {
+                let insert = sqlx::query(INSERT_DEVICE).bind(device).bind(user_id).bind(now).bind(version);
+                insert.execute(&mut *tx).await?;
+            }
             let ended = sqlx::query(REVOKE_USER_SESSIONS).bind(user_id).bind(now).execute(&mut *tx).await?;
             tx.commit().await?;
             Ok(ended.rows_affected())

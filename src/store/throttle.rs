@@ -86,6 +86,76 @@ impl Store {
         )
     }
 
+    /// Counts one failure under `key` in a count that is not a window's: it forgets one
+    /// failure every `drip_ms` (`window_start_ms` is then when it last forgot one, or began)
+    /// and never holds more than `ceiling`. With `enforce`, a count at the ceiling refuses
+    /// the hit (`None`, nothing counted); atomically, as [`Store::throttle_hit_within`].
+    pub async fn throttle_hit_decaying(
+        &self,
+        key: &str,
+        now_ms: i64,
+        drip_ms: i64,
+        ceiling: i64,
+        enforce: bool,
+    ) -> StoreResult<Option<ThrottleCount>> {
+        // `forgotten!()`: the failures forgotten since `window_start_ms`, never negative
+        // (another process's clock may be behind).
+        macro_rules! forgotten {
+            () => {
+                "(case when $2 > throttle.window_start_ms then ($2 - throttle.window_start_ms) / $3 else 0 end)"
+            };
+        }
+        run!(
+            self,
+            query_as(
+                concat!(
+                    "insert into throttle (key, hits, window_start_ms, last_hit_ms) values ($1, 1, $2, $2)
+                     on conflict (key) do update set
+                       hits = case when ",
+                    forgotten!(),
+                    " >= throttle.hits then 1
+                                   when throttle.hits - ",
+                    forgotten!(),
+                    " >= $4 then $4
+                                   else throttle.hits - ",
+                    forgotten!(),
+                    " + 1 end,
+                       window_start_ms = case when ",
+                    forgotten!(),
+                    " >= throttle.hits then $2
+                                   else throttle.window_start_ms + ",
+                    forgotten!(),
+                    " * $3 end,
+                       last_hit_ms = $2
+                     where $5 = 0 or throttle.hits - ",
+                    forgotten!(),
+                    " < $4
+                     returning hits, window_start_ms, last_hit_ms"
+                ),
+                key,
+                now_ms,
+                drip_ms.max(1),
+                ceiling,
+                i64::from(enforce),
+            )
+            .fetch_optional
+        )
+    }
+
+    /// The count under `key`, whatever its window.
+    pub async fn throttle_get(&self, key: &str) -> StoreResult<Option<ThrottleCount>> {
+        run!(
+            self,
+            query_as("select hits, window_start_ms, last_hit_ms from throttle where key = $1", key).fetch_optional
+        )
+    }
+
+    /// Takes back one hit counted under `key`, whatever its window.
+    pub async fn throttle_take_back(&self, key: &str) -> StoreResult<()> {
+        run!(self, query("update throttle set hits = hits - 1 where key = $1 and hits > 0", key).execute)?;
+        Ok(())
+    }
+
     /// Takes back one hit counted under `key` in the window begun at `window_start_ms`.
     pub async fn throttle_refund(&self, key: &str, window_start_ms: i64) -> StoreResult<()> {
         run!(
@@ -119,8 +189,18 @@ impl Store {
         Ok(())
     }
 
-    /// Forgets keys not hit since `before_ms`; returns how many.
-    pub async fn throttle_prune(&self, before_ms: i64) -> StoreResult<u64> {
-        run!(self, query("delete from throttle where last_hit_ms < $1", before_ms).execute)
+    /// Forgets keys not hit since `before_ms`, but those starting with `long_prefix` only
+    /// when not hit since `long_before_ms`; returns how many.
+    pub async fn throttle_prune(&self, before_ms: i64, long_prefix: &str, long_before_ms: i64) -> StoreResult<u64> {
+        run!(
+            self,
+            query(
+                "delete from throttle where last_hit_ms < $1 and (key not like $2 or last_hit_ms < $3)",
+                before_ms,
+                format!("{long_prefix}%"),
+                long_before_ms,
+            )
+            .execute
+        )
     }
 }

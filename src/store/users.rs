@@ -4,8 +4,8 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{
-    NewSession, Pool, SessionChange, Store, StoreError, StoreResult, classify, on_pool, postgres, run,
-    sessions::insert_session,
+    NewSession, Pool, SessionChange, Store, StoreError, StoreResult, classify, devices::INSERT_DEVICE, on_pool,
+    postgres, run, sessions::insert_session,
 };
 
 /// Inside the transaction `$tx`: replaces the password of `$user_id` if it is still
@@ -105,14 +105,16 @@ pub struct UserRecord {
     pub email_verified_at: Option<DateTime<Utc>>,
 }
 
-/// A password change: the hash it replaces, and the session it starts in place of every
-/// other (the caller's own included).
+/// A password change: the hash it replaces, the session it starts in place of every
+/// other (the caller's own included), and the caller's device, known anew in place of
+/// every other.
 pub struct PasswordChange<'a> {
     pub user_id: i64,
     pub current_hash: &'a str,
     pub new_hash: &'a str,
     pub current_session: Uuid,
     pub new_session: NewSession<'a>,
+    pub device: &'a [u8],
 }
 
 pub struct NewUser<'a> {
@@ -184,7 +186,7 @@ impl Store {
     /// many sessions other than the caller's were live, or `None` if the password had
     /// changed meanwhile (then nothing is done).
     pub async fn change_password(&self, change: &PasswordChange<'_>) -> StoreResult<Option<u64>> {
-        let PasswordChange { user_id, current_hash, new_hash, current_session, new_session } = change;
+        let PasswordChange { user_id, current_hash, new_hash, current_session, new_session, device } = change;
         let ended = on_pool!(self, |pool| async {
             let mut tx = pool.begin().await?;
             let Some((version, others)) =
@@ -192,6 +194,13 @@ impl Store {
             else {
                 return Ok(None);
             };
+            sqlx::query(INSERT_DEVICE)
+                .bind(device)
+                .bind(user_id)
+                .bind(new_session.now)
+                .bind(version)
+                .execute(&mut *tx)
+                .await?;
             let new_session = NewSession { credentials_version: version, ..*new_session };
             insert_session!(new_session).execute(&mut *tx).await?;
             tx.commit().await?;
