@@ -74,7 +74,7 @@ impl DatabaseSettings {
 
 /// Where the embedded database lives when nothing else is configured: `DATA_DIR`, else
 /// `$XDG_DATA_HOME/authd`, else `$HOME/.local/share/authd`.
-fn data_dir(
+pub(super) fn data_dir(
     data_dir: Option<String>,
     xdg_data_home: Option<String>,
     home: Option<String>,

@@ -148,6 +148,7 @@ mod tests {
             created_at: Utc::now(),
             updated_at: Utc::now(),
             credentials_version: 0,
+            email_verified_at: None,
         })
     }
 

@@ -9,6 +9,8 @@
 
 mod adoption;
 mod devices;
+mod email_tokens;
+mod outbox;
 mod postgres;
 mod secrets;
 mod sessions;
@@ -24,6 +26,8 @@ use secrecy::ExposeSecret;
 use sqlx::{PgPool, SqlitePool, migrate::Migrator};
 use url::Url;
 
+pub use email_tokens::{CODE_ATTEMPTS, EmailChanged, EmailTokenRecord, NewEmailToken, Purpose};
+pub use outbox::{MailRecord, NewMail};
 pub use sessions::{NewSession, SessionChange, SessionRecord, SessionSummary};
 pub use signing_keys::SigningKeyRecord;
 pub use throttle::{Allowance, ThrottleCount};
