@@ -1095,6 +1095,8 @@ async fn op_costs(server: &Server, meter: &mut Meter<'_>, name: &str, scale: usi
         costs.push(meter.cost("Logout", logout).await?);
     }
     Ok(costs)
+}
+
 /// REST `GET /api/v1/me` over HTTP/1.1 keep-alive connections.
 async fn rest_me(server: &Server, tokens: &Arc<Vec<String>>, timing: Timing) -> Result<Stats> {
     let client = server.http_client(CHEAP_CONCURRENCY)?;
