@@ -115,7 +115,8 @@ pub async fn serve(
             continue;
         };
         // A trusted proxy carries many clients: only the others are capped one by one.
-        let client_slot = if proxies.trusts(peer.ip()) {
+        let via_proxy = proxies.trusts(peer.ip());
+        let client_slot = if via_proxy {
             None
         } else {
             let Some(client_slot) = per_client.take(peer.ip()) else {
@@ -136,7 +137,11 @@ pub async fn serve(
             // The TLS handshake is part of the first request's deadline: a client that never
             // finishes it holds the socket no longer than one that sends nothing.
             match tls.accept(stream, first_request_by.saturating_duration_since(Instant::now())).await {
-                Ok((stream, session)) => {
+                Ok((stream, mut session)) => {
+                    // A trusted proxy's own certificate is not its clients' identity.
+                    if via_proxy {
+                        session.client = None;
+                    }
                     serve_connection(stream, peer, Some(session), accepted_at, &shared, stopped, slot).await;
                 }
                 Err(e) => {

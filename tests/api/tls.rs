@@ -440,6 +440,13 @@ async fn required_client_certificates_refuse_anonymous_and_foreign_clients() {
     let app = spawn_tls_app(&files, Some(ClientAuth::Required), Duration::from_secs(3600)).await;
     let stranger = Ca::new("another CA").client("billing");
 
+    // Ada is registered first: a login refused below is the handshake's doing, not an
+    // unknown account's.
+    let billing = client_ca.client("billing");
+    let channel = tls_channel(app.addr, &ca, Some(&billing)).await.unwrap();
+    let token = register_and_login(&channel).await;
+    get_me(&channel, &token).await.unwrap();
+
     for identity in [None, Some(&stranger)] {
         assert!(
             grpc_refused(app.addr, &ca, identity).await,
@@ -449,11 +456,6 @@ async fn required_client_certificates_refuse_anonymous_and_foreign_clients() {
         let rest = Https::http1(app.addr, &ca, identity).get("/healthz").await;
         assert!(rest.is_err(), "REST served a client with {:?}", identity.map(|_| "another CA's certificate"));
     }
-
-    let billing = client_ca.client("billing");
-    let channel = tls_channel(app.addr, &ca, Some(&billing)).await.unwrap();
-    let token = register_and_login(&channel).await;
-    get_me(&channel, &token).await.unwrap();
     let rest = Https::http1(app.addr, &ca, Some(&billing));
     let response = rest
         .post_json("/api/v1/auth/login", &json!({"email": "ada@example.com", "password": "correct horse battery"}))
@@ -485,6 +487,24 @@ async fn optional_client_certificates_serve_anonymous_clients_too() {
     assert!(grpc_refused(app.addr, &ca, Some(&stranger)).await, "a certificate from another CA was accepted");
 
     assert_eq!(login_certificates(&log), [Value::Null, json!("inventory")]);
+}
+
+/// A trusted proxy's own client certificate is not the identity of the clients it carries.
+#[tokio::test]
+async fn a_trusted_proxys_certificate_is_not_its_clients_identity() {
+    let ca = Ca::new("authd test CA");
+    let client_ca = Ca::new("client CA");
+    let files = Files::new(&ca.server(), Some(&client_ca));
+    let log = LogCapture::start();
+    let tls = TlsSettings { reload_poll: Duration::from_secs(3600), ..files.settings(Some(ClientAuth::Required)) };
+    let app = spawn_app_with(move |settings| {
+        settings.tls = Some(tls);
+        settings.server.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
+    let proxy = tls_channel(app.addr, &ca, Some(&client_ca.client("edge-proxy"))).await.unwrap();
+    register_and_login(&proxy).await;
+    assert_eq!(login_certificates(&log), [Value::Null], "the proxy's certificate named the client");
 }
 
 /// A renewed pair on disk is picked up without a restart (here by the file poll): new
