@@ -4,10 +4,8 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{
-    NewSession, Pool, SessionChange, Store, StoreError, StoreResult, classify,
-    devices::INSERT_DEVICE,
-    on_pool, postgres, run,
-    sessions::{FORGET_DEVICES, REVOKE_USER_SESSIONS, insert_session},
+    NewSession, Pool, SessionChange, Store, StoreError, StoreResult, classify, on_pool, postgres, run,
+    sessions::{FORGET_DEVICES, KEEP_SESSION_DEVICE, REVOKE_USER_SESSIONS, insert_session},
 };
 
 /// The columns a `UserRecord` is read from, each after an optional table alias (a macro,
@@ -61,15 +59,16 @@ pub struct UserRecord {
 }
 
 /// A password change: the hash it replaces, the session it starts in place of every
-/// other (the caller's own included), and the caller's device, known anew in place of
-/// every other.
+/// other (the caller's own included), which keeps the device that the caller's session
+/// logged in with (if it was known until now, seen since `devices_seen_since`), and no
+/// other.
 pub struct PasswordChange<'a> {
     pub user_id: i64,
     pub current_hash: &'a str,
     pub new_hash: &'a str,
     pub current_session: Uuid,
     pub new_session: NewSession<'a>,
-    pub device: &'a [u8],
+    pub devices_seen_since: DateTime<Utc>,
 }
 
 pub struct NewUser<'a> {
@@ -136,12 +135,14 @@ impl Store {
     }
 
     /// In one transaction: replaces the password if it is still `current_hash`, moves the
-    /// credentials version on, ends every session, forgets the user's devices, and starts
-    /// the new session. Returns how
+    /// credentials version on, ends every session, forgets the user's devices but the one
+    /// the caller's session logged in with, and starts the new session with that device.
+    /// Returns how
     /// many sessions other than the caller's were live, or `None` if the password had
     /// changed meanwhile (then nothing is done).
     pub async fn change_password(&self, change: &PasswordChange<'_>) -> StoreResult<Option<u64>> {
-        let PasswordChange { user_id, current_hash, new_hash, current_session, new_session, device } = change;
+        let PasswordChange { user_id, current_hash, new_hash, current_session, new_session, devices_seen_since } =
+            change;
         let ended = on_pool!(self, |pool| async {
             let mut tx = pool.begin().await?;
             let version: Option<i64> = sqlx::query_scalar(
@@ -163,15 +164,11 @@ impl Store {
                 .await?;
             let others =
                 sqlx::query(REVOKE_USER_SESSIONS).bind(user_id).bind(new_session.now).execute(&mut *tx).await?;
-            sqlx::query(FORGET_DEVICES).bind(user_id).execute(&mut *tx).await?;
-            sqlx::query(INSERT_DEVICE)
-                .bind(device)
-                .bind(user_id)
-                .bind(new_session.now)
-                .bind(version)
-                .execute(&mut *tx)
-                .await?;
-            let new_session = NewSession { credentials_version: version, ..*new_session };
+            let keep = sqlx::query_scalar(KEEP_SESSION_DEVICE).bind(user_id).bind(current_session).bind(version);
+            let kept: Option<Vec<u8>> = keep.bind(devices_seen_since).fetch_optional(&mut *tx).await?;
+            sqlx::query(FORGET_DEVICES).bind(user_id).bind(version).execute(&mut *tx).await?;
+            let device_hash = kept.as_deref();
+            let new_session = NewSession { credentials_version: version, device_hash, ..*new_session };
             insert_session!(new_session).execute(&mut *tx).await?;
             tx.commit().await?;
             Ok(Some(others.rows_affected()))
