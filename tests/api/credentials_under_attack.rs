@@ -15,7 +15,7 @@ use authd::{
 
 const PASSWORD: &str = "correct horse battery";
 
-/// Every l33t character zxcvbn substitutes: the costliest password for its strength check.
+/// Every l33t character zxcvbn substituted: once the costliest password for the strength check.
 /// With the owner's name in it, the policy refuses it (422), after that check has run.
 const COSTLY_AND_REFUSED: &str = "4@8({[<369!|170$5+%2ada";
 
