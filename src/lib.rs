@@ -6,6 +6,7 @@ pub mod config;
 pub mod core;
 pub mod domain;
 pub mod grpc;
+pub mod mail;
 pub mod metrics;
 pub mod rest;
 pub mod security;

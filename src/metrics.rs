@@ -16,6 +16,7 @@ const GRPC_DURATION: &str = "authd_grpc_request_duration_seconds";
 const LOGINS: &str = "authd_logins_total";
 const REFRESH_REUSE: &str = "authd_refresh_token_reuse_detected_total";
 const POOL_CONNECTIONS: &str = "authd_db_pool_connections";
+const CHANGE_FEED_UP: &str = "authd_change_feed_up";
 const CONNECTIONS_CLOSED: &str = "authd_connections_closed_total";
 
 /// Latency buckets, in seconds: from a cached token check to a slow password hash.
@@ -57,15 +58,20 @@ fn describe() {
     metrics::describe_counter!(LOGINS, "Login attempts with well-formed input, by outcome (success, failure)");
     metrics::describe_counter!(REFRESH_REUSE, "Refresh tokens presented again after rotation: the session was ended");
     metrics::describe_gauge!(POOL_CONNECTIONS, "Database pool connections, by state (in_use, idle)");
+    metrics::describe_gauge!(
+        CHANGE_FEED_UP,
+        "1 while this process hears other processes' session changes (its heartbeat comes back), else 0: token checks then ask the database"
+    );
     metrics::describe_counter!(
         CONNECTIONS_CLOSED,
         "Client connections closed by authd, by reason (over_capacity, no_request, idle)"
     );
 }
 
-/// The text exposition of every metric, after sampling the pool.
-pub fn render(pool: PoolUsage) -> Option<String> {
+/// The text exposition of every metric, after sampling the pool and the change feed.
+pub fn render(pool: PoolUsage, change_feed_up: bool) -> Option<String> {
     let handle = install()?;
+    metrics::gauge!(CHANGE_FEED_UP).set(if change_feed_up { 1.0 } else { 0.0 });
     metrics::gauge!(POOL_CONNECTIONS, "state" => "in_use").set(f64::from(pool.in_use()));
     metrics::gauge!(POOL_CONNECTIONS, "state" => "idle").set(f64::from(pool.idle));
     handle.run_upkeep();

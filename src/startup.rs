@@ -101,6 +101,13 @@ impl Application {
         );
         let watcher = tokio::spawn(watch_database(self.authd.clone(), self.health, self.health_check_interval));
         let key_reloader = tokio::spawn(reload_keys(self.authd.clone()));
+        // Asked here, before serving, so that an idle sender never speaks to the database
+        // later unless woken.
+        let first_mail = self.authd.next_mail_due().await;
+        let mail_sender = tokio::spawn({
+            let authd = self.authd.clone();
+            async move { authd.send_mail(first_mail).await }
+        });
         let cache_follower = tokio::spawn(async move { self.authd.follow_session_changes().await });
         let tls_reloader = self.tls.clone().map(|tls| tokio::spawn(tls.watch()));
         server::serve(self.listener, self.router, &self.limits, self.max_connections, self.tls, shutdown).await;
@@ -110,6 +117,7 @@ impl Application {
         watcher.abort();
         key_reloader.abort();
         cache_follower.abort();
+        mail_sender.abort();
         tracing::info!("authd stopped");
         Ok(())
     }
@@ -125,7 +133,8 @@ async fn fallback(request: Request) -> Response {
 }
 
 /// Keeps gRPC health and `/readyz` in step with the database, and prunes spent rate-limit
-/// counters and ended sessions (first one check after start-up, then every minute).
+/// counters, ended sessions and spent mail (first one check after start-up, then every
+/// minute).
 async fn watch_database(authd: Authd, health: HealthReporter, interval: Duration) {
     // Start-up has just reached the database and reported serving.
     let mut serving = true;
@@ -133,9 +142,13 @@ async fn watch_database(authd: Authd, health: HealthReporter, interval: Duration
     loop {
         tokio::time::sleep(interval).await;
         let now_serving = authd.check_database().await;
+        if now_serving {
+            // Mail that another replica queued, or left behind, is looked at from here too.
+            authd.wake_mail_sender();
+        }
         if now_serving && last_prune.is_none_or(|at| at.elapsed() >= PRUNE_INTERVAL) {
             last_prune = Some(Instant::now());
-            for pruned in [authd.prune_throttle().await, authd.prune_sessions().await] {
+            for pruned in [authd.prune_throttle().await, authd.prune_sessions().await, authd.prune_mail().await] {
                 if let Err(e) = pruned {
                     e.log_if_internal();
                 }

@@ -16,14 +16,14 @@ use std::{
     future::Future,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::Arc,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, bail};
 use authd::pb::{
-    GetMeRequest, LoginRequest, RegisterUserRequest, ValidateTokenRequest, auth_service_client::AuthServiceClient,
-    user_service_client::UserServiceClient,
+    GetMeRequest, LoginRequest, LogoutRequest, RefreshTokenRequest, RegisterUserRequest, ValidateTokenRequest,
+    auth_service_client::AuthServiceClient, user_service_client::UserServiceClient,
 };
 use authd::{config::PasswordSettings, domain::Password, security::passwords::Passwords};
 use hdrhistogram::Histogram;
@@ -116,8 +116,10 @@ async fn main() -> Result<()> {
     let peak_rss = server.peak_rss_kib()?;
     drop(tls_server);
     drop(server);
+    let costs = measure_costs(&binary, &database, &env, smoke).await;
     database.drop().await;
     let mut report = result?;
+    report.costs = costs?;
     hashing.measure().await?;
     report.argon2_ceiling = hashing.ceiling;
     report.argon2_all_cores = hashing.all_cores;
@@ -565,6 +567,7 @@ struct Report {
     getme_p99_rest_vs_storm: Option<(f64, f64)>,
     memory: Option<(u64, u64)>,
     startup_sqlite: Option<(Duration, Duration)>,
+    costs: Vec<(&'static str, Vec<Cost>)>,
 }
 
 async fn run_cases(server: &Server, tls_server: &Server, timing: Timing) -> Result<Report> {
@@ -768,6 +771,332 @@ async fn run_cases(server: &Server, tls_server: &Server, timing: Timing) -> Resu
     Ok(report)
 }
 
+/// What a number of operations of one kind cost: the authd process's CPU time, the CPU
+/// time of the PostgreSQL backends serving its database, and what PostgreSQL's own
+/// statistics counted for that database.
+struct Cost {
+    op: &'static str,
+    ops: u64,
+    authd_cpu_ms: f64,
+    postgres_cpu_ms: f64,
+    db: DbCounters,
+}
+
+/// PostgreSQL's counters for one database: `pg_stat_database` (committed transactions)
+/// and `pg_stat_user_tables` (index and sequential scans started, rows read by them,
+/// rows inserted, updated, deleted), summed over authd's tables.
+#[derive(Default, Clone, Copy)]
+struct DbCounters {
+    xact_commit: f64,
+    scans: f64,
+    rows_read: f64,
+    inserted: f64,
+    updated: f64,
+    deleted: f64,
+}
+
+impl DbCounters {
+    async fn read(admin: &mut PgConnection, stats: &mut PgConnection, database: &str) -> Result<Self> {
+        let xact_commit: i64 = sqlx::query_scalar("select xact_commit from pg_stat_database where datname = $1")
+            .bind(database)
+            .fetch_one(&mut *admin)
+            .await?;
+        // Read in a fresh snapshot: PostgreSQL caches statistics within a transaction.
+        stats.execute("select pg_stat_clear_snapshot()").await?;
+        let (scans, rows_read, inserted, updated, deleted): (i64, i64, i64, i64, i64) = sqlx::query_as(
+            "select coalesce(sum(coalesce(seq_scan, 0) + coalesce(idx_scan, 0)), 0)::bigint,
+                    coalesce(sum(coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0)), 0)::bigint,
+                    coalesce(sum(n_tup_ins), 0)::bigint, coalesce(sum(n_tup_upd), 0)::bigint,
+                    coalesce(sum(n_tup_del), 0)::bigint
+               from pg_stat_user_tables",
+        )
+        .fetch_one(&mut *stats)
+        .await?;
+        Ok(Self {
+            xact_commit: xact_commit as f64,
+            scans: scans as f64,
+            rows_read: rows_read as f64,
+            inserted: inserted as f64,
+            updated: updated as f64,
+            deleted: deleted as f64,
+        })
+    }
+
+    fn since(self, before: Self) -> Self {
+        Self {
+            xact_commit: self.xact_commit - before.xact_commit,
+            scans: self.scans - before.scans,
+            rows_read: self.rows_read - before.rows_read,
+            inserted: self.inserted - before.inserted,
+            updated: self.updated - before.updated,
+            deleted: self.deleted - before.deleted,
+        }
+    }
+}
+
+/// CPU time (user + system) of a process, in milliseconds, from /proc.
+fn cpu_ms(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields = stat.rsplit_once(')')?.1.split_whitespace().collect::<Vec<_>>();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    // USER_HZ is 100 on Linux.
+    Some(ticks * 10.0)
+}
+
+/// A meter of one server's costs: counters are read before and after each batch of
+/// operations, once PostgreSQL's backends have published their statistics (they do so
+/// at most once a second, when idle).
+struct Meter<'a> {
+    server: &'a Server,
+    admin: PgConnection,
+    stats: PgConnection,
+    database: String,
+}
+
+/// A snapshot a [`Meter`] takes.
+struct Reading {
+    authd_cpu_ms: f64,
+    postgres_cpu_ms: std::collections::HashMap<i32, f64>,
+    db: DbCounters,
+}
+
+impl Meter<'_> {
+    async fn read(&mut self) -> Result<Reading> {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let backends: Vec<i32> =
+            sqlx::query_scalar("select pid from pg_stat_activity where datname = $1 and pid <> pg_backend_pid()")
+                .bind(&self.database)
+                .fetch_all(&mut self.admin)
+                .await?;
+        let postgres_cpu_ms = backends.into_iter().filter_map(|pid| Some((pid, cpu_ms(pid as u32)?))).collect();
+        Ok(Reading {
+            authd_cpu_ms: cpu_ms(self.server.child.id()).context("authd's CPU time")?,
+            postgres_cpu_ms,
+            db: DbCounters::read(&mut self.admin, &mut self.stats, &self.database).await?,
+        })
+    }
+
+    /// Runs `batch` (which returns how many operations succeeded) between two readings.
+    async fn cost<F: Future<Output = Result<u64>>>(&mut self, op: &'static str, batch: F) -> Result<Cost> {
+        let before = self.read().await?;
+        let ops = batch.await?;
+        let after = self.read().await?;
+        // Backends that appeared meanwhile count from zero; the stats connection's own is
+        // excluded by not being in authd's pool (it is, though, in pg_stat_activity:
+        // subtract it).
+        let stats_pid = self.stats_pid().await?;
+        let postgres_cpu_ms = after
+            .postgres_cpu_ms
+            .iter()
+            .filter(|(pid, _)| **pid != stats_pid)
+            .map(|(pid, ms)| ms - before.postgres_cpu_ms.get(pid).copied().unwrap_or(0.0))
+            .sum();
+        Ok(Cost {
+            op,
+            ops: ops.max(1),
+            authd_cpu_ms: after.authd_cpu_ms - before.authd_cpu_ms,
+            postgres_cpu_ms,
+            db: after.db.since(before.db),
+        })
+    }
+
+    async fn stats_pid(&mut self) -> Result<i32> {
+        Ok(sqlx::query_scalar("select pg_backend_pid()").fetch_one(&mut self.stats).await?)
+    }
+}
+
+/// Runs `count` calls of `call(i)` from `concurrency` tasks; returns how many succeeded.
+async fn batch<F, Fut>(count: usize, concurrency: usize, call: F) -> Result<u64>
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = bool> + Send,
+{
+    let call = Arc::new(call);
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let (call, next) = (Arc::clone(&call), Arc::clone(&next));
+        tasks.spawn(async move {
+            let mut ok = 0u64;
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= count {
+                    break ok;
+                }
+                ok += u64::from(call(i).await);
+            }
+        });
+    }
+    Ok(tasks.join_all().await.into_iter().sum())
+}
+
+/// The cost of each operation, on a server of its own over the bench database whose
+/// background work (health checks, key reloads, the change feed's heartbeat) is held off
+/// so that it does not count: with prepared statements (the default), with them off (as
+/// behind PgBouncer, though connected directly here), and token checks without the
+/// session cache (as while the change feed is down).
+async fn measure_costs(
+    binary: &Path,
+    database: &BenchDatabase,
+    env: &[(&str, &str)],
+    smoke: bool,
+) -> Result<Vec<(&'static str, Vec<Cost>)>> {
+    let scale = if smoke { 1 } else { 4 };
+    let quiet = [
+        ("HEALTH_CHECK_INTERVAL_MS", "3600000"),
+        ("SIGNING_KEY_RELOAD_SECONDS", "3600"),
+        ("CHANGE_FEED_HEARTBEAT_MS", "3600000"),
+    ];
+    let mut all = Vec::new();
+    for (name, extra) in [
+        ("prepared statements on (default)", &[][..]),
+        ("DB_PREPARED_STATEMENTS=false", &[("DB_PREPARED_STATEMENTS", "false")][..]),
+        (
+            "SESSION_CACHE_SECONDS=0 (token checks as while the change feed is down)",
+            &[("SESSION_CACHE_SECONDS", "0")][..],
+        ),
+    ] {
+        let mut env = env.to_vec();
+        env.extend(quiet);
+        env.extend(extra.iter().copied());
+        let server = Server::start(binary, &env, None).await?;
+        let stats_url = database.url.clone();
+        let mut meter = Meter {
+            server: &server,
+            admin: PgConnection::connect(&database.admin_url).await?,
+            stats: PgConnection::connect(&stats_url).await?,
+            database: database.name.clone(),
+        };
+        let costs = op_costs(&server, &mut meter, name, scale).await?;
+        all.push((name, costs));
+    }
+    Ok(all)
+}
+
+async fn op_costs(server: &Server, meter: &mut Meter<'_>, name: &str, scale: usize) -> Result<Vec<Cost>> {
+    let channel = server.channel().await?;
+    let users = 16 * scale;
+    let tag = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+    let email = {
+        let tag = tag.clone();
+        move |i: usize| format!("cost-{tag}-{i}@example.com")
+    };
+    let mut costs = Vec::new();
+    let only_checks = name.starts_with("SESSION_CACHE_SECONDS");
+
+    let register = {
+        let (channel, email) = (channel.clone(), email.clone());
+        batch(users, 8, move |i| {
+            let mut client = UserServiceClient::new(channel.clone());
+            let request = RegisterUserRequest {
+                name: "Cost".into(),
+                email: email(i),
+                location: "Loopback".into(),
+                about: None,
+                password: PASSWORD.into(),
+            };
+            async move { client.register_user(request).await.is_ok() }
+        })
+    };
+    let cost = meter.cost("RegisterUser", register).await?;
+    if !only_checks {
+        costs.push(cost);
+    }
+
+    let sessions = Arc::new(Mutex::new(vec![(String::new(), String::new()); users]));
+    let login = {
+        let (channel, email, sessions) = (channel.clone(), email.clone(), Arc::clone(&sessions));
+        batch(users, 8, move |i| {
+            let mut client = AuthServiceClient::new(channel.clone());
+            let request = LoginRequest { email: email(i), password: PASSWORD.into(), ..Default::default() };
+            let sessions = Arc::clone(&sessions);
+            async move {
+                let Ok(reply) = client.login(request).await else { return false };
+                let reply = reply.into_inner();
+                sessions.lock().map(|mut s| s[i] = (reply.access_token, reply.refresh_token)).is_ok()
+            }
+        })
+    };
+    let cost = meter.cost("Login", login).await?;
+    if !only_checks {
+        costs.push(cost);
+    }
+
+    if !only_checks {
+        // Each session rotated four times in a row.
+        let refresh = {
+            let (channel, sessions) = (channel.clone(), Arc::clone(&sessions));
+            batch(users, 8, move |i| {
+                let mut client = AuthServiceClient::new(channel.clone());
+                let sessions = Arc::clone(&sessions);
+                async move {
+                    let mut ok = true;
+                    for _ in 0..4 {
+                        let Some(token) = sessions.lock().ok().map(|s| s[i].1.clone()) else { return false };
+                        match client.refresh_token(RefreshTokenRequest { refresh_token: token }).await {
+                            Ok(reply) => {
+                                let reply = reply.into_inner();
+                                if let Ok(mut s) = sessions.lock() {
+                                    s[i] = (reply.access_token, reply.refresh_token);
+                                }
+                            }
+                            Err(_) => ok = false,
+                        }
+                    }
+                    ok
+                }
+            })
+        };
+        let mut cost = meter.cost("RefreshToken", refresh).await?;
+        cost.ops *= 4;
+        costs.push(cost);
+    }
+
+    let checks = 250 * scale;
+    let get_me = {
+        let (channel, sessions) = (channel.clone(), Arc::clone(&sessions));
+        batch(checks, 16, move |i| {
+            let mut client = UserServiceClient::new(channel.clone());
+            let token = sessions.lock().ok().map(|s| s[i % s.len()].0.clone()).unwrap_or_default();
+            async move {
+                let mut request = Request::new(GetMeRequest {});
+                let Ok(value) = format!("Bearer {token}").parse() else { return false };
+                request.metadata_mut().insert("authorization", value);
+                client.get_me(request).await.is_ok()
+            }
+        })
+    };
+    costs.push(meter.cost("GetMe (token check)", get_me).await?);
+    let validate = {
+        let (channel, sessions) = (channel.clone(), Arc::clone(&sessions));
+        batch(checks, 16, move |i| {
+            let mut client = AuthServiceClient::new(channel.clone());
+            let token = sessions.lock().ok().map(|s| s[i % s.len()].0.clone()).unwrap_or_default();
+            async move { client.validate_token(ValidateTokenRequest { token }).await.is_ok_and(|r| r.into_inner().active) }
+        })
+    };
+    costs.push(meter.cost("ValidateToken (token check)", validate).await?);
+
+    if !only_checks {
+        let logout = {
+            let (channel, sessions) = (channel.clone(), Arc::clone(&sessions));
+            batch(users, 8, move |i| {
+                let mut client = AuthServiceClient::new(channel.clone());
+                let token = sessions.lock().ok().map(|s| s[i].0.clone()).unwrap_or_default();
+                async move {
+                    let mut request = Request::new(LogoutRequest { all_sessions: false });
+                    let Ok(value) = format!("Bearer {token}").parse() else { return false };
+                    request.metadata_mut().insert("authorization", value);
+                    client.logout(request).await.is_ok()
+                }
+            })
+        };
+        costs.push(meter.cost("Logout", logout).await?);
+    }
+    Ok(costs)
+}
+
 /// REST `GET /api/v1/me` over HTTP/1.1 keep-alive connections.
 async fn rest_me(server: &Server, tokens: &Arc<Vec<String>>, timing: Timing) -> Result<Stats> {
     let client = server.http_client(CHEAP_CONCURRENCY)?;
@@ -897,6 +1226,30 @@ impl Report {
                 idle as f64 / 1024.0,
                 peak as f64 / 1024.0
             );
+        }
+        for (server, costs) in &self.costs {
+            println!();
+            println!("Cost per operation, {server} (CPU from /proc; database figures from PostgreSQL's statistics):");
+            println!(
+                "| operation | ops | authd CPU ms | PostgreSQL CPU ms | transactions | table scans | rows read | rows inserted | rows updated | rows deleted |"
+            );
+            println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+            for c in costs {
+                let per = |v: f64| v / c.ops as f64;
+                println!(
+                    "| {} | {} | {:.3} | {:.3} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
+                    c.op,
+                    c.ops,
+                    per(c.authd_cpu_ms),
+                    per(c.postgres_cpu_ms),
+                    per(c.db.xact_commit),
+                    per(c.db.scans),
+                    per(c.db.rows_read),
+                    per(c.db.inserted),
+                    per(c.db.updated),
+                    per(c.db.deleted)
+                );
+            }
         }
         if let Some((first, again)) = self.startup_sqlite {
             let verdict = if again <= Duration::from_millis(200) && first <= Duration::from_millis(200) {

@@ -1,6 +1,9 @@
 //! Which database, and where the embedded one lives when none is named.
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use secrecy::{ExposeSecret, SecretString};
 
@@ -14,6 +17,19 @@ pub struct DatabaseSettings {
     /// Whether a plain start applies pending migrations (`MIGRATE_ON_START`); when off,
     /// start-up refuses a database whose schema is behind (run `authd migrate`).
     pub migrate_on_start: bool,
+    /// `DATABASE_LISTEN_URL`: a direct connection to PostgreSQL, past any transaction
+    /// pooler, for what needs a session of its own: the change feed (LISTEN), and at
+    /// start-up creating a missing database and applying migrations (which hold a session
+    /// lock). `None`: `url` serves for these too.
+    pub listen_url: Option<SecretString>,
+    /// `DB_PREPARED_STATEMENTS`: off behind a transaction pooler (PgBouncer in transaction
+    /// mode), which cannot carry a named prepared statement from one transaction to the
+    /// next: then no statement is cached or named, each runs in a transaction of its own,
+    /// and no `extra_float_digits` start-up parameter is sent.
+    pub prepared_statements: bool,
+    /// `CHANGE_FEED_HEARTBEAT_MS`: how often each process sends itself a heartbeat through
+    /// NOTIFY; the change feed counts as down when none is heard for three of these.
+    pub heartbeat_interval: Duration,
 }
 
 /// The embedded database's file name, inside the data directory.
@@ -36,13 +52,29 @@ impl DatabaseSettings {
             }
         };
         let migrate_on_start = flag("MIGRATE_ON_START", env.migrate_on_start.as_deref(), true)?;
-        Ok(Self { url, max_connections: env.db_max_connections.unwrap_or(10).max(1), migrate_on_start })
+        let listen_url = env.database_listen_url.take().filter(|u| !u.expose_secret().trim().is_empty());
+        if let Some(listen) = &listen_url {
+            let scheme = listen.expose_secret().split_once(':').map(|(s, _)| s.to_ascii_lowercase());
+            if !matches!(scheme.as_deref(), Some("postgres" | "postgresql")) {
+                return Err(bad("DATABASE_LISTEN_URL", "expected a postgres:// URL"));
+            }
+        }
+        let prepared_statements = flag("DB_PREPARED_STATEMENTS", env.db_prepared_statements.as_deref(), true)?;
+        let heartbeat_interval = Duration::from_millis(env.change_feed_heartbeat_ms.unwrap_or(1000).max(10));
+        Ok(Self {
+            url,
+            max_connections: env.db_max_connections.unwrap_or(10).max(1),
+            migrate_on_start,
+            listen_url,
+            prepared_statements,
+            heartbeat_interval,
+        })
     }
 }
 
 /// Where the embedded database lives when nothing else is configured: `DATA_DIR`, else
 /// `$XDG_DATA_HOME/authd`, else `$HOME/.local/share/authd`.
-fn data_dir(
+pub(super) fn data_dir(
     data_dir: Option<String>,
     xdg_data_home: Option<String>,
     home: Option<String>,

@@ -4,6 +4,7 @@
 
 mod database;
 mod limits;
+mod mail;
 mod passwords;
 mod server;
 mod tls;
@@ -16,6 +17,7 @@ use serde::Deserialize;
 
 pub use database::{DatabaseSettings, sqlite_url};
 pub use limits::{DEFAULT_MAX_CONNECTIONS, LimitSettings, ThrottleSettings};
+pub use mail::MailSettings;
 pub use passwords::PasswordSettings;
 pub use server::{ForwardedHeader, LogFormat, ServerSettings};
 pub use tls::{ClientAuth, TlsSettings};
@@ -34,6 +36,7 @@ fn bad(var: &str, why: impl std::fmt::Display) -> ConfigError {
 #[derive(Deserialize)]
 struct Env {
     database_url: Option<SecretString>,
+    database_listen_url: Option<SecretString>,
     db_host: Option<String>,
     db_port: Option<u16>,
     db_user: Option<String>,
@@ -73,6 +76,8 @@ struct Env {
     password_max_length: Option<usize>,
     password_refuse_guessable: Option<String>,
     db_max_connections: Option<u32>,
+    db_prepared_statements: Option<String>,
+    change_feed_heartbeat_ms: Option<u64>,
     data_dir: Option<String>,
     xdg_data_home: Option<String>,
     home: Option<String>,
@@ -92,6 +97,16 @@ struct Env {
     connection_idle_timeout_seconds: Option<u64>,
     max_connections: Option<u32>,
     health_check_interval_ms: Option<u64>,
+    smtp_url: Option<SecretString>,
+    mail_from: Option<String>,
+    public_url: Option<String>,
+    require_email_verification: Option<String>,
+    password_reset_token_minutes: Option<u64>,
+    email_verification_token_hours: Option<u64>,
+    mail_template_dir: Option<String>,
+    mail_retry_max_seconds: Option<u64>,
+    mail_max_attempts: Option<u32>,
+    mail_per_address_hourly: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -105,6 +120,7 @@ pub struct Settings {
     pub passwords: PasswordSettings,
     pub throttle: ThrottleSettings,
     pub limits: LimitSettings,
+    pub mail: MailSettings,
 }
 
 impl Settings {
@@ -126,6 +142,8 @@ impl Settings {
             log_format: LogFormat::from_env(&mut env)?,
             tokens: TokenSettings::from_env(&mut env)?,
             passwords: PasswordSettings::from_env(&mut env)?,
+            // Before the database's, which takes the data directory's variables.
+            mail: MailSettings::from_env(&mut env)?,
             database: DatabaseSettings::from_env(&mut env)?,
             throttle: ThrottleSettings::from_env(&mut env)?,
             limits: LimitSettings::from_env(&mut env)?,
@@ -187,6 +205,9 @@ mod tests {
         assert_eq!(s.tokens.access_lifetime, Duration::from_secs(15 * 60));
         assert_eq!(s.passwords.memory_kib, 19456);
         assert!(s.server.cors_allowed_origins.is_empty());
+        assert!(s.mail.smtp_url.is_none() && !s.mail.require_verification);
+        assert_eq!(s.mail.reset_token_lifetime, Duration::from_secs(3600));
+        assert_eq!(s.mail.fallback_dir.unwrap().to_str(), Some("/home/ada/.local/share/authd/mail"));
     }
 
     #[test]
@@ -203,6 +224,9 @@ mod tests {
             ("MIGRATE_ON_START", "maybe"),
             ("DATA_DIR", "relative/dir"),
             ("DB_MAX_CONNECTIONS", "many"),
+            ("DB_PREPARED_STATEMENTS", "sometimes"),
+            ("CHANGE_FEED_HEARTBEAT_MS", "often"),
+            ("DATABASE_LISTEN_URL", "mysql://db/authd"),
             ("LOGIN_IP_LIMIT", "-1"),
             ("THROTTLE_WINDOW_SECONDS", "0"),
             ("LOGIN_ACCOUNT_FAILURE_DECAY_SECONDS", "0"),
@@ -218,6 +242,17 @@ mod tests {
             ("TLS_KEY_FILE", "/etc/authd/key.pem"),
             ("TLS_CLIENT_CA_FILE", "/etc/authd/ca.pem"),
             ("TLS_CLIENT_AUTH", "sometimes"),
+            ("SMTP_URL", "http://mail.example"),
+            ("SMTP_URL", "not a url"),
+            ("MAIL_FROM", "not a mailbox"),
+            ("PUBLIC_URL", "example.com/app"),
+            ("REQUIRE_EMAIL_VERIFICATION", "sometimes"),
+            ("PASSWORD_RESET_TOKEN_MINUTES", "0"),
+            ("EMAIL_VERIFICATION_TOKEN_HOURS", "never"),
+            ("MAIL_TEMPLATE_DIR", "/nonexistent/templates"),
+            ("MAIL_RETRY_MAX_SECONDS", "0"),
+            ("MAIL_MAX_ATTEMPTS", "0"),
+            ("MAIL_PER_ADDRESS_HOURLY", "-1"),
             ("TRUSTED_PROXY_HEADER", "x-real-ip"),
             ("MAX_CONNECTIONS", "0"),
             ("MAX_CONNECTIONS", "lots"),
@@ -262,11 +297,12 @@ mod tests {
             ("SECRET_KEY", "a-very-secret-key-123"),
             ("DATABASE_URL", "postgres://u:hunter2@h/d"),
             ("KEY_ENCRYPTION_KEY", kek),
+            ("SMTP_URL", "smtps://mailer:hunter3@smtp.example:465"),
         ])
         .unwrap();
         let debug = format!("{s:?}");
         assert!(!debug.contains("a-very-secret-key-123"), "{debug}");
-        assert!(!debug.contains("hunter2"), "{debug}");
+        assert!(!debug.contains("hunter2") && !debug.contains("hunter3"), "{debug}");
         assert!(!debug.contains("0123456789abcdef") && !debug.contains(kek), "{debug}");
         assert_eq!(s.tokens.key_encryption_key.unwrap().expose_secret(), b"0123456789abcdef0123456789abcdef");
     }

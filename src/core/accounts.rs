@@ -13,7 +13,7 @@ use crate::{
     domain::{About, Email, FieldViolation, Location, Password, PasswordOwner, UserName, Violations},
     pb,
     security::{passwords::Verdict, refresh::RefreshClaim},
-    store::{NewUser, PasswordChange, ProfileUpdate, SessionChange, UserRecord},
+    store::{NewUser, PasswordChange, ProfileUpdate, SessionChange, StoreError, UserRecord},
 };
 
 /// A registration whose every field is valid.
@@ -60,12 +60,15 @@ impl Authd {
         self.validate_registration(req).map_err(Error::InvalidInput)
     }
 
+    /// Creates an account and mails its address a verification. With verification
+    /// required, a taken address answers as a new one does (its owner gets a mail), and
+    /// the answer carries no user for any registration: it must tell nothing.
     #[tracing::instrument(skip_all)]
-    pub async fn register(&self, req: &pb::RegisterUserRequest, client: &ClientInfo) -> Result<pb::User> {
+    pub async fn register(&self, req: &pb::RegisterUserRequest, client: &ClientInfo) -> Result<Option<pb::User>> {
         let r = self.screen_registration(req, client)?;
         self.throttle.per_ip(Action::Register, client).await?;
         let hash = self.passwords.hash(None, &r.password).await?;
-        let user = self
+        let inserted = self
             .store
             .insert_user(&NewUser {
                 name: r.name.as_str(),
@@ -74,9 +77,22 @@ impl Authd {
                 about: r.about.as_deref(),
                 password_hash: &hash,
             })
-            .await?;
+            .await;
+        let hidden = self.mail.settings.require_verification;
+        let user = match inserted {
+            Ok(user) => user,
+            Err(StoreError::EmailTaken) if hidden => {
+                self.registered_again(r.email.as_str(), client).await?;
+                return Ok(None);
+            }
+            Err(e) => return Err(e.into()),
+        };
         tracing::info!(user_id = user.user_id, "registered");
-        Ok(user_message(&user))
+        // The account exists: a mail that cannot be queued now can be asked for again.
+        if let Err(e) = self.send_verification(&user).await {
+            e.log_if_internal();
+        }
+        Ok((!hidden).then(|| user_message(&user)))
     }
 
     /// The caller's profile.
@@ -210,7 +226,13 @@ impl Authd {
     /// (the caller's token is good: this is not an authentication failure). Each check is
     /// counted with the account's failed logins, and backs off per session as a login
     /// does per address: a stolen access token guesses no faster than a login.
-    async fn check_password(&self, caller: &Caller, user: &UserRecord, password: &Password, field: &str) -> Result<()> {
+    pub(super) async fn check_password(
+        &self,
+        caller: &Caller,
+        user: &UserRecord,
+        password: &Password,
+        field: &str,
+    ) -> Result<()> {
         let attempt = self
             .throttle
             .begin_check(&self.account(&user.email), Source::Session(caller.access.session_id), &caller.client)

@@ -97,6 +97,10 @@ impl SessionCache {
                 self.clear();
                 self.listening.store(true, Ordering::Release);
             }
+            SessionChange::Unheard => {
+                self.listening.store(false, Ordering::Release);
+                self.clear();
+            }
             SessionChange::Session(id) => {
                 if let Ok(mut entries) = self.entries.write() {
                     entries.remove(&id);
@@ -112,9 +116,12 @@ impl SessionCache {
 
     /// Stops trusting anything: changes made elsewhere may go unheard from now on.
     pub fn deafen(&self) {
-        self.changes.fetch_add(1, Ordering::AcqRel);
-        self.listening.store(false, Ordering::Release);
-        self.clear();
+        self.apply(SessionChange::Unheard);
+    }
+
+    /// Whether changes made elsewhere are heard: the cache is in use.
+    pub fn listening(&self) -> bool {
+        self.listening.load(Ordering::Acquire)
     }
 
     fn clear(&self) {
@@ -141,6 +148,7 @@ mod tests {
             created_at: Utc::now(),
             updated_at: Utc::now(),
             credentials_version: 0,
+            email_verified_at: None,
         })
     }
 

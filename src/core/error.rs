@@ -13,6 +13,9 @@ pub enum Error {
     /// Wrong password or unknown email: deliberately one case.
     #[error("invalid credentials")]
     InvalidCredentials,
+    /// The right password, for an address not verified yet, while verification is required.
+    #[error("email not verified")]
+    EmailNotVerified,
     /// A refresh token that is not genuine, expired, revoked or reused.
     #[error("refresh token rejected")]
     RefreshRejected,

@@ -78,3 +78,50 @@ pub fn account_deleted(user_id: i64, deleted: bool, client: &ClientInfo) {
             client_ip = ip(client), "account deletion refused: wrong password");
     }
 }
+
+/// A right password for an address not verified yet, while verification is required.
+pub fn login_unverified(user_id: i64, client: &ClientInfo) {
+    tracing::warn!(target: "authd::security", event = "login", outcome = "refused", user_id,
+        client_ip = ip(client), "login refused: email not verified");
+}
+
+/// A verification by link or code; a wrong code names the user when the address has one.
+pub fn email_verified(user_id: Option<i64>, verified: bool, client: &ClientInfo) {
+    if verified {
+        tracing::info!(target: "authd::security", event = "email_verification", outcome = "success", user_id,
+            client_ip = ip(client), "email verified");
+    } else {
+        tracing::warn!(target: "authd::security", event = "email_verification", outcome = outcome(false), user_id,
+            client_ip = ip(client), "email verification refused: wrong code");
+    }
+}
+
+/// A password reset asked for `account` (its digest); `user_id` is `None` when the address
+/// has no account (then no mail goes out).
+pub fn password_reset_requested(account: &str, user_id: Option<i64>, client: &ClientInfo) {
+    tracing::info!(target: "authd::security", event = "password_reset_request", outcome = "success", account,
+        user_id, client_ip = ip(client), "password reset requested");
+}
+
+/// A password set by a reset token: every session ended.
+pub fn password_reset(user_id: i64, sessions_ended: u64, client: &ClientInfo) {
+    tracing::info!(target: "authd::security", event = "password_reset", outcome = "success", user_id,
+        sessions_ended, client_ip = ip(client), "password reset");
+}
+
+/// An email change asked for, or refused for a wrong current password.
+pub fn email_change_requested(user_id: i64, accepted: bool, client: &ClientInfo) {
+    if accepted {
+        tracing::info!(target: "authd::security", event = "email_change_request", outcome = "success", user_id,
+            client_ip = ip(client), "email change requested");
+    } else {
+        tracing::warn!(target: "authd::security", event = "email_change_request", outcome = outcome(false), user_id,
+            client_ip = ip(client), "email change refused");
+    }
+}
+
+/// An email change confirmed from the new address: the other sessions ended.
+pub fn email_changed(user_id: i64, sessions_ended: u64, client: &ClientInfo) {
+    tracing::info!(target: "authd::security", event = "email_change", outcome = "success", user_id,
+        sessions_ended, client_ip = ip(client), "email changed");
+}

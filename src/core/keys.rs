@@ -23,6 +23,7 @@ const ACCESS_SECRET: &str = "access_token_hmac";
 pub const REFRESH_SECRET: &str = "refresh_token_hmac";
 pub const ACCOUNT_SECRET: &str = "account_digest_hmac";
 pub const DEVICE_SECRET: &str = "device_token_hmac";
+pub const MAIL_SECRET: &str = "mail_token_hmac";
 
 /// The sealer of stored secrets, under the configured key-encryption key if any.
 pub fn sealer(settings: &TokenSettings) -> anyhow::Result<Sealer> {

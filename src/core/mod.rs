@@ -2,7 +2,8 @@
 //! and the caller's own account), `sessions` (login, refresh, logout, sessions, token checks).
 //! This file holds the service itself and what every area shares: who is calling, how a
 //! bearer token becomes a live session and user, and how a session is signed in. Beside
-//! them: `throttle` and `limiter` (rate limits), `events` (the security log), `keys`.
+//! them: `throttle` and `limiter` (rate limits), `events` (the security log), `keys`, and
+//! `mail` (verification, password reset and email change, and the outbox they fill).
 
 mod accounts;
 mod cache;
@@ -10,6 +11,7 @@ mod error;
 mod events;
 pub mod keys;
 mod limiter;
+mod mail;
 mod sessions;
 mod throttle;
 
@@ -139,6 +141,7 @@ pub struct Authd {
     throttle: Throttle,
     addresses: Arc<AddressLimiter>,
     accounts: AccountDigests,
+    mail: Arc<mail::Mailer>,
     /// Whether the database answered the health watcher's last check.
     database_up: Arc<AtomicBool>,
 }
@@ -161,11 +164,13 @@ impl Authd {
         };
         let device_secret = keys::generated_secret(&store, &sealer, keys::DEVICE_SECRET).await?;
         let account_secret = keys::generated_secret(&store, &sealer, keys::ACCOUNT_SECRET).await?;
+        let mail_secret = keys::generated_secret(&store, &sealer, keys::MAIL_SECRET).await?;
         Ok(Self {
+            mail: Arc::new(mail::Mailer::new(&settings.mail, &mail_secret, sealer)?),
             addresses: Arc::new(AddressLimiter::new(settings.throttle.address_limit)),
             accounts: AccountDigests::new(&account_secret)?,
             database_up: Arc::new(AtomicBool::new(true)),
-            throttle: Throttle::new(store.clone(), &settings.throttle),
+            throttle: Throttle::new(store.clone(), &settings.throttle, settings.mail.per_address_hourly),
             store,
             passwords: Passwords::new(&settings.passwords)?,
             access: AccessTokens::new(tokens, access_keys.signing, access_keys.retired)?,
@@ -246,6 +251,12 @@ impl Authd {
         self.database_up.load(Ordering::Relaxed)
     }
 
+    /// Whether this process hears the session changes others announce; while it does not,
+    /// token checks ask the database.
+    pub fn change_feed_up(&self) -> bool {
+        self.cache.listening()
+    }
+
     /// The database pool's state, for metrics.
     pub fn pool_usage(&self) -> crate::store::PoolUsage {
         self.store.pool_usage()
@@ -304,8 +315,10 @@ impl Authd {
     }
 
     fn signed_in(&self, user: &UserRecord, refresh: RefreshClaim, now: DateTime<Utc>) -> Result<SignedIn> {
-        let access_token =
-            self.access.issue(user.user_id, refresh.session_id, now.timestamp()).context("signing an access token")?;
+        let access_token = self
+            .access
+            .issue(user.user_id, refresh.session_id, now.timestamp(), user.email_verified_at.is_some())
+            .context("signing an access token")?;
         Ok(SignedIn {
             user: user_message(user),
             tokens: pb::TokenResponse {
@@ -339,6 +352,7 @@ fn user_message(user: &UserRecord) -> pb::User {
         about: user.about.clone(),
         created_at: Some(timestamp(user.created_at)),
         updated_at: Some(timestamp(user.updated_at)),
+        email_verified: user.email_verified_at.is_some(),
     }
 }
 

@@ -81,6 +81,7 @@ impl Authd {
             return Err(Error::InvalidCredentials);
         };
         attempt.passed().await?;
+        self.check_verified(&user, client)?;
         let signed_in = self.start_session(&user, verdict, device, client).await?;
         metrics::login_succeeded();
         Ok(signed_in)
@@ -300,14 +301,15 @@ impl Authd {
         let Some(access) = self.access.verify(token.trim()) else {
             return Ok(inactive);
         };
-        if self.live_session_user(&access).await?.is_none() {
+        let Some(user) = self.live_session_user(&access).await? else {
             return Ok(inactive);
-        }
+        };
         Ok(pb::ValidateTokenResponse {
             active: true,
             user_id: access.user_id,
             session_id: access.session_id.to_string(),
             expires_at: Some(prost_types::Timestamp { seconds: access.expires_at, nanos: 0 }),
+            email_verified: user.email_verified_at.is_some(),
         })
     }
 

@@ -30,6 +30,13 @@ pub enum Action {
     Refresh,
     Revoke,
     ChangePassword,
+    ForgotPassword,
+    ResendVerification,
+    ResetPassword,
+    VerifyEmail,
+    ConfirmEmailChange,
+    /// Any mail asked for one address.
+    Mail,
 }
 
 impl Action {
@@ -40,14 +47,24 @@ impl Action {
             Self::Refresh => "refresh",
             Self::Revoke => "revoke",
             Self::ChangePassword => "change_password",
+            Self::ForgotPassword => "forgot_password",
+            Self::ResendVerification => "resend_verification",
+            Self::ResetPassword => "reset_password",
+            Self::VerifyEmail => "verify_email",
+            Self::ConfirmEmailChange => "confirm_email_change",
+            Self::Mail => "mail",
         }
     }
 }
+
+/// The window of the mails allowed per address.
+const MAIL_WINDOW: Duration = Duration::from_secs(3600);
 
 #[derive(Clone)]
 pub struct Throttle {
     store: Arc<Store>,
     settings: Arc<ThrottleSettings>,
+    mail_per_address_hourly: u32,
 }
 
 /// The account a password check is for, named by the keyed digest of its lowercased email
@@ -97,8 +114,8 @@ struct Counted {
 }
 
 impl Throttle {
-    pub fn new(store: Arc<Store>, settings: &ThrottleSettings) -> Self {
-        Self { store, settings: Arc::new(settings.clone()) }
+    pub fn new(store: Arc<Store>, settings: &ThrottleSettings, mail_per_address_hourly: u32) -> Self {
+        Self { store, settings: Arc::new(settings.clone()), mail_per_address_hourly }
     }
 
     /// Counts a call from the client's IP; refuses it past the action's per-IP limit.
@@ -110,6 +127,10 @@ impl Throttle {
             Action::Refresh | Action::Revoke => self.settings.refresh_per_ip,
             // Behind a token: the session's own backoff limits it.
             Action::ChangePassword => 0,
+            // Calls that redeem a token or a code count as logins; calls that send mail as
+            // registrations.
+            Action::ResetPassword | Action::VerifyEmail | Action::ConfirmEmailChange => self.settings.login_per_ip,
+            Action::ForgotPassword | Action::ResendVerification | Action::Mail => self.settings.register_per_ip,
         };
         if limit == 0 {
             return Ok(());
@@ -122,6 +143,23 @@ impl Throttle {
             return Err(refuse(action, "ip", client, None, count.window_start_ms + window - now));
         }
         Ok(())
+    }
+
+    /// Counts a mail asked for `account`'s address (a reset, a resend, an email change),
+    /// whether or not it has an account, so that a refusal tells nothing; refuses it past
+    /// the hourly limit per address.
+    pub async fn mail_to(&self, account: &Account, client: &ClientInfo) -> Result<()> {
+        let limit = i64::from(self.mail_per_address_hourly);
+        if limit == 0 {
+            return Ok(());
+        }
+        let (now, window) = (now_ms(), millis(MAIL_WINDOW));
+        let key = format!("mail-account:{}", account.0);
+        if self.store.throttle_hit_within(&key, now, window, Allowance::Ceiling(limit)).await?.is_some() {
+            return Ok(());
+        }
+        let wait = self.store.throttle_count(&key, now, window).await?.map_or(0, |c| c.window_start_ms + window - now);
+        Err(refuse(Action::Mail, "address_mail", client, Some(account.digest()), wait))
     }
 
     /// Counts a password check for `account` from `source` before it runs; refuses it while
@@ -171,7 +209,7 @@ impl Throttle {
     /// decayed to nothing.
     pub async fn prune(&self) -> Result<u64> {
         let now = now_ms();
-        let longest = self.settings.window.max(self.settings.failure_window);
+        let longest = self.settings.window.max(self.settings.failure_window).max(MAIL_WINDOW);
         let decayed = self.settings.account_failure_decay.max(longest);
         Ok(self.store.throttle_prune(now - millis(longest), ACCOUNT_KEY, now - millis(decayed)).await?)
     }

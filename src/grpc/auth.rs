@@ -5,7 +5,8 @@ use crate::{
     core::Authd,
     pb::{
         GetJwksRequest, GetJwksResponse, Jwk, ListSessionsRequest, ListSessionsResponse, LoginRequest, LogoutRequest,
-        LogoutResponse, RefreshTokenRequest, RevokeSessionRequest, RevokeSessionResponse, RevokeTokenRequest,
+        LogoutResponse, RefreshTokenRequest, RequestPasswordResetRequest, RequestPasswordResetResponse,
+        ResetPasswordRequest, ResetPasswordResponse, RevokeSessionRequest, RevokeSessionResponse, RevokeTokenRequest,
         RevokeTokenResponse, TokenResponse, ValidateTokenRequest, ValidateTokenResponse,
         auth_service_server::AuthService,
     },
@@ -64,6 +65,22 @@ impl AuthService for AuthApi {
     ) -> Result<Response<RevokeSessionResponse>, Status> {
         self.0.revoke_session(&caller(&self.0, &request).await?, &request.get_ref().session_id).await?;
         Ok(Response::new(RevokeSessionResponse {}))
+    }
+
+    async fn request_password_reset(
+        &self,
+        request: Request<RequestPasswordResetRequest>,
+    ) -> Result<Response<RequestPasswordResetResponse>, Status> {
+        self.0.request_password_reset(request.get_ref(), &client_info(&request)).await?;
+        Ok(Response::new(RequestPasswordResetResponse {}))
+    }
+
+    async fn reset_password(
+        &self,
+        request: Request<ResetPasswordRequest>,
+    ) -> Result<Response<ResetPasswordResponse>, Status> {
+        let ended = self.0.reset_password(request.get_ref(), &client_info(&request)).await?;
+        Ok(Response::new(ResetPasswordResponse { sessions_ended: ended as i64 }))
     }
 }
 

@@ -100,6 +100,11 @@ impl From<Error> for Status {
             }
             Error::EmailTaken => Status::already_exists("Email already registered. Try logging in."),
             Error::InvalidCredentials => Status::unauthenticated("Invalid credentials. Try again..."),
+            Error::EmailNotVerified => Status::with_error_details(
+                Code::FailedPrecondition,
+                "Email not verified. Check your inbox, or ask for a new verification mail.",
+                ErrorDetails::with_error_info("EMAIL_NOT_VERIFIED", "authd", std::collections::HashMap::new()),
+            ),
             Error::RefreshRejected => Status::unauthenticated("Authorization failed. Log in again."),
             Error::MissingToken => {
                 Status::unauthenticated("Not authenticated: send `authorization: Bearer <access token>`")

@@ -4,8 +4,10 @@ use super::{caller, client_info};
 use crate::{
     core::Authd,
     pb::{
-        ChangePasswordRequest, ChangePasswordResponse, DeleteMeRequest, DeleteMeResponse, GetMeRequest,
-        RegisterUserRequest, RegisterUserResponse, UpdateMeRequest, User, user_service_server::UserService,
+        ChangeEmailRequest, ChangeEmailResponse, ChangePasswordRequest, ChangePasswordResponse,
+        ConfirmEmailChangeRequest, ConfirmEmailChangeResponse, DeleteMeRequest, DeleteMeResponse, GetMeRequest,
+        RegisterUserRequest, RegisterUserResponse, ResendVerificationEmailRequest, ResendVerificationEmailResponse,
+        UpdateMeRequest, User, VerifyEmailRequest, VerifyEmailResponse, user_service_server::UserService,
     },
 };
 
@@ -18,7 +20,7 @@ impl UserService for UserApi {
         request: Request<RegisterUserRequest>,
     ) -> Result<Response<RegisterUserResponse>, Status> {
         let user = self.0.register(request.get_ref(), &client_info(&request)).await?;
-        Ok(Response::new(RegisterUserResponse { user: Some(user) }))
+        Ok(Response::new(RegisterUserResponse { user }))
     }
 
     async fn get_me(&self, request: Request<GetMeRequest>) -> Result<Response<User>, Status> {
@@ -44,5 +46,37 @@ impl UserService for UserApi {
     async fn delete_me(&self, request: Request<DeleteMeRequest>) -> Result<Response<DeleteMeResponse>, Status> {
         self.0.delete_me(&caller(&self.0, &request).await?, request.get_ref()).await?;
         Ok(Response::new(DeleteMeResponse {}))
+    }
+
+    async fn verify_email(
+        &self,
+        request: Request<VerifyEmailRequest>,
+    ) -> Result<Response<VerifyEmailResponse>, Status> {
+        self.0.verify_email(request.get_ref(), &client_info(&request)).await?;
+        Ok(Response::new(VerifyEmailResponse {}))
+    }
+
+    async fn resend_verification_email(
+        &self,
+        request: Request<ResendVerificationEmailRequest>,
+    ) -> Result<Response<ResendVerificationEmailResponse>, Status> {
+        self.0.resend_verification(request.get_ref(), &client_info(&request)).await?;
+        Ok(Response::new(ResendVerificationEmailResponse {}))
+    }
+
+    async fn change_email(
+        &self,
+        request: Request<ChangeEmailRequest>,
+    ) -> Result<Response<ChangeEmailResponse>, Status> {
+        self.0.change_email(&caller(&self.0, &request).await?, request.get_ref()).await?;
+        Ok(Response::new(ChangeEmailResponse {}))
+    }
+
+    async fn confirm_email_change(
+        &self,
+        request: Request<ConfirmEmailChangeRequest>,
+    ) -> Result<Response<ConfirmEmailChangeResponse>, Status> {
+        let ended = self.0.confirm_email_change(request.get_ref(), &client_info(&request)).await?;
+        Ok(Response::new(ConfirmEmailChangeResponse { sessions_ended: ended as i64 }))
     }
 }

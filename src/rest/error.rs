@@ -31,6 +31,19 @@ impl ErrorBody {
     }
 }
 
+/// An error clients tell apart by its `code`: `{"error": {"error": "<message>", "code": "<code>"}}`.
+#[derive(Serialize, ToSchema)]
+pub struct CodedError {
+    error: CodedText,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CodedText {
+    error: &'static str,
+    #[schema(example = "email_not_verified")]
+    code: &'static str,
+}
+
 /// 422: one object per bad field, `{"<field>": "<why>"}`; `body` for an unreadable body.
 #[derive(Serialize, ToSchema)]
 pub struct FieldErrors {
@@ -118,6 +131,10 @@ error_response!(
     CrossSite(ErrorBody) = FORBIDDEN
 );
 error_response!(
+    /// The right password, for an address not verified yet (with `REQUIRE_EMAIL_VERIFICATION`)
+    EmailNotVerified(CodedError) = FORBIDDEN
+);
+error_response!(
     /// No such live session of the caller's (another user's looks the same)
     SessionNotFound(ErrorBody) = NOT_FOUND
 );
@@ -170,6 +187,13 @@ impl IntoResponse for Error {
             Error::InvalidCredentials => {
                 challenge(WrongCredentials(ErrorBody::new("Invalid credentials. Try again...")))
             }
+            Error::EmailNotVerified => EmailNotVerified(CodedError {
+                error: CodedText {
+                    error: "Email not verified. Check your inbox, or ask for a new verification mail.",
+                    code: "email_not_verified",
+                },
+            })
+            .into_response(),
             Error::RefreshRejected => challenge(RefreshRejected(ErrorBody::new("Authorization failed. Log in again."))),
             Error::MissingToken => challenge(Unauthenticated(Detail { detail: "Not authenticated" })),
             Error::InvalidToken => challenge(Unauthenticated(Detail { detail: "Invalid Credentials" })),

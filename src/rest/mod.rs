@@ -23,13 +23,14 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use self::{
     body::{AllowedOrigins, Body, Patch},
     error::{
-        BodyRejected, CrossSite, ErrorBody, Overloaded, RefreshRejected, ServerFailed, SessionNotFound,
-        Unauthenticated, WrongCredentials,
+        BodyRejected, CrossSite, EmailNotVerified, ErrorBody, Overloaded, RefreshRejected, ServerFailed,
+        SessionNotFound, Unauthenticated, WrongCredentials,
     },
     wire::{
-        ChangePasswordBody, DeleteMeBody, Jwks, LoginBody, LoginForm, LogoutBody, Message, PasswordChanged, Profile,
-        RefreshBody, RegisterUserBody, RevokeBody, Sessions, SessionsEnded, SignedIn, Status, UpdateMeBody,
-        ValidateBody, Validation,
+        ChangeEmailBody, ChangePasswordBody, ConfirmEmailChangeBody, DeleteMeBody, ForgotPasswordBody, Jwks, LoginBody,
+        LoginForm, LogoutBody, Message, PasswordChanged, Profile, Readiness, RefreshBody, RegisterUserBody,
+        ResendVerificationBody, ResetPasswordBody, RevokeBody, Sessions, SessionsEnded, SignedIn, Status, UpdateMeBody,
+        ValidateBody, Validation, VerifyEmailBody,
     },
 };
 use crate::{
@@ -57,6 +58,12 @@ pub fn router(authd: Authd, allowed_origins: &[String]) -> Router {
         .routes(routes!(change_password))
         .routes(routes!(list_sessions))
         .routes(routes!(revoke_session))
+        .routes(routes!(forgot_password))
+        .routes(routes!(reset_password))
+        .routes(routes!(verify_email))
+        .routes(routes!(resend_verification))
+        .routes(routes!(change_email))
+        .routes(routes!(confirm_email_change))
         .routes(routes!(jwks))
         .routes(routes!(healthz))
         .routes(routes!(ready))
@@ -127,7 +134,7 @@ async fn register_user(State(authd): State<Authd>, client: ClientInfo, body: Bod
     request_body(content((LoginBody = "application/json"), (LoginForm = "application/x-www-form-urlencoded"))),
     responses((status = 200, description = "Logged in: a new session", body = SignedIn,
             headers(("Set-Cookie" = String, description = "`authd_device=<device token>`, HttpOnly, SameSite=Strict"))),
-        WrongCredentials, CrossSite, BodyRejected, Overloaded, ServerFailed))]
+        WrongCredentials, EmailNotVerified, CrossSite, BodyRejected, Overloaded, ServerFailed))]
 async fn login(
     State(authd): State<Authd>,
     client: ClientInfo,
@@ -404,6 +411,104 @@ async fn validate(State(authd): State<Authd>, body: Body) -> Reply<Validation> {
     Ok(Json(authd.validate_token(&body.token).await?.into()))
 }
 
+/// Forgot my password
+///
+/// Mails a one-time reset link to the address if it has an account. The answer is the same 200, in
+/// the same time, whether it has or not; 429 past the mails allowed per address (counted for every
+/// address) or per client.
+#[utoipa::path(post, path = "/api/v1/auth/forgot-password", tag = "auth", request_body = ForgotPasswordBody,
+    responses((status = 200, description = "If the address has an account, a reset mail is on its way", body = Message),
+        BodyRejected, Overloaded, ServerFailed))]
+async fn forgot_password(State(authd): State<Authd>, client: ClientInfo, body: Body) -> Reply<Message> {
+    let (body, bad_fields) = body.json::<ForgotPasswordBody>()?;
+    bad_fields.finish(Ok(()))?;
+    authd.request_password_reset(&pb::RequestPasswordResetRequest { email: body.email }, &client).await?;
+    Ok(Json(Message { message: "If the address has an account, a reset link is on its way." }))
+}
+
+/// Reset my password
+///
+/// Sets a new password with the token of a reset mail (single use, valid for
+/// `PASSWORD_RESET_TOKEN_MINUTES`). Every session ends, known devices are forgotten, and the address
+/// counts as verified. A bad, expired or used token is a 422 naming `token`.
+#[utoipa::path(post, path = "/api/v1/auth/reset-password", tag = "auth", request_body = ResetPasswordBody,
+    responses((status = 200, description = "The password is set; every session ended", body = SessionsEnded),
+        BodyRejected, Overloaded, ServerFailed))]
+async fn reset_password(State(authd): State<Authd>, client: ClientInfo, body: Body) -> Reply<SessionsEnded> {
+    let (body, bad_fields) = body.json::<ResetPasswordBody>()?;
+    bad_fields.finish(Ok(()))?;
+    let request = pb::ResetPasswordRequest { token: body.token, new_password: body.new_password };
+    let ended = authd.reset_password(&request, &client).await?;
+    Ok(Json(SessionsEnded {
+        message: "Password reset successfully. Log in with the new password.",
+        sessions_ended: ended,
+    }))
+}
+
+/// Verify my email address
+///
+/// With the `token` of the verification link, or the `email` and the six-digit `code` of the mail.
+/// A bad, expired or used token, or a wrong code, is a 422 naming `token` or `code`.
+#[utoipa::path(post, path = "/api/v1/verify-email", tag = "users", request_body = VerifyEmailBody,
+    responses((status = 200, description = "The address is verified", body = Message),
+        BodyRejected, Overloaded, ServerFailed))]
+async fn verify_email(State(authd): State<Authd>, client: ClientInfo, body: Body) -> Reply<Message> {
+    let (body, bad_fields) = body.json::<VerifyEmailBody>()?;
+    let request = pb::VerifyEmailRequest {
+        token: body.token.unwrap_or_default(),
+        email: body.email.unwrap_or_default(),
+        code: body.code.unwrap_or_default(),
+    };
+    bad_fields.finish(authd.validate_verification(&request).map(|_| ()))?;
+    authd.verify_email(&request, &client).await?;
+    Ok(Json(Message { message: "Email verified." }))
+}
+
+/// Send the verification mail again
+///
+/// Mails a new verification link and code if the address has an account not verified yet; the
+/// answer is the same either way. 429 past the mails allowed per address or client.
+#[utoipa::path(post, path = "/api/v1/verify-email/resend", tag = "users", request_body = ResendVerificationBody,
+    responses((status = 200, description = "If the address awaits verification, a mail is on its way", body = Message),
+        BodyRejected, Overloaded, ServerFailed))]
+async fn resend_verification(State(authd): State<Authd>, client: ClientInfo, body: Body) -> Reply<Message> {
+    let (body, bad_fields) = body.json::<ResendVerificationBody>()?;
+    bad_fields.finish(Ok(()))?;
+    authd.resend_verification(&pb::ResendVerificationEmailRequest { email: body.email }, &client).await?;
+    Ok(Json(Message { message: "If the address awaits verification, a mail is on its way." }))
+}
+
+/// Change my email address
+///
+/// Given the current password (a wrong one is a 422 naming `current_password`), mails a confirmation
+/// link to the new address and a notice to the current one. Nothing changes until the link is used.
+/// An address that already has an account gets no mail, with the same answer.
+#[utoipa::path(post, path = "/api/v1/me/email", tag = "users", request_body = ChangeEmailBody,
+    responses((status = 200, description = "A confirmation mail is on its way to the new address", body = Message),
+        Unauthenticated, BodyRejected, Overloaded, ServerFailed))]
+async fn change_email(State(authd): State<Authd>, caller: Caller, body: Body) -> Reply<Message> {
+    let (body, bad_fields) = body.json::<ChangeEmailBody>()?;
+    let request = pb::ChangeEmailRequest { new_email: body.new_email, current_password: body.current_password };
+    bad_fields.finish(authd.validate_email_change(&caller, &request))?;
+    authd.change_email(&caller, &request).await?;
+    Ok(Json(Message { message: "Check the new address for a confirmation link." }))
+}
+
+/// Confirm an email change
+///
+/// With the token of the confirmation mail: the new address becomes the account's (verified), and
+/// every session but the one that asked for the change ends. A bad, expired or used token is a 422
+/// naming `token`; an address taken meanwhile, a 400.
+#[utoipa::path(post, path = "/api/v1/confirm-email-change", tag = "users", request_body = ConfirmEmailChangeBody,
+    responses((status = 200, description = "The address is changed", body = SessionsEnded),
+        BodyRejected, Overloaded, ServerFailed))]
+async fn confirm_email_change(State(authd): State<Authd>, client: ClientInfo, body: Body) -> Reply<SessionsEnded> {
+    let (body, bad_fields) = body.json::<ConfirmEmailChangeBody>()?;
+    bad_fields.finish(Ok(()))?;
+    let ended = authd.confirm_email_change(&pb::ConfirmEmailChangeRequest { token: body.token }, &client).await?;
+    Ok(Json(SessionsEnded { message: "Email changed.", sessions_ended: ended }))
+}
+
 /// Public signing keys
 ///
 /// The JWKS that verifies access tokens (empty with HMAC signing).
@@ -421,7 +526,7 @@ async fn jwks(State(authd): State<Authd>) -> impl IntoResponse {
     responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain"),
         (status = 503, description = "Metrics not available", body = ErrorBody)))]
 async fn metrics_text(State(authd): State<Authd>) -> Response {
-    match crate::metrics::render(authd.pool_usage()) {
+    match crate::metrics::render(authd.pool_usage(), authd.change_feed_up()) {
         Some(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response(),
         None => error_body(StatusCode::SERVICE_UNAVAILABLE, "Metrics are not available."),
     }
@@ -439,15 +544,18 @@ async fn healthz() -> Json<Status> {
 /// Readiness
 ///
 /// Whether the database answered the last health check (every `HEALTH_CHECK_INTERVAL_MS`); asking
-/// costs the database nothing.
+/// costs the database nothing. `change_feed` says whether this process hears the session
+/// changes other processes announce (`up`); while it is `down`, token checks ask the
+/// database instead of the session cache, so the process stays ready.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
-    responses((status = 200, description = "The database answers", body = Status),
-        (status = 503, description = "The database does not answer", body = Status)))]
-async fn ready(State(authd): State<Authd>) -> (StatusCode, Json<Status>) {
+    responses((status = 200, description = "The database answers", body = Readiness),
+        (status = 503, description = "The database does not answer", body = Readiness)))]
+async fn ready(State(authd): State<Authd>) -> (StatusCode, Json<Readiness>) {
+    let change_feed = if authd.change_feed_up() { "up" } else { "down" };
     if authd.ready() {
-        (StatusCode::OK, Json(Status { status: "ready" }))
+        (StatusCode::OK, Json(Readiness { status: "ready", change_feed }))
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(Status { status: "unavailable" }))
+        (StatusCode::SERVICE_UNAVAILABLE, Json(Readiness { status: "unavailable", change_feed }))
     }
 }
 

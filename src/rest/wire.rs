@@ -76,6 +76,50 @@ pub struct LogoutBody {
     pub all_sessions: Option<bool>,
 }
 
+/// A password reset asked for an address.
+#[derive(Deserialize, ToSchema)]
+pub struct ForgotPasswordBody {
+    #[schema(example = "ada@example.com")]
+    pub email: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct ResetPasswordBody {
+    /// The `token` of the link in the reset mail.
+    pub token: String,
+    /// The rules of registration's `password`.
+    #[schema(example = "a new correct horse")]
+    pub new_password: String,
+}
+
+/// Either `token` (from the link), or `email` and `code` (the six digits in the mail).
+#[derive(Deserialize, ToSchema)]
+pub struct VerifyEmailBody {
+    pub token: Option<String>,
+    pub email: Option<String>,
+    #[schema(example = "123456")]
+    pub code: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct ResendVerificationBody {
+    #[schema(example = "ada@example.com")]
+    pub email: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct ChangeEmailBody {
+    #[schema(example = "ada@lovelace.example")]
+    pub new_email: String,
+    pub current_password: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct ConfirmEmailChangeBody {
+    /// The `token` of the link in the confirmation mail.
+    pub token: String,
+}
+
 /// RFC 7009's revocation request, as a form or JSON.
 #[derive(Deserialize, ToSchema)]
 pub struct RevokeBody {
@@ -221,11 +265,20 @@ pub struct Profile {
     #[schema(required)]
     about: Option<String>,
     location: String,
+    /// Whether the address was proven (a verification, a reset by mail, a confirmed change).
+    email_verified: bool,
 }
 
 impl From<pb::User> for Profile {
     fn from(user: pb::User) -> Self {
-        Self { user_id: user.user_id, name: user.name, email: user.email, about: user.about, location: user.location }
+        Self {
+            user_id: user.user_id,
+            name: user.name,
+            email: user.email,
+            about: user.about,
+            location: user.location,
+            email_verified: user.email_verified,
+        }
     }
 }
 
@@ -305,6 +358,9 @@ pub struct Validation {
     /// Expiry, seconds since the epoch.
     #[serde(skip_serializing_if = "Option::is_none")]
     exp: Option<i64>,
+    /// Whether the user's address is verified now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    email_verified: Option<bool>,
 }
 
 impl From<pb::ValidateTokenResponse> for Validation {
@@ -315,8 +371,9 @@ impl From<pb::ValidateTokenResponse> for Validation {
                 user_id: Some(answer.user_id),
                 session_id: Some(answer.session_id),
                 exp: Some(expires_at.seconds),
+                email_verified: Some(answer.email_verified),
             },
-            _ => Self { active: false, user_id: None, session_id: None, exp: None },
+            _ => Self { active: false, user_id: None, session_id: None, exp: None, email_verified: None },
         }
     }
 }
@@ -332,6 +389,16 @@ pub struct Jwks {
 pub struct Status {
     #[schema(example = "ok")]
     pub status: &'static str,
+}
+
+/// `/readyz`: whether the database answers, and whether the change feed (how this process
+/// hears of logouts made by others) is up; while it is down, token checks ask the database.
+#[derive(Serialize, ToSchema)]
+pub struct Readiness {
+    #[schema(example = "ready")]
+    pub status: &'static str,
+    #[schema(example = "up")]
+    pub change_feed: &'static str,
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ pub mod access;
 pub mod accounts;
 pub mod devices;
 pub mod keys;
+pub mod mail_tokens;
 pub mod passwords;
 pub mod refresh;
 pub mod sealing;

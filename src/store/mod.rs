@@ -9,6 +9,8 @@
 
 mod adoption;
 mod devices;
+mod email_tokens;
+mod outbox;
 mod postgres;
 mod secrets;
 mod sessions;
@@ -24,6 +26,8 @@ use secrecy::ExposeSecret;
 use sqlx::{PgPool, SqlitePool, migrate::Migrator};
 use url::Url;
 
+pub use email_tokens::{CODE_ATTEMPTS, EmailChanged, EmailTokenRecord, NewEmailToken, Purpose};
+pub use outbox::{MailRecord, NewMail};
 pub use sessions::{NewSession, SessionChange, SessionRecord, SessionSummary};
 pub use signing_keys::SigningKeyRecord;
 pub use throttle::{Allowance, ThrottleCount};
@@ -34,6 +38,11 @@ use crate::config::DatabaseSettings;
 /// The database: every query the core makes is a method of this.
 pub struct Store {
     pool: Pool,
+    /// Off behind a transaction pooler (`DB_PREPARED_STATEMENTS`): then no statement is
+    /// named, and each runs in a transaction of its own (see [`on_statement`]).
+    prepared_statements: bool,
+    /// PostgreSQL: where the change feed listens, and how often it checks itself.
+    feed: Option<(sqlx::postgres::PgConnectOptions, std::time::Duration)>,
 }
 
 enum Pool {
@@ -53,19 +62,54 @@ macro_rules! on_pool {
 }
 use on_pool;
 
+/// Evaluates `$body`, one statement giving a `sqlx::Result`, with `$exec` bound to where
+/// it runs and `$persistent` to whether it may be a named prepared statement. Behind a
+/// transaction pooler (prepared statements off) that is a transaction of its own: sqlx
+/// parses a statement and binds it in two exchanges, and the pooler may hand the second
+/// to another server connection between them, unless a transaction holds it.
+macro_rules! on_statement {
+    ($store:expr, |$exec:ident, $persistent:ident| $body:expr) => {
+        match &$store.pool {
+            $crate::store::Pool::Postgres(pool) if !$store.prepared_statements => {
+                async {
+                    let mut tx = pool.begin().await?;
+                    let result = {
+                        let ($exec, $persistent) = (&mut *tx, false);
+                        $body
+                    }?;
+                    tx.commit().await?;
+                    Ok::<_, sqlx::Error>(result)
+                }
+                .await
+            }
+            $crate::store::Pool::Postgres($exec) => {
+                let $persistent = true;
+                $body
+            }
+            $crate::store::Pool::Sqlite($exec) => {
+                let $persistent = true;
+                $body
+            }
+        }
+    };
+}
+use on_statement;
+
 /// Runs one statement on the store's pool, binding the arguments to `$1`, `$2`, ... in
 /// order, and sorts any error with `classify`: `query_as(..).fetch_*` gives records,
 /// `query_scalar(..).fetch_*` values, and `query(..).execute` the number of rows changed.
 macro_rules! run {
     ($store:expr, query($sql:expr $(, $arg:expr)* $(,)?).execute) => {
-        $crate::store::on_pool!($store, |pool| {
-            sqlx::query($sql)$(.bind($arg))*.execute(pool).await.map(|done| done.rows_affected())
+        $crate::store::on_statement!($store, |exec, persistent| {
+            sqlx::query($sql)$(.bind($arg))*.persistent(persistent).execute(exec).await.map(|done| done.rows_affected())
         })
         .map_err($crate::store::classify)
     };
     ($store:expr, $make:ident($sql:expr $(, $arg:expr)* $(,)?).$fetch:ident) => {
-        $crate::store::on_pool!($store, |pool| sqlx::$make($sql)$(.bind($arg))*.$fetch(pool).await)
-            .map_err($crate::store::classify)
+        $crate::store::on_statement!($store, |exec, persistent| {
+            sqlx::$make($sql)$(.bind($arg))*.persistent(persistent).$fetch(exec).await
+        })
+        .map_err($crate::store::classify)
     };
 }
 use run;
@@ -111,7 +155,7 @@ pub async fn open(settings: &DatabaseSettings, migrations: Migrations) -> anyhow
     let url = settings.url.expose_secret();
     let backend = Backend::of(url)?;
     tracing::info!(backend = backend.name(), url = %redacted(url), "database");
-    let store = Store::connect(url, backend, settings.max_connections, migrations).await;
+    let store = Store::connect(settings, backend, migrations).await;
     Ok(Arc::new(store.with_context(|| format!("opening {} at {} (DATABASE_URL)", backend.name(), redacted(url)))?))
 }
 
@@ -129,36 +173,68 @@ impl PoolUsage {
 }
 
 impl Store {
-    async fn connect(
-        url: &str,
-        backend: Backend,
-        max_connections: u32,
-        migrations: Migrations,
-    ) -> anyhow::Result<Self> {
-        let store = Self {
-            pool: match backend {
-                Backend::Postgres => Pool::Postgres(postgres::connect(url, max_connections, migrations).await?),
-                Backend::Sqlite => Pool::Sqlite(sqlite::connect(url, max_connections, migrations).await?),
-            },
-        };
-        let migrator = match store.pool {
-            Pool::Postgres(_) => &postgres::MIGRATOR,
-            Pool::Sqlite(_) => &sqlite::MIGRATOR,
-        };
-        match migrations {
-            Migrations::Apply => {
-                if let Pool::Postgres(pool) = &store.pool {
-                    adoption::check(pool, migrator).await?;
+    async fn connect(settings: &DatabaseSettings, backend: Backend, migrations: Migrations) -> anyhow::Result<Self> {
+        let url = settings.url.expose_secret();
+        let prepared_statements = settings.prepared_statements;
+        let store = match backend {
+            Backend::Postgres => {
+                let connected = postgres::connect(settings, migrations).await?;
+                let store = Self {
+                    pool: Pool::Postgres(connected.pool.clone()),
+                    prepared_statements,
+                    feed: Some((connected.listen, settings.heartbeat_interval)),
+                };
+                // The migrator names its statements and holds a session lock: over a
+                // direct connection when one is configured. Behind a transaction pooler
+                // (where that one may be wrongly configured too) it runs only when a
+                // migration is pending.
+                let direct = connected.migrations;
+                let needed = migrations == Migrations::Apply
+                    && (prepared_statements || !store.pending_migrations(&postgres::MIGRATOR).await?.is_empty());
+                if needed {
+                    let pool = direct.as_ref().unwrap_or(&connected.pool);
+                    adoption::check(pool, &postgres::MIGRATOR).await?;
+                    postgres::MIGRATOR.run(pool).await.context("applying migrations")?;
                 }
-                on_pool!(store, |pool| migrator.run(pool).await).context("applying migrations")?;
+                if let Some(direct) = direct {
+                    direct.close().await;
+                }
+                store
             }
-            Migrations::RequireCurrent => store.require_current(migrator).await?,
+            Backend::Sqlite => {
+                let pool = sqlite::connect(url, settings.max_connections, migrations).await?;
+                if migrations == Migrations::Apply {
+                    sqlite::MIGRATOR.run(&pool).await.context("applying migrations")?;
+                }
+                Self { pool: Pool::Sqlite(pool), prepared_statements, feed: None }
+            }
+        };
+        if migrations == Migrations::RequireCurrent {
+            let migrator = match store.pool {
+                Pool::Postgres(_) => &postgres::MIGRATOR,
+                Pool::Sqlite(_) => &sqlite::MIGRATOR,
+            };
+            store.require_current(migrator).await?;
         }
         Ok(store)
     }
 
     /// Fails, naming them, if any of the migrator's migrations is not applied yet.
     async fn require_current(&self, migrator: &Migrator) -> anyhow::Result<()> {
+        let pending = self.pending_migrations(migrator).await?;
+        if pending.is_empty() {
+            Ok(())
+        } else {
+            anyhow::bail!(
+                "the database schema is behind ({} pending: {}) and MIGRATE_ON_START is off: run `authd migrate` first",
+                pending.len(),
+                pending.join(", ")
+            )
+        }
+    }
+
+    /// The migrator's migrations not applied yet, as "version description".
+    async fn pending_migrations(&self, migrator: &Migrator) -> anyhow::Result<Vec<String>> {
         let has_table = match self.pool {
             Pool::Postgres(_) => "select to_regclass('_sqlx_migrations') is not null",
             Pool::Sqlite(_) => {
@@ -170,20 +246,11 @@ impl Store {
         } else {
             Vec::new()
         };
-        let pending = migrator
+        Ok(migrator
             .iter()
             .filter(|m| m.migration_type.is_up_migration() && !applied.contains(&m.version))
             .map(|m| format!("{} {}", m.version, m.description))
-            .collect::<Vec<_>>();
-        if pending.is_empty() {
-            Ok(())
-        } else {
-            anyhow::bail!(
-                "the database schema is behind ({} pending: {}) and MIGRATE_ON_START is off: run `authd migrate` first",
-                pending.len(),
-                pending.join(", ")
-            )
-        }
+            .collect())
     }
 
     pub async fn ping(&self) -> StoreResult<()> {

@@ -3,7 +3,11 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{Pool, Store, StoreResult, UserRecord, classify, on_pool, postgres, run, users::user_columns};
+use anyhow::Context;
+
+use super::{
+    Pool, Store, StoreResult, UserRecord, classify, on_pool, on_statement, postgres, run, users::user_columns,
+};
 
 /// The columns a `SessionRecord` is read from.
 macro_rules! session_columns {
@@ -51,8 +55,11 @@ pub struct SessionSummary {
 /// A change that processes caching sessions must hear of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SessionChange {
-    /// From now on every change is heard (sent first, and again after a reconnection).
+    /// From now on every change is heard (sent first, and again after a reconnection, or
+    /// once the feed's heartbeat is heard back after it was not).
     Listening,
+    /// Changes may go unheard from now on: the feed's heartbeat did not come back in time.
+    Unheard,
     /// A session ended.
     Session(Uuid),
     /// Something about a user changed, or every session of theirs ended.
@@ -105,7 +112,10 @@ impl Store {
     /// Starts a session, unless the user's credentials moved on (a password change, a
     /// logout everywhere) since the login read them, or the user is gone: then `false`.
     pub async fn insert_session(&self, s: &NewSession<'_>) -> StoreResult<bool> {
-        match on_pool!(self, |pool| insert_session!(s).execute(pool).await.map(|done| done.rows_affected())) {
+        let inserted = on_statement!(self, |exec, persistent| {
+            insert_session!(s).persistent(persistent).execute(exec).await.map(|done| done.rows_affected())
+        });
+        match inserted {
             Ok(inserted) => Ok(inserted == 1),
             // The user was deleted between the check and the insert (PostgreSQL).
             Err(sqlx::Error::Database(db)) if db.is_foreign_key_violation() => Ok(false),
@@ -193,6 +203,7 @@ impl Store {
         now: DateTime<Utc>,
         seen_since: DateTime<Utc>,
     ) -> StoreResult<u64> {
+        let prepared = self.prepared_statements;
         let ended = on_pool!(self, |pool| async {
             let mut tx = pool.begin().await?;
             let version: Option<i64> = sqlx::query_scalar(
@@ -200,14 +211,21 @@ impl Store {
                  returning credentials_version",
             )
             .bind(user_id)
+            .persistent(prepared)
             .fetch_optional(&mut *tx)
             .await?;
             if let Some(version) = version {
                 let keep = sqlx::query(KEEP_SESSION_DEVICE).bind(user_id).bind(session_id).bind(version);
-                keep.bind(seen_since).execute(&mut *tx).await?;
-                sqlx::query(FORGET_DEVICES).bind(user_id).bind(version).execute(&mut *tx).await?;
+                keep.bind(seen_since).persistent(prepared).execute(&mut *tx).await?;
+                let forget = sqlx::query(FORGET_DEVICES).bind(user_id).bind(version);
+                forget.persistent(prepared).execute(&mut *tx).await?;
             }
-            let ended = sqlx::query(REVOKE_USER_SESSIONS).bind(user_id).bind(now).execute(&mut *tx).await?;
+            let ended = sqlx::query(REVOKE_USER_SESSIONS)
+                .bind(user_id)
+                .bind(now)
+                .persistent(prepared)
+                .execute(&mut *tx)
+                .await?;
             tx.commit().await?;
             Ok(ended.rows_affected())
         }
@@ -356,7 +374,10 @@ impl Store {
         on_change: &(dyn Fn(SessionChange) + Send + Sync),
     ) -> anyhow::Result<()> {
         match &self.pool {
-            Pool::Postgres(pool) => postgres::follow_session_changes(pool, on_change).await,
+            Pool::Postgres(pool) => {
+                let (listen, heartbeat) = self.feed.as_ref().context("a PostgreSQL store has a change feed")?;
+                postgres::follow_session_changes(pool, self.prepared_statements, listen, *heartbeat, on_change).await
+            }
             Pool::Sqlite(_) => {
                 // One process owns the file: every change is made here, and heard directly.
                 on_change(SessionChange::Listening);
@@ -368,7 +389,7 @@ impl Store {
     /// Tells every other process caching sessions of a change.
     pub(super) async fn announce(&self, change: SessionChange) -> StoreResult<()> {
         match &self.pool {
-            Pool::Postgres(pool) => postgres::announce(pool, change).await.map_err(classify),
+            Pool::Postgres(pool) => postgres::announce(pool, self.prepared_statements, change).await.map_err(classify),
             Pool::Sqlite(_) => Ok(()),
         }
     }

@@ -4,9 +4,73 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{
-    NewSession, Pool, SessionChange, Store, StoreError, StoreResult, classify, on_pool, postgres, run,
-    sessions::{FORGET_DEVICES, KEEP_SESSION_DEVICE, REVOKE_USER_SESSIONS, insert_session},
+    NewSession, Pool, SessionChange, Store, StoreError, StoreResult, classify, on_pool, on_statement, postgres, run,
+    sessions::insert_session,
 };
+
+/// Inside the transaction `$tx`: replaces the password of `$user_id` if it is still
+/// `$current_hash`, moves the credentials version on, ends every session (counting those
+/// other than `$current_session`, if any), and forgets the user's devices but the one
+/// `$current_session` logged in with, if it was known until now (seen since `$seen_since`).
+/// Gives `Some((new version, sessions ended, that device's hash))`, or `None` if the
+/// password had changed meanwhile (then nothing is done). The one way a password is replaced: a change and a reset alike.
+macro_rules! replace_password {
+    (
+        $tx:expr, $user_id:expr, $current_hash:expr, $new_hash:expr, $now:expr, $current_session:expr,
+        $seen_since:expr, $prepared:expr
+    ) => {
+        async {
+            let tx = $tx;
+            let version: Option<i64> = sqlx::query_scalar(
+                "update users set password = $3, credentials_version = credentials_version + 1, updated_at = $4
+                  where user_id = $1 and password = $2
+                 returning credentials_version",
+            )
+            .bind($user_id)
+            .bind($current_hash)
+            .bind($new_hash)
+            .bind($now)
+            .persistent($prepared)
+            .fetch_optional(&mut **tx)
+            .await?;
+            let Some(version) = version else { return Ok::<_, sqlx::Error>(None) };
+            let mut ended = 0;
+            let mut kept: Option<Vec<u8>> = None;
+            if let Some(current) = $current_session {
+                sqlx::query("update sessions set revoked_at = $2 where session_id = $1 and revoked_at is null")
+                    .bind(current)
+                    .bind($now)
+                    .persistent($prepared)
+                    .execute(&mut **tx)
+                    .await?;
+                kept = sqlx::query_scalar($crate::store::sessions::KEEP_SESSION_DEVICE)
+                    .bind($user_id)
+                    .bind(current)
+                    .bind(version)
+                    .bind($seen_since)
+                    .persistent($prepared)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+            }
+            ended += sqlx::query($crate::store::sessions::REVOKE_USER_SESSIONS)
+                .bind($user_id)
+                .bind($now)
+                .persistent($prepared)
+                .execute(&mut **tx)
+                .await?
+                .rows_affected();
+            sqlx::query($crate::store::sessions::FORGET_DEVICES)
+                .bind($user_id)
+                .bind(version)
+                .persistent($prepared)
+                .execute(&mut **tx)
+                .await?;
+            Ok(Some((version, ended, kept)))
+        }
+        .await?
+    };
+}
+pub(super) use replace_password;
 
 /// The columns a `UserRecord` is read from, each after an optional table alias (a macro,
 /// so that `concat!` makes each query a constant).
@@ -33,7 +97,9 @@ macro_rules! user_columns {
             $alias,
             "updated_at, ",
             $alias,
-            "credentials_version"
+            "credentials_version, ",
+            $alias,
+            "email_verified_at"
         )
     };
 }
@@ -56,6 +122,8 @@ pub struct UserRecord {
     /// Moves on with every change of password and every logout everywhere: a session
     /// started with another is over.
     pub credentials_version: i64,
+    /// When the address was proven; `None` while it is not.
+    pub email_verified_at: Option<DateTime<Utc>>,
 }
 
 /// A password change: the hash it replaces, the session it starts in place of every
@@ -90,7 +158,7 @@ pub struct ProfileUpdate<'a> {
 impl Store {
     /// Inserts a user; [`StoreError::EmailTaken`] when the email exists in any case.
     pub async fn insert_user(&self, user: &NewUser<'_>) -> StoreResult<UserRecord> {
-        let inserted = on_pool!(self, |pool| sqlx::query_as(concat!(
+        let inserted = on_statement!(self, |exec, persistent| sqlx::query_as(concat!(
             "insert into users (name, email, location, about, password, created_at, updated_at)
              values ($1, $2, $3, $4, $5, $6, $6)
              returning ",
@@ -102,7 +170,8 @@ impl Store {
         .bind(user.about)
         .bind(user.password_hash)
         .bind(Utc::now())
-        .fetch_one(pool)
+        .persistent(persistent)
+        .fetch_one(exec)
         .await);
         inserted.map_err(|e| if is_email_taken(&e) { StoreError::EmailTaken } else { classify(e) })
     }
@@ -143,35 +212,26 @@ impl Store {
     pub async fn change_password(&self, change: &PasswordChange<'_>) -> StoreResult<Option<u64>> {
         let PasswordChange { user_id, current_hash, new_hash, current_session, new_session, devices_seen_since } =
             change;
+        let prepared = self.prepared_statements;
         let ended = on_pool!(self, |pool| async {
             let mut tx = pool.begin().await?;
-            let version: Option<i64> = sqlx::query_scalar(
-                "update users set password = $3, credentials_version = credentials_version + 1, updated_at = $4
-                  where user_id = $1 and password = $2
-                 returning credentials_version",
-            )
-            .bind(user_id)
-            .bind(current_hash)
-            .bind(new_hash)
-            .bind(new_session.now)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some(version) = version else { return Ok(None) };
-            sqlx::query("update sessions set revoked_at = $2 where session_id = $1 and revoked_at is null")
-                .bind(current_session)
-                .bind(new_session.now)
-                .execute(&mut *tx)
-                .await?;
-            let others =
-                sqlx::query(REVOKE_USER_SESSIONS).bind(user_id).bind(new_session.now).execute(&mut *tx).await?;
-            let keep = sqlx::query_scalar(KEEP_SESSION_DEVICE).bind(user_id).bind(current_session).bind(version);
-            let kept: Option<Vec<u8>> = keep.bind(devices_seen_since).fetch_optional(&mut *tx).await?;
-            sqlx::query(FORGET_DEVICES).bind(user_id).bind(version).execute(&mut *tx).await?;
+            let Some((version, others, kept)) = replace_password!(
+                &mut tx,
+                user_id,
+                current_hash,
+                new_hash,
+                new_session.now,
+                Some(current_session),
+                devices_seen_since,
+                prepared
+            ) else {
+                return Ok(None);
+            };
             let device_hash = kept.as_deref();
             let new_session = NewSession { credentials_version: version, device_hash, ..*new_session };
-            insert_session!(new_session).execute(&mut *tx).await?;
+            insert_session!(new_session).persistent(prepared).execute(&mut *tx).await?;
             tx.commit().await?;
-            Ok(Some(others.rows_affected()))
+            Ok(Some(others))
         }
         .await)
         .map_err(classify)?;
@@ -214,7 +274,9 @@ impl Store {
     /// `refreshaccesstokens` table (if any) holds for it; `false` when there was no such user.
     pub async fn delete_user(&self, user_id: i64) -> StoreResult<bool> {
         let deleted = match &self.pool {
-            Pool::Postgres(pool) => postgres::delete_user_and_old_tokens(pool, user_id).await.map_err(classify)?,
+            Pool::Postgres(pool) => {
+                postgres::delete_user_and_old_tokens(pool, self.prepared_statements, user_id).await.map_err(classify)?
+            }
             // SQLite databases are authd's own: no table of the old app to clear.
             Pool::Sqlite(_) => run!(self, query(DELETE_USER, user_id).execute)?,
         };
@@ -224,7 +286,7 @@ impl Store {
 }
 
 /// Whether an insert into `users` clashed with an existing email.
-fn is_email_taken(error: &sqlx::Error) -> bool {
+pub(super) fn is_email_taken(error: &sqlx::Error) -> bool {
     let sqlx::Error::Database(db) = error else { return false };
     if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
         // The only unique key a new row can clash on is the email's.

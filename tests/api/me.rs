@@ -13,7 +13,7 @@ async fn me_returns_the_profile_for_a_valid_access_token() {
     let user_id = body["user_id"].as_i64().unwrap();
     assert_eq!(
         body,
-        json!({"user_id": user_id, "name": "Ada Lovelace", "email": "ada@example.com", "about": "Analyst", "location": "London"})
+        json!({"user_id": user_id, "name": "Ada Lovelace", "email": "ada@example.com", "about": "Analyst", "location": "London", "email_verified": false})
     );
 
     let user = app.users().await.get_me(with_bearer(GetMeRequest {}, &access)).await.unwrap().into_inner();

@@ -198,13 +198,14 @@ async fn a_database_outage_answers_unavailable_and_heals_without_a_restart() {
 }
 
 /// The authd binary, serving on a port of its own; killed on drop.
-struct Process {
+/// The real binary, as a deployment runs it; killed on drop.
+pub(crate) struct Process {
     child: Child,
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
 }
 
 impl Process {
-    async fn spawn(database_url: &str, env: &[(&str, &str)]) -> Self {
+    pub(crate) async fn spawn(database_url: &str, env: &[(&str, &str)]) -> Self {
         // A free port: bound and released (the binary reports its port only in its log).
         let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_authd"))
@@ -224,8 +225,14 @@ impl Process {
         process
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// SIGKILL: the process ends at once, requests in flight and all.
+    pub(crate) fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
     }
 
     fn terminate(&self) {
@@ -259,12 +266,20 @@ impl Drop for Process {
 async fn readiness_answers_from_the_health_watcher_without_asking_the_database() {
     on_postgres("resilience::readiness_answers_from_the_health_watcher_without_asking_the_database", async {
         let (app, proxy) = behind_proxy(|s| {
-            // Neither the watcher nor the key reloader speaks during the test.
+            // Neither the watcher, the key reloader nor the change feed's heartbeat (after
+            // its first) speaks during the test.
             s.limits.health_check_interval = Duration::from_secs(3600);
             s.tokens.key_reload_interval = Duration::from_secs(3600);
+            s.database.heartbeat_interval = Duration::from_secs(3600);
         })
         .await;
         assert_eq!(app.http.get(app.url("/readyz")).send().await.unwrap().status(), StatusCode::OK);
+        // The change feed has connected and heard its first heartbeat.
+        eventually(Duration::from_secs(5), "the change feed is up", || async {
+            let body: Value = app.http.get(app.url("/readyz")).send().await.unwrap().json().await.unwrap();
+            body["change_feed"] == "up"
+        })
+        .await;
 
         let before = proxy.bytes_sent();
         for _ in 0..50 {

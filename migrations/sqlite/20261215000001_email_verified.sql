@@ -1,0 +1,4 @@
+-- When the account's address was proven (a verification link or code, a password reset
+-- by mail, or a confirmed email change); null while it is not. RFC 3339 text, as the
+-- other timestamps.
+alter table users add column email_verified_at text;

@@ -1,0 +1,304 @@
+//! `email_tokens`: one-time tokens sent by mail, kept as hashes, and what redeeming each does.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::{
+    SessionChange, Store, StoreError, StoreResult, classify, on_pool, run, users::is_email_taken,
+    users::replace_password,
+};
+
+/// What a token is for; the column's values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// The address in `email` is the user's.
+    Verify,
+    /// A new password.
+    Reset,
+    /// The user's address becomes `email`.
+    Change,
+}
+
+impl Purpose {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Verify => "verify",
+            Self::Reset => "reset",
+            Self::Change => "change",
+        }
+    }
+}
+
+pub struct NewEmailToken<'a> {
+    pub token_hash: &'a [u8],
+    pub user_id: i64,
+    pub purpose: Purpose,
+    pub email: &'a str,
+    pub code_hash: Option<&'a str>,
+    pub session_id: Option<Uuid>,
+    pub now: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A token that may still be used.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct EmailTokenRecord {
+    pub user_id: i64,
+    pub email: String,
+    pub session_id: Option<Uuid>,
+}
+
+/// A confirmed email change.
+#[derive(Debug, Clone)]
+pub struct EmailChanged {
+    pub user_id: i64,
+    pub old_email: String,
+    pub new_email: String,
+    pub sessions_ended: u64,
+}
+
+/// Wrong codes a verification token takes before its code is void (its link still works).
+pub const CODE_ATTEMPTS: i64 = 5;
+
+/// Uses the live token `$1` of purpose `$2` at `$3`, if the user's address is still the
+/// one it was mailed to (`verify` and `reset`) or it is an email change.
+const USE_TOKEN: &str = "update email_tokens set used_at = $3
+  where token_hash = $1 and purpose = $2 and used_at is null and expires_at > $3
+    and ($2 = 'change' or exists (select 1 from users u
+                                   where u.user_id = email_tokens.user_id and lower(u.email) = lower(email_tokens.email)))
+ returning user_id, email, session_id";
+
+impl Store {
+    /// Stores a token, voiding the user's earlier unused ones of the same purpose (only the
+    /// latest mail works).
+    pub async fn insert_email_token(&self, t: &NewEmailToken<'_>) -> StoreResult<()> {
+        let prepared = self.prepared_statements;
+        on_pool!(self, |pool| async {
+            let mut tx = pool.begin().await?;
+            sqlx::query("update email_tokens set used_at = $3 where user_id = $1 and purpose = $2 and used_at is null")
+                .bind(t.user_id)
+                .bind(t.purpose.as_str())
+                .bind(t.now)
+                .persistent(prepared).execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "insert into email_tokens (token_hash, user_id, purpose, email, code_hash, session_id, created_at, expires_at)
+                 values ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(t.token_hash)
+            .bind(t.user_id)
+            .bind(t.purpose.as_str())
+            .bind(t.email)
+            .bind(t.code_hash)
+            .bind(t.session_id)
+            .bind(t.now)
+            .bind(t.expires_at)
+            .persistent(prepared).execute(&mut *tx)
+            .await?;
+            tx.commit().await
+        }
+        .await)
+        .map_err(classify)
+    }
+
+    /// The live token of `purpose` with this hash, if any (nothing is used up).
+    pub async fn email_token(
+        &self,
+        token_hash: &[u8],
+        purpose: Purpose,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<EmailTokenRecord>> {
+        run!(
+            self,
+            query_as(
+                "select user_id, email, session_id from email_tokens
+                  where token_hash = $1 and purpose = $2 and used_at is null and expires_at > $3",
+                token_hash,
+                purpose.as_str(),
+                now,
+            )
+            .fetch_optional
+        )
+    }
+
+    /// Uses a verification token and marks the address it was mailed to verified, if it
+    /// is still the user's. The user's id, or `None` for a token that is not live.
+    pub async fn verify_email_with_token(&self, token_hash: &[u8], now: DateTime<Utc>) -> StoreResult<Option<i64>> {
+        let used: Option<EmailTokenRecord> =
+            run!(self, query_as(USE_TOKEN, token_hash, Purpose::Verify.as_str(), now).fetch_optional)?;
+        let Some(used) = used else { return Ok(None) };
+        self.mark_verified(used.user_id, &used.email, now).await?;
+        Ok(Some(used.user_id))
+    }
+
+    /// Uses the user's live verification token whose code hashes to `code_hash`, unless
+    /// wrong codes have voided it; a wrong code counts against every live one. Whether the
+    /// address is now verified.
+    pub async fn verify_email_with_code(&self, user_id: i64, code_hash: &str, now: DateTime<Utc>) -> StoreResult<bool> {
+        let used: Option<EmailTokenRecord> = run!(
+            self,
+            query_as(
+                "update email_tokens set used_at = $3
+                  where user_id = $1 and purpose = 'verify' and code_hash = $2 and used_at is null
+                    and expires_at > $3 and attempts < $4
+                    and exists (select 1 from users u
+                                 where u.user_id = email_tokens.user_id and lower(u.email) = lower(email_tokens.email))
+                 returning user_id, email, session_id",
+                user_id,
+                code_hash,
+                now,
+                CODE_ATTEMPTS,
+            )
+            .fetch_optional
+        )?;
+        match used {
+            Some(used) => {
+                self.mark_verified(used.user_id, &used.email, now).await?;
+                Ok(true)
+            }
+            None => {
+                run!(
+                    self,
+                    query(
+                        "update email_tokens set attempts = attempts + 1
+                          where user_id = $1 and purpose = 'verify' and used_at is null and expires_at > $2",
+                        user_id,
+                        now,
+                    )
+                    .execute
+                )?;
+                Ok(false)
+            }
+        }
+    }
+
+    async fn mark_verified(&self, user_id: i64, email: &str, now: DateTime<Utc>) -> StoreResult<()> {
+        run!(
+            self,
+            query(
+                "update users set email_verified_at = $3
+                  where user_id = $1 and lower(email) = lower($2) and email_verified_at is null",
+                user_id,
+                email,
+                now,
+            )
+            .execute
+        )?;
+        self.announce(SessionChange::User(user_id)).await
+    }
+
+    /// In one transaction: uses the reset token, replaces the password (if it is still
+    /// `current_hash`) as a password change does, ending every session and forgetting the
+    /// devices, and marks the address verified (the mail reached it). How many sessions
+    /// ended, or `None` if the token is not live or the password changed meanwhile.
+    pub async fn reset_password(
+        &self,
+        token_hash: &[u8],
+        user_id: i64,
+        current_hash: &str,
+        new_hash: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<u64>> {
+        let prepared = self.prepared_statements;
+        let ended = on_pool!(self, |pool| async {
+            let mut tx = pool.begin().await?;
+            let used: Option<EmailTokenRecord> = sqlx::query_as(USE_TOKEN)
+                .bind(token_hash)
+                .bind(Purpose::Reset.as_str())
+                .bind(now)
+                .persistent(prepared)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if used.is_none_or(|used| used.user_id != user_id) {
+                return Ok(None);
+            }
+            let Some((_, ended, _)) =
+                replace_password!(&mut tx, user_id, current_hash, new_hash, now, None::<&Uuid>, now, prepared)
+            else {
+                return Ok(None);
+            };
+            sqlx::query("update users set email_verified_at = coalesce(email_verified_at, $2) where user_id = $1")
+                .bind(user_id)
+                .bind(now)
+                .persistent(prepared)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(Some(ended))
+        }
+        .await)
+        .map_err(classify)?;
+        self.announce(SessionChange::User(user_id)).await?;
+        Ok(ended)
+    }
+
+    /// In one transaction: uses the email-change token, makes its address the user's
+    /// (verified), voids the user's other unused tokens, and ends every session but the
+    /// one that asked for the change. `None` for a token that is not live;
+    /// [`StoreError::EmailTaken`] if another account took the address meanwhile (then
+    /// nothing changes, and the token stays unused).
+    pub async fn confirm_email_change(
+        &self,
+        token_hash: &[u8],
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<EmailChanged>> {
+        let prepared = self.prepared_statements;
+        let changed = on_pool!(self, |pool| async {
+            let mut tx = pool.begin().await?;
+            let used: Option<EmailTokenRecord> = sqlx::query_as(USE_TOKEN)
+                .bind(token_hash)
+                .bind(Purpose::Change.as_str())
+                .bind(now)
+                .persistent(prepared)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some(used) = used else { return Ok(None) };
+            let old_email: String = sqlx::query_scalar("select email from users where user_id = $1")
+                .bind(used.user_id)
+                .persistent(prepared)
+                .fetch_one(&mut *tx)
+                .await?;
+            sqlx::query("update users set email = $2, email_verified_at = $3, updated_at = $3 where user_id = $1")
+                .bind(used.user_id)
+                .bind(&used.email)
+                .bind(now)
+                .persistent(prepared)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("update email_tokens set used_at = $2 where user_id = $1 and used_at is null")
+                .bind(used.user_id)
+                .bind(now)
+                .persistent(prepared)
+                .execute(&mut *tx)
+                .await?;
+            let ended = sqlx::query(
+                "update sessions set revoked_at = $2
+                  where user_id = $1 and revoked_at is null and ($3 is null or session_id <> $3)",
+            )
+            .bind(used.user_id)
+            .bind(now)
+            .bind(used.session_id)
+            .persistent(prepared)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(Some(EmailChanged {
+                user_id: used.user_id,
+                old_email,
+                new_email: used.email,
+                sessions_ended: ended.rows_affected(),
+            }))
+        }
+        .await);
+        let changed = changed.map_err(|e| if is_email_taken(&e) { StoreError::EmailTaken } else { classify(e) })?;
+        if let Some(changed) = &changed {
+            self.announce(SessionChange::User(changed.user_id)).await?;
+        }
+        Ok(changed)
+    }
+
+    /// Deletes tokens that expired before `before`; returns how many.
+    pub async fn prune_email_tokens(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        run!(self, query("delete from email_tokens where expires_at < $1", before).execute)
+    }
+}
