@@ -5,6 +5,7 @@ use uuid::Uuid;
 
 use super::{
     Authd, Caller, ClientInfo, Error, Result, SignedIn, events,
+    sessions::DEVICE_LIFETIME,
     throttle::{Action, Source},
     user_message,
 };
@@ -176,15 +177,16 @@ impl Authd {
         let hash = self.passwords.hash(Some(&owner(&user)), &new).await?;
         let now = Utc::now();
         let session_id = Uuid::new_v4();
-        // Every device is forgotten but the caller's, which is known anew by a new token.
-        let (device_token, device) = self.devices.issue();
+        // Every device is forgotten but the one the caller's session logged in with, if it
+        // is still known; it keeps its token. No new device token: an access token alone
+        // (stolen, say) must never yield a device that passes the account's ceiling.
         let change = PasswordChange {
             user_id: user.user_id,
             current_hash: &user.password,
             new_hash: &hash,
             current_session: caller.access.session_id,
             new_session: self.new_session(&user, session_id, client, now),
-            device: &device,
+            devices_seen_since: now - DEVICE_LIFETIME,
         };
         // Another change got in first: the password checked is no longer the password.
         let ended = self
@@ -194,8 +196,7 @@ impl Authd {
             .ok_or_else(|| Error::invalid("current_password", "is incorrect"))?;
         self.cache.apply(SessionChange::User(user.user_id));
         events::password_changed(user.user_id, true, ended, client);
-        let mut signed_in = self.signed_in(&user, RefreshClaim { session_id, generation: 0 }, now)?;
-        signed_in.tokens.device_token = device_token;
+        let signed_in = self.signed_in(&user, RefreshClaim { session_id, generation: 0 }, now)?;
         Ok(PasswordChanged { sessions_ended: ended, signed_in })
     }
 

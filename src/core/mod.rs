@@ -310,6 +310,7 @@ impl Authd {
             expires_at: now + self.sessions.lifetime,
             user_agent: client.user_agent.as_deref(),
             ip: client.ip.as_deref(),
+            device_hash: None,
         }
     }
 

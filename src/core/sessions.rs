@@ -11,14 +11,12 @@ use crate::{
     domain::{Email, FieldViolation, Password, Violations},
     metrics, pb,
     security::{devices::DeviceHash, passwords::Verdict, refresh::RefreshClaim},
-    store::{SessionChange, UserRecord},
+    store::{NewSession, SessionChange, UserRecord},
 };
 
-/// A logout: how many sessions ended, and after a logout everywhere, the caller's new
-/// device token.
+/// A logout: how many sessions ended.
 pub struct LoggedOut {
     pub sessions_ended: u64,
-    pub device_token: Option<String>,
 }
 
 /// A known device is forgotten after this long without a login from it.
@@ -127,23 +125,25 @@ impl Authd {
         }
         let now = Utc::now();
         let session_id = Uuid::new_v4();
-        if !self.store.insert_session(&self.new_session(user, session_id, client, now)).await? {
+        let (device_token, device_hash, is_new) = match device {
+            Some((token, hash)) => (token.to_owned(), hash, false),
+            None => {
+                let (token, hash) = self.devices.issue();
+                (token, hash, true)
+            }
+        };
+        let session = NewSession { device_hash: Some(&device_hash), ..self.new_session(user, session_id, client, now) };
+        if !self.store.insert_session(&session).await? {
             tracing::info!(user_id = user.user_id, "the credentials changed while a login checked them: no session");
             return Err(Error::InvalidCredentials);
         }
         self.end_sessions_past_the_cap(user.user_id, client, now).await?;
-        let device_token = match device {
-            Some((token, hash)) => {
-                self.store.touch_device(user.user_id, &hash, now).await?;
-                token.to_owned()
-            }
-            None => {
-                let (token, hash) = self.devices.issue();
-                let (version, seen_since) = (user.credentials_version, now - DEVICE_LIFETIME);
-                self.store.add_device(user.user_id, &hash, version, now, seen_since, DEVICES_PER_USER).await?;
-                token
-            }
-        };
+        if is_new {
+            let (version, seen_since) = (user.credentials_version, now - DEVICE_LIFETIME);
+            self.store.add_device(user.user_id, &device_hash, version, now, seen_since, DEVICES_PER_USER).await?;
+        } else {
+            self.store.touch_device(user.user_id, &device_hash, now).await?;
+        }
         events::login_succeeded(user.user_id, session_id, client);
         let mut signed_in = self.signed_in(user, RefreshClaim { session_id, generation: 0 }, now)?;
         signed_in.tokens.device_token = device_token;
@@ -193,23 +193,25 @@ impl Authd {
     }
 
     /// Ends the caller's session, or all of the user's. All of them: every known device of
-    /// the user is forgotten, but the caller's, known from now on by a new device token.
+    /// the user is forgotten but the one the caller's session logged in with, if it is
+    /// still known (with the token it has). No device token is handed out: an access token
+    /// alone (stolen, say) must never yield a device that passes the account's ceiling.
     #[tracing::instrument(skip_all)]
     pub async fn logout(&self, caller: &Caller, all_sessions: bool) -> Result<LoggedOut> {
         let Caller { access, user, client } = caller;
         let now = Utc::now();
-        let (ended, change, device_token) = if all_sessions {
-            let (token, hash) = self.devices.issue();
-            let ended = self.store.end_all_sessions(user.user_id, &hash, now).await?;
-            (ended, SessionChange::User(user.user_id), Some(token))
+        let (ended, change) = if all_sessions {
+            let ended =
+                self.store.end_all_sessions(user.user_id, access.session_id, now, now - DEVICE_LIFETIME).await?;
+            (ended, SessionChange::User(user.user_id))
         } else {
             let ended = self.store.revoke_session(access.session_id, now).await?;
-            (ended, SessionChange::Session(access.session_id), None)
+            (ended, SessionChange::Session(access.session_id))
         };
         self.cache.apply(change);
         let reason = if all_sessions { "logout_all" } else { "logout" };
         events::sessions_revoked(user.user_id, Some(access.session_id), ended, reason, client);
-        Ok(LoggedOut { sessions_ended: ended, device_token })
+        Ok(LoggedOut { sessions_ended: ended })
     }
 
     /// The caller's live sessions (not ended, expired or idle), the caller's own marked.

@@ -28,10 +28,7 @@ impl AuthService for AuthApi {
 
     async fn logout(&self, request: Request<LogoutRequest>) -> Result<Response<LogoutResponse>, Status> {
         let out = self.0.logout(&caller(&self.0, &request).await?, request.get_ref().all_sessions).await?;
-        Ok(Response::new(LogoutResponse {
-            sessions_ended: out.sessions_ended as i64,
-            device_token: out.device_token.unwrap_or_default(),
-        }))
+        Ok(Response::new(LogoutResponse { sessions_ended: out.sessions_ended as i64, device_token: String::new() }))
     }
 
     async fn revoke_token(

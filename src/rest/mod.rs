@@ -320,33 +320,23 @@ async fn update_me(State(authd): State<Authd>, caller: Caller, body: Body) -> Re
 ///
 /// Replaces the password, given the current one (a wrong one is a 422 naming `current_password`),
 /// and ends every session of the user, the caller's too: the answer carries the tokens of a new
-/// session. Every known device of the user is forgotten but this one, whose new `device_token` is
-/// in the answer and the `authd_device` cookie. Wrong current passwords count with the account's
-/// failed logins (429 past them).
+/// session. Every known device of the user is forgotten but the one this session logged in with
+/// (if still known), which keeps its device token: none is handed out. Wrong current passwords
+/// count with the account's failed logins (429 past them).
 #[utoipa::path(post, path = "/api/v1/me/password", tag = "users", request_body = ChangePasswordBody,
-    responses((status = 200, description = "Changed; every session ended, and a new one started", body = PasswordChanged,
-            headers(("Set-Cookie" = String, description = "`authd_device=<new device token>`, HttpOnly, SameSite=Strict"))),
+    responses((status = 200, description = "Changed; every session ended, and a new one started", body = PasswordChanged),
         Unauthenticated, BodyRejected, Overloaded, ServerFailed))]
-async fn change_password(
-    State(authd): State<Authd>,
-    caller: Caller,
-    parts: RequestHead,
-    body: Body,
-) -> Result<Response, Error> {
+async fn change_password(State(authd): State<Authd>, caller: Caller, body: Body) -> Reply<PasswordChanged> {
     let (body, bad_fields) = body.json::<ChangePasswordBody>()?;
     let request =
         pb::ChangePasswordRequest { current_password: body.current_password, new_password: body.new_password };
     bad_fields.finish_screened(|| authd.screen_password_change(&caller, &request))?;
-    let mut tokens = authd.change_password(&caller, &request).await?;
-    let device_token = std::mem::take(&mut tokens.signed_in.tokens.device_token);
-    let cookie = device_cookie(&device_token, parts.over_tls());
-    let body = PasswordChanged {
+    let tokens = authd.change_password(&caller, &request).await?;
+    Ok(Json(PasswordChanged {
         message: "Password changed successfully.",
         sessions_ended: tokens.sessions_ended,
         user_token: tokens.signed_in.tokens.into(),
-        device_token,
-    };
-    Ok(([(header::SET_COOKIE, cookie)], Json(body)).into_response())
+    }))
 }
 
 /// Delete my account
@@ -396,25 +386,16 @@ async fn revoke_session(
 /// Log out
 ///
 /// Ends the caller's session, or every session of the user with `{"all_sessions": true}`, which
-/// also forgets every known device of the user but this one, whose new `device_token` is in the
-/// answer and the `authd_device` cookie. The body may be empty.
+/// also forgets every known device of the user but the one this session logged in with (if still
+/// known), which keeps its device token: none is handed out. The body may be empty.
 #[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth",
     request_body(content = LogoutBody, description = "Optional"),
-    responses((status = 200, description = "Ended", body = SessionsEnded,
-            headers(("Set-Cookie" = String, description = "With `all_sessions`: `authd_device=<new device token>`"))),
-        Unauthenticated, BodyRejected, ServerFailed))]
-async fn logout(State(authd): State<Authd>, caller: Caller, parts: RequestHead, body: Body) -> Result<Response, Error> {
+    responses((status = 200, description = "Ended", body = SessionsEnded), Unauthenticated, BodyRejected, ServerFailed))]
+async fn logout(State(authd): State<Authd>, caller: Caller, body: Body) -> Reply<SessionsEnded> {
     let (body, bad_fields) = body.json_or_empty::<LogoutBody>()?;
     bad_fields.finish(Ok(()))?;
     let out = authd.logout(&caller, body.all_sessions.unwrap_or(false)).await?;
-    let cookie =
-        out.device_token.as_deref().map(|token| [(header::SET_COOKIE, device_cookie(token, parts.over_tls()))]);
-    let body = SessionsEnded {
-        message: "Logout successful.",
-        sessions_ended: out.sessions_ended,
-        device_token: out.device_token,
-    };
-    Ok((cookie, Json(body)).into_response())
+    Ok(Json(SessionsEnded { message: "Logout successful.", sessions_ended: out.sessions_ended }))
 }
 
 /// Validate an access token
@@ -461,7 +442,6 @@ async fn reset_password(State(authd): State<Authd>, client: ClientInfo, body: Bo
     Ok(Json(SessionsEnded {
         message: "Password reset successfully. Log in with the new password.",
         sessions_ended: ended,
-        device_token: None,
     }))
 }
 
@@ -526,7 +506,7 @@ async fn confirm_email_change(State(authd): State<Authd>, client: ClientInfo, bo
     let (body, bad_fields) = body.json::<ConfirmEmailChangeBody>()?;
     bad_fields.finish(Ok(()))?;
     let ended = authd.confirm_email_change(&pb::ConfirmEmailChangeRequest { token: body.token }, &client).await?;
-    Ok(Json(SessionsEnded { message: "Email changed.", sessions_ended: ended, device_token: None }))
+    Ok(Json(SessionsEnded { message: "Email changed.", sessions_ended: ended }))
 }
 
 /// Public signing keys

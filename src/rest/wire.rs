@@ -291,9 +291,6 @@ pub struct PasswordChanged {
     /// The user's other sessions that were ended.
     pub sessions_ended: u64,
     pub user_token: UserToken,
-    /// This device's new token (also set as the `authd_device` cookie): every other device
-    /// of the user is known no more.
-    pub device_token: String,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -301,10 +298,6 @@ pub struct SessionsEnded {
     pub message: &'static str,
     /// The sessions that were ended.
     pub sessions_ended: u64,
-    /// With `all_sessions`: this device's new token (also set as the `authd_device`
-    /// cookie); every other device of the user is known no more.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub device_token: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]

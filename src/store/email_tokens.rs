@@ -212,8 +212,8 @@ impl Store {
             if used.is_none_or(|used| used.user_id != user_id) {
                 return Ok(None);
             }
-            let Some((_, ended)) =
-                replace_password!(&mut tx, user_id, current_hash, new_hash, now, None::<&Uuid>, prepared)
+            let Some((_, ended, _)) =
+                replace_password!(&mut tx, user_id, current_hash, new_hash, now, None::<&Uuid>, now, prepared)
             else {
                 return Ok(None);
             };

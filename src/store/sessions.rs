@@ -6,8 +6,7 @@ use uuid::Uuid;
 use anyhow::Context;
 
 use super::{
-    Pool, Store, StoreResult, UserRecord, classify, devices::INSERT_DEVICE, on_pool, on_statement, postgres, run,
-    users::user_columns,
+    Pool, Store, StoreResult, UserRecord, classify, on_pool, on_statement, postgres, run, users::user_columns,
 };
 
 /// The columns a `SessionRecord` is read from.
@@ -38,6 +37,8 @@ pub struct NewSession<'a> {
     pub expires_at: DateTime<Utc>,
     pub user_agent: Option<&'a str>,
     pub ip: Option<&'a str>,
+    /// The known device (its token's hash) the session logged in with.
+    pub device_hash: Option<&'a [u8]>,
 }
 
 /// A session as its owner sees it in a list.
@@ -65,19 +66,30 @@ pub enum SessionChange {
     User(i64),
 }
 
-/// After a password change or a logout everywhere, no device but the caller's is trusted
-/// past the account's failure ceiling until it logs in again: a lost or stolen one, least
-/// of all. (A device of the old credentials that a racing login adds is not honoured
-/// either: `is_known_device` wants the user's current version.)
-pub(super) const FORGET_DEVICES: &str = "delete from known_devices where user_id = $1";
+/// After a password change or a logout everywhere (user `$1`, whose credentials version is
+/// now `$3`), the device that the caller's session `$2` logged in with stays known, if it
+/// was known until now (of the version before, `$3 - 1`, and seen since `$4`); returns its
+/// hash. Its token stays the same: no new device token is handed out, since whoever holds
+/// only an access token must never get one.
+pub(super) const KEEP_SESSION_DEVICE: &str = "update known_devices set credentials_version = $3
+      where user_id = $1 and credentials_version = $3 - 1 and last_seen_at >= $4
+        and token_hash = (select device_hash from sessions where session_id = $2 and user_id = $1)
+     returning token_hash";
+
+/// Then no other device of user `$1` is trusted past the account's failure ceiling until
+/// it logs in again (`$2` the new version): a lost or stolen one, least of all. (A device
+/// of the old credentials that a racing login adds is not honoured either:
+/// `is_known_device` wants the user's current version.)
+pub(super) const FORGET_DEVICES: &str = "delete from known_devices where user_id = $1 and credentials_version <> $2";
 
 pub(super) const REVOKE_USER_SESSIONS: &str =
     "update sessions set revoked_at = $2 where user_id = $1 and revoked_at is null";
 
 /// Starts a session if the user's credentials are still those of `$7`.
 pub(super) const INSERT_SESSION: &str =
-    "insert into sessions (session_id, user_id, created_at, last_used_at, expires_at, user_agent, ip, credentials_version)
-     select $1, $2, $3, $3, $4, $5, $6, $7
+    "insert into sessions (session_id, user_id, created_at, last_used_at, expires_at, user_agent, ip, credentials_version,
+                           device_hash)
+     select $1, $2, $3, $3, $4, $5, $6, $7, $8
       where exists (select 1 from users where user_id = $2 and credentials_version = $7)";
 
 /// Binds a [`NewSession`] to [`INSERT_SESSION`].
@@ -91,6 +103,7 @@ macro_rules! insert_session {
             .bind($s.user_agent)
             .bind($s.ip)
             .bind($s.credentials_version)
+            .bind($s.device_hash)
     };
 }
 pub(super) use insert_session;
@@ -180,9 +193,16 @@ impl Store {
     }
 
     /// Ends every session of a user, those whose login is still under way included: the
-    /// user's credentials version moves on, and of the user's devices only the caller's,
-    /// `device` (a new hash), is known. Returns how many sessions were live.
-    pub async fn end_all_sessions(&self, user_id: i64, device: &[u8], now: DateTime<Utc>) -> StoreResult<u64> {
+    /// user's credentials version moves on, and of the user's devices only the one that
+    /// the caller's session `session_id` logged in with stays known, if it was known
+    /// until now (seen since `seen_since`). Returns how many sessions were live.
+    pub async fn end_all_sessions(
+        &self,
+        user_id: i64,
+        session_id: Uuid,
+        now: DateTime<Utc>,
+        seen_since: DateTime<Utc>,
+    ) -> StoreResult<u64> {
         let prepared = self.prepared_statements;
         let ended = on_pool!(self, |pool| async {
             let mut tx = pool.begin().await?;
@@ -194,11 +214,11 @@ impl Store {
             .persistent(prepared)
             .fetch_optional(&mut *tx)
             .await?;
-            sqlx::query(FORGET_DEVICES).bind(user_id).persistent(prepared).execute(&mut *tx).await?;
             if let Some(version) = version {
-                let insert = sqlx::query(INSERT_DEVICE).bind(device).bind(user_id).bind(now).bind(version);
-                let insert = insert.persistent(prepared);
-                insert.execute(&mut *tx).await?;
+                let keep = sqlx::query(KEEP_SESSION_DEVICE).bind(user_id).bind(session_id).bind(version);
+                keep.bind(seen_since).persistent(prepared).execute(&mut *tx).await?;
+                let forget = sqlx::query(FORGET_DEVICES).bind(user_id).bind(version);
+                forget.persistent(prepared).execute(&mut *tx).await?;
             }
             let ended = sqlx::query(REVOKE_USER_SESSIONS)
                 .bind(user_id)

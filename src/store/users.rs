@@ -4,17 +4,21 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{
-    NewSession, Pool, SessionChange, Store, StoreError, StoreResult, classify, devices::INSERT_DEVICE, on_pool,
-    on_statement, postgres, run, sessions::insert_session,
+    NewSession, Pool, SessionChange, Store, StoreError, StoreResult, classify, on_pool, on_statement, postgres, run,
+    sessions::insert_session,
 };
 
 /// Inside the transaction `$tx`: replaces the password of `$user_id` if it is still
 /// `$current_hash`, moves the credentials version on, ends every session (counting those
-/// other than `$current_session`, if any), and forgets the user's devices. Gives
-/// `Some((new version, sessions ended))`, or `None` if the password had changed meanwhile
-/// (then nothing is done). The one way a password is replaced: a change and a reset alike.
+/// other than `$current_session`, if any), and forgets the user's devices but the one
+/// `$current_session` logged in with, if it was known until now (seen since `$seen_since`).
+/// Gives `Some((new version, sessions ended, that device's hash))`, or `None` if the
+/// password had changed meanwhile (then nothing is done). The one way a password is replaced: a change and a reset alike.
 macro_rules! replace_password {
-    ($tx:expr, $user_id:expr, $current_hash:expr, $new_hash:expr, $now:expr, $current_session:expr, $prepared:expr) => {
+    (
+        $tx:expr, $user_id:expr, $current_hash:expr, $new_hash:expr, $now:expr, $current_session:expr,
+        $seen_since:expr, $prepared:expr
+    ) => {
         async {
             let tx = $tx;
             let version: Option<i64> = sqlx::query_scalar(
@@ -31,12 +35,21 @@ macro_rules! replace_password {
             .await?;
             let Some(version) = version else { return Ok::<_, sqlx::Error>(None) };
             let mut ended = 0;
+            let mut kept: Option<Vec<u8>> = None;
             if let Some(current) = $current_session {
                 sqlx::query("update sessions set revoked_at = $2 where session_id = $1 and revoked_at is null")
                     .bind(current)
                     .bind($now)
                     .persistent($prepared)
                     .execute(&mut **tx)
+                    .await?;
+                kept = sqlx::query_scalar($crate::store::sessions::KEEP_SESSION_DEVICE)
+                    .bind($user_id)
+                    .bind(current)
+                    .bind(version)
+                    .bind($seen_since)
+                    .persistent($prepared)
+                    .fetch_optional(&mut **tx)
                     .await?;
             }
             ended += sqlx::query($crate::store::sessions::REVOKE_USER_SESSIONS)
@@ -48,10 +61,11 @@ macro_rules! replace_password {
                 .rows_affected();
             sqlx::query($crate::store::sessions::FORGET_DEVICES)
                 .bind($user_id)
+                .bind(version)
                 .persistent($prepared)
                 .execute(&mut **tx)
                 .await?;
-            Ok(Some((version, ended)))
+            Ok(Some((version, ended, kept)))
         }
         .await?
     };
@@ -113,15 +127,16 @@ pub struct UserRecord {
 }
 
 /// A password change: the hash it replaces, the session it starts in place of every
-/// other (the caller's own included), and the caller's device, known anew in place of
-/// every other.
+/// other (the caller's own included), which keeps the device that the caller's session
+/// logged in with (if it was known until now, seen since `devices_seen_since`), and no
+/// other.
 pub struct PasswordChange<'a> {
     pub user_id: i64,
     pub current_hash: &'a str,
     pub new_hash: &'a str,
     pub current_session: Uuid,
     pub new_session: NewSession<'a>,
-    pub device: &'a [u8],
+    pub devices_seen_since: DateTime<Utc>,
 }
 
 pub struct NewUser<'a> {
@@ -189,35 +204,31 @@ impl Store {
     }
 
     /// In one transaction: replaces the password if it is still `current_hash`, moves the
-    /// credentials version on, ends every session, forgets the user's devices, and starts
-    /// the new session. Returns how
+    /// credentials version on, ends every session, forgets the user's devices but the one
+    /// the caller's session logged in with, and starts the new session with that device.
+    /// Returns how
     /// many sessions other than the caller's were live, or `None` if the password had
     /// changed meanwhile (then nothing is done).
     pub async fn change_password(&self, change: &PasswordChange<'_>) -> StoreResult<Option<u64>> {
-        let PasswordChange { user_id, current_hash, new_hash, current_session, new_session, device } = change;
+        let PasswordChange { user_id, current_hash, new_hash, current_session, new_session, devices_seen_since } =
+            change;
         let prepared = self.prepared_statements;
         let ended = on_pool!(self, |pool| async {
             let mut tx = pool.begin().await?;
-            let Some((version, others)) = replace_password!(
+            let Some((version, others, kept)) = replace_password!(
                 &mut tx,
                 user_id,
                 current_hash,
                 new_hash,
                 new_session.now,
                 Some(current_session),
+                devices_seen_since,
                 prepared
             ) else {
                 return Ok(None);
             };
-            sqlx::query(INSERT_DEVICE)
-                .bind(device)
-                .bind(user_id)
-                .bind(new_session.now)
-                .bind(version)
-                .persistent(prepared)
-                .execute(&mut *tx)
-                .await?;
-            let new_session = NewSession { credentials_version: version, ..*new_session };
+            let device_hash = kept.as_deref();
+            let new_session = NewSession { credentials_version: version, device_hash, ..*new_session };
             insert_session!(new_session).persistent(prepared).execute(&mut *tx).await?;
             tx.commit().await?;
             Ok(Some(others))
