@@ -28,6 +28,7 @@ use url::Url;
 
 pub use email_tokens::{CODE_ATTEMPTS, EmailChanged, EmailTokenRecord, NewEmailToken, Purpose};
 pub use outbox::{MailRecord, NewMail};
+pub use postgres::shares_sessions;
 pub use sessions::{NewSession, SessionChange, SessionRecord, SessionSummary};
 pub use signing_keys::SigningKeyRecord;
 pub use throttle::{Allowance, ThrottleCount};

@@ -9,7 +9,7 @@ use std::{
 use anyhow::Context;
 use secrecy::ExposeSecret;
 use sqlx::{
-    Connection, Executor, PgConnection, PgPool, Postgres,
+    Connection, Executor, PgConnection, PgPool, Postgres, Row,
     migrate::{MigrateDatabase, Migrator},
     postgres::{PgConnectOptions, PgListener, PgNotification, PgPoolOptions},
 };
@@ -215,33 +215,57 @@ pub(super) async fn follow_session_changes(
 /// How long a feed found behind a transaction pooler waits before looking again.
 const POOLED_RETRY: Duration = Duration::from_secs(60);
 
-/// Whether connections to `listen` share their sessions, as through a transaction pooler:
-/// a LISTEN made on one connection is seen from another. A pooler that has just taken the
-/// LISTEN's server connection back hands that same one to the next client (PgBouncer
-/// does, most recently used first), so the second connection, asking inside a
-/// transaction, is usually on it; if not, the heartbeat still finds the feed deaf. The
-/// probe channel is never notified, and is unlistened where it is seen.
-async fn shares_sessions(listen: &PgConnectOptions) -> anyhow::Result<bool> {
-    let probe = format!("authd_probe_{}", uuid::Uuid::new_v4().simple());
+/// Whether connections to `listen` share their server sessions, as through a transaction
+/// pooler, where a LISTEN would hear nothing and would leave a pooled server connection
+/// listening (every later client of that connection then receives notifications it
+/// cannot read).
+///
+/// Asked without LISTEN, by backend process ids: a direct connection keeps one backend for
+/// its life, and two live connections never share one. So the first connection's backend
+/// must neither show up under a second connection (held in a transaction meanwhile), nor
+/// change when the first asks again. Through PgBouncer in transaction mode the second
+/// connection usually gets the first's server connection back (idle ones are reused most
+/// recently released first); when someone else holds it instead, the first connection's
+/// next statement lands elsewhere. A round misses only if that server connection is busy
+/// when the second asks and free again when the first does, so [`PROBE_ROUNDS`] rounds are
+/// asked, and the heartbeat still finds a deaf feed out after that.
+pub async fn shares_sessions(listen: &PgConnectOptions) -> anyhow::Result<bool> {
     let mut first = PgConnection::connect_with(listen).await?;
-    first.execute(sqlx::AssertSqlSafe(format!(r#"listen "{probe}""#))).await?;
     let mut second = PgConnection::connect_with(listen).await?;
-    let mut tx = second.begin().await?;
-    let seen: bool = sqlx::query_scalar("select $1 = any(array(select pg_listening_channels()::text))")
-        .bind(&probe)
-        .persistent(false)
-        .fetch_one(&mut *tx)
-        .await?;
-    if seen {
-        tx.execute(sqlx::AssertSqlSafe(format!(r#"unlisten "{probe}""#))).await?;
-        tx.commit().await?;
-    } else {
-        tx.rollback().await?;
+    let shared = async {
+        for _ in 0..PROBE_ROUNDS {
+            let own = backend_pid(&mut first).await?;
+            second.execute("begin").await?;
+            let other = backend_pid(&mut second).await?;
+            // Asked while `second` holds its server connection; a pool of one would make
+            // this wait for ever, which is itself a shared session.
+            let again = match tokio::time::timeout(PROBE_WAIT, backend_pid(&mut first)).await {
+                Ok(pid) => pid?,
+                Err(_) => return Ok(true),
+            };
+            second.execute("rollback").await?;
+            if other == own || again != own {
+                return Ok(true);
+            }
+        }
+        anyhow::Ok(false)
     }
+    .await;
     let _ = first.close().await;
     let _ = second.close().await;
-    Ok(seen)
+    shared
 }
+
+/// Asked as a simple query, one round trip: through a transaction pooler, the extended
+/// protocol's describe and execute may each reach a different server connection.
+async fn backend_pid(connection: &mut PgConnection) -> sqlx::Result<i32> {
+    sqlx::raw_sql("select pg_backend_pid()").fetch_one(connection).await?.try_get(0)
+}
+
+/// Rounds of the pooler probe: each one misses only on an unlucky interleaving.
+const PROBE_ROUNDS: usize = 5;
+/// How long the probe waits for a second server connection before calling it shared.
+const PROBE_WAIT: Duration = Duration::from_secs(5);
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 

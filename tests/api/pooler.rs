@@ -184,9 +184,6 @@ async fn a_logout_through_pgbouncer_reaches_the_other_replica_over_the_direct_fe
 /// heard. The heartbeat finds it out, the feed is reported down, and token checks ask the
 /// database, so a logout on A still ends the session on B at once.
 #[tokio::test]
-#[ignore = "the pooler probe can miss when PgBouncer hands the probe's two connections different \
-            server connections; the feed then LISTENs through the pooler and poisons a pooled \
-            connection (seen once in CI: NotificationResponse at a replica's start-up)"]
 async fn a_feed_through_pgbouncer_is_found_down_and_logouts_still_reach_every_replica() {
     on_postgres("pooler::a_feed_through_pgbouncer_is_found_down_and_logouts_still_reach_every_replica", async {
         let Some((bouncer, a)) = behind_pgbouncer(Feed::ThroughPooler, |_| {}).await else { return };
@@ -329,6 +326,49 @@ async fn a_feed_that_goes_quiet_is_found_down_and_comes_back_up() {
 
         proxy.muted.store(false, Ordering::SeqCst);
         eventually(Duration::from_secs(5), "A's change feed is up again", feed_is("up")).await;
+    })
+    .await
+}
+
+/// The probe that keeps the feed from LISTENing through a pooler (where it would leave a
+/// pooled server connection listening, and every later client of it would receive
+/// notifications it cannot read) is right every time: through PgBouncer while other
+/// clients keep the pooler's server connections busy, and straight to PostgreSQL.
+#[tokio::test]
+async fn the_pooler_probe_finds_pgbouncer_every_time_also_under_load() {
+    on_postgres("pooler::the_pooler_probe_finds_pgbouncer_every_time_also_under_load", async {
+        let db = TestDb::create().await;
+        let Some(bouncer) = PgBouncer::start(&db.url).await else { return };
+        let pooled = PgConnectOptions::from_str(&bouncer.url(&db.url)).unwrap().extra_float_digits(None);
+        let direct = PgConnectOptions::from_str(&db.url).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        // Eight clients, each holding a server connection half of the time.
+        let load: Vec<_> = (0..8)
+            .map(|_| {
+                let (pooled, stop) = (pooled.clone(), stop.clone());
+                tokio::spawn(async move {
+                    use sqlx::{Connection, Executor};
+                    let mut connection = sqlx::PgConnection::connect_with(&pooled).await.unwrap();
+                    while !stop.load(Ordering::Relaxed) {
+                        connection.execute("select pg_sleep(0.002)").await.unwrap();
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                })
+            })
+            .collect();
+        for round in 0..20 {
+            assert!(authd::store::shares_sessions(&pooled).await.unwrap(), "PgBouncer not found in round {round}");
+        }
+        stop.store(true, Ordering::Relaxed);
+        for task in load {
+            task.await.unwrap();
+        }
+        for round in 0..5 {
+            assert!(
+                !authd::store::shares_sessions(&direct).await.unwrap(),
+                "PostgreSQL taken for a pooler in round {round}"
+            );
+        }
     })
     .await
 }
