@@ -2,15 +2,18 @@ use std::process::ExitCode;
 
 use authd::{config::Settings, startup, telemetry};
 
-const USAGE: &str = "usage: authd [serve | migrate | rotate-key]
-  serve       (the default) migrate unless MIGRATE_ON_START=false, then serve on LISTEN_ADDR
-  migrate     apply pending database migrations, then exit
-  rotate-key  sign with a new generated key (RS256, ES256, EdDSA); the old one stays published";
+const USAGE: &str = "usage: authd [serve | migrate | rotate-key | admin grant|revoke EMAIL ROLE]
+  serve                     (the default) migrate unless MIGRATE_ON_START=false, then serve on LISTEN_ADDR
+  migrate                   apply pending database migrations, then exit
+  rotate-key                sign with a new generated key (RS256, ES256, EdDSA); the old one stays published
+  admin grant EMAIL ROLE    give the user ROLE (`admin` opens the admin API) from their next token on
+  admin revoke EMAIL ROLE   take ROLE from the user";
 
 enum Command {
     Serve,
     Migrate,
     RotateKey,
+    Role { email: String, role: String, grant: bool },
 }
 
 #[tokio::main]
@@ -20,6 +23,9 @@ async fn main() -> ExitCode {
         [] | ["serve"] => Command::Serve,
         ["migrate"] => Command::Migrate,
         ["rotate-key"] => Command::RotateKey,
+        ["admin", verb @ ("grant" | "revoke"), email, role] => {
+            Command::Role { email: (*email).to_owned(), role: (*role).to_owned(), grant: *verb == "grant" }
+        }
         ["-h" | "--help" | "help"] => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -37,14 +43,20 @@ async fn main() -> ExitCode {
         }
     };
     telemetry::init(settings.log_format);
+    // An operator's command says what went wrong on stderr too, beside the log.
+    let to_stderr = matches!(command, Command::Role { .. });
     let result = match command {
         Command::Serve => startup::serve(settings).await,
         Command::Migrate => startup::migrate(&settings).await,
         Command::RotateKey => startup::rotate_key(&settings).await,
+        Command::Role { email, role, grant } => startup::change_role(&settings, &email, &role, grant).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            if to_stderr {
+                eprintln!("authd: {e:#}");
+            }
             tracing::error!(error = format!("{e:#}"), "authd failed");
             ExitCode::FAILURE
         }

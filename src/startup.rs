@@ -39,6 +39,29 @@ pub async fn rotate_key(settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `authd admin grant|revoke EMAIL ROLE`: prints what it did on a line of its own.
+pub async fn change_role(settings: &Settings, email: &str, role: &str, grant: bool) -> anyhow::Result<()> {
+    let store = store::open(&settings.database, Migrations::RequireCurrent).await?;
+    let role = role.trim();
+    let changed = match crate::core::change_role_as_operator(store, email, role, grant).await {
+        Ok(changed) => changed,
+        Err(crate::core::Error::InvalidInput(violations)) => {
+            let why = violations.iter().map(|v| format!("{}: {}", v.field, v.description)).collect::<Vec<_>>();
+            anyhow::bail!("{}", why.join("; "))
+        }
+        Err(crate::core::Error::UserNotFound) => anyhow::bail!("no user with the email {email:?}"),
+        Err(e) => return Err(anyhow::anyhow!(e)),
+    };
+    let done = match (grant, changed) {
+        (true, crate::core::RoleChange::Done) => "granted",
+        (true, crate::core::RoleChange::Unchanged) => "already held",
+        (false, crate::core::RoleChange::Done) => "revoked",
+        (false, crate::core::RoleChange::Unchanged) => "not held",
+    };
+    println!("{role}: {done}");
+    Ok(())
+}
+
 /// A plain start: builds the application and serves until ctrl-c or SIGTERM.
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     Application::build(settings).await.context("start-up")?.run_until(server::shutdown_signal()).await
@@ -113,6 +136,10 @@ impl Application {
             let authd = self.authd.clone();
             async move { authd.send_mail(first_mail).await }
         });
+        let audit_writer = tokio::spawn({
+            let authd = self.authd.clone();
+            async move { authd.write_audit().await }
+        });
         let cache_follower = tokio::spawn(async move { self.authd.follow_session_changes().await });
         let tls_reloader = self.tls.clone().map(|tls| tokio::spawn(tls.watch()));
         server::serve(self.listener, self.router, &self.limits, self.max_connections, self.tls, self.proxies, shutdown)
@@ -124,6 +151,7 @@ impl Application {
         key_reloader.abort();
         cache_follower.abort();
         mail_sender.abort();
+        audit_writer.abort();
         tracing::info!("authd stopped");
         Ok(())
     }
@@ -139,7 +167,7 @@ async fn fallback(request: Request) -> Response {
 }
 
 /// Keeps gRPC health and `/readyz` in step with the database, and prunes spent rate-limit
-/// counters, ended sessions and spent mail (first one check after start-up, then every
+/// counters, ended sessions, spent mail and audit events past their retention (first one check after start-up, then every
 /// minute).
 async fn watch_database(authd: Authd, health: HealthReporter, interval: Duration) {
     // Start-up has just reached the database and reported serving.
@@ -154,7 +182,13 @@ async fn watch_database(authd: Authd, health: HealthReporter, interval: Duration
         }
         if now_serving && last_prune.is_none_or(|at| at.elapsed() >= PRUNE_INTERVAL) {
             last_prune = Some(Instant::now());
-            for pruned in [authd.prune_throttle().await, authd.prune_sessions().await, authd.prune_mail().await] {
+            let pruned = [
+                authd.prune_throttle().await,
+                authd.prune_sessions().await,
+                authd.prune_mail().await,
+                authd.prune_audit().await,
+            ];
+            for pruned in pruned {
                 if let Err(e) = pruned {
                     e.log_if_internal();
                 }

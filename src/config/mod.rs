@@ -109,6 +109,7 @@ struct Env {
     mail_retry_max_seconds: Option<u64>,
     mail_max_attempts: Option<u32>,
     mail_per_address_hourly: Option<u32>,
+    audit_retention_days: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -265,6 +266,8 @@ mod tests {
             ("HEADER_READ_TIMEOUT_SECONDS", "0"),
             ("CONNECTION_IDLE_TIMEOUT_SECONDS", "0"),
             ("CONNECTION_IDLE_TIMEOUT_SECONDS", "-5"),
+            ("AUDIT_RETENTION_DAYS", "0"),
+            ("AUDIT_RETENTION_DAYS", "forever"),
         ] {
             let err = env(&[(var, value), ("HOME", "/home/ada")]).unwrap_err().to_string();
             assert!(err.contains(var) || err.contains(&var.replace("_KIB", "")), "{var}={value}: {err}");

@@ -28,6 +28,10 @@ pub enum Error {
     /// A session that does not exist, has ended, or is another user's: one case.
     #[error("session not found")]
     SessionNotFound,
+    /// No user by that id or email (admin and operator actions only: nowhere else may
+    /// an answer tell which accounts exist).
+    #[error("user not found")]
+    UserNotFound,
     #[error("overloaded")]
     Overloaded { retry_after: Duration },
     #[error("database unavailable")]

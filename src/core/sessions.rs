@@ -77,7 +77,7 @@ impl Authd {
         let (Some(user), Verdict::Match | Verdict::MatchNeedsRehash(_)) = (user, &verdict) else {
             attempt.failed();
             metrics::login_failed();
-            events::login_failed(account.digest(), user_id, client);
+            events::login_failed(&self.audit, account.digest(), user_id, client);
             return Err(Error::InvalidCredentials);
         };
         attempt.passed().await?;
@@ -144,8 +144,8 @@ impl Authd {
         } else {
             self.store.touch_device(user.user_id, &device_hash, now).await?;
         }
-        events::login_succeeded(user.user_id, session_id, client);
-        let mut signed_in = self.signed_in(user, RefreshClaim { session_id, generation: 0 }, now)?;
+        events::login_succeeded(&self.audit, user.user_id, session_id, client);
+        let mut signed_in = self.signed_in(user, RefreshClaim { session_id, generation: 0 }, now).await?;
         signed_in.tokens.device_token = device_token;
         Ok(signed_in)
     }
@@ -180,9 +180,9 @@ impl Authd {
                         self.store.revoke_session(session.session_id, now).await?;
                         self.cache.apply(SessionChange::Session(session.session_id));
                         metrics::refresh_reuse_detected();
-                        events::refresh_token_reused(session.user_id, session.session_id, client);
+                        events::refresh_token_reused(&self.audit, session.user_id, session.session_id, client);
                         let (user_id, session_id) = (session.user_id, Some(session.session_id));
-                        events::sessions_revoked(user_id, session_id, 1, "refresh_token_reuse", client);
+                        events::sessions_revoked(&self.audit, user_id, session_id, 1, "refresh_token_reuse", client);
                     }
                     return Err(Error::RefreshRejected);
                 }
@@ -190,6 +190,7 @@ impl Authd {
         };
         let user = self.store.user_by_id(session.user_id).await?.ok_or(Error::RefreshRejected)?;
         self.signed_in(&user, RefreshClaim { session_id: session.session_id, generation: session.generation }, now)
+            .await
     }
 
     /// Ends the caller's session, or all of the user's. All of them: every known device of
@@ -210,7 +211,7 @@ impl Authd {
         };
         self.cache.apply(change);
         let reason = if all_sessions { "logout_all" } else { "logout" };
-        events::sessions_revoked(user.user_id, Some(access.session_id), ended, reason, client);
+        events::sessions_revoked(&self.audit, user.user_id, Some(access.session_id), ended, reason, client);
         Ok(LoggedOut { sessions_ended: ended })
     }
 
@@ -244,7 +245,7 @@ impl Authd {
         if ended == 0 {
             return Err(Error::SessionNotFound);
         }
-        events::sessions_revoked(user.user_id, Some(session_id), ended, "revoked", &caller.client);
+        events::sessions_revoked(&self.audit, user.user_id, Some(session_id), ended, "revoked", &caller.client);
         Ok(())
     }
 
@@ -267,7 +268,7 @@ impl Authd {
         let ended = self.store.end_session(session_id, Utc::now()).await?;
         self.cache.apply(SessionChange::Session(session_id));
         if let Some(user_id) = ended {
-            events::sessions_revoked(user_id, Some(session_id), 1, "token_revocation", client);
+            events::sessions_revoked(&self.audit, user_id, Some(session_id), 1, "token_revocation", client);
         }
         Ok(())
     }
@@ -278,7 +279,7 @@ impl Authd {
         let ended = self.store.end_sessions_past(user_id, self.sessions.max_per_user, now, idle_cutoff).await?;
         if ended > 0 {
             self.cache.apply(SessionChange::User(user_id));
-            events::sessions_revoked(user_id, None, ended, "session_cap", client);
+            events::sessions_revoked(&self.audit, user_id, None, ended, "session_cap", client);
         }
         Ok(())
     }
@@ -310,6 +311,7 @@ impl Authd {
             session_id: access.session_id.to_string(),
             expires_at: Some(prost_types::Timestamp { seconds: access.expires_at, nanos: 0 }),
             email_verified: user.email_verified_at.is_some(),
+            roles: access.roles,
         })
     }
 

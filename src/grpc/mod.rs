@@ -111,6 +111,7 @@ impl From<Error> for Status {
             }
             Error::InvalidToken => Status::unauthenticated("Invalid Credentials"),
             Error::SessionNotFound => Status::not_found("Session not found."),
+            Error::UserNotFound => Status::not_found("User not found."),
             Error::Overloaded { retry_after } => Status::with_error_details(
                 Code::ResourceExhausted,
                 "Too many requests; try again later.",

@@ -139,6 +139,10 @@ error_response!(
     SessionNotFound(ErrorBody) = NOT_FOUND
 );
 error_response!(
+    /// No user with that id (admin API)
+    UserNotFound(ErrorBody) = NOT_FOUND
+);
+error_response!(
     /// Too many requests from this address, or too many password checks waiting
     Overloaded(ErrorBody) = TOO_MANY_REQUESTS, headers(("Retry-After" = u64, description = "Seconds to wait"))
 );
@@ -198,6 +202,7 @@ impl IntoResponse for Error {
             Error::MissingToken => challenge(Unauthenticated(Detail { detail: "Not authenticated" })),
             Error::InvalidToken => challenge(Unauthenticated(Detail { detail: "Invalid Credentials" })),
             Error::SessionNotFound => SessionNotFound(ErrorBody::new("Session not found.")).into_response(),
+            Error::UserNotFound => UserNotFound(ErrorBody::new("User not found.")).into_response(),
             Error::Overloaded { retry_after } => {
                 let mut response = Overloaded(ErrorBody::new("Too many requests. Try again later.")).into_response();
                 response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after.as_secs().max(1)));

@@ -361,6 +361,9 @@ pub struct Validation {
     /// Whether the user's address is verified now.
     #[serde(skip_serializing_if = "Option::is_none")]
     email_verified: Option<bool>,
+    /// The roles the token carries.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    roles: Option<Vec<String>>,
 }
 
 impl From<pb::ValidateTokenResponse> for Validation {
@@ -372,8 +375,9 @@ impl From<pb::ValidateTokenResponse> for Validation {
                 session_id: Some(answer.session_id),
                 exp: Some(expires_at.seconds),
                 email_verified: Some(answer.email_verified),
+                roles: Some(answer.roles),
             },
-            _ => Self { active: false, user_id: None, session_id: None, exp: None, email_verified: None },
+            _ => Self { active: false, user_id: None, session_id: None, exp: None, email_verified: None, roles: None },
         }
     }
 }

@@ -8,10 +8,12 @@
 //! keeps them as RFC 3339 text, which compares in time order.
 
 mod adoption;
+mod audit;
 mod devices;
 mod email_tokens;
 mod outbox;
 mod postgres;
+mod roles;
 mod secrets;
 mod sessions;
 mod signing_keys;
@@ -26,6 +28,7 @@ use secrecy::ExposeSecret;
 use sqlx::{PgPool, SqlitePool, migrate::Migrator};
 use url::Url;
 
+pub use audit::{AuditQuery, AuditRecord, NewAuditEvent};
 pub use email_tokens::{CODE_ATTEMPTS, EmailChanged, EmailTokenRecord, NewEmailToken, Purpose};
 pub use outbox::{MailRecord, NewMail};
 pub use sessions::{NewSession, SessionChange, SessionRecord, SessionSummary};
