@@ -214,7 +214,7 @@ async fn reload_keys(authd: Authd) {
 
 async fn set_serving(health: &HealthReporter, serving: bool) {
     let status = if serving { ServingStatus::Serving } else { ServingStatus::NotServing };
-    for service in ["", "authd.v1.UserService", "authd.v1.AuthService"] {
+    for service in ["", "authd.v1.UserService", "authd.v1.AuthService", "authd.v1.AdminService"] {
         health.set_service_status(service, status).await;
     }
 }

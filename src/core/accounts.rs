@@ -18,11 +18,11 @@ use crate::{
 
 /// A registration whose every field is valid.
 pub struct Registration {
-    name: UserName,
-    email: Email,
-    location: Location,
-    about: About,
-    password: Password,
+    pub(super) name: UserName,
+    pub(super) email: Email,
+    pub(super) location: Location,
+    pub(super) about: About,
+    pub(super) password: Password,
 }
 
 /// A changed password: how many other sessions ended, and the new session.
@@ -33,9 +33,9 @@ pub struct PasswordChanged {
 
 /// A profile update whose present fields are valid; `about: Some(About(None))` clears it.
 pub struct ProfileChange {
-    name: Option<UserName>,
-    location: Option<Location>,
-    about: Option<About>,
+    pub(super) name: Option<UserName>,
+    pub(super) location: Option<Location>,
+    pub(super) about: Option<About>,
 }
 
 impl Authd {

@@ -32,6 +32,9 @@ pub enum Error {
     /// an answer tell which accounts exist).
     #[error("user not found")]
     UserNotFound,
+    /// An authenticated caller not allowed to make this call; the message says why.
+    #[error("permission denied")]
+    PermissionDenied(&'static str),
     #[error("overloaded")]
     Overloaded { retry_after: Duration },
     #[error("database unavailable")]

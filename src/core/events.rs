@@ -141,6 +141,14 @@ pub fn login_unverified(trail: &Audit, user_id: i64, client: &ClientInfo) {
     audit(trail, Actor::User(user_id), Some(user_id), "login", "refused", client, detail);
 }
 
+/// The right password for an account an operator disabled.
+pub fn login_disabled(trail: &Audit, user_id: i64, client: &ClientInfo) {
+    tracing::warn!(target: "authd::security", event = "login", outcome = "refused", user_id,
+        client_ip = ip(client), "login refused: account disabled");
+    let detail = Some("account disabled".to_owned());
+    audit(trail, Actor::User(user_id), Some(user_id), "login", "refused", client, detail);
+}
+
 /// A verification by link or code; a wrong code names the user when the address has one.
 pub fn email_verified(trail: &Audit, user_id: Option<i64>, verified: bool, client: &ClientInfo) {
     if verified {

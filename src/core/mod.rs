@@ -6,6 +6,7 @@
 //! `mail` (verification, password reset and email change, and the outbox they fill).
 
 mod accounts;
+mod admin;
 mod audit;
 mod cache;
 mod error;
@@ -30,6 +31,7 @@ use chrono::{DateTime, Utc};
 use secrecy::ExposeSecret;
 
 pub use accounts::{PasswordChanged, ProfileChange, Registration};
+pub use admin::{Admin, NOT_AN_ADMIN};
 pub use audit::Actor;
 use audit::Audit;
 pub use error::{Error, Result};

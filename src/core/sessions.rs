@@ -134,7 +134,16 @@ impl Authd {
         };
         let session = NewSession { device_hash: Some(&device_hash), ..self.new_session(user, session_id, client, now) };
         if !self.store.insert_session(&session).await? {
-            tracing::info!(user_id = user.user_id, "the credentials changed while a login checked them: no session");
+            if self.store.user_disabled(user.user_id).await? == Some(true) {
+                // Told apart in the log and the audit trail only: the caller hears what a
+                // wrong password hears.
+                events::login_disabled(&self.audit, user.user_id, client);
+            } else {
+                tracing::info!(
+                    user_id = user.user_id,
+                    "the credentials changed while a login checked them: no session"
+                );
+            }
             return Err(Error::InvalidCredentials);
         }
         self.end_sessions_past_the_cap(user.user_id, client, now).await?;

@@ -139,6 +139,10 @@ error_response!(
     SessionNotFound(ErrorBody) = NOT_FOUND
 );
 error_response!(
+    /// Authenticated, but not allowed: the admin API needs the admin role
+    Forbidden(ErrorBody) = FORBIDDEN
+);
+error_response!(
     /// No user with that id (admin API)
     UserNotFound(ErrorBody) = NOT_FOUND
 );
@@ -203,6 +207,7 @@ impl IntoResponse for Error {
             Error::InvalidToken => challenge(Unauthenticated(Detail { detail: "Invalid Credentials" })),
             Error::SessionNotFound => SessionNotFound(ErrorBody::new("Session not found.")).into_response(),
             Error::UserNotFound => UserNotFound(ErrorBody::new("User not found.")).into_response(),
+            Error::PermissionDenied(why) => Forbidden(ErrorBody::new(why)).into_response(),
             Error::Overloaded { retry_after } => {
                 let mut response = Overloaded(ErrorBody::new("Too many requests. Try again later.")).into_response();
                 response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after.as_secs().max(1)));

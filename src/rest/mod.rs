@@ -2,6 +2,7 @@
 //! route is declared once, by its handler's `#[utoipa::path]`: the router and the OpenAPI
 //! document are both built from it.
 
+mod admin;
 mod body;
 mod error;
 mod openapi;
@@ -47,7 +48,7 @@ type Reply<T> = Result<Json<T>, Error>;
 /// `/redoc`). Same-path handlers only share a `routes!`: it mounts each of its handlers
 /// on each of its paths.
 pub fn router(authd: Authd, allowed_origins: &[String]) -> Router {
-    let (routes, document) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+    let (routes, document) = admin::routes(OpenApiRouter::with_openapi(openapi::ApiDoc::openapi()))
         .routes(routes!(register_user))
         .routes(routes!(login))
         .routes(routes!(refresh_token))

@@ -7,6 +7,7 @@
 //! `sqlite`. Timestamps are bound by authd, never read from the database's clock: SQLite
 //! keeps them as RFC 3339 text, which compares in time order.
 
+mod admin;
 mod adoption;
 mod audit;
 mod devices;
@@ -28,6 +29,7 @@ use secrecy::ExposeSecret;
 use sqlx::{PgPool, SqlitePool, migrate::Migrator};
 use url::Url;
 
+pub use admin::{AdminUserRecord, UserQuery};
 pub use audit::{AuditQuery, AuditRecord, NewAuditEvent};
 pub use email_tokens::{CODE_ATTEMPTS, EmailChanged, EmailTokenRecord, NewEmailToken, Purpose};
 pub use outbox::{MailRecord, NewMail};

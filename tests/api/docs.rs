@@ -30,6 +30,13 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/healthz", &["get"]),
     ("/readyz", &["get"]),
     ("/metrics", &["get"]),
+    ("/api/v1/admin/users", &["get", "post"]),
+    ("/api/v1/admin/users/{user_id}", &["get", "patch", "delete"]),
+    ("/api/v1/admin/users/{user_id}/disable", &["post"]),
+    ("/api/v1/admin/users/{user_id}/enable", &["post"]),
+    ("/api/v1/admin/users/{user_id}/sessions", &["delete"]),
+    ("/api/v1/admin/users/{user_id}/roles", &["put"]),
+    ("/api/v1/admin/audit-events", &["get"]),
 ];
 
 async fn the_openapi_document_covers_every_route_and_the_security_schemes() {

@@ -7,6 +7,7 @@ mod helpers;
 
 mod abuse;
 mod account;
+mod admin;
 mod adoption;
 mod audit;
 mod browsers;
