@@ -62,6 +62,84 @@ pub async fn change_role(settings: &Settings, email: &str, role: &str, grant: bo
     Ok(())
 }
 
+/// `authd client ...`, as parsed from the command line.
+pub enum ClientCommand {
+    Create { name: String, scopes: Vec<String>, certificate: Option<String> },
+    List,
+    Rotate { client_id: String, grace: Option<Duration> },
+    Delete { client_id: String },
+}
+
+impl ClientCommand {
+    pub fn parse(args: &[&str]) -> Result<Self, String> {
+        match args {
+            ["create", name, rest @ ..] => {
+                let (mut scopes, mut certificate) = (Vec::new(), None);
+                let mut rest = rest.iter();
+                while let Some(flag) = rest.next() {
+                    let value = rest.next().ok_or_else(|| format!("{flag} needs a value"))?;
+                    match *flag {
+                        "--scope" => scopes.push((*value).to_owned()),
+                        "--certificate" => certificate = Some((*value).to_owned()),
+                        _ => return Err(format!("unknown option {flag}")),
+                    }
+                }
+                Ok(Self::Create { name: (*name).to_owned(), scopes, certificate })
+            }
+            ["list"] => Ok(Self::List),
+            ["rotate", id] => Ok(Self::Rotate { client_id: (*id).to_owned(), grace: None }),
+            ["rotate", id, "--grace-seconds", n] => {
+                let seconds = n.parse().map_err(|_| format!("--grace-seconds: {n:?} is not a number of seconds"))?;
+                Ok(Self::Rotate { client_id: (*id).to_owned(), grace: Some(Duration::from_secs(seconds)) })
+            }
+            ["delete", id] => Ok(Self::Delete { client_id: (*id).to_owned() }),
+            _ => Err("unexpected client arguments".to_owned()),
+        }
+    }
+}
+
+/// `authd client ...`: prints what the operator needs, one item a line.
+pub async fn client_command(settings: &Settings, command: ClientCommand) -> anyhow::Result<()> {
+    use crate::core::{self, Actor, ClientInfo, Error};
+    let store = store::open(&settings.database, Migrations::RequireCurrent).await?;
+    let operator = ClientInfo::default();
+    let result = match command {
+        ClientCommand::Create { name, scopes, certificate } => {
+            core::create_client(store, Actor::Operator, &name, &scopes, certificate.as_deref(), &operator).await.map(
+                |created| {
+                    println!("client_id: {}", created.client_id);
+                    println!("client_secret: {}", created.client_secret);
+                },
+            )
+        }
+        ClientCommand::List => core::list_clients(&store).await.map(|clients| {
+            for c in clients {
+                let certificate = c.certificate_name.map(|n| format!(" certificate={n}")).unwrap_or_default();
+                println!("{} name={:?} scopes={}{certificate}", c.client_id, c.name, c.scopes.replace(' ', ","));
+            }
+        }),
+        ClientCommand::Rotate { client_id, grace } => {
+            let grace = grace.unwrap_or(settings.tokens.client_secret_grace);
+            core::rotate_client_secret(store, Actor::Operator, &client_id, grace, &operator).await.map(|rotated| {
+                println!("client_id: {}", rotated.client_id);
+                println!("client_secret: {}", rotated.client_secret);
+            })
+        }
+        ClientCommand::Delete { client_id } => {
+            core::delete_client(store, Actor::Operator, &client_id, &operator).await.map(|()| println!("deleted"))
+        }
+    };
+    match result {
+        Ok(()) => Ok(()),
+        Err(Error::InvalidInput(violations)) => {
+            let why = violations.iter().map(|v| format!("{}: {}", v.field, v.description)).collect::<Vec<_>>();
+            anyhow::bail!("{}", why.join("; "))
+        }
+        Err(Error::ClientNotFound) => anyhow::bail!("no such client"),
+        Err(e) => Err(anyhow::anyhow!(e)),
+    }
+}
+
 /// A plain start: builds the application and serves until ctrl-c or SIGTERM.
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     Application::build(settings).await.context("start-up")?.run_until(server::shutdown_signal()).await

@@ -110,6 +110,9 @@ struct Env {
     mail_max_attempts: Option<u32>,
     mail_per_address_hourly: Option<u32>,
     audit_retention_days: Option<u64>,
+    open_introspection: Option<String>,
+    service_token_lifetime_seconds: Option<u64>,
+    client_secret_grace_seconds: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -268,6 +271,10 @@ mod tests {
             ("CONNECTION_IDLE_TIMEOUT_SECONDS", "-5"),
             ("AUDIT_RETENTION_DAYS", "0"),
             ("AUDIT_RETENTION_DAYS", "forever"),
+            ("OPEN_INTROSPECTION", "sometimes"),
+            ("SERVICE_TOKEN_LIFETIME_SECONDS", "0"),
+            ("SERVICE_TOKEN_LIFETIME_SECONDS", "86400"),
+            ("CLIENT_SECRET_GRACE_SECONDS", "-1"),
         ] {
             let err = env(&[(var, value), ("HOME", "/home/ada")]).unwrap_err().to_string();
             assert!(err.contains(var) || err.contains(&var.replace("_KIB", "")), "{var}={value}: {err}");

@@ -33,33 +33,51 @@ impl Admin {
 }
 
 /// Why a caller may not use the admin API (PERMISSION_DENIED, REST 403).
-pub const NOT_AN_ADMIN: &str = "The admin API needs a user with the admin role.";
+pub const NOT_AN_ADMIN: &str = "The admin API needs a user with the admin role or a client with the admin scope.";
 
 impl Authd {
-    /// The caller of an admin call, from its `authorization` value: an access token of a
-    /// user who holds the `admin` role now (read from the store at each call, so that a
+    /// The caller of an admin call, from its `authorization` value: a service client with
+    /// the `admin` scope (Basic, or a service token), or an access token of a user who
+    /// holds the `admin` role now (read from the store at each call, so that a
     /// revocation takes effect at once, whatever the token's claim says). No or a bad token:
     /// [`Error::MissingToken`] / [`Error::InvalidToken`]; anyone else:
     /// [`Error::PermissionDenied`], recorded in the audit trail.
     pub async fn authorize_admin(&self, authorization: Option<&str>, client: ClientInfo) -> Result<Admin> {
+        if self.is_client_credential(authorization) {
+            let service = self.authenticate_client(authorization, &client).await?;
+            if !service.has("admin") {
+                let actor = Actor::Client(service.client_id.clone());
+                return Err(self.admin_refused(actor, "no admin scope", &client).await?);
+            }
+            return Ok(Admin { actor: Actor::Client(service.client_id), client });
+        }
         let caller = self.authenticate(authorization, client).await?;
         let user_id = caller.user.user_id;
         let roles = self.store.user_roles(user_id).await?;
         if !roles.iter().any(|r| r == Role::ADMIN) {
-            tracing::warn!(target: "authd::security", event = "admin_access", outcome = "refused", user_id,
-                "admin API refused: no admin role");
-            let event = Event {
-                actor: Actor::User(user_id),
-                subject: None,
-                action: "admin_access",
-                outcome: "refused",
-                client: &caller.client,
-                detail: Some("no admin role".into()),
-            };
-            self.audit.write(event).await?;
-            return Err(Error::PermissionDenied(NOT_AN_ADMIN));
+            return Err(self.admin_refused(Actor::User(user_id), "no admin role", &caller.client).await?);
         }
         Ok(Admin { actor: Actor::Admin(user_id), client: caller.client })
+    }
+
+    /// Whether an `authorization` value is a client's (Basic, or a service token) rather
+    /// than a user's access token.
+    fn is_client_credential(&self, authorization: Option<&str>) -> bool {
+        let Some(header) = authorization else { return false };
+        match super::bearer_token(header) {
+            Some(token) => self.access.verify(token).is_none() && self.access.verify_service(token).is_some(),
+            None => header.trim().get(..6).is_some_and(|scheme| scheme.eq_ignore_ascii_case("basic ")),
+        }
+    }
+
+    /// A caller refused by the admin API, logged and audited: the error to answer.
+    async fn admin_refused(&self, actor: Actor, why: &'static str, client: &ClientInfo) -> Result<Error> {
+        tracing::warn!(target: "authd::security", event = "admin_access", outcome = "refused", actor = ?actor,
+            reason = why, "admin API refused");
+        let detail = Some(why.to_owned());
+        let event = Event { actor, subject: None, action: "admin_access", outcome: "refused", client, detail };
+        self.audit.write(event).await?;
+        Ok(Error::PermissionDenied(NOT_AN_ADMIN))
     }
 
     /// Records an admin action, before it is answered.

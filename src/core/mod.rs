@@ -9,6 +9,7 @@ mod accounts;
 mod admin;
 mod audit;
 mod cache;
+mod clients;
 mod error;
 mod events;
 pub mod keys;
@@ -34,6 +35,10 @@ pub use accounts::{PasswordChanged, ProfileChange, Registration};
 pub use admin::{Admin, NOT_AN_ADMIN};
 pub use audit::Actor;
 use audit::Audit;
+pub use clients::{
+    CLIENT_REQUIRED, ClientCredentials, SCOPES, ServiceCaller, ServiceToken, create_client, delete_client,
+    list_clients, parse_scopes, rotate_client_secret,
+};
 pub use error::{Error, Result};
 use limiter::AddressLimiter;
 pub use roles::{RoleChange, change_role_as_operator};
@@ -176,6 +181,12 @@ impl Authd {
         let account_secret = keys::generated_secret(&store, &sealer, keys::ACCOUNT_SECRET).await?;
         let mail_secret = keys::generated_secret(&store, &sealer, keys::MAIL_SECRET).await?;
         let audit = Audit::new(Arc::clone(&store));
+        if tokens.open_introspection {
+            tracing::warn!(
+                "OPEN_INTROSPECTION is on: ValidateToken answers anyone, with no service client (RFC 7662 \
+                 §2.1 asks for one); create clients with the introspect scope and turn it off"
+            );
+        }
         Ok(Self {
             audit_retention: settings.limits.audit_retention,
             mail: Arc::new(mail::Mailer::new(&settings.mail, &mail_secret, sealer)?),

@@ -302,8 +302,21 @@ impl Authd {
     }
 
     /// Whether `token` is an access token that is active right now (RFC 7662 semantics:
-    /// an inactive token is an answer, not an error).
-    pub async fn validate_token(&self, token: &str) -> Result<pb::ValidateTokenResponse> {
+    /// an inactive token is an answer, not an error), for a service client with the
+    /// `introspect` scope (`authorization`, see [`Authd::authenticate_client`]), or for
+    /// anyone with `OPEN_INTROSPECTION`.
+    pub async fn validate_token(
+        &self,
+        authorization: Option<&str>,
+        client: &ClientInfo,
+        token: &str,
+    ) -> Result<pb::ValidateTokenResponse> {
+        if !self.token_settings.open_introspection {
+            let caller = self.authenticate_client(authorization, client).await?;
+            if !caller.has("introspect") {
+                return Err(Error::PermissionDenied("ValidateToken needs a client with the introspect scope."));
+            }
+        }
         if token.trim().is_empty() {
             return Err(Error::invalid("token", "must not be empty"));
         }

@@ -119,6 +119,9 @@ impl From<Error> for Status {
             Error::SessionNotFound => Status::not_found("Session not found."),
             Error::UserNotFound => Status::not_found("User not found."),
             Error::PermissionDenied(why) => Status::permission_denied(why),
+            Error::ClientRequired => Status::unauthenticated(crate::core::CLIENT_REQUIRED),
+            Error::InvalidClient => Status::unauthenticated("Invalid client credentials."),
+            Error::ClientNotFound => Status::not_found("Client not found."),
             Error::Overloaded { retry_after } => Status::with_error_details(
                 Code::ResourceExhausted,
                 "Too many requests; try again later.",

@@ -36,6 +36,29 @@ pub struct AccessClaims {
     pub roles: Vec<String>,
 }
 
+/// The claims of a service access token (client credentials grant): `sub` and
+/// `client_id` name the client, `scope` its scopes, space-separated. No `sid`: it is
+/// never taken for a user's token, nor the reverse (a user's has no `client_id`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ServiceClaims {
+    pub iss: String,
+    pub aud: String,
+    pub sub: String,
+    pub client_id: String,
+    pub scope: String,
+    pub iat: i64,
+    pub nbf: i64,
+    pub exp: i64,
+    pub jti: Uuid,
+}
+
+/// A service token whose signature, type, issuer, audience and times were checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedService {
+    pub client_id: String,
+    pub scopes: Vec<String>,
+}
+
 /// A token whose signature, type, issuer, audience and times were checked; whether its
 /// session is still alive is for the caller to ask the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,7 +153,6 @@ impl AccessTokens {
         email_verified: bool,
         roles: &[String],
     ) -> anyhow::Result<String> {
-        let keys = self.keys();
         let claims = AccessClaims {
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
@@ -143,16 +165,43 @@ impl AccessTokens {
             email_verified,
             roles: roles.to_vec(),
         };
+        self.sign(&claims)
+    }
+
+    /// A service access token for `client_id` with `scopes`, valid for `lifetime`.
+    pub fn issue_service(
+        &self,
+        client_id: &str,
+        scopes: &[String],
+        now: i64,
+        lifetime: Duration,
+    ) -> anyhow::Result<String> {
+        let claims = ServiceClaims {
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            sub: client_id.to_owned(),
+            client_id: client_id.to_owned(),
+            scope: scopes.join(" "),
+            iat: now,
+            nbf: now,
+            exp: now + lifetime.as_secs() as i64,
+            jti: Uuid::new_v4(),
+        };
+        self.sign(&claims)
+    }
+
+    fn sign(&self, claims: &impl Serialize) -> anyhow::Result<String> {
+        let keys = self.keys();
         let mut header = Header::new(keys.signing.algorithm);
         header.typ = Some(TOKEN_TYPE.into());
         header.kid = Some(keys.signing.kid.clone());
         let encoding = keys.signing.encoding.as_ref().context("signing key without a private part")?;
-        Ok(jsonwebtoken::encode(&header, &claims, encoding)?)
+        Ok(jsonwebtoken::encode(&header, claims, encoding)?)
     }
 
-    /// `None` for anything but an unexpired access token signed by one of our keys, with
-    /// that key's algorithm.
-    pub fn verify(&self, token: &str) -> Option<VerifiedAccess> {
+    /// The claims of a token signed by one of our keys with that key's algorithm, of our
+    /// type, issuer and audience, within its times.
+    fn decode<C: serde::de::DeserializeOwned>(&self, token: &str) -> Option<C> {
         if token.len() > 4096 {
             return None;
         }
@@ -162,12 +211,27 @@ impl AccessTokens {
         }
         let keys = self.keys();
         let (key, validation) = keys.verifying.get(header.kid.as_deref()?)?;
-        let data = jsonwebtoken::decode::<AccessClaims>(token, &key.decoding, validation).ok()?;
+        jsonwebtoken::decode::<C>(token, &key.decoding, validation).ok().map(|data| data.claims)
+    }
+
+    /// `None` for anything but an unexpired service token of ours.
+    pub fn verify_service(&self, token: &str) -> Option<VerifiedService> {
+        let claims = self.decode::<ServiceClaims>(token)?;
+        (claims.sub == claims.client_id).then(|| VerifiedService {
+            client_id: claims.client_id,
+            scopes: claims.scope.split_whitespace().map(str::to_owned).collect(),
+        })
+    }
+
+    /// `None` for anything but an unexpired access token signed by one of our keys, with
+    /// that key's algorithm.
+    pub fn verify(&self, token: &str) -> Option<VerifiedAccess> {
+        let claims = self.decode::<AccessClaims>(token)?;
         Some(VerifiedAccess {
-            user_id: data.claims.sub.parse().ok()?,
-            session_id: data.claims.sid,
-            expires_at: data.claims.exp,
-            roles: data.claims.roles,
+            user_id: claims.sub.parse().ok()?,
+            session_id: claims.sid,
+            expires_at: claims.exp,
+            roles: claims.roles,
         })
     }
 }

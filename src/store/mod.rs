@@ -10,6 +10,7 @@
 mod admin;
 mod adoption;
 mod audit;
+mod clients;
 mod devices;
 mod email_tokens;
 mod outbox;
@@ -31,6 +32,7 @@ use url::Url;
 
 pub use admin::{AdminUserRecord, UserQuery};
 pub use audit::{AuditQuery, AuditRecord, NewAuditEvent};
+pub use clients::{ClientRecord, NewClient};
 pub use email_tokens::{CODE_ATTEMPTS, EmailChanged, EmailTokenRecord, NewEmailToken, Purpose};
 pub use outbox::{MailRecord, NewMail};
 pub use sessions::{NewSession, SessionChange, SessionRecord, SessionSummary};
@@ -304,6 +306,9 @@ fn has_stray_at(url: &Url) -> bool {
 pub enum StoreError {
     #[error("email already registered")]
     EmailTaken,
+    /// Another row already has that unique value (a service client's certificate identity).
+    #[error("already taken")]
+    Conflict,
     /// The database cannot be reached (or refuses connections) right now.
     #[error("database unavailable")]
     Unavailable(#[source] sqlx::Error),

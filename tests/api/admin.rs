@@ -15,6 +15,8 @@ use crate::{
     roles::claims,
 };
 
+const NOT_AN_ADMIN: &str = "The admin API needs a user with the admin role or a client with the admin scope.";
+
 pub const ROOT_PASSWORD: &str = "seven purple elephants dance";
 
 /// Registers root@example.com, gives it the admin role (as `authd admin grant` would) and
@@ -94,7 +96,7 @@ async fn every_admin_route_refuses_a_caller_without_the_admin_role() {
         // Ada's own token, even on her own account.
         let (status, answer) = call(&app, method.clone(), &path, Some(&ada_access), body).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path}: {answer}");
-        assert_eq!(answer, json!({"error": {"error": "The admin API needs a user with the admin role."}}));
+        assert_eq!(answer, json!({"error": {"error": NOT_AN_ADMIN}}));
     }
     let refused = app
         .sql_column("select actor_id from audit_events where action = 'admin_access' and outcome = 'refused'", &[])
@@ -112,10 +114,7 @@ async fn every_admin_route_refuses_a_caller_without_the_admin_role() {
     let status = grpc.list_users(ListUsersRequest::default()).await.unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
     let status = grpc.list_users(with_bearer(ListUsersRequest::default(), &ada_access)).await.unwrap_err();
-    assert_eq!(
-        (status.code(), status.message()),
-        (Code::PermissionDenied, "The admin API needs a user with the admin role.")
-    );
+    assert_eq!((status.code(), status.message()), (Code::PermissionDenied, NOT_AN_ADMIN));
 }
 
 async fn a_revoked_admin_role_closes_the_admin_api_at_once_whatever_the_token_says() {
@@ -299,7 +298,7 @@ async fn disabling_a_user_stops_their_live_token_at_once_on_every_replica() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    let (_, validation) = json_of(app.post_json("/api/v1/auth/validate", &json!({"token": access})).await).await;
+    let (_, validation) = app.validate(&access).await;
     assert_eq!(validation, json!({"active": false}));
     assert_eq!(app.refresh(&refresh).await.status(), StatusCode::UNAUTHORIZED);
     let (status, body) = json_of(app.login("ada@example.com", "correct horse battery").await).await;

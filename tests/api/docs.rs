@@ -16,6 +16,7 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/api/v1/auth/revoke", &["post"]),
     ("/api/v1/auth/logout", &["post"]),
     ("/api/v1/auth/validate", &["post"]),
+    ("/oauth/token", &["post"]),
     ("/api/v1/me", &["get", "patch", "delete"]),
     ("/api/v1/me/password", &["post"]),
     ("/api/v1/me/sessions", &["get"]),

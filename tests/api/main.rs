@@ -11,6 +11,7 @@ mod admin;
 mod adoption;
 mod audit;
 mod browsers;
+mod clients;
 mod concurrency;
 mod connections;
 mod credentials;

@@ -1,9 +1,6 @@
 //! Roles: `authd admin grant|revoke EMAIL ROLE`, the `roles` claim of the next access
 //! token (a refresh picks a change up), and ValidateToken's roles.
 
-use std::process::Command;
-
-use authd::pb::ValidateTokenRequest;
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -13,16 +10,8 @@ use crate::{
     helpers::{TestApp, json_of, spawn_app},
 };
 
-/// Runs the authd binary on the app's database with `args`: (success, stdout, stderr).
-pub fn authd_command(app: &TestApp, args: &[&str]) -> (bool, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_authd"))
-        .args(args)
-        .env("DATABASE_URL", app.database_url())
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap();
-    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
-    (output.status.success(), text(&output.stdout), text(&output.stderr))
+fn authd_command(app: &TestApp, args: &[&str]) -> (bool, String, String) {
+    app.authd_command(args)
 }
 
 pub fn claims(token: &str) -> Value {
@@ -51,9 +40,9 @@ async fn a_granted_role_reaches_the_next_token_and_validate_token() {
     let (access, refresh) = refreshed(&app, &refresh).await;
     assert_eq!(claims(&access)["roles"], json!(["admin", "billing:read"]));
 
-    let answer = app.auth().await.validate_token(ValidateTokenRequest { token: access.clone() }).await;
-    assert_eq!(answer.unwrap().into_inner().roles, ["admin", "billing:read"]);
-    let (status, body) = json_of(app.post_json("/api/v1/auth/validate", &json!({"token": access})).await).await;
+    let answer = app.grpc_validate(&access).await;
+    assert_eq!(answer.unwrap().roles, ["admin", "billing:read"]);
+    let (status, body) = app.validate(&access).await;
     assert_eq!((status, &body["roles"]), (StatusCode::OK, &json!(["admin", "billing:read"])));
 
     let (ok, out, _) = authd_command(&app, &["admin", "revoke", "ada@example.com", "admin"]);
