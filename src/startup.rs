@@ -39,6 +39,107 @@ pub async fn rotate_key(settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `authd admin grant|revoke EMAIL ROLE`: prints what it did on a line of its own.
+pub async fn change_role(settings: &Settings, email: &str, role: &str, grant: bool) -> anyhow::Result<()> {
+    let store = store::open(&settings.database, Migrations::RequireCurrent).await?;
+    let role = role.trim();
+    let changed = match crate::core::change_role_as_operator(store, email, role, grant).await {
+        Ok(changed) => changed,
+        Err(crate::core::Error::InvalidInput(violations)) => {
+            let why = violations.iter().map(|v| format!("{}: {}", v.field, v.description)).collect::<Vec<_>>();
+            anyhow::bail!("{}", why.join("; "))
+        }
+        Err(crate::core::Error::UserNotFound) => anyhow::bail!("no user with the email {email:?}"),
+        Err(e) => return Err(anyhow::anyhow!(e)),
+    };
+    let done = match (grant, changed) {
+        (true, crate::core::RoleChange::Done) => "granted",
+        (true, crate::core::RoleChange::Unchanged) => "already held",
+        (false, crate::core::RoleChange::Done) => "revoked",
+        (false, crate::core::RoleChange::Unchanged) => "not held",
+    };
+    println!("{role}: {done}");
+    Ok(())
+}
+
+/// `authd client ...`, as parsed from the command line.
+pub enum ClientCommand {
+    Create { name: String, scopes: Vec<String>, certificate: Option<String> },
+    List,
+    Rotate { client_id: String, grace: Option<Duration> },
+    Delete { client_id: String },
+}
+
+impl ClientCommand {
+    pub fn parse(args: &[&str]) -> Result<Self, String> {
+        match args {
+            ["create", name, rest @ ..] => {
+                let (mut scopes, mut certificate) = (Vec::new(), None);
+                let mut rest = rest.iter();
+                while let Some(flag) = rest.next() {
+                    let value = rest.next().ok_or_else(|| format!("{flag} needs a value"))?;
+                    match *flag {
+                        "--scope" => scopes.push((*value).to_owned()),
+                        "--certificate" => certificate = Some((*value).to_owned()),
+                        _ => return Err(format!("unknown option {flag}")),
+                    }
+                }
+                Ok(Self::Create { name: (*name).to_owned(), scopes, certificate })
+            }
+            ["list"] => Ok(Self::List),
+            ["rotate", id] => Ok(Self::Rotate { client_id: (*id).to_owned(), grace: None }),
+            ["rotate", id, "--grace-seconds", n] => {
+                let seconds = n.parse().map_err(|_| format!("--grace-seconds: {n:?} is not a number of seconds"))?;
+                Ok(Self::Rotate { client_id: (*id).to_owned(), grace: Some(Duration::from_secs(seconds)) })
+            }
+            ["delete", id] => Ok(Self::Delete { client_id: (*id).to_owned() }),
+            _ => Err("unexpected client arguments".to_owned()),
+        }
+    }
+}
+
+/// `authd client ...`: prints what the operator needs, one item a line.
+pub async fn client_command(settings: &Settings, command: ClientCommand) -> anyhow::Result<()> {
+    use crate::core::{self, Actor, ClientInfo, Error};
+    let store = store::open(&settings.database, Migrations::RequireCurrent).await?;
+    let operator = ClientInfo::default();
+    let result = match command {
+        ClientCommand::Create { name, scopes, certificate } => {
+            core::create_client(store, Actor::Operator, &name, &scopes, certificate.as_deref(), &operator).await.map(
+                |created| {
+                    println!("client_id: {}", created.client_id);
+                    println!("client_secret: {}", created.client_secret);
+                },
+            )
+        }
+        ClientCommand::List => core::list_clients(&store).await.map(|clients| {
+            for c in clients {
+                let certificate = c.certificate_name.map(|n| format!(" certificate={n}")).unwrap_or_default();
+                println!("{} name={:?} scopes={}{certificate}", c.client_id, c.name, c.scopes.replace(' ', ","));
+            }
+        }),
+        ClientCommand::Rotate { client_id, grace } => {
+            let grace = grace.unwrap_or(settings.tokens.client_secret_grace);
+            core::rotate_client_secret(store, Actor::Operator, &client_id, grace, &operator).await.map(|rotated| {
+                println!("client_id: {}", rotated.client_id);
+                println!("client_secret: {}", rotated.client_secret);
+            })
+        }
+        ClientCommand::Delete { client_id } => {
+            core::delete_client(store, Actor::Operator, &client_id, &operator).await.map(|()| println!("deleted"))
+        }
+    };
+    match result {
+        Ok(()) => Ok(()),
+        Err(Error::InvalidInput(violations)) => {
+            let why = violations.iter().map(|v| format!("{}: {}", v.field, v.description)).collect::<Vec<_>>();
+            anyhow::bail!("{}", why.join("; "))
+        }
+        Err(Error::ClientNotFound) => anyhow::bail!("no such client"),
+        Err(e) => Err(anyhow::anyhow!(e)),
+    }
+}
+
 /// A plain start: builds the application and serves until ctrl-c or SIGTERM.
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     Application::build(settings).await.context("start-up")?.run_until(server::shutdown_signal()).await
@@ -113,6 +214,10 @@ impl Application {
             let authd = self.authd.clone();
             async move { authd.send_mail(first_mail).await }
         });
+        let audit_writer = tokio::spawn({
+            let authd = self.authd.clone();
+            async move { authd.write_audit().await }
+        });
         let cache_follower = tokio::spawn(async move { self.authd.follow_session_changes().await });
         let tls_reloader = self.tls.clone().map(|tls| tokio::spawn(tls.watch()));
         server::serve(self.listener, self.router, &self.limits, self.max_connections, self.tls, self.proxies, shutdown)
@@ -124,6 +229,7 @@ impl Application {
         key_reloader.abort();
         cache_follower.abort();
         mail_sender.abort();
+        audit_writer.abort();
         tracing::info!("authd stopped");
         Ok(())
     }
@@ -139,7 +245,7 @@ async fn fallback(request: Request) -> Response {
 }
 
 /// Keeps gRPC health and `/readyz` in step with the database, and prunes spent rate-limit
-/// counters, ended sessions and spent mail (first one check after start-up, then every
+/// counters, ended sessions, spent mail and audit events past their retention (first one check after start-up, then every
 /// minute).
 async fn watch_database(authd: Authd, health: HealthReporter, interval: Duration) {
     // Start-up has just reached the database and reported serving.
@@ -154,7 +260,13 @@ async fn watch_database(authd: Authd, health: HealthReporter, interval: Duration
         }
         if now_serving && last_prune.is_none_or(|at| at.elapsed() >= PRUNE_INTERVAL) {
             last_prune = Some(Instant::now());
-            for pruned in [authd.prune_throttle().await, authd.prune_sessions().await, authd.prune_mail().await] {
+            let pruned = [
+                authd.prune_throttle().await,
+                authd.prune_sessions().await,
+                authd.prune_mail().await,
+                authd.prune_audit().await,
+            ];
+            for pruned in pruned {
                 if let Err(e) = pruned {
                     e.log_if_internal();
                 }
@@ -180,7 +292,7 @@ async fn reload_keys(authd: Authd) {
 
 async fn set_serving(health: &HealthReporter, serving: bool) {
     let status = if serving { ServingStatus::Serving } else { ServingStatus::NotServing };
-    for service in ["", "authd.v1.UserService", "authd.v1.AuthService"] {
+    for service in ["", "authd.v1.UserService", "authd.v1.AuthService", "authd.v1.AdminService"] {
         health.set_service_status(service, status).await;
     }
 }

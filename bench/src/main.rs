@@ -126,7 +126,8 @@ async fn main() -> Result<()> {
     let mut tls_env = env.clone();
     tls_env.extend([("TLS_CERT_FILE", tls_files.cert.as_str()), ("TLS_KEY_FILE", tls_files.key.as_str())]);
     let tls_server = Server::start(&binary, &tls_env, Some(tls_files.ca_pem.clone())).await?;
-    let result = run_cases(&server, &tls_server, timing).await;
+    let introspector = introspector(&binary, &database.url)?;
+    let result = run_cases(&server, &tls_server, timing, &introspector).await;
     let peak_rss = server.peak_rss_kib()?;
     drop(tls_server);
     drop(server);
@@ -593,7 +594,33 @@ struct Report {
     costs: Vec<(&'static str, Vec<Cost>)>,
 }
 
-async fn run_cases(server: &Server, tls_server: &Server, timing: Timing) -> Result<Report> {
+/// A service client with the `introspect` scope, which ValidateToken needs, made as an
+/// operator makes one (`authd client create`): its `authorization` value.
+fn introspector(binary: &Path, database_url: &str) -> Result<String> {
+    let output = Command::new(binary)
+        .env_clear()
+        .env("DATABASE_URL", database_url)
+        .env("RUST_LOG", "warn")
+        .args(["client", "create", "authd-bench", "--scope", "introspect"])
+        .output()
+        .context("running authd client create")?;
+    anyhow::ensure!(output.status.success(), "authd client create: {}", String::from_utf8_lossy(&output.stderr));
+    let out = String::from_utf8(output.stdout)?;
+    let value = |key: &str| out.lines().find_map(|l| l.strip_prefix(key)).map(str::to_owned);
+    let (id, secret) = value("client_id: ").zip(value("client_secret: ")).context("authd client create's output")?;
+    Ok(authd::security::client_secrets::basic_authorization(&id, &secret))
+}
+
+/// A ValidateToken request carrying the service client's `authorization`.
+fn validate_request(token: String, authorization: &str) -> tonic::Request<ValidateTokenRequest> {
+    let mut request = tonic::Request::new(ValidateTokenRequest { token });
+    if let Ok(value) = authorization.parse() {
+        request.metadata_mut().insert("authorization", value);
+    }
+    request
+}
+
+async fn run_cases(server: &Server, tls_server: &Server, timing: Timing, introspector: &str) -> Result<Report> {
     let mut channels = Vec::new();
     let mut tls_channels = Vec::new();
     for _ in 0..CHANNELS {
@@ -687,12 +714,12 @@ async fn run_cases(server: &Server, tls_server: &Server, timing: Timing) -> Resu
 
     let stats = {
         let (channels, tokens) = (Arc::clone(&channels), Arc::clone(&tokens));
+        let introspector = introspector.to_owned();
         load(CHEAP_CONCURRENCY, timing, move |task, _| {
             let mut client = AuthServiceClient::new(channels[task % CHANNELS].clone());
             let token = tokens[task % USERS].trim_start_matches("Bearer ").to_owned();
-            async move {
-                client.validate_token(ValidateTokenRequest { token }).await.is_ok_and(|r| r.into_inner().active)
-            }
+            let request = validate_request(token, &introspector);
+            async move { client.validate_token(request).await.is_ok_and(|r| r.into_inner().active) }
         })
         .await
     };
@@ -1004,6 +1031,7 @@ async fn measure_costs(
         env.extend(quiet);
         env.extend(extra.iter().copied());
         let server = Server::start(binary, &env, None).await?;
+        let introspector = introspector(binary, &database.url)?;
         let stats_url = database.url.clone();
         let mut meter = Meter {
             server: &server,
@@ -1016,13 +1044,19 @@ async fn measure_costs(
             settle: if smoke { Duration::from_millis(1500) } else { Duration::from_millis(11_500) },
             last: None,
         };
-        let costs = op_costs(&server, &mut meter, name, scale).await?;
+        let costs = op_costs(&server, &mut meter, name, scale, &introspector).await?;
         all.push((name, costs));
     }
     Ok(all)
 }
 
-async fn op_costs(server: &Server, meter: &mut Meter<'_>, name: &str, scale: usize) -> Result<Vec<Cost>> {
+async fn op_costs(
+    server: &Server,
+    meter: &mut Meter<'_>,
+    name: &str,
+    scale: usize,
+    introspector: &str,
+) -> Result<Vec<Cost>> {
     let channel = server.channel().await?;
     let users = 16 * scale;
     let tag = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
@@ -1118,10 +1152,12 @@ async fn op_costs(server: &Server, meter: &mut Meter<'_>, name: &str, scale: usi
     costs.push(meter.cost("GetMe (token check)", get_me).await?);
     let validate = {
         let (channel, sessions) = (channel.clone(), Arc::clone(&sessions));
+        let introspector = introspector.to_owned();
         batch(checks, 16, move |i| {
             let mut client = AuthServiceClient::new(channel.clone());
             let token = sessions.lock().ok().map(|s| s[i % s.len()].0.clone()).unwrap_or_default();
-            async move { client.validate_token(ValidateTokenRequest { token }).await.is_ok_and(|r| r.into_inner().active) }
+            let request = validate_request(token, &introspector);
+            async move { client.validate_token(request).await.is_ok_and(|r| r.into_inner().active) }
         })
     };
     costs.push(meter.cost("ValidateToken (token check)", validate).await?);

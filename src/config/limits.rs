@@ -79,7 +79,12 @@ pub struct LimitSettings {
     pub max_connection_age: Duration,
     /// How often the database is checked for gRPC health and `/readyz` reporting.
     pub health_check_interval: Duration,
+    /// How long an audit event is kept before the background pruning deletes it.
+    pub audit_retention: Duration,
 }
+
+/// Days an audit event is kept when `AUDIT_RETENTION_DAYS` is unset.
+pub const DEFAULT_AUDIT_RETENTION_DAYS: u64 = 90;
 
 impl LimitSettings {
     pub(super) fn from_env(env: &mut Env) -> Result<Self, ConfigError> {
@@ -97,6 +102,10 @@ impl LimitSettings {
             },
             max_connection_age: seconds("MAX_CONNECTION_AGE_SECONDS", env.max_connection_age_seconds, 3600)?,
             health_check_interval: Duration::from_millis(env.health_check_interval_ms.unwrap_or(5000).max(100)),
+            audit_retention: match env.audit_retention_days.unwrap_or(DEFAULT_AUDIT_RETENTION_DAYS) {
+                0 => return Err(bad("AUDIT_RETENTION_DAYS", "must be at least 1 day")),
+                days => Duration::from_secs(days.saturating_mul(86_400)),
+            },
         })
     }
 }

@@ -109,6 +109,10 @@ struct Env {
     mail_retry_max_seconds: Option<u64>,
     mail_max_attempts: Option<u32>,
     mail_per_address_hourly: Option<u32>,
+    audit_retention_days: Option<u64>,
+    open_introspection: Option<String>,
+    service_token_lifetime_seconds: Option<u64>,
+    client_secret_grace_seconds: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -265,6 +269,12 @@ mod tests {
             ("HEADER_READ_TIMEOUT_SECONDS", "0"),
             ("CONNECTION_IDLE_TIMEOUT_SECONDS", "0"),
             ("CONNECTION_IDLE_TIMEOUT_SECONDS", "-5"),
+            ("AUDIT_RETENTION_DAYS", "0"),
+            ("AUDIT_RETENTION_DAYS", "forever"),
+            ("OPEN_INTROSPECTION", "sometimes"),
+            ("SERVICE_TOKEN_LIFETIME_SECONDS", "0"),
+            ("SERVICE_TOKEN_LIFETIME_SECONDS", "86400"),
+            ("CLIENT_SECRET_GRACE_SECONDS", "-1"),
         ] {
             let err = env(&[(var, value), ("HOME", "/home/ada")]).unwrap_err().to_string();
             assert!(err.contains(var) || err.contains(&var.replace("_KIB", "")), "{var}={value}: {err}");

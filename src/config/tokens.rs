@@ -6,7 +6,7 @@ use base64::Engine;
 use jsonwebtoken::Algorithm;
 use secrecy::{ExposeSecret, SecretSlice, SecretString};
 
-use super::{ConfigError, Env, bad};
+use super::{ConfigError, Env, bad, flag};
 
 #[derive(Debug, Clone)]
 pub struct TokenSettings {
@@ -36,6 +36,13 @@ pub struct TokenSettings {
     pub key_encryption_key: Option<SecretSlice<u8>>,
     pub issuer: String,
     pub audience: String,
+    /// ValidateToken without a service client (`OPEN_INTROSPECTION`), the behaviour of
+    /// deployments before service clients; warned about at start-up.
+    pub open_introspection: bool,
+    /// Lifetime of a service access token from `POST /oauth/token`.
+    pub service_token_lifetime: Duration,
+    /// How long a client's previous secret keeps working after a rotation, by default.
+    pub client_secret_grace: Duration,
 }
 
 const DAY: u64 = 24 * 60 * 60;
@@ -96,6 +103,12 @@ impl TokenSettings {
             key_encryption_key: key_encryption_key(env)?,
             issuer: env.token_issuer.take().unwrap_or_else(|| "authd".into()),
             audience: env.token_audience.take().unwrap_or_else(|| "authd".into()),
+            open_introspection: flag("OPEN_INTROSPECTION", env.open_introspection.as_deref(), false)?,
+            service_token_lifetime: match env.service_token_lifetime_seconds.unwrap_or(300) {
+                s @ 1..=3600 => Duration::from_secs(s),
+                _ => return Err(bad("SERVICE_TOKEN_LIFETIME_SECONDS", "must be 1 to 3600 seconds")),
+            },
+            client_secret_grace: Duration::from_secs(env.client_secret_grace_seconds.unwrap_or(DAY)),
         })
     }
 }

@@ -18,11 +18,11 @@ use crate::{
 
 /// A registration whose every field is valid.
 pub struct Registration {
-    name: UserName,
-    email: Email,
-    location: Location,
-    about: About,
-    password: Password,
+    pub(super) name: UserName,
+    pub(super) email: Email,
+    pub(super) location: Location,
+    pub(super) about: About,
+    pub(super) password: Password,
 }
 
 /// A changed password: how many other sessions ended, and the new session.
@@ -33,9 +33,9 @@ pub struct PasswordChanged {
 
 /// A profile update whose present fields are valid; `about: Some(About(None))` clears it.
 pub struct ProfileChange {
-    name: Option<UserName>,
-    location: Option<Location>,
-    about: Option<About>,
+    pub(super) name: Option<UserName>,
+    pub(super) location: Option<Location>,
+    pub(super) about: Option<About>,
 }
 
 impl Authd {
@@ -171,9 +171,9 @@ impl Authd {
         let client = &caller.client;
         let (current, new) = self.screen_password_change(caller, req)?;
         let user = self.fresh(&caller.user).await?;
-        self.check_password(caller, &user, &current, "current_password")
-            .await
-            .inspect_err(|e| wrong_password(e, || events::password_changed(user.user_id, false, 0, client)))?;
+        self.check_password(caller, &user, &current, "current_password").await.inspect_err(|e| {
+            wrong_password(e, || events::password_changed(&self.audit, user.user_id, false, 0, client))
+        })?;
         let hash = self.passwords.hash(Some(&owner(&user)), &new).await?;
         let now = Utc::now();
         let session_id = Uuid::new_v4();
@@ -195,8 +195,8 @@ impl Authd {
             .await?
             .ok_or_else(|| Error::invalid("current_password", "is incorrect"))?;
         self.cache.apply(SessionChange::User(user.user_id));
-        events::password_changed(user.user_id, true, ended, client);
-        let signed_in = self.signed_in(&user, RefreshClaim { session_id, generation: 0 }, now)?;
+        events::password_changed(&self.audit, user.user_id, true, ended, client);
+        let signed_in = self.signed_in(&user, RefreshClaim { session_id, generation: 0 }, now).await?;
         Ok(PasswordChanged { sessions_ended: ended, signed_in })
     }
 
@@ -213,12 +213,12 @@ impl Authd {
     pub async fn delete_me(&self, caller: &Caller, req: &pb::DeleteMeRequest) -> Result<()> {
         let password = self.validate_deletion(req).map_err(Error::InvalidInput)?;
         let user = self.fresh(&caller.user).await?;
-        self.check_password(caller, &user, &password, "password")
-            .await
-            .inspect_err(|e| wrong_password(e, || events::account_deleted(user.user_id, false, &caller.client)))?;
+        self.check_password(caller, &user, &password, "password").await.inspect_err(|e| {
+            wrong_password(e, || events::account_deleted(&self.audit, user.user_id, false, &caller.client))
+        })?;
         self.store.delete_user(user.user_id).await?;
         self.cache.apply(SessionChange::User(user.user_id));
-        events::account_deleted(user.user_id, true, &caller.client);
+        events::account_deleted(&self.audit, user.user_id, true, &caller.client);
         Ok(())
     }
 

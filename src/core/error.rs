@@ -28,6 +28,23 @@ pub enum Error {
     /// A session that does not exist, has ended, or is another user's: one case.
     #[error("session not found")]
     SessionNotFound,
+    /// No user by that id or email (admin and operator actions only: nowhere else may
+    /// an answer tell which accounts exist).
+    #[error("user not found")]
+    UserNotFound,
+    /// A call that needs a service client made without client credentials.
+    #[error("client credentials required")]
+    ClientRequired,
+    /// Client credentials that are not a live client's: unknown or deleted client, wrong
+    /// secret, previous secret past its grace, bad service token.
+    #[error("invalid client")]
+    InvalidClient,
+    /// No service client with that id.
+    #[error("client not found")]
+    ClientNotFound,
+    /// An authenticated caller not allowed to make this call; the message says why.
+    #[error("permission denied")]
+    PermissionDenied(&'static str),
     #[error("overloaded")]
     Overloaded { retry_after: Duration },
     #[error("database unavailable")]
@@ -57,6 +74,7 @@ impl From<StoreError> for Error {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::EmailTaken => Self::EmailTaken,
+            StoreError::Conflict => Self::invalid("certificate", "is already another client's"),
             StoreError::Unavailable(e) => Self::Unavailable(e.into()),
             StoreError::Other(e) => Self::Unexpected(e),
         }

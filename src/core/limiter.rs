@@ -32,7 +32,7 @@ impl AddressLimiter {
         let wait = not_until.wait_time_from(limiter.clock().now());
         // Whole seconds, rounded up, for Retry-After.
         let retry_after = Duration::from_secs((wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1));
-        events::throttled(action.name(), "address", client, None, retry_after);
+        events::throttled(None, action.name(), "address", client, None, retry_after);
         Err(Error::Overloaded { retry_after })
     }
 

@@ -153,7 +153,7 @@ impl Authd {
     /// once the password was found right, so that it tells nothing to a guesser.
     pub(super) fn check_verified(&self, user: &UserRecord, client: &ClientInfo) -> Result<()> {
         if self.mailer().settings.require_verification && user.email_verified_at.is_none() {
-            events::login_unverified(user.user_id, client);
+            events::login_unverified(&self.audit, user.user_id, client);
             return Err(Error::EmailNotVerified);
         }
         Ok(())
@@ -195,14 +195,14 @@ impl Authd {
                 let user_id = user.as_ref().map_or(-1, |u| u.user_id);
                 let code_hash = m.tokens.code_hash(user_id, &req.code).ok_or_else(wrong_code)?;
                 if user.is_none() || !self.store.verify_email_with_code(user_id, &code_hash, now).await? {
-                    events::email_verified(user.map(|u| u.user_id), false, client);
+                    events::email_verified(&self.audit, user.map(|u| u.user_id), false, client);
                     return Err(wrong_code());
                 }
                 user_id
             }
         };
         self.cache.apply(SessionChange::User(user_id));
-        events::email_verified(Some(user_id), true, client);
+        events::email_verified(&self.audit, Some(user_id), true, client);
         Ok(())
     }
 
@@ -246,7 +246,7 @@ impl Authd {
         let client = client.clone();
         self.in_background(async move |authd| {
             let user = authd.store.user_by_email(email.as_str()).await?;
-            events::password_reset_requested(account.digest(), user.as_ref().map(|u| u.user_id), &client);
+            events::password_reset_requested(&authd.audit, account.digest(), user.as_ref().map(|u| u.user_id), &client);
             let Some(user) = user else { return Ok(()) };
             let m = Arc::clone(authd.mailer());
             let lifetime = m.settings.reset_token_lifetime;
@@ -306,7 +306,7 @@ impl Authd {
             .await?
             .ok_or_else(invalid_token)?;
         self.cache.apply(SessionChange::User(user.user_id));
-        events::password_reset(user.user_id, ended, client);
+        events::password_reset(&self.audit, user.user_id, ended, client);
         Ok(ended)
     }
 
@@ -332,7 +332,7 @@ impl Authd {
         let (new_email, password) = self.validate_email_change(caller, req).map_err(Error::InvalidInput)?;
         let user = self.fresh(&caller.user).await?;
         let checked = self.check_password(caller, &user, &password, "current_password").await;
-        events::email_change_requested(user.user_id, checked.is_ok(), &caller.client);
+        events::email_change_requested(&self.audit, user.user_id, checked.is_ok(), &caller.client);
         checked?;
         self.throttle.mail_to(&self.account(new_email.as_str()), &caller.client).await?;
         if self.store.user_by_email(new_email.as_str()).await?.is_some() {
@@ -370,7 +370,7 @@ impl Authd {
             Err(e) => return Err(e.into()),
         };
         self.cache.apply(SessionChange::User(changed.user_id));
-        events::email_changed(changed.user_id, changed.sessions_ended, client);
+        events::email_changed(&self.audit, changed.user_id, changed.sessions_ended, client);
         Ok(changed.sessions_ended)
     }
 

@@ -6,12 +6,16 @@
 //! `mail` (verification, password reset and email change, and the outbox they fill).
 
 mod accounts;
+mod admin;
+mod audit;
 mod cache;
+mod clients;
 mod error;
 mod events;
 pub mod keys;
 mod limiter;
 mod mail;
+mod roles;
 mod sessions;
 mod throttle;
 
@@ -28,8 +32,16 @@ use chrono::{DateTime, Utc};
 use secrecy::ExposeSecret;
 
 pub use accounts::{PasswordChanged, ProfileChange, Registration};
+pub use admin::{Admin, NOT_AN_ADMIN};
+pub use audit::Actor;
+use audit::Audit;
+pub use clients::{
+    CLIENT_REQUIRED, ClientCredentials, SCOPES, ServiceCaller, ServiceToken, create_client, delete_client,
+    list_clients, parse_scopes, rotate_client_secret,
+};
 pub use error::{Error, Result};
 use limiter::AddressLimiter;
+pub use roles::{RoleChange, change_role_as_operator};
 pub use sessions::{DEVICE_CANDIDATES, DEVICE_LIFETIME, LoggedOut};
 use throttle::Throttle;
 
@@ -142,6 +154,9 @@ pub struct Authd {
     addresses: Arc<AddressLimiter>,
     accounts: AccountDigests,
     mail: Arc<mail::Mailer>,
+    audit: Audit,
+    /// How long audit events are kept (`AUDIT_RETENTION_DAYS`).
+    audit_retention: Duration,
     /// Whether the database answered the health watcher's last check.
     database_up: Arc<AtomicBool>,
 }
@@ -165,12 +180,21 @@ impl Authd {
         let device_secret = keys::generated_secret(&store, &sealer, keys::DEVICE_SECRET).await?;
         let account_secret = keys::generated_secret(&store, &sealer, keys::ACCOUNT_SECRET).await?;
         let mail_secret = keys::generated_secret(&store, &sealer, keys::MAIL_SECRET).await?;
+        let audit = Audit::new(Arc::clone(&store));
+        if tokens.open_introspection {
+            tracing::warn!(
+                "OPEN_INTROSPECTION is on: ValidateToken answers anyone, with no service client (RFC 7662 \
+                 §2.1 asks for one); create clients with the introspect scope and turn it off"
+            );
+        }
         Ok(Self {
+            audit_retention: settings.limits.audit_retention,
             mail: Arc::new(mail::Mailer::new(&settings.mail, &mail_secret, sealer)?),
             addresses: Arc::new(AddressLimiter::new(settings.throttle.address_limit)),
             accounts: AccountDigests::new(&account_secret)?,
             database_up: Arc::new(AtomicBool::new(true)),
-            throttle: Throttle::new(store.clone(), &settings.throttle, settings.mail.per_address_hourly),
+            throttle: Throttle::new(store.clone(), &settings.throttle, settings.mail.per_address_hourly, audit.clone()),
+            audit,
             store,
             passwords: Passwords::new(&settings.passwords)?,
             access: AccessTokens::new(tokens, access_keys.signing, access_keys.retired)?,
@@ -314,10 +338,13 @@ impl Authd {
         }
     }
 
-    fn signed_in(&self, user: &UserRecord, refresh: RefreshClaim, now: DateTime<Utc>) -> Result<SignedIn> {
+    /// The tokens of a session of `user`; the access token carries the user's roles as the
+    /// store has them now, so a refresh picks up a change of roles.
+    async fn signed_in(&self, user: &UserRecord, refresh: RefreshClaim, now: DateTime<Utc>) -> Result<SignedIn> {
+        let roles = self.store.user_roles(user.user_id).await?;
         let access_token = self
             .access
-            .issue(user.user_id, refresh.session_id, now.timestamp(), user.email_verified_at.is_some())
+            .issue(user.user_id, refresh.session_id, now.timestamp(), user.email_verified_at.is_some(), &roles)
             .context("signing an access token")?;
         Ok(SignedIn {
             user: user_message(user),

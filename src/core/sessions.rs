@@ -77,7 +77,7 @@ impl Authd {
         let (Some(user), Verdict::Match | Verdict::MatchNeedsRehash(_)) = (user, &verdict) else {
             attempt.failed();
             metrics::login_failed();
-            events::login_failed(account.digest(), user_id, client);
+            events::login_failed(&self.audit, account.digest(), user_id, client);
             return Err(Error::InvalidCredentials);
         };
         attempt.passed().await?;
@@ -134,7 +134,16 @@ impl Authd {
         };
         let session = NewSession { device_hash: Some(&device_hash), ..self.new_session(user, session_id, client, now) };
         if !self.store.insert_session(&session).await? {
-            tracing::info!(user_id = user.user_id, "the credentials changed while a login checked them: no session");
+            if self.store.user_disabled(user.user_id).await? == Some(true) {
+                // Told apart in the log and the audit trail only: the caller hears what a
+                // wrong password hears.
+                events::login_disabled(&self.audit, user.user_id, client);
+            } else {
+                tracing::info!(
+                    user_id = user.user_id,
+                    "the credentials changed while a login checked them: no session"
+                );
+            }
             return Err(Error::InvalidCredentials);
         }
         self.end_sessions_past_the_cap(user.user_id, client, now).await?;
@@ -144,8 +153,8 @@ impl Authd {
         } else {
             self.store.touch_device(user.user_id, &device_hash, now).await?;
         }
-        events::login_succeeded(user.user_id, session_id, client);
-        let mut signed_in = self.signed_in(user, RefreshClaim { session_id, generation: 0 }, now)?;
+        events::login_succeeded(&self.audit, user.user_id, session_id, client);
+        let mut signed_in = self.signed_in(user, RefreshClaim { session_id, generation: 0 }, now).await?;
         signed_in.tokens.device_token = device_token;
         Ok(signed_in)
     }
@@ -180,9 +189,9 @@ impl Authd {
                         self.store.revoke_session(session.session_id, now).await?;
                         self.cache.apply(SessionChange::Session(session.session_id));
                         metrics::refresh_reuse_detected();
-                        events::refresh_token_reused(session.user_id, session.session_id, client);
+                        events::refresh_token_reused(&self.audit, session.user_id, session.session_id, client);
                         let (user_id, session_id) = (session.user_id, Some(session.session_id));
-                        events::sessions_revoked(user_id, session_id, 1, "refresh_token_reuse", client);
+                        events::sessions_revoked(&self.audit, user_id, session_id, 1, "refresh_token_reuse", client);
                     }
                     return Err(Error::RefreshRejected);
                 }
@@ -190,6 +199,7 @@ impl Authd {
         };
         let user = self.store.user_by_id(session.user_id).await?.ok_or(Error::RefreshRejected)?;
         self.signed_in(&user, RefreshClaim { session_id: session.session_id, generation: session.generation }, now)
+            .await
     }
 
     /// Ends the caller's session, or all of the user's. All of them: every known device of
@@ -210,7 +220,7 @@ impl Authd {
         };
         self.cache.apply(change);
         let reason = if all_sessions { "logout_all" } else { "logout" };
-        events::sessions_revoked(user.user_id, Some(access.session_id), ended, reason, client);
+        events::sessions_revoked(&self.audit, user.user_id, Some(access.session_id), ended, reason, client);
         Ok(LoggedOut { sessions_ended: ended })
     }
 
@@ -244,7 +254,7 @@ impl Authd {
         if ended == 0 {
             return Err(Error::SessionNotFound);
         }
-        events::sessions_revoked(user.user_id, Some(session_id), ended, "revoked", &caller.client);
+        events::sessions_revoked(&self.audit, user.user_id, Some(session_id), ended, "revoked", &caller.client);
         Ok(())
     }
 
@@ -267,7 +277,7 @@ impl Authd {
         let ended = self.store.end_session(session_id, Utc::now()).await?;
         self.cache.apply(SessionChange::Session(session_id));
         if let Some(user_id) = ended {
-            events::sessions_revoked(user_id, Some(session_id), 1, "token_revocation", client);
+            events::sessions_revoked(&self.audit, user_id, Some(session_id), 1, "token_revocation", client);
         }
         Ok(())
     }
@@ -278,7 +288,7 @@ impl Authd {
         let ended = self.store.end_sessions_past(user_id, self.sessions.max_per_user, now, idle_cutoff).await?;
         if ended > 0 {
             self.cache.apply(SessionChange::User(user_id));
-            events::sessions_revoked(user_id, None, ended, "session_cap", client);
+            events::sessions_revoked(&self.audit, user_id, None, ended, "session_cap", client);
         }
         Ok(())
     }
@@ -292,8 +302,21 @@ impl Authd {
     }
 
     /// Whether `token` is an access token that is active right now (RFC 7662 semantics:
-    /// an inactive token is an answer, not an error).
-    pub async fn validate_token(&self, token: &str) -> Result<pb::ValidateTokenResponse> {
+    /// an inactive token is an answer, not an error), for a service client with the
+    /// `introspect` scope (`authorization`, see [`Authd::authenticate_client`]), or for
+    /// anyone with `OPEN_INTROSPECTION`.
+    pub async fn validate_token(
+        &self,
+        authorization: Option<&str>,
+        client: &ClientInfo,
+        token: &str,
+    ) -> Result<pb::ValidateTokenResponse> {
+        if !self.token_settings.open_introspection {
+            let caller = self.authenticate_client(authorization, client).await?;
+            if !caller.has("introspect") {
+                return Err(Error::PermissionDenied("ValidateToken needs a client with the introspect scope."));
+            }
+        }
         if token.trim().is_empty() {
             return Err(Error::invalid("token", "must not be empty"));
         }
@@ -310,6 +333,7 @@ impl Authd {
             session_id: access.session_id.to_string(),
             expires_at: Some(prost_types::Timestamp { seconds: access.expires_at, nanos: 0 }),
             email_verified: user.email_verified_at.is_some(),
+            roles: access.roles,
         })
     }
 

@@ -16,7 +16,7 @@ use std::{net::IpAddr, sync::Arc, time::Duration};
 use chrono::Utc;
 use uuid::Uuid;
 
-use super::{ClientInfo, Error, Result, events};
+use super::{ClientInfo, Error, Result, audit::Audit, events};
 use crate::{
     config::ThrottleSettings,
     security::devices::DeviceHash,
@@ -65,6 +65,7 @@ pub struct Throttle {
     store: Arc<Store>,
     settings: Arc<ThrottleSettings>,
     mail_per_address_hourly: u32,
+    audit: Audit,
 }
 
 /// The account a password check is for, named by the keyed digest of its lowercased email
@@ -114,8 +115,16 @@ struct Counted {
 }
 
 impl Throttle {
-    pub fn new(store: Arc<Store>, settings: &ThrottleSettings, mail_per_address_hourly: u32) -> Self {
-        Self { store, settings: Arc::new(settings.clone()), mail_per_address_hourly }
+    pub fn new(store: Arc<Store>, settings: &ThrottleSettings, mail_per_address_hourly: u32, audit: Audit) -> Self {
+        Self { store, settings: Arc::new(settings.clone()), mail_per_address_hourly, audit }
+    }
+
+    /// The refusal of a call for `wait_ms`, told as a security event.
+    fn refuse(&self, action: Action, limit: &str, client: &ClientInfo, account: Option<&str>, wait_ms: i64) -> Error {
+        // Whole seconds, rounded up, for Retry-After.
+        let retry_after = Duration::from_secs(u64::try_from(wait_ms).unwrap_or(0).div_ceil(1000).max(1));
+        events::throttled(Some(&self.audit), action.name(), limit, client, account, retry_after);
+        Error::Overloaded { retry_after }
     }
 
     /// Counts a call from the client's IP; refuses it past the action's per-IP limit.
@@ -140,7 +149,7 @@ impl Throttle {
         let key = format!("{}-ip:{}", action.name(), address(client));
         let count = self.store.throttle_hit(&key, now, window).await?;
         if count.hits > i64::from(limit) {
-            return Err(refuse(action, "ip", client, None, count.window_start_ms + window - now));
+            return Err(self.refuse(action, "ip", client, None, count.window_start_ms + window - now));
         }
         Ok(())
     }
@@ -159,7 +168,7 @@ impl Throttle {
             return Ok(());
         }
         let wait = self.store.throttle_count(&key, now, window).await?.map_or(0, |c| c.window_start_ms + window - now);
-        Err(refuse(Action::Mail, "address_mail", client, Some(account.digest()), wait))
+        Err(self.refuse(Action::Mail, "address_mail", client, Some(account.digest()), wait))
     }
 
     /// Counts a password check for `account` from `source` before it runs; refuses it while
@@ -182,7 +191,7 @@ impl Throttle {
                 Some(c) => (c.last_hit_ms + millis(self.backoff(c.hits)) - now).min(c.window_start_ms + window - now),
                 None => 0,
             };
-            return Err(refuse(Action::Login, "account_source", client, Some(account.digest()), wait));
+            return Err(self.refuse(Action::Login, "account_source", client, Some(account.digest()), wait));
         };
         let source = Counted { key, window_start_ms: counted.window_start_ms };
 
@@ -200,7 +209,7 @@ impl Throttle {
             // Until the count forgets its next failure.
             let wait =
                 self.store.throttle_get(&key).await?.map_or(0, |c| drip - (now - c.window_start_ms).rem_euclid(drip));
-            return Err(refuse(Action::Login, "account", client, Some(account.digest()), wait));
+            return Err(self.refuse(Action::Login, "account", client, Some(account.digest()), wait));
         }
         Ok(Attempt { throttle: self.clone(), source, account: Some(key) })
     }
@@ -274,14 +283,6 @@ fn address(client: &ClientInfo) -> String {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// The refusal of a call for `wait_ms`, told as a security event.
-fn refuse(action: Action, limit: &str, client: &ClientInfo, account: Option<&str>, wait_ms: i64) -> Error {
-    // Whole seconds, rounded up, for Retry-After.
-    let retry_after = Duration::from_secs(u64::try_from(wait_ms).unwrap_or(0).div_ceil(1000).max(1));
-    events::throttled(action.name(), limit, client, account, retry_after);
-    Error::Overloaded { retry_after }
 }
 
 fn now_ms() -> i64 {

@@ -3,10 +3,12 @@
 mod email;
 mod password;
 mod profile;
+mod role;
 
 pub use email::Email;
 pub use password::{Password, PasswordOwner, PasswordPolicy};
 pub use profile::{About, Location, UserName};
+pub use role::Role;
 
 /// One reason one input field was refused; the field carries the wire name callers sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,6 +83,7 @@ mod fuzz {
             let _ = About::parse(Some(&text));
             let _ = Password::parse_new(&text, policy, PasswordOwner { email: &owner, name: &owner });
             let _ = Password::parse_offered(&text);
+            let _ = Role::parse(&text);
         }
     }
 }

@@ -43,7 +43,9 @@ impl AuthService for AuthApi {
         &self,
         request: Request<ValidateTokenRequest>,
     ) -> Result<Response<ValidateTokenResponse>, Status> {
-        Ok(Response::new(self.0.validate_token(&request.get_ref().token).await?))
+        let authorization = request.metadata().get("authorization").and_then(|v| v.to_str().ok());
+        let answer = self.0.validate_token(authorization, &client_info(&request), &request.get_ref().token).await?;
+        Ok(Response::new(answer))
     }
 
     async fn get_jwks(&self, _: Request<GetJwksRequest>) -> Result<Response<GetJwksResponse>, Status> {

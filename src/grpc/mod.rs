@@ -1,5 +1,6 @@
 //! The gRPC transport: thin adapters from the generated service traits to the core.
 
+mod admin;
 mod auth;
 pub mod codec;
 mod user;
@@ -13,12 +14,16 @@ use tonic::{Code, Request, Status, service::Routes};
 use tonic_health::pb::health_server::{Health, HealthServer};
 use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
 
+pub use admin::AdminApi;
 pub use auth::AuthApi;
 pub use user::UserApi;
 
 use crate::{
     core::{Authd, Caller, ClientInfo, Error},
-    pb::{auth_service_server::AuthServiceServer, user_service_server::UserServiceServer},
+    pb::{
+        admin_service_server::AdminServiceServer, auth_service_server::AuthServiceServer,
+        user_service_server::UserServiceServer,
+    },
     server::{ClientAddr, MAX_MESSAGE_BYTES, TlsConnection},
 };
 
@@ -32,7 +37,8 @@ pub fn router(authd: Authd, health: HealthServer<impl Health>) -> anyhow::Result
             .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
     };
     Ok(Routes::new(UserServiceServer::new(UserApi(authd.clone())).max_decoding_message_size(MAX_MESSAGE_BYTES))
-        .add_service(AuthServiceServer::new(AuthApi(authd)).max_decoding_message_size(MAX_MESSAGE_BYTES))
+        .add_service(AuthServiceServer::new(AuthApi(authd.clone())).max_decoding_message_size(MAX_MESSAGE_BYTES))
+        .add_service(AdminServiceServer::new(AdminApi(authd)).max_decoding_message_size(MAX_MESSAGE_BYTES))
         .add_service(health)
         .add_service(reflection().build_v1().context("reflection v1")?)
         .add_service(reflection().build_v1alpha().context("reflection v1alpha")?)
@@ -111,6 +117,11 @@ impl From<Error> for Status {
             }
             Error::InvalidToken => Status::unauthenticated("Invalid Credentials"),
             Error::SessionNotFound => Status::not_found("Session not found."),
+            Error::UserNotFound => Status::not_found("User not found."),
+            Error::PermissionDenied(why) => Status::permission_denied(why),
+            Error::ClientRequired => Status::unauthenticated(crate::core::CLIENT_REQUIRED),
+            Error::InvalidClient => Status::unauthenticated("Invalid client credentials."),
+            Error::ClientNotFound => Status::not_found("Client not found."),
             Error::Overloaded { retry_after } => Status::with_error_details(
                 Code::ResourceExhausted,
                 "Too many requests; try again later.",

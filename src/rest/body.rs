@@ -305,9 +305,27 @@ impl<'de> Deserializer<'de> for Field<'_> {
         }
     }
 
+    /// A list of strings (roles).
+    fn deserialize_seq<V: Visitor<'de>>(mut self, visitor: V) -> Result<V::Value, DecodeError> {
+        let items = match self.value.take() {
+            Some(Value::Array(items)) if items.iter().all(Value::is_string) => {
+                items.into_iter().filter_map(|v| v.as_str().map(str::to_owned)).collect()
+            }
+            None | Some(Value::Null) => {
+                self.note("field required");
+                Vec::new()
+            }
+            Some(_) => {
+                self.note("must be a list of strings");
+                Vec::new()
+            }
+        };
+        visitor.visit_seq(de::value::SeqDeserializer::<_, DecodeError>::new(items.into_iter()))
+    }
+
     forward_to_deserialize_any! {
         i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char bytes byte_buf unit unit_struct
-        newtype_struct seq tuple tuple_struct map struct enum identifier ignored_any
+        newtype_struct tuple tuple_struct map struct enum identifier ignored_any
     }
 }
 

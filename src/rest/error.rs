@@ -12,7 +12,10 @@ use axum::{
 use serde::Serialize;
 use utoipa::{IntoResponses, ToSchema, openapi::RefOr};
 
-use crate::{core::Error, domain::FieldViolation};
+use crate::{
+    core::{CLIENT_REQUIRED, Error},
+    domain::FieldViolation,
+};
 
 /// Errors that concern no field: `{"error": {"error": "<message>"}}`.
 #[derive(Serialize, ToSchema)]
@@ -139,6 +142,23 @@ error_response!(
     SessionNotFound(ErrorBody) = NOT_FOUND
 );
 error_response!(
+    /// No client credentials, or bad ones, where a service client is needed
+    ClientUnauthenticated(ErrorBody) = UNAUTHORIZED,
+        headers(("WWW-Authenticate" = String, description = "Basic realm=\"authd\""))
+);
+error_response!(
+    /// No service client with that id
+    ClientNotFound(ErrorBody) = NOT_FOUND
+);
+error_response!(
+    /// Authenticated, but not allowed: the admin API needs the admin role
+    Forbidden(ErrorBody) = FORBIDDEN
+);
+error_response!(
+    /// No user with that id (admin API)
+    UserNotFound(ErrorBody) = NOT_FOUND
+);
+error_response!(
     /// Too many requests from this address, or too many password checks waiting
     Overloaded(ErrorBody) = TOO_MANY_REQUESTS, headers(("Retry-After" = u64, description = "Seconds to wait"))
 );
@@ -198,6 +218,13 @@ impl IntoResponse for Error {
             Error::MissingToken => challenge(Unauthenticated(Detail { detail: "Not authenticated" })),
             Error::InvalidToken => challenge(Unauthenticated(Detail { detail: "Invalid Credentials" })),
             Error::SessionNotFound => SessionNotFound(ErrorBody::new("Session not found.")).into_response(),
+            Error::UserNotFound => UserNotFound(ErrorBody::new("User not found.")).into_response(),
+            Error::PermissionDenied(why) => Forbidden(ErrorBody::new(why)).into_response(),
+            Error::ClientRequired => basic_challenge(ClientUnauthenticated(ErrorBody::new(CLIENT_REQUIRED))),
+            Error::InvalidClient => {
+                basic_challenge(ClientUnauthenticated(ErrorBody::new("Invalid client credentials.")))
+            }
+            Error::ClientNotFound => ClientNotFound(ErrorBody::new("Client not found.")).into_response(),
             Error::Overloaded { retry_after } => {
                 let mut response = Overloaded(ErrorBody::new("Too many requests. Try again later.")).into_response();
                 response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after.as_secs().max(1)));
@@ -207,6 +234,13 @@ impl IntoResponse for Error {
             Error::Unexpected(_) => Internal(ErrorBody::new("Internal server error.")).into_response(),
         }
     }
+}
+
+/// A 401 of a call for service clients says how they authenticate.
+pub fn basic_challenge(rejection: impl IntoResponse) -> Response {
+    let mut response = rejection.into_response();
+    response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"authd\""));
+    response
 }
 
 /// Every 401 says how to authenticate.

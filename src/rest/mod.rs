@@ -2,8 +2,10 @@
 //! route is declared once, by its handler's `#[utoipa::path]`: the router and the OpenAPI
 //! document are both built from it.
 
+mod admin;
 mod body;
 mod error;
+mod oauth;
 mod openapi;
 mod wire;
 
@@ -23,8 +25,8 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use self::{
     body::{AllowedOrigins, Body, Patch},
     error::{
-        BodyRejected, CrossSite, EmailNotVerified, ErrorBody, Overloaded, RefreshRejected, ServerFailed,
-        SessionNotFound, Unauthenticated, WrongCredentials,
+        BodyRejected, ClientUnauthenticated, CrossSite, EmailNotVerified, ErrorBody, Forbidden, Overloaded,
+        RefreshRejected, ServerFailed, SessionNotFound, Unauthenticated, WrongCredentials,
     },
     wire::{
         ChangeEmailBody, ChangePasswordBody, ConfirmEmailChangeBody, DeleteMeBody, ForgotPasswordBody, Jwks, LoginBody,
@@ -47,13 +49,14 @@ type Reply<T> = Result<Json<T>, Error>;
 /// `/redoc`). Same-path handlers only share a `routes!`: it mounts each of its handlers
 /// on each of its paths.
 pub fn router(authd: Authd, allowed_origins: &[String]) -> Router {
-    let (routes, document) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+    let (routes, document) = admin::routes(OpenApiRouter::with_openapi(openapi::ApiDoc::openapi()))
         .routes(routes!(register_user))
         .routes(routes!(login))
         .routes(routes!(refresh_token))
         .routes(routes!(revoke_token))
         .routes(routes!(logout))
         .routes(routes!(validate))
+        .routes(routes!(oauth::oauth_token))
         .routes(routes!(me, update_me, delete_me))
         .routes(routes!(change_password))
         .routes(routes!(list_sessions))
@@ -404,11 +407,19 @@ async fn logout(State(authd): State<Authd>, caller: Caller, body: Body) -> Reply
 /// false}`, not an error.
 #[utoipa::path(post, path = "/api/v1/auth/validate", tag = "auth", request_body = ValidateBody,
     responses((status = 200, description = "Whether the access token is active now", body = Validation),
-        BodyRejected, ServerFailed))]
-async fn validate(State(authd): State<Authd>, body: Body) -> Reply<Validation> {
+        ClientUnauthenticated, Forbidden, BodyRejected, ServerFailed),
+    security(("client_basic" = []), ("client_token" = [])))]
+async fn validate(State(authd): State<Authd>, client: ClientInfo, headers: HeaderMap, body: Body) -> Reply<Validation> {
+    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     let (body, bad_fields) = body.json::<ValidateBody>()?;
+    // The client is checked first: a caller that may not ask learns nothing of its input.
+    let checked = match authd.validate_token(authorization, &client, &body.token).await {
+        Err(Error::InvalidInput(violations)) => Err(Error::InvalidInput(violations)),
+        Err(refused) => return Err(refused),
+        Ok(answer) => Ok(answer),
+    };
     bad_fields.finish(Ok(()))?;
-    Ok(Json(authd.validate_token(&body.token).await?.into()))
+    Ok(Json(checked?.into()))
 }
 
 /// Forgot my password

@@ -14,7 +14,8 @@ use axum::{
 use utoipa::{
     IntoResponses, Modify, OpenApi,
     openapi::security::{
-        Flow, HttpAuthScheme, HttpBuilder, OAuth2, Password, Scopes, SecurityRequirement, SecurityScheme,
+        ClientCredentials, Flow, HttpAuthScheme, HttpBuilder, OAuth2, Password, Scopes, SecurityRequirement,
+        SecurityScheme,
     },
 };
 use utoipa_swagger_ui::{Config, SwaggerUi};
@@ -38,6 +39,7 @@ pub const DOCUMENT_PATH: &str = "/openapi.json";
         (name = "users", description = "Registration and the caller's own account"),
         (name = "auth", description = "Login, tokens and sessions"),
         (name = "operations", description = "Health, readiness, metrics and keys"),
+        (name = "admin", description = "The operator's API: a user with the `admin` role"),
     )
 )]
 pub struct ApiDoc;
@@ -52,6 +54,19 @@ impl Modify for SecuritySchemes {
         components.add_security_scheme(
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+        );
+        // Service clients (ValidateToken, the admin API): HTTP Basic with the client's id and
+        // secret, or a service token from `POST /oauth/token`.
+        components.add_security_scheme(
+            "client_basic",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Basic).build()),
+        );
+        components.add_security_scheme(
+            "client_token",
+            SecurityScheme::OAuth2(OAuth2::new([Flow::ClientCredentials(ClientCredentials::new(
+                "/oauth/token",
+                Scopes::new(),
+            ))])),
         );
         components.add_security_scheme(
             "oauth2",

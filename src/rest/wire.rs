@@ -302,7 +302,7 @@ pub struct SessionsEnded {
 
 #[derive(Serialize, ToSchema)]
 pub struct Sessions {
-    sessions: Vec<SessionView>,
+    pub sessions: Vec<SessionView>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -323,13 +323,15 @@ pub struct SessionView {
     current: bool,
 }
 
+/// A time as RFC 3339 text (UTC, whole seconds); empty when absent.
+pub fn rfc3339(t: Option<prost_types::Timestamp>) -> String {
+    t.and_then(|t| chrono::DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0)))
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_default()
+}
+
 impl From<Vec<pb::Session>> for Sessions {
     fn from(sessions: Vec<pb::Session>) -> Self {
-        let rfc3339 = |t: Option<prost_types::Timestamp>| {
-            t.and_then(|t| chrono::DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0)))
-                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-                .unwrap_or_default()
-        };
         let present = |s: String| (!s.is_empty()).then_some(s);
         let sessions = sessions
             .into_iter()
@@ -361,6 +363,9 @@ pub struct Validation {
     /// Whether the user's address is verified now.
     #[serde(skip_serializing_if = "Option::is_none")]
     email_verified: Option<bool>,
+    /// The roles the token carries.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    roles: Option<Vec<String>>,
 }
 
 impl From<pb::ValidateTokenResponse> for Validation {
@@ -372,8 +377,9 @@ impl From<pb::ValidateTokenResponse> for Validation {
                 session_id: Some(answer.session_id),
                 exp: Some(expires_at.seconds),
                 email_verified: Some(answer.email_verified),
+                roles: Some(answer.roles),
             },
-            _ => Self { active: false, user_id: None, session_id: None, exp: None, email_verified: None },
+            _ => Self { active: false, user_id: None, session_id: None, exp: None, email_verified: None, roles: None },
         }
     }
 }

@@ -31,15 +31,43 @@ pub struct AccessClaims {
     /// Whether the user's address was verified when the token was issued.
     #[serde(default)]
     pub email_verified: bool,
+    /// The user's roles when the token was issued.
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+/// The claims of a service access token (client credentials grant): `sub` and
+/// `client_id` name the client, `scope` its scopes, space-separated. No `sid`: it is
+/// never taken for a user's token, nor the reverse (a user's has no `client_id`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ServiceClaims {
+    pub iss: String,
+    pub aud: String,
+    pub sub: String,
+    pub client_id: String,
+    pub scope: String,
+    pub iat: i64,
+    pub nbf: i64,
+    pub exp: i64,
+    pub jti: Uuid,
+}
+
+/// A service token whose signature, type, issuer, audience and times were checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedService {
+    pub client_id: String,
+    pub scopes: Vec<String>,
 }
 
 /// A token whose signature, type, issuer, audience and times were checked; whether its
 /// session is still alive is for the caller to ask the store.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedAccess {
     pub user_id: i64,
     pub session_id: Uuid,
     pub expires_at: i64,
+    /// The roles the token carries (as they were when it was issued).
+    pub roles: Vec<String>,
 }
 
 /// The key that signs new tokens, and every key whose tokens are still accepted.
@@ -117,8 +145,14 @@ impl AccessTokens {
         jwks
     }
 
-    pub fn issue(&self, user_id: i64, session_id: Uuid, now: i64, email_verified: bool) -> anyhow::Result<String> {
-        let keys = self.keys();
+    pub fn issue(
+        &self,
+        user_id: i64,
+        session_id: Uuid,
+        now: i64,
+        email_verified: bool,
+        roles: &[String],
+    ) -> anyhow::Result<String> {
         let claims = AccessClaims {
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
@@ -129,17 +163,45 @@ impl AccessTokens {
             exp: now + self.lifetime.as_secs() as i64,
             jti: Uuid::new_v4(),
             email_verified,
+            roles: roles.to_vec(),
         };
+        self.sign(&claims)
+    }
+
+    /// A service access token for `client_id` with `scopes`, valid for `lifetime`.
+    pub fn issue_service(
+        &self,
+        client_id: &str,
+        scopes: &[String],
+        now: i64,
+        lifetime: Duration,
+    ) -> anyhow::Result<String> {
+        let claims = ServiceClaims {
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            sub: client_id.to_owned(),
+            client_id: client_id.to_owned(),
+            scope: scopes.join(" "),
+            iat: now,
+            nbf: now,
+            exp: now + lifetime.as_secs() as i64,
+            jti: Uuid::new_v4(),
+        };
+        self.sign(&claims)
+    }
+
+    fn sign(&self, claims: &impl Serialize) -> anyhow::Result<String> {
+        let keys = self.keys();
         let mut header = Header::new(keys.signing.algorithm);
         header.typ = Some(TOKEN_TYPE.into());
         header.kid = Some(keys.signing.kid.clone());
         let encoding = keys.signing.encoding.as_ref().context("signing key without a private part")?;
-        Ok(jsonwebtoken::encode(&header, &claims, encoding)?)
+        Ok(jsonwebtoken::encode(&header, claims, encoding)?)
     }
 
-    /// `None` for anything but an unexpired access token signed by one of our keys, with
-    /// that key's algorithm.
-    pub fn verify(&self, token: &str) -> Option<VerifiedAccess> {
+    /// The claims of a token signed by one of our keys with that key's algorithm, of our
+    /// type, issuer and audience, within its times.
+    fn decode<C: serde::de::DeserializeOwned>(&self, token: &str) -> Option<C> {
         if token.len() > 4096 {
             return None;
         }
@@ -149,11 +211,27 @@ impl AccessTokens {
         }
         let keys = self.keys();
         let (key, validation) = keys.verifying.get(header.kid.as_deref()?)?;
-        let data = jsonwebtoken::decode::<AccessClaims>(token, &key.decoding, validation).ok()?;
+        jsonwebtoken::decode::<C>(token, &key.decoding, validation).ok().map(|data| data.claims)
+    }
+
+    /// `None` for anything but an unexpired service token of ours.
+    pub fn verify_service(&self, token: &str) -> Option<VerifiedService> {
+        let claims = self.decode::<ServiceClaims>(token)?;
+        (claims.sub == claims.client_id).then(|| VerifiedService {
+            client_id: claims.client_id,
+            scopes: claims.scope.split_whitespace().map(str::to_owned).collect(),
+        })
+    }
+
+    /// `None` for anything but an unexpired access token signed by one of our keys, with
+    /// that key's algorithm.
+    pub fn verify(&self, token: &str) -> Option<VerifiedAccess> {
+        let claims = self.decode::<AccessClaims>(token)?;
         Some(VerifiedAccess {
-            user_id: data.claims.sub.parse().ok()?,
-            session_id: data.claims.sid,
-            expires_at: data.claims.exp,
+            user_id: claims.sub.parse().ok()?,
+            session_id: claims.sid,
+            expires_at: claims.exp,
+            roles: claims.roles,
         })
     }
 }
@@ -187,7 +265,7 @@ mod tests {
     fn a_fresh_token_verifies_with_its_claims_and_header() {
         let t = hmac_tokens(SECRET);
         let sid = Uuid::new_v4();
-        let token = t.issue(42, sid, now(), false).unwrap();
+        let token = t.issue(42, sid, now(), false, &[]).unwrap();
         let verified = t.verify(&token).unwrap();
         assert_eq!((verified.user_id, verified.session_id), (42, sid));
         let header = jsonwebtoken::decode_header(&token).unwrap();
@@ -201,9 +279,9 @@ mod tests {
     fn expired_foreign_and_tampered_tokens_are_refused() {
         let t = hmac_tokens(SECRET);
         let stale = now() - 15 * 60 - LEEWAY.as_secs() as i64 - 1;
-        assert_eq!(t.verify(&t.issue(1, Uuid::new_v4(), stale, false).unwrap()), None);
+        assert_eq!(t.verify(&t.issue(1, Uuid::new_v4(), stale, false, &[]).unwrap()), None);
         let other = hmac_tokens(b"another-secret-another-secret-xx");
-        assert_eq!(t.verify(&other.issue(1, Uuid::new_v4(), now(), false).unwrap()), None);
+        assert_eq!(t.verify(&other.issue(1, Uuid::new_v4(), now(), false, &[]).unwrap()), None);
         for junk in ["", "a.b.c", "not a jwt", &"x".repeat(5000)] {
             assert_eq!(t.verify(junk), None);
         }
@@ -213,13 +291,13 @@ mod tests {
     fn a_token_from_the_future_is_refused() {
         let t = hmac_tokens(SECRET);
         let later = now() + 10 * 60;
-        assert_eq!(t.verify(&t.issue(1, Uuid::new_v4(), later, false).unwrap()), None);
+        assert_eq!(t.verify(&t.issue(1, Uuid::new_v4(), later, false, &[]).unwrap()), None);
     }
 
     #[test]
     fn alg_none_and_wrong_typ_are_refused() {
         let t = hmac_tokens(SECRET);
-        let token = t.issue(1, Uuid::new_v4(), now(), false).unwrap();
+        let token = t.issue(1, Uuid::new_v4(), now(), false, &[]).unwrap();
         let claims = token.split('.').nth(1).unwrap();
         let kid = t.signing_kid();
         let none_header = URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"none","typ":"at+jwt","kid":"{kid}"}}"#));
@@ -243,7 +321,7 @@ mod tests {
         let pem = generate_private_pem(Algorithm::RS256).unwrap();
         let key = Key::from_private_pem(Algorithm::RS256, &pem).unwrap();
         let t = AccessTokens::new(&settings, key.clone(), vec![]).unwrap();
-        let token = t.issue(1, Uuid::new_v4(), now(), false).unwrap();
+        let token = t.issue(1, Uuid::new_v4(), now(), false, &[]).unwrap();
         assert!(t.verify(&token).is_some());
 
         // The classic confusion: HS256 over the public key's bytes, with our kid.
@@ -260,9 +338,9 @@ mod tests {
         let old = Key::from_private_pem(Algorithm::ES256, &generate_private_pem(Algorithm::ES256).unwrap()).unwrap();
         let new = Key::from_private_pem(Algorithm::ES256, &generate_private_pem(Algorithm::ES256).unwrap()).unwrap();
         let t = AccessTokens::new(&settings, old.clone(), vec![]).unwrap();
-        let before = t.issue(1, Uuid::new_v4(), now(), false).unwrap();
+        let before = t.issue(1, Uuid::new_v4(), now(), false, &[]).unwrap();
         t.set_keys(new.clone(), vec![old.clone()]).unwrap();
-        let after = t.issue(1, Uuid::new_v4(), now(), false).unwrap();
+        let after = t.issue(1, Uuid::new_v4(), now(), false, &[]).unwrap();
         assert!(t.verify(&before).is_some() && t.verify(&after).is_some());
         assert_eq!(jsonwebtoken::decode_header(&after).unwrap().kid.unwrap(), new.kid);
         assert_eq!(t.jwks().len(), 2);
@@ -278,7 +356,7 @@ mod tests {
             let t = hmac_tokens(SECRET);
             assert!(t.verify(&text).is_none());
             let _ = crate::core::bearer_token(&text);
-            let mut token = t.issue(1, Uuid::new_v4(), now(), false).unwrap().into_bytes();
+            let mut token = t.issue(1, Uuid::new_v4(), now(), false, &[]).unwrap().into_bytes();
             token.truncate(cut.max(1));
             let at = flip % token.len();
             if let Some(b) = token.get_mut(at) {

@@ -3,6 +3,7 @@
 
 pub mod access;
 pub mod accounts;
+pub mod client_secrets;
 pub mod devices;
 pub mod keys;
 pub mod mail_tokens;

@@ -7,11 +7,15 @@
 //! `sqlite`. Timestamps are bound by authd, never read from the database's clock: SQLite
 //! keeps them as RFC 3339 text, which compares in time order.
 
+mod admin;
 mod adoption;
+mod audit;
+mod clients;
 mod devices;
 mod email_tokens;
 mod outbox;
 mod postgres;
+mod roles;
 mod secrets;
 mod sessions;
 mod signing_keys;
@@ -26,6 +30,9 @@ use secrecy::ExposeSecret;
 use sqlx::{PgPool, SqlitePool, migrate::Migrator};
 use url::Url;
 
+pub use admin::{AdminUserRecord, UserQuery};
+pub use audit::{AuditQuery, AuditRecord, NewAuditEvent};
+pub use clients::{ClientRecord, NewClient};
 pub use email_tokens::{CODE_ATTEMPTS, EmailChanged, EmailTokenRecord, NewEmailToken, Purpose};
 pub use outbox::{MailRecord, NewMail};
 pub use postgres::shares_sessions;
@@ -300,6 +307,9 @@ fn has_stray_at(url: &Url) -> bool {
 pub enum StoreError {
     #[error("email already registered")]
     EmailTaken,
+    /// Another row already has that unique value (a service client's certificate identity).
+    #[error("already taken")]
+    Conflict,
     /// The database cannot be reached (or refuses connections) right now.
     #[error("database unavailable")]
     Unavailable(#[source] sqlx::Error),

@@ -85,12 +85,13 @@ pub(super) const FORGET_DEVICES: &str = "delete from known_devices where user_id
 pub(super) const REVOKE_USER_SESSIONS: &str =
     "update sessions set revoked_at = $2 where user_id = $1 and revoked_at is null";
 
-/// Starts a session if the user's credentials are still those of `$7`.
+/// Starts a session if the user's credentials are still those of `$7` and the account is
+/// not disabled.
 pub(super) const INSERT_SESSION: &str =
     "insert into sessions (session_id, user_id, created_at, last_used_at, expires_at, user_agent, ip, credentials_version,
                            device_hash)
      select $1, $2, $3, $3, $4, $5, $6, $7, $8
-      where exists (select 1 from users where user_id = $2 and credentials_version = $7)";
+      where exists (select 1 from users where user_id = $2 and credentials_version = $7 and disabled_at is null)";
 
 /// Binds a [`NewSession`] to [`INSERT_SESSION`].
 macro_rules! insert_session {

@@ -16,6 +16,7 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/api/v1/auth/revoke", &["post"]),
     ("/api/v1/auth/logout", &["post"]),
     ("/api/v1/auth/validate", &["post"]),
+    ("/oauth/token", &["post"]),
     ("/api/v1/me", &["get", "patch", "delete"]),
     ("/api/v1/me/password", &["post"]),
     ("/api/v1/me/sessions", &["get"]),
@@ -30,6 +31,13 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/healthz", &["get"]),
     ("/readyz", &["get"]),
     ("/metrics", &["get"]),
+    ("/api/v1/admin/users", &["get", "post"]),
+    ("/api/v1/admin/users/{user_id}", &["get", "patch", "delete"]),
+    ("/api/v1/admin/users/{user_id}/disable", &["post"]),
+    ("/api/v1/admin/users/{user_id}/enable", &["post"]),
+    ("/api/v1/admin/users/{user_id}/sessions", &["delete"]),
+    ("/api/v1/admin/users/{user_id}/roles", &["put"]),
+    ("/api/v1/admin/audit-events", &["get"]),
 ];
 
 async fn the_openapi_document_covers_every_route_and_the_security_schemes() {

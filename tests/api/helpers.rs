@@ -159,6 +159,8 @@ pub struct TestApp {
     server: Option<Server>,
     db: Option<TestDb>,
     settings: Settings,
+    /// The `authorization` value of a service client with the introspect scope, once made.
+    introspector: tokio::sync::OnceCell<String>,
 }
 
 struct Server {
@@ -199,6 +201,7 @@ pub async fn start(db: TestDb, settings: Settings) -> TestApp {
         server: Some(Server { stop, done }),
         db: Some(db),
         settings,
+        introspector: tokio::sync::OnceCell::new(),
     }
 }
 
@@ -332,6 +335,59 @@ impl TestApp {
         let body: Value = self.login("ada@example.com", "correct horse battery").await.json().await.unwrap();
         let token = &body["data"]["user_token"];
         (token["token"].as_str().unwrap().to_owned(), token["refreshToken"].as_str().unwrap().to_owned())
+    }
+
+    /// Runs the authd binary on the app's database with `args`, as an operator would:
+    /// (whether it succeeded, stdout, stderr).
+    pub fn authd_command(&self, args: &[&str]) -> (bool, String, String) {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_authd"))
+            .args(args)
+            .env("DATABASE_URL", self.database_url())
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap();
+        let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+        (output.status.success(), text(&output.stdout), text(&output.stderr))
+    }
+
+    /// A service client made by `authd client create NAME --scope SCOPES`: (id, secret).
+    pub fn create_client(&self, name: &str, scopes: &str) -> (String, String) {
+        let (ok, out, err) = self.authd_command(&["client", "create", name, "--scope", scopes]);
+        assert!(ok, "{out}{err}");
+        let value = |key: &str| {
+            out.lines().find_map(|l| l.strip_prefix(key)).unwrap_or_else(|| panic!("no {key} in {out}")).to_owned()
+        };
+        (value("client_id: "), value("client_secret: "))
+    }
+
+    /// `Authorization: Basic` for a client id and secret.
+    pub fn basic(client_id: &str, secret: &str) -> String {
+        use base64::Engine;
+        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{client_id}:{secret}")))
+    }
+
+    /// The `authorization` value of a service client with the introspect scope (ValidateToken
+    /// needs one), made on first use.
+    pub async fn introspector(&self) -> String {
+        let made = self.introspector.get_or_init(|| async {
+            let (id, secret) = self.create_client("introspector", "introspect");
+            Self::basic(&id, &secret)
+        });
+        made.await.clone()
+    }
+
+    /// REST ValidateToken as a service client with the introspect scope.
+    pub async fn validate(&self, token: &str) -> (StatusCode, Value) {
+        let authorization = self.introspector().await;
+        let request = self.http.post(self.url("/api/v1/auth/validate")).header("authorization", authorization);
+        json_of(request.json(&json!({"token": token})).send().await.unwrap()).await
+    }
+
+    /// gRPC ValidateToken as a service client with the introspect scope.
+    pub async fn grpc_validate(&self, token: &str) -> Result<pb::ValidateTokenResponse, Status> {
+        let mut request = tonic::Request::new(pb::ValidateTokenRequest { token: token.into() });
+        request.metadata_mut().insert("authorization", self.introspector().await.parse().unwrap());
+        self.auth().await.validate_token(request).await.map(tonic::Response::into_inner)
     }
 
     pub async fn grpc_login(&self, email: &str, password: &str) -> Result<pb::TokenResponse, Status> {

@@ -75,7 +75,7 @@ async fn register_and_verify_by_link() {
 
     // The profile of the session already open says so at once; new access tokens carry it.
     assert_eq!(me(&app, &access).await.1["email_verified"], true);
-    let (status, validation) = post(&app, "/api/v1/auth/validate", json!({"token": access})).await;
+    let (status, validation) = app.validate(&access).await;
     assert_eq!((status, &validation["email_verified"]), (StatusCode::OK, &json!(true)));
     let (fresh, _) = login_tokens(&app, ADA, PASSWORD).await;
     assert_eq!(access_claims(&fresh)["email_verified"], true);

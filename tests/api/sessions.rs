@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use tonic::Code;
 
 use crate::helpers::{TestApp, ada, json_of, spawn_app, spawn_app_with, with_bearer};
-use authd::pb::{GetMeRequest, LogoutRequest, RefreshTokenRequest, ValidateTokenRequest};
+use authd::pb::{GetMeRequest, LogoutRequest, RefreshTokenRequest};
 
 async fn refresh_tokens(app: &TestApp, refresh: &str) -> Result<(String, String), StatusCode> {
     let response = app.refresh(refresh).await;
@@ -21,9 +21,8 @@ async fn refresh_tokens(app: &TestApp, refresh: &str) -> Result<(String, String)
 }
 
 async fn active(app: &TestApp, access: &str) -> bool {
-    let grpc =
-        app.auth().await.validate_token(ValidateTokenRequest { token: access.into() }).await.unwrap().into_inner();
-    let (status, rest) = json_of(app.post_json("/api/v1/auth/validate", &json!({"token": access})).await).await;
+    let grpc = app.grpc_validate(access).await.unwrap();
+    let (status, rest) = app.validate(access).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(rest["active"], grpc.active, "REST and gRPC agree");
     grpc.active
@@ -134,15 +133,14 @@ async fn logout_of_all_sessions_over_grpc_ends_every_one() {
 async fn validate_token_answers_active_with_the_claims_or_inactive_without_error() {
     let app = spawn_app().await;
     let (access, refresh) = app.ada_tokens().await;
-    let answer =
-        app.auth().await.validate_token(ValidateTokenRequest { token: access.clone() }).await.unwrap().into_inner();
+    let answer = app.grpc_validate(&access).await.unwrap();
     assert!(answer.active);
     assert!(answer.user_id > 0);
     assert_eq!(answer.session_id.len(), 36);
     let expires = answer.expires_at.unwrap().seconds - chrono::Utc::now().timestamp();
     assert!((890..=900).contains(&expires), "{expires}");
 
-    let (status, body) = json_of(app.post_json("/api/v1/auth/validate", &json!({"token": access})).await).await;
+    let (status, body) = app.validate(&access).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["active"], true);
     assert_eq!(body["user_id"], answer.user_id);
@@ -150,12 +148,13 @@ async fn validate_token_answers_active_with_the_claims_or_inactive_without_error
 
     for token in [refresh.as_str(), "garbage", "a.b.c"] {
         assert!(!active(&app, token).await, "{token}");
-        let (_, body) = json_of(app.post_json("/api/v1/auth/validate", &json!({"token": token})).await).await;
+        let (_, body) = app.validate(token).await;
         assert_eq!(body, json!({"active": false}));
     }
-    let status = app.auth().await.validate_token(ValidateTokenRequest::default()).await.unwrap_err();
+    let status = app.grpc_validate("").await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
-    let (status, body) = json_of(app.post_json("/api/v1/auth/validate", &json!({})).await).await;
+    let request = app.http.post(app.url("/api/v1/auth/validate")).header("authorization", app.introspector().await);
+    let (status, body) = json_of(request.json(&json!({})).send().await.unwrap()).await;
     assert_eq!((status, body), (StatusCode::UNPROCESSABLE_ENTITY, json!({"error": [{"token": "field required"}]})));
 }
 

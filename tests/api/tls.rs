@@ -627,3 +627,32 @@ async fn bad_certificate_files_stop_start_up_naming_their_variable() {
         assert!(err.contains(var), "{var}: {err}");
     }
 }
+
+/// A client certificate mapped to a service client (`authd client create --certificate`)
+/// authenticates as that client where a call carries no credentials; another certificate,
+/// or none, does not.
+#[tokio::test]
+async fn a_client_certificate_mapped_to_a_service_client_authenticates_it() {
+    let ca = Ca::new("authd test CA");
+    let client_ca = Ca::new("client CA");
+    let files = Files::new(&ca.server(), Some(&client_ca));
+    let app = spawn_tls_app(&files, Some(ClientAuth::Optional), Duration::from_secs(3600)).await;
+    let anonymous = tls_channel(app.addr, &ca, None).await.unwrap();
+    let token = register_and_login(&anonymous).await;
+    let (ok, out, err) =
+        app.authd_command(&["client", "create", "inventory", "--scope", "introspect", "--certificate", "inventory"]);
+    assert!(ok, "{out}{err}");
+
+    let validate = |channel: Channel| {
+        let token = token.clone();
+        async move {
+            let request = pb::ValidateTokenRequest { token };
+            AuthServiceClient::new(channel).validate_token(request).await
+        }
+    };
+    let inventory = tls_channel(app.addr, &ca, Some(&client_ca.client("inventory"))).await.unwrap();
+    assert!(validate(inventory).await.unwrap().into_inner().active);
+    for channel in [anonymous, tls_channel(app.addr, &ca, Some(&client_ca.client("billing"))).await.unwrap()] {
+        assert_eq!(validate(channel).await.unwrap_err().code(), tonic::Code::Unauthenticated);
+    }
+}

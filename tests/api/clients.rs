@@ -1,0 +1,318 @@
+//! Service clients: `authd client create|list|rotate|delete`; authentication by HTTP Basic,
+//! by a service token from the client credentials grant (`POST /oauth/token`), and over gRPC
+//! by the same credentials in metadata; ValidateToken needs a client with the `introspect`
+//! scope (unless OPEN_INTROSPECTION), the admin API accepts one with `admin`.
+
+use authd::pb::{ListUsersRequest, ValidateTokenRequest, admin_service_client::AdminServiceClient};
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tonic::Code;
+
+use crate::helpers::{TestApp, json_of, spawn_app};
+
+const CLIENT_REQUIRED: &str = "This call needs a service client: authorization: Basic <client_id:client_secret>, or \
+                               Bearer <service token from POST /oauth/token>.";
+
+/// REST ValidateToken with this `authorization` (or none).
+async fn validate_as(app: &TestApp, authorization: Option<&str>, token: &str) -> (StatusCode, Value, Option<String>) {
+    let mut request = app.http.post(app.url("/api/v1/auth/validate")).json(&json!({"token": token}));
+    if let Some(value) = authorization {
+        request = request.header("authorization", value);
+    }
+    let response = request.send().await.unwrap();
+    let challenge = response.headers().get("www-authenticate").map(|v| v.to_str().unwrap().to_owned());
+    let (status, body) = json_of(response).await;
+    (status, body, challenge)
+}
+
+/// gRPC ValidateToken with this `authorization` (or none).
+async fn grpc_validate_as(app: &TestApp, authorization: Option<&str>, token: &str) -> Result<bool, tonic::Status> {
+    let mut request = tonic::Request::new(ValidateTokenRequest { token: token.into() });
+    if let Some(value) = authorization {
+        request.metadata_mut().insert("authorization", value.parse().unwrap());
+    }
+    app.auth().await.validate_token(request).await.map(|r| r.into_inner().active)
+}
+
+/// `POST /oauth/token` with a form and, optionally, an `authorization` value.
+async fn token_request(
+    app: &TestApp,
+    authorization: Option<&str>,
+    form: &[(&str, &str)],
+) -> (StatusCode, Value, Option<String>) {
+    let mut request = app.http.post(app.url("/oauth/token")).form(form);
+    if let Some(value) = authorization {
+        request = request.header("authorization", value);
+    }
+    let response = request.send().await.unwrap();
+    let challenge = response.headers().get("www-authenticate").map(|v| v.to_str().unwrap().to_owned());
+    let (status, body) = json_of(response).await;
+    (status, body, challenge)
+}
+
+async fn service_token(app: &TestApp, basic: &str) -> String {
+    let (status, body, _) = token_request(app, Some(basic), &[("grant_type", "client_credentials")]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["access_token"].as_str().unwrap().to_owned()
+}
+
+fn claims(token: &str) -> Value {
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(token.split('.').nth(1).unwrap()).unwrap()).unwrap()
+}
+
+async fn validate_token_needs_a_client_with_the_introspect_scope() {
+    let app = spawn_app().await;
+    let (access, _) = app.ada_tokens().await;
+    let (id, secret) = app.create_client("billing", "introspect");
+    let basic = TestApp::basic(&id, &secret);
+    let (admin_id, admin_secret) = app.create_client("ops", "admin,revocations");
+    let not_introspect = TestApp::basic(&admin_id, &admin_secret);
+
+    let (status, body, challenge) = validate_as(&app, None, &access).await;
+    assert_eq!(
+        (status, body, challenge.as_deref()),
+        (StatusCode::UNAUTHORIZED, json!({"error": {"error": CLIENT_REQUIRED}}), Some("Basic realm=\"authd\""))
+    );
+    for wrong in [
+        TestApp::basic(&id, "not-the-secret"),
+        TestApp::basic("svc_nobody", &secret),
+        format!("Bearer {access}"),
+        "Bearer garbage".to_owned(),
+        "Digest abc".to_owned(),
+    ] {
+        let (status, body, _) = validate_as(&app, Some(&wrong), &access).await;
+        assert_eq!(
+            (status, body),
+            (StatusCode::UNAUTHORIZED, json!({"error": {"error": "Invalid client credentials."}})),
+            "{wrong}"
+        );
+        let status = grpc_validate_as(&app, Some(&wrong), &access).await.unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated, "{wrong}");
+    }
+    let (status, body, _) = validate_as(&app, Some(&not_introspect), &access).await;
+    assert_eq!(
+        (status, body),
+        (StatusCode::FORBIDDEN, json!({"error": {"error": "ValidateToken needs a client with the introspect scope."}}))
+    );
+    assert_eq!(
+        grpc_validate_as(&app, Some(&not_introspect), &access).await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
+    let status = grpc_validate_as(&app, None, &access).await.unwrap_err();
+    assert_eq!((status.code(), status.message()), (Code::Unauthenticated, CLIENT_REQUIRED));
+    // A refused caller learns nothing of its input either.
+    let (status, _, _) = validate_as(&app, None, "").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // The client, by Basic and by its service token, over REST and gRPC.
+    let bearer = format!("Bearer {}", service_token(&app, &basic).await);
+    for authorization in [&basic, &bearer] {
+        let (status, body, _) = validate_as(&app, Some(authorization), &access).await;
+        assert_eq!((status, &body["active"]), (StatusCode::OK, &json!(true)), "{authorization}");
+        assert!(grpc_validate_as(&app, Some(authorization), &access).await.unwrap());
+    }
+    // Failed client authentications are audited.
+    crate::helpers::eventually(std::time::Duration::from_secs(5), "client failures audited", || async {
+        app.sql_column("select action from audit_events where action = 'client_auth' and outcome = 'failure'", &[])
+            .await
+            .len()
+            >= 10
+    })
+    .await;
+
+    // Old deployments may keep introspection open, by choice.
+    let app = app.restart_with(|s| s.tokens.open_introspection = true).await;
+    let (access, _) = {
+        let (status, body) = json_of(app.login("ada@example.com", "correct horse battery").await).await;
+        assert_eq!(status, StatusCode::OK);
+        (body["data"]["user_token"]["token"].as_str().unwrap().to_owned(), ())
+    };
+    let (status, body, _) = validate_as(&app, None, &access).await;
+    assert_eq!((status, &body["active"]), (StatusCode::OK, &json!(true)));
+}
+
+async fn the_client_credentials_grant_gives_a_short_lived_service_token() {
+    let app = spawn_app().await;
+    let (id, secret) = app.create_client("billing", "introspect,admin");
+    let basic = TestApp::basic(&id, &secret);
+    let grant = [("grant_type", "client_credentials")];
+
+    let (status, body, _) = token_request(&app, Some(&basic), &grant).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        (&body["token_type"], &body["expires_in"], &body["scope"]),
+        (&json!("Bearer"), &json!(300), &json!("admin introspect"))
+    );
+    let token = body["access_token"].as_str().unwrap();
+    let c = claims(token);
+    assert_eq!((&c["client_id"], &c["sub"], &c["scope"]), (&json!(id), &json!(id), &json!("admin introspect")));
+    assert_eq!(c["exp"].as_i64().unwrap() - c["iat"].as_i64().unwrap(), 300);
+    assert!(c.get("sid").is_none() && c.get("roles").is_none());
+    // A service token is no user's: it opens no user route.
+    assert_eq!(app.me(Some(&format!("Bearer {token}"))).await.status(), StatusCode::UNAUTHORIZED);
+
+    let (status, body, _) =
+        token_request(&app, Some(&basic), &[("grant_type", "client_credentials"), ("scope", "introspect")]).await;
+    assert_eq!((status, &body["scope"]), (StatusCode::OK, &json!("introspect")));
+    let (status, body, _) = token_request(
+        &app,
+        None,
+        &[("grant_type", "client_credentials"), ("client_id", &id), ("client_secret", &secret)],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "credentials in the form: {body}");
+
+    for (authorization, form, status, error) in [
+        (
+            Some(basic.as_str()),
+            vec![("grant_type", "client_credentials"), ("client_id", id.as_str()), ("client_secret", secret.as_str())],
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (Some(basic.as_str()), vec![], StatusCode::BAD_REQUEST, "invalid_request"),
+        (Some(basic.as_str()), vec![("grant_type", "password")], StatusCode::BAD_REQUEST, "unsupported_grant_type"),
+        (
+            Some(basic.as_str()),
+            vec![("grant_type", "client_credentials"), ("scope", "revocations")],
+            StatusCode::BAD_REQUEST,
+            "invalid_scope",
+        ),
+        (
+            Some(basic.as_str()),
+            vec![("grant_type", "client_credentials"), ("scope", "everything")],
+            StatusCode::BAD_REQUEST,
+            "invalid_scope",
+        ),
+        (None, vec![("grant_type", "client_credentials")], StatusCode::UNAUTHORIZED, "invalid_client"),
+        (
+            None,
+            vec![("grant_type", "client_credentials"), ("client_id", id.as_str()), ("client_secret", "wrong")],
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+        ),
+    ] {
+        let (got, body, challenge) = token_request(&app, authorization, &form).await;
+        assert_eq!((got, &body["error"]), (status, &json!(error)), "{form:?}: {body}");
+        assert!(body["error_description"].is_string());
+        assert_eq!(challenge.is_some(), status == StatusCode::UNAUTHORIZED, "{form:?}");
+    }
+    // A service token is not a credential for getting another: only the secret is.
+    let bearer = format!("Bearer {token}");
+    let (status, body, _) = token_request(&app, Some(&bearer), &grant).await;
+    assert_eq!((status, &body["error"]), (StatusCode::UNAUTHORIZED, &json!("invalid_client")));
+    let response = app
+        .http
+        .post(app.url("/oauth/token"))
+        .header("authorization", &basic)
+        .json(&json!({"grant_type": "client_credentials"}))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = json_of(response).await;
+    assert_eq!((status, &body["error"]), (StatusCode::BAD_REQUEST, &json!("invalid_request")));
+}
+
+async fn a_rotated_secret_works_for_its_grace_and_a_deleted_client_stops_at_once() {
+    let app = spawn_app().await;
+    let (access, _) = app.ada_tokens().await;
+    let (id, first) = app.create_client("billing", "introspect");
+    let works = |secret: String| {
+        let app = &app;
+        let access = access.clone();
+        let id = id.clone();
+        async move { validate_as(app, Some(&TestApp::basic(&id, &secret)), &access).await.0 == StatusCode::OK }
+    };
+    let (ok, out, err) = app.authd_command(&["client", "rotate", &id]);
+    assert!(ok, "{err}");
+    let second = out.lines().find_map(|l| l.strip_prefix("client_secret: ")).unwrap().to_owned();
+    assert!(works(first.clone()).await, "the old secret within its grace (a day by default)");
+    assert!(works(second.clone()).await);
+    let (ok, out, _) = app.authd_command(&["client", "rotate", &id, "--grace-seconds", "0"]);
+    assert!(ok);
+    let third = out.lines().find_map(|l| l.strip_prefix("client_secret: ")).unwrap().to_owned();
+    assert!(!works(second.clone()).await, "the previous secret past its grace");
+    assert!(!works(first).await, "two rotations ago");
+    assert!(works(third.clone()).await);
+
+    let token = service_token(&app, &TestApp::basic(&id, &third)).await;
+    let bearer = format!("Bearer {token}");
+    assert_eq!(validate_as(&app, Some(&bearer), &access).await.0, StatusCode::OK);
+    let (ok, out, _) = app.authd_command(&["client", "list"]);
+    assert!(ok && out.contains(&id) && out.contains("name=\"billing\" scopes=introspect"), "{out}");
+    let (ok, out, _) = app.authd_command(&["client", "delete", &id]);
+    assert!(ok && out.contains("deleted"), "{out}");
+    assert!(!works(third).await, "a deleted client's secret");
+    assert_eq!(validate_as(&app, Some(&bearer), &access).await.0, StatusCode::UNAUTHORIZED, "a deleted client's token");
+    let (ok, out, _) = app.authd_command(&["client", "list"]);
+    assert!(ok && !out.contains(&id), "{out}");
+
+    let (ok, _, err) = app.authd_command(&["client", "delete", &id]);
+    assert!(!ok && err.contains("no such client"), "{err}");
+    let (ok, _, err) = app.authd_command(&["client", "create", "x", "--scope", "everything"]);
+    assert!(!ok && err.contains("scope"), "{err}");
+    let (ok, _, err) = app.authd_command(&["client", "create", "x"]);
+    assert!(!ok && err.contains("scope"), "{err}");
+    let actions = app
+        .sql_column("select action from audit_events where actor_kind = 'operator' order by audit_events.event_id", &[])
+        .await;
+    let actions = actions.iter().map(|a| String::from_utf8_lossy(a).into_owned()).collect::<Vec<_>>();
+    assert_eq!(actions, ["client_create", "client_rotate_secret", "client_rotate_secret", "client_delete"]);
+    // No secret in the trail.
+    let details = app.sql_column("select coalesce(detail, '') from audit_events", &[]).await;
+    assert!(details.iter().all(|d| !String::from_utf8_lossy(d).contains(&second)));
+}
+
+async fn a_client_with_the_admin_scope_may_use_the_admin_api() {
+    let app = spawn_app().await;
+    app.ada_tokens().await;
+    let (id, secret) = app.create_client("ops", "admin");
+    let basic = TestApp::basic(&id, &secret);
+    let (status, body) =
+        json_of(app.http.get(app.url("/api/v1/admin/users")).header("authorization", &basic).send().await.unwrap())
+            .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["users"][0]["email"], "ada@example.com");
+    let bearer = service_token(&app, &basic).await;
+    let mut grpc = AdminServiceClient::new(app.grpc_channel().await);
+    let listed = grpc.list_users(crate::helpers::with_bearer(ListUsersRequest::default(), &bearer)).await.unwrap();
+    assert_eq!(listed.into_inner().users.len(), 1);
+    let mut request = tonic::Request::new(ListUsersRequest::default());
+    request.metadata_mut().insert("authorization", basic.parse().unwrap());
+    assert!(grpc.list_users(request).await.is_ok(), "Basic in gRPC metadata");
+
+    let actors = app
+        .sql_column("select actor_kind || ':' || actor_id from audit_events where action = 'admin_list_users'", &[])
+        .await;
+    assert_eq!(actors.len(), 3);
+    assert!(actors.iter().all(|a| *a == format!("client:{id}").into_bytes()));
+
+    let (other, other_secret) = app.create_client("billing", "introspect");
+    let response = app
+        .http
+        .get(app.url("/api/v1/admin/users"))
+        .header("authorization", TestApp::basic(&other, &other_secret))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let response = app
+        .http
+        .get(app.url("/api/v1/admin/users"))
+        .header("authorization", TestApp::basic(&id, "wrong"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let refused = app
+        .sql_column("select actor_id from audit_events where action = 'admin_access' and outcome = 'refused'", &[])
+        .await;
+    assert_eq!(refused, [other.into_bytes()]);
+}
+
+on_both_backends!(
+    validate_token_needs_a_client_with_the_introspect_scope,
+    the_client_credentials_grant_gives_a_short_lived_service_token,
+    a_rotated_secret_works_for_its_grace_and_a_deleted_client_stops_at_once,
+    a_client_with_the_admin_scope_may_use_the_admin_api,
+);
