@@ -20,9 +20,12 @@ pub struct TokenSettings {
     pub private_key_file: Option<PathBuf>,
     /// How often each replica re-reads the signing keys, to follow a rotation.
     pub key_reload_interval: Duration,
-    /// How long a session confirmed live is trusted without asking the database again
-    /// (changes announced by any replica drop it sooner); zero turns the cache off.
+    /// Zero turns in-memory token checks off (every check asks the database); any other
+    /// value turns them on (`SESSION_CACHE_SECONDS`, whose length no longer matters: a
+    /// session is live in memory until a revocation says otherwise).
     pub session_cache_ttl: Duration,
+    /// Users whose profile is kept in memory for token checks (`USER_CACHE_SIZE`).
+    pub user_cache_size: usize,
     pub access_lifetime: Duration,
     pub refresh_lifetime: Duration,
     pub refresh_idle_timeout: Duration,
@@ -81,6 +84,7 @@ impl TokenSettings {
             private_key_file: env.token_private_key_file.take(),
             key_reload_interval: Duration::from_secs(env.signing_key_reload_seconds.unwrap_or(60).max(1)),
             session_cache_ttl: Duration::from_secs(env.session_cache_seconds.unwrap_or(5)),
+            user_cache_size: env.user_cache_size.unwrap_or(100_000),
             access_lifetime: Duration::from_secs(minutes * 60),
             refresh_lifetime: days("REFRESH_TOKEN_LIFETIME_DAYS", env.refresh_token_lifetime_days, 30)?,
             refresh_idle_timeout: days("REFRESH_TOKEN_IDLE_DAYS", env.refresh_token_idle_days, 7)?,

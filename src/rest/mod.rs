@@ -526,7 +526,7 @@ async fn jwks(State(authd): State<Authd>) -> impl IntoResponse {
     responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain"),
         (status = 503, description = "Metrics not available", body = ErrorBody)))]
 async fn metrics_text(State(authd): State<Authd>) -> Response {
-    match crate::metrics::render(authd.pool_usage(), authd.change_feed_up()) {
+    match crate::metrics::render(authd.pool_usage(), authd.change_feed_up(), authd.cache_sizes()) {
         Some(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response(),
         None => error_body(StatusCode::SERVICE_UNAVAILABLE, "Metrics are not available."),
     }

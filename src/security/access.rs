@@ -118,6 +118,20 @@ impl AccessTokens {
     }
 
     pub fn issue(&self, user_id: i64, session_id: Uuid, now: i64, email_verified: bool) -> anyhow::Result<String> {
+        self.issue_until(user_id, session_id, now, email_verified, i64::MAX)
+    }
+
+    /// Like [`AccessTokens::issue`], expiring no later than `session_ends` (the session's
+    /// own end): a token never outlives its session, so a check that finds no revocation
+    /// of the session needs no look at its row.
+    pub fn issue_until(
+        &self,
+        user_id: i64,
+        session_id: Uuid,
+        now: i64,
+        email_verified: bool,
+        session_ends: i64,
+    ) -> anyhow::Result<String> {
         let keys = self.keys();
         let claims = AccessClaims {
             iss: self.issuer.clone(),
@@ -126,7 +140,7 @@ impl AccessTokens {
             sid: session_id,
             iat: now,
             nbf: now,
-            exp: now + self.lifetime.as_secs() as i64,
+            exp: (now + self.lifetime.as_secs() as i64).min(session_ends),
             jti: Uuid::new_v4(),
             email_verified,
         };

@@ -12,6 +12,7 @@ mod devices;
 mod email_tokens;
 mod outbox;
 mod postgres;
+mod revocations;
 mod secrets;
 mod sessions;
 mod signing_keys;
@@ -28,6 +29,7 @@ use url::Url;
 
 pub use email_tokens::{CODE_ATTEMPTS, EmailChanged, EmailTokenRecord, NewEmailToken, Purpose};
 pub use outbox::{MailRecord, NewMail};
+pub use revocations::{Revocation, RevocationKind};
 pub use sessions::{NewSession, SessionChange, SessionRecord, SessionSummary};
 pub use signing_keys::SigningKeyRecord;
 pub use throttle::{Allowance, ThrottleCount};

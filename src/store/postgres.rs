@@ -124,6 +124,41 @@ pub(super) async fn announce(pool: &PgPool, prepared: bool, change: SessionChang
     notify(pool, prepared, CHANGES_CHANNEL, &payload).await
 }
 
+/// Logs a revocation and announces it, in one statement: the row and the NOTIFY are
+/// committed together, so no process hears of a change it then cannot read back.
+pub(super) async fn log_and_announce(
+    pool: &PgPool,
+    prepared: bool,
+    kind: &str,
+    change: SessionChange,
+    at: chrono::DateTime<chrono::Utc>,
+) -> sqlx::Result<()> {
+    let (session_id, user_id, payload) = match change {
+        SessionChange::Session(id) => (Some(id), None, format!("session:{id}")),
+        SessionChange::User(id) => (None, Some(id), format!("user:{id}")),
+        SessionChange::Listening | SessionChange::Unheard => return Ok(()),
+    };
+    let query = sqlx::query(
+        "with logged as (insert into revocations (kind, session_id, user_id, at) values ($1, $2, $3, $4) returning seq)
+         select pg_notify($5, $6) from logged",
+    )
+    .bind(kind)
+    .bind(session_id)
+    .bind(user_id)
+    .bind(at)
+    .bind(CHANGES_CHANNEL)
+    .bind(payload)
+    .persistent(prepared);
+    if prepared {
+        query.execute(pool).await?;
+    } else {
+        let mut tx = pool.begin().await?;
+        query.execute(&mut *tx).await?;
+        tx.commit().await?;
+    }
+    Ok(())
+}
+
 /// The change feed: LISTEN on a connection of its own (made from `listen`), and a
 /// heartbeat sent every `interval` the way announcements go (through `pool`) on a channel
 /// only this process listens to. The feed is up ([`SessionChange::Listening`]) once a

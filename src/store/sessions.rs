@@ -248,7 +248,10 @@ impl Store {
             )
             .execute
         )?;
-        self.announce(SessionChange::Session(session_id)).await?;
+        // Only a session of this user: another's must not end, even in memory.
+        if ended > 0 {
+            self.announce(SessionChange::Session(session_id)).await?;
+        }
         Ok(ended)
     }
 
@@ -383,14 +386,6 @@ impl Store {
                 on_change(SessionChange::Listening);
                 std::future::pending().await
             }
-        }
-    }
-
-    /// Tells every other process caching sessions of a change.
-    pub(super) async fn announce(&self, change: SessionChange) -> StoreResult<()> {
-        match &self.pool {
-            Pool::Postgres(pool) => postgres::announce(pool, self.prepared_statements, change).await.map_err(classify),
-            Pool::Sqlite(_) => Ok(()),
         }
     }
 }

@@ -31,6 +31,7 @@ mod register;
 mod replicas;
 mod request_ids;
 mod resilience;
+mod revocations;
 mod security_events;
 mod session_limits;
 mod sessions;
