@@ -39,6 +39,49 @@ pub struct TokenSettings {
     pub key_encryption_key: Option<SecretSlice<u8>>,
     pub issuer: String,
     pub audience: String,
+    /// Services that may follow the revocation feed with a key (`REVOCATIONS_SERVICE_KEYS`),
+    /// until service clients exist; a client certificate (mTLS) needs none.
+    pub service_keys: Vec<ServiceKey>,
+}
+
+/// A service's name and the SHA-256 of its key: the key itself is not kept.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ServiceKey {
+    pub name: String,
+    pub digest: [u8; 32],
+}
+
+impl std::fmt::Debug for ServiceKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceKey").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+/// Service keys shorter than this are refused: they are bearer secrets.
+const SERVICE_KEY_MIN: usize = 32;
+
+/// `REVOCATIONS_SERVICE_KEYS`: comma-separated `name:key` pairs.
+fn service_keys(value: Option<SecretString>) -> Result<Vec<ServiceKey>, ConfigError> {
+    use sha2::Digest;
+    let var = "REVOCATIONS_SERVICE_KEYS";
+    let Some(value) = value else { return Ok(Vec::new()) };
+    let mut keys: Vec<ServiceKey> = Vec::new();
+    for pair in value.expose_secret().split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, key) =
+            pair.split_once(':').ok_or_else(|| bad(var, "expected name:key pairs, separated by commas"))?;
+        let name = name.trim();
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+            return Err(bad(var, "a name is letters, digits, '-', '_' or '.'"));
+        }
+        if key.len() < SERVICE_KEY_MIN {
+            return Err(bad(var, format!("the key of {name} is shorter than {SERVICE_KEY_MIN} bytes")));
+        }
+        if keys.iter().any(|k| k.name == name) {
+            return Err(bad(var, format!("{name} is named twice")));
+        }
+        keys.push(ServiceKey { name: name.to_owned(), digest: sha2::Sha256::digest(key.as_bytes()).into() });
+    }
+    Ok(keys)
 }
 
 const DAY: u64 = 24 * 60 * 60;
@@ -100,6 +143,7 @@ impl TokenSettings {
             key_encryption_key: key_encryption_key(env)?,
             issuer: env.token_issuer.take().unwrap_or_else(|| "authd".into()),
             audience: env.token_audience.take().unwrap_or_else(|| "authd".into()),
+            service_keys: service_keys(env.revocations_service_keys.take())?,
         })
     }
 }

@@ -42,6 +42,8 @@ pub struct SessionCache {
     epoch: AtomicU64,
     state: RwLock<State>,
     users: UserLru,
+    /// Bumped with every change applied, for the services' revocation feeds to look.
+    signal: tokio::sync::watch::Sender<u64>,
 }
 
 #[derive(Default)]
@@ -93,7 +95,18 @@ impl SessionCache {
             epoch: AtomicU64::new(0),
             state: RwLock::new(State::default()),
             users: UserLru::new(users),
+            signal: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// Changes whenever a change is applied.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.signal.subscribe()
+    }
+
+    /// How long a revocation matters.
+    pub fn window(&self) -> chrono::Duration {
+        self.window
     }
 
     /// Whether the session `session_id` of `user_id` is live, as far as memory can tell.
@@ -202,6 +215,7 @@ impl SessionCache {
             confirmed.retain(|_, (user, _)| changed.contains_key(user));
             state.next_sweep = Some(now + SWEEP_EVERY);
         }
+        self.signal.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Stops trusting memory: changes made elsewhere may go unheard from now on. Cached

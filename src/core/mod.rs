@@ -12,6 +12,7 @@ mod events;
 pub mod keys;
 mod limiter;
 mod mail;
+mod revocations;
 mod sessions;
 mod throttle;
 
@@ -30,6 +31,7 @@ use secrecy::ExposeSecret;
 pub use accounts::{PasswordChanged, ProfileChange, Registration};
 pub use error::{Error, Result};
 use limiter::AddressLimiter;
+pub use revocations::Watcher;
 pub use sessions::{DEVICE_CANDIDATES, DEVICE_LIFETIME, LoggedOut};
 use throttle::Throttle;
 
@@ -149,6 +151,8 @@ pub struct Authd {
     mail: Arc<mail::Mailer>,
     /// Whether the database answered the health watcher's last check.
     database_up: Arc<AtomicBool>,
+    /// The `kid`s of the published keys accepted now, for the services' revocation feeds.
+    kids: Arc<tokio::sync::watch::Sender<Vec<String>>>,
 }
 
 impl Authd {
@@ -170,7 +174,9 @@ impl Authd {
         let device_secret = keys::generated_secret(&store, &sealer, keys::DEVICE_SECRET).await?;
         let account_secret = keys::generated_secret(&store, &sealer, keys::ACCOUNT_SECRET).await?;
         let mail_secret = keys::generated_secret(&store, &sealer, keys::MAIL_SECRET).await?;
+        let access = AccessTokens::new(tokens, access_keys.signing, access_keys.retired)?;
         Ok(Self {
+            kids: Arc::new(tokio::sync::watch::Sender::new(access.published_kids())),
             mail: Arc::new(mail::Mailer::new(&settings.mail, &mail_secret, sealer)?),
             addresses: Arc::new(AddressLimiter::new(settings.throttle.address_limit)),
             accounts: AccountDigests::new(&account_secret)?,
@@ -178,7 +184,7 @@ impl Authd {
             throttle: Throttle::new(store.clone(), &settings.throttle, settings.mail.per_address_hourly),
             store,
             passwords: Passwords::new(&settings.passwords)?,
-            access: AccessTokens::new(tokens, access_keys.signing, access_keys.retired)?,
+            access,
             refresh: RefreshTokens::new(&refresh_secret)?,
             devices: DeviceTokens::new(&device_secret)?,
             password_policy: PasswordPolicy {
@@ -218,6 +224,12 @@ impl Authd {
         if before != after {
             tracing::info!(kid = after, "now signing with a new key");
         }
+        let kids = self.access.published_kids();
+        self.kids.send_if_modified(|known| {
+            let changed = *known != kids;
+            *known = kids;
+            changed
+        });
         Ok(())
     }
 

@@ -278,9 +278,11 @@ impl Authd {
     async fn end_sessions_past_the_cap(&self, user_id: i64, client: &ClientInfo, now: DateTime<Utc>) -> Result<()> {
         let idle_cutoff = now - self.sessions.idle_timeout;
         let ended = self.store.end_sessions_past(user_id, self.sessions.max_per_user, now, idle_cutoff).await?;
-        if ended > 0 {
-            self.cache.apply(SessionChange::User(user_id));
-            events::sessions_revoked(user_id, None, ended, "session_cap", client);
+        for &session_id in &ended {
+            self.cache.apply(SessionChange::Session(session_id));
+        }
+        if !ended.is_empty() {
+            events::sessions_revoked(user_id, None, ended.len() as u64, "session_cap", client);
         }
         Ok(())
     }

@@ -109,6 +109,11 @@ impl AccessTokens {
         self.keys().signing.kid.clone()
     }
 
+    /// The `kid`s of the published keys whose tokens are accepted, in order.
+    pub fn published_kids(&self) -> Vec<String> {
+        self.jwks().into_iter().filter_map(|jwk| jwk.common.key_id).collect()
+    }
+
     /// The public keys of the current set, for JWKS; HMAC secrets are never among them.
     pub fn jwks(&self) -> Vec<Jwk> {
         let keys = self.keys();

@@ -131,12 +131,40 @@ impl Store {
 
     /// The revocations logged after `since` (their own time), oldest first.
     pub async fn revocations_since(&self, since: DateTime<Utc>) -> StoreResult<Vec<Revocation>> {
+        self.revocations_after(i64::MAX, since, since).await
+    }
+
+    /// The revocations after `seq`, or logged after `recent` (a row may commit after one
+    /// of a greater number), and none logged before `oldest`; in log order.
+    pub async fn revocations_after(
+        &self,
+        seq: i64,
+        recent: DateTime<Utc>,
+        oldest: DateTime<Utc>,
+    ) -> StoreResult<Vec<Revocation>> {
         let rows: Vec<Row> = run!(
             self,
-            query_as("select seq, kind, session_id, user_id, at from revocations where at > $1 order by seq", since)
-                .fetch_all
+            query_as(
+                "select seq, kind, session_id, user_id, at from revocations
+                  where (seq > $1 or at > $2) and at > $3
+                  order by seq",
+                seq,
+                recent,
+                oldest,
+            )
+            .fetch_all
         )?;
         Ok(rows.into_iter().filter_map(Row::into_revocation).collect())
+    }
+
+    /// When the revocation `seq` was logged, if it still is.
+    pub async fn revocation_time(&self, seq: i64) -> StoreResult<Option<DateTime<Utc>>> {
+        run!(self, query_scalar("select at from revocations where seq = $1", seq).fetch_optional)
+    }
+
+    /// The number of the last revocation logged (0 for none).
+    pub async fn last_revocation(&self) -> StoreResult<i64> {
+        run!(self, query_scalar("select coalesce(max(seq), 0) from revocations").fetch_one)
     }
 
     /// Forgets the revocations logged before `before`; returns how many.

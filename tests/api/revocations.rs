@@ -18,7 +18,9 @@ use tokio::{
 use crate::helpers::{
     TestApp, TestDb, eventually, json_of, on_postgres, spawn_app, spawn_app_with, start, test_settings,
 };
-use authd::pb::{GetMeRequest, ValidateTokenRequest};
+use authd::pb::{
+    GetMeRequest, RevocationEvent, ValidateTokenRequest, WatchRevocationsRequest, revocation_event::Event,
+};
 
 const PASSWORD: &str = "correct horse battery";
 
@@ -122,12 +124,6 @@ async fn a_deleted_users_tokens_are_refused_and_profile_changes_show_at_once() {
         assert!(!validated.unwrap().into_inner().active);
     }
 }
-
-on_both_backends!(
-    a_token_check_asks_no_database_once_memory_is_in_step,
-    a_logout_is_refused_at_once_and_after_a_restart,
-    a_deleted_users_tokens_are_refused_and_profile_changes_show_at_once,
-);
 
 /// A logout on replica A is refused by replica B, which answered from memory until then,
 /// within a second; so is a deleted user's token, and a logout everywhere.
@@ -299,6 +295,182 @@ async fn with_the_feed_down_checks_ask_the_database() {
         feed_up(&a.http, &a.url("")).await;
         assert_eq!(me_status(&a.http, &a.url(""), &access).await, StatusCode::UNAUTHORIZED);
         assert_eq!(me_status(&a.http, &a.url(""), &other).await, StatusCode::OK);
+    })
+    .await
+}
+
+const SERVICE_KEY: &str = "billing-service-key-0123456789abcdef";
+
+/// A server that lets the `billing` service follow the revocations with [`SERVICE_KEY`].
+async fn with_a_service_key(configure: impl FnOnce(&mut authd::config::Settings)) -> TestApp {
+    spawn_app_with(|s| {
+        let digest = <sha2::Sha256 as sha2::Digest>::digest(SERVICE_KEY.as_bytes()).into();
+        s.tokens.service_keys = vec![authd::config::ServiceKey { name: "billing".into(), digest }];
+        configure(s);
+    })
+    .await
+}
+
+async fn watch(
+    app: &TestApp,
+    key: Option<&str>,
+    cursor: i64,
+) -> Result<tonic::Streaming<RevocationEvent>, tonic::Status> {
+    let mut request = tonic::Request::new(WatchRevocationsRequest { cursor });
+    if let Some(key) = key {
+        request.metadata_mut().insert("authorization", format!("Bearer {key}").parse().unwrap());
+    }
+    app.auth().await.watch_revocations(request).await.map(tonic::Response::into_inner)
+}
+
+async fn next(events: &mut tonic::Streaming<RevocationEvent>) -> RevocationEvent {
+    tokio::time::timeout(Duration::from_secs(5), events.message())
+        .await
+        .expect("an event within 5 s")
+        .expect("the feed goes on")
+        .expect("the feed is open")
+}
+
+fn session_of(access: &str) -> String {
+    use base64::Engine;
+    let payload = access.split('.').nth(1).unwrap();
+    let claims: Value =
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+    claims["sid"].as_str().unwrap().to_owned()
+}
+
+/// Only services follow the revocations: no credential, a user's access token or a wrong
+/// key are UNAUTHENTICATED; a negative cursor is INVALID_ARGUMENT, naming the field.
+async fn only_services_may_watch_revocations() {
+    let app = with_a_service_key(|_| {}).await;
+    let (access, _) = app.ada_tokens().await;
+    for key in [None, Some(access.as_str()), Some("billing-service-key-0123456789abcdeX")] {
+        let refused = watch(&app, key, 0).await.map(|_| ()).unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{key:?}");
+    }
+    let refused = watch(&app, Some(SERVICE_KEY), -1).await.map(|_| ()).unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert_eq!(crate::helpers::field_violations(&refused), [("cursor".to_owned(), "must not be negative".to_owned())]);
+    let mut events = watch(&app, Some(SERVICE_KEY), 0).await.unwrap();
+    assert!(matches!(next(&mut events).await.event, Some(Event::Snapshot(s)) if s.complete));
+}
+
+/// The snapshot holds what ended before; then each revocation arrives as it happens (a
+/// session ended, every session of the user, the user deleted); a service that resumes
+/// with the cursor of an event gets what came after it, and a fresh snapshot for a
+/// cursor the log does not know.
+async fn the_feed_sends_a_snapshot_then_each_revocation_and_resumes_from_a_cursor() {
+    let app = with_a_service_key(|_| {}).await;
+    let (first, _) = app.ada_tokens().await;
+    let second = login(&app).await;
+    let logout = |access: String, all: bool| {
+        let request = app.http.post(app.url("/api/v1/auth/logout")).bearer_auth(access);
+        async move { assert_eq!(request.json(&json!({"all_sessions": all})).send().await.unwrap().status(), StatusCode::OK) }
+    };
+    logout(first.clone(), false).await;
+
+    let mut events = watch(&app, Some(SERVICE_KEY), 0).await.unwrap();
+    let snapshot = next(&mut events).await;
+    let Some(Event::Snapshot(s)) = snapshot.event else { panic!("a snapshot first: {snapshot:?}") };
+    assert!(s.complete);
+    assert_eq!(s.sessions.iter().map(|s| s.session_id.as_str()).collect::<Vec<_>>(), [session_of(&first)]);
+    assert!(s.users.is_empty() && s.deleted_users.is_empty());
+
+    logout(second.clone(), false).await;
+    let ended = next(&mut events).await;
+    let Some(Event::SessionRevoked(ref revoked)) = ended.event else { panic!("{ended:?}") };
+    assert_eq!(revoked.session_id, session_of(&second));
+    assert!(ended.cursor > snapshot.cursor);
+
+    let third = login(&app).await;
+    logout(third.clone(), true).await;
+    let everywhere = next(&mut events).await;
+    let Some(Event::UserSessionsRevoked(ref revoked)) = everywhere.event else { panic!("{everywhere:?}") };
+    let user_id = revoked.user_id;
+    assert!(revoked.revoked_at.unwrap().seconds >= chrono::Utc::now().timestamp() - 5);
+
+    let fourth = login(&app).await;
+    let delete = app.http.delete(app.url("/api/v1/me")).bearer_auth(&fourth).json(&json!({"password": PASSWORD}));
+    assert_eq!(delete.send().await.unwrap().status(), StatusCode::OK);
+    let deleted = next(&mut events).await;
+    assert_eq!(deleted.event, Some(Event::UserDeleted(authd::pb::UserDeleted { user_id, ..deleted_of(&deleted) })));
+    drop(events);
+
+    // Resumed from the logout everywhere: the keys, then what came after it (after those
+    // of the two seconds before the cursor again, which may repeat: nothing can be lost
+    // to a row that committed after one of a greater number).
+    let mut resumed = watch(&app, Some(SERVICE_KEY), everywhere.cursor).await.unwrap();
+    assert!(matches!(next(&mut resumed).await.event, Some(Event::SigningKeysChanged(_))));
+    let mut repeated = 0;
+    let missed = loop {
+        let event = next(&mut resumed).await;
+        if event.cursor > everywhere.cursor {
+            break event;
+        }
+        repeated += 1;
+        assert!(repeated <= 3, "only what came before the cursor repeats: {event:?}");
+    };
+    assert_eq!((missed.cursor, missed.event), (deleted.cursor, deleted.event));
+    // A cursor the log does not hold: a snapshot, with all four.
+    let mut fresh = watch(&app, Some(SERVICE_KEY), deleted.cursor + 1000).await.unwrap();
+    let Some(Event::Snapshot(s)) = next(&mut fresh).await.event else { panic!("a fresh snapshot") };
+    assert_eq!((s.sessions.len(), s.users.len(), s.deleted_users.len()), (2, 1, 1), "{s:?}");
+}
+
+fn deleted_of(event: &RevocationEvent) -> authd::pb::UserDeleted {
+    match &event.event {
+        Some(Event::UserDeleted(deleted)) => *deleted,
+        other => panic!("not a deletion: {other:?}"),
+    }
+}
+
+/// A rotation of the signing keys reaches the services following the feed, with the
+/// `kid`s now accepted.
+async fn a_signing_key_rotation_reaches_the_feed() {
+    let app = with_a_service_key(|s| {
+        s.tokens.algorithm = jsonwebtoken::Algorithm::ES256;
+        s.tokens.key_reload_interval = Duration::from_millis(100);
+    })
+    .await;
+    let mut events = watch(&app, Some(SERVICE_KEY), 0).await.unwrap();
+    let Some(Event::Snapshot(s)) = next(&mut events).await.event else { panic!("a snapshot first") };
+    assert_eq!(s.signing_kids.len(), 1);
+    let settings = authd::config::Settings::with_database(app.database_url());
+    let store = authd::store::open(&settings.database, authd::store::Migrations::RequireCurrent).await.unwrap();
+    let mut tokens = settings.tokens.clone();
+    tokens.algorithm = jsonwebtoken::Algorithm::ES256;
+    let new_kid = authd::core::keys::rotate(store.as_ref(), &tokens).await.unwrap();
+    let changed = next(&mut events).await;
+    let Some(Event::SigningKeysChanged(keys)) = changed.event else { panic!("{changed:?}") };
+    assert_eq!(keys.signing_kids.len(), 2);
+    assert!(keys.signing_kids.contains(&new_kid) && keys.signing_kids.contains(&s.signing_kids[0]));
+}
+
+on_both_backends!(
+    a_token_check_asks_no_database_once_memory_is_in_step,
+    a_logout_is_refused_at_once_and_after_a_restart,
+    a_deleted_users_tokens_are_refused_and_profile_changes_show_at_once,
+    only_services_may_watch_revocations,
+    the_feed_sends_a_snapshot_then_each_revocation_and_resumes_from_a_cursor,
+    a_signing_key_rotation_reaches_the_feed,
+);
+
+/// A revocation made on another replica reaches a service following this one's feed.
+#[tokio::test]
+async fn a_revocation_on_another_replica_reaches_the_feed() {
+    on_postgres("revocations::a_revocation_on_another_replica_reaches_the_feed", async {
+        let a = with_a_service_key(|_| {}).await;
+        let b = a.replica(|_| {}).await;
+        feed_up(&a.http, &a.url("")).await;
+        let (access, _) = a.ada_tokens().await;
+        let mut events = watch(&a, Some(SERVICE_KEY), 0).await.unwrap();
+        next(&mut events).await;
+        let started = Instant::now();
+        let logout = a.http.post(b.url("/api/v1/auth/logout")).bearer_auth(&access).send().await.unwrap();
+        assert_eq!(logout.status(), StatusCode::OK);
+        let Some(Event::SessionRevoked(revoked)) = next(&mut events).await.event else { panic!("a revoked session") };
+        assert_eq!(revoked.session_id, session_of(&access));
+        assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
     })
     .await
 }
