@@ -9,6 +9,7 @@ mod abuse;
 mod account;
 mod adoption;
 mod browsers;
+mod client;
 mod concurrency;
 mod connections;
 mod credentials;

@@ -299,10 +299,10 @@ async fn with_the_feed_down_checks_ask_the_database() {
     .await
 }
 
-const SERVICE_KEY: &str = "billing-service-key-0123456789abcdef";
+pub const SERVICE_KEY: &str = "billing-service-key-0123456789abcdef";
 
 /// A server that lets the `billing` service follow the revocations with [`SERVICE_KEY`].
-async fn with_a_service_key(configure: impl FnOnce(&mut authd::config::Settings)) -> TestApp {
+pub async fn with_a_service_key(configure: impl FnOnce(&mut authd::config::Settings)) -> TestApp {
     spawn_app_with(|s| {
         let digest = <sha2::Sha256 as sha2::Digest>::digest(SERVICE_KEY.as_bytes()).into();
         s.tokens.service_keys = vec![authd::config::ServiceKey { name: "billing".into(), digest }];
