@@ -153,6 +153,17 @@ pub struct Authd {
     database_up: Arc<AtomicBool>,
     /// The `kid`s of the published keys accepted now, for the services' revocation feeds.
     kids: Arc<tokio::sync::watch::Sender<Vec<String>>>,
+    /// Where callers reach this service (`PUBLIC_URL`), for the metadata it publishes.
+    public_url: Arc<str>,
+}
+
+/// What RFC 8414 metadata says of this service: its issuer, where its endpoints are (under
+/// `base_url`), and the algorithm that signs its access tokens.
+#[derive(Debug, Clone)]
+pub struct ServerMetadata {
+    pub issuer: String,
+    pub base_url: String,
+    pub algorithm: String,
 }
 
 impl Authd {
@@ -177,6 +188,7 @@ impl Authd {
         let access = AccessTokens::new(tokens, access_keys.signing, access_keys.retired)?;
         Ok(Self {
             kids: Arc::new(tokio::sync::watch::Sender::new(access.published_kids())),
+            public_url: settings.mail.public_url.as_str().into(),
             mail: Arc::new(mail::Mailer::new(&settings.mail, &mail_secret, sealer)?),
             addresses: Arc::new(AddressLimiter::new(settings.throttle.address_limit)),
             accounts: AccountDigests::new(&account_secret)?,
@@ -306,6 +318,15 @@ impl Authd {
     /// token checks ask the database.
     pub fn change_feed_up(&self) -> bool {
         self.cache.listening()
+    }
+
+    /// This service as RFC 8414 metadata describes it.
+    pub fn server_metadata(&self) -> ServerMetadata {
+        ServerMetadata {
+            issuer: self.token_settings.issuer.clone(),
+            base_url: self.public_url.to_string(),
+            algorithm: format!("{:?}", self.token_settings.algorithm),
+        }
     }
 
     /// The database pool's state, for metrics.

@@ -65,6 +65,7 @@ pub fn router(authd: Authd, allowed_origins: &[String]) -> Router {
         .routes(routes!(change_email))
         .routes(routes!(confirm_email_change))
         .routes(routes!(jwks))
+        .routes(routes!(server_metadata))
         .routes(routes!(healthz))
         .routes(routes!(ready))
         .routes(routes!(metrics_text))
@@ -516,6 +517,16 @@ async fn confirm_email_change(State(authd): State<Authd>, client: ClientInfo, bo
     responses((status = 200, description = "The public keys that verify access tokens", body = Jwks)))]
 async fn jwks(State(authd): State<Authd>) -> impl IntoResponse {
     ([(header::CACHE_CONTROL, "public, max-age=300")], Json(Jwks { keys: authd.jwks() }))
+}
+
+/// Authorization server metadata
+///
+/// RFC 8414: the issuer, the JWKS, the token (login), introspection and revocation
+/// endpoints under `PUBLIC_URL`, and the algorithm that signs access tokens.
+#[utoipa::path(get, path = "/.well-known/oauth-authorization-server", tag = "operations",
+    responses((status = 200, description = "The metadata", body = wire::ServerMetadata)))]
+async fn server_metadata(State(authd): State<Authd>) -> impl IntoResponse {
+    ([(header::CACHE_CONTROL, "public, max-age=300")], Json(wire::ServerMetadata::from(authd.server_metadata())))
 }
 
 /// Prometheus metrics
