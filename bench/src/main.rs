@@ -614,6 +614,13 @@ async fn many_sessions(database_url: &str, count: usize) -> Result<Vec<String>> 
         .collect()
 }
 
+/// Whether ValidateToken finds `authorization`'s token active.
+fn active(channel: &Channel, authorization: &str) -> impl Future<Output = bool> + use<> {
+    let mut client = AuthServiceClient::new(channel.clone());
+    let token = authorization.trim_start_matches("Bearer ").to_owned();
+    async move { client.validate_token(ValidateTokenRequest { token }).await.is_ok_and(|r| r.into_inner().active) }
+}
+
 /// The token of call `n` of `task`: every task walks the whole list, each from its own place.
 fn in_rotation(tokens: &[String], task: usize, n: u64) -> &str {
     &tokens[(n as usize).wrapping_mul(CHEAP_CONCURRENCY).wrapping_add(task) % tokens.len()]
@@ -632,12 +639,7 @@ async fn many_sessions_cases(
     let started = Instant::now();
     let checked = {
         let (channels, many) = (Arc::clone(channels), Arc::clone(&many));
-        batch(count, CHEAP_CONCURRENCY, move |i| {
-            let mut client = AuthServiceClient::new(channels[i % CHANNELS].clone());
-            let token = many[i].trim_start_matches("Bearer ").to_owned();
-            async move { client.validate_token(ValidateTokenRequest { token }).await.is_ok_and(|r| r.into_inner().active) }
-        })
-        .await?
+        batch(count, CHEAP_CONCURRENCY, move |i| active(&channels[i % CHANNELS], &many[i])).await?
     };
     println!(
         "{count} distinct sessions: the first check of each (ValidateToken) took {} ({:.0}/s), {checked} active",
@@ -666,12 +668,8 @@ async fn many_sessions_cases(
     });
     let stats = {
         let (channels, many) = (Arc::clone(channels), Arc::clone(&many));
-        load(CHEAP_CONCURRENCY, timing, move |task, n| {
-            let mut client = AuthServiceClient::new(channels[task % CHANNELS].clone());
-            let token = in_rotation(&many, task, n).trim_start_matches("Bearer ").to_owned();
-            async move { client.validate_token(ValidateTokenRequest { token }).await.is_ok_and(|r| r.into_inner().active) }
-        })
-        .await
+        load(CHEAP_CONCURRENCY, timing, move |task, n| active(&channels[task % CHANNELS], in_rotation(&many, task, n)))
+            .await
     };
     report.rows.push(Row {
         case: "gRPC ValidateToken, many sessions in rotation",

@@ -100,10 +100,20 @@ async fn create_if_missing(url: &str, options: &PgConnectOptions) -> anyhow::Res
     }
 }
 
-/// Runs `NOTIFY channel, payload` as its own statement (in a transaction of its own when
-/// prepared statements are off, as every statement then is).
+/// Runs `NOTIFY channel, payload` as its own statement.
 async fn notify(pool: &PgPool, prepared: bool, channel: &str, payload: &str) -> sqlx::Result<()> {
-    let query = sqlx::query("select pg_notify($1, $2)").bind(channel).bind(payload).persistent(prepared);
+    let query = sqlx::query("select pg_notify($1, $2)").bind(channel).bind(payload);
+    alone(pool, prepared, query).await
+}
+
+/// Runs `query` as a statement of its own: in a transaction of its own when prepared
+/// statements are off, as every statement then is.
+async fn alone(
+    pool: &PgPool,
+    prepared: bool,
+    query: sqlx::query::Query<'_, Postgres, sqlx::postgres::PgArguments>,
+) -> sqlx::Result<()> {
+    let query = query.persistent(prepared);
     if prepared {
         query.execute(pool).await?;
     } else {
@@ -147,16 +157,8 @@ pub(super) async fn log_and_announce(
     .bind(user_id)
     .bind(at)
     .bind(CHANGES_CHANNEL)
-    .bind(payload)
-    .persistent(prepared);
-    if prepared {
-        query.execute(pool).await?;
-    } else {
-        let mut tx = pool.begin().await?;
-        query.execute(&mut *tx).await?;
-        tx.commit().await?;
-    }
-    Ok(())
+    .bind(payload);
+    alone(pool, prepared, query).await
 }
 
 /// The change feed: LISTEN on a connection of its own (made from `listen`), and a

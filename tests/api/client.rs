@@ -185,7 +185,35 @@ async fn the_layer_and_the_interceptor_put_the_claims_into_the_request() {
     server.abort();
 }
 
+/// The example service (`examples/protected-service`) behind its layer: a logout at
+/// authd is refused there, over HTTP, within a second; measured over ten logouts.
+async fn the_example_service_refuses_a_logout_within_a_second() {
+    let app = app_signing_with(Algorithm::ES256).await;
+    let _ = app.ada_tokens().await;
+    let service = verifier(&app, config()).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/orders", listener.local_addr().unwrap());
+    let server = tokio::spawn(axum::serve(listener, protected_service::router(&service)).into_future());
+    let http = reqwest::Client::new();
+    let mut took = Vec::new();
+    for _ in 0..10 {
+        let access = login(&app).await;
+        let (status, body) = json_of(http.get(&url).bearer_auth(&access).send().await.unwrap()).await;
+        assert_eq!((status, &body["user_id"]), (StatusCode::OK, &json!(1)), "{body}");
+        logout(&app, &access, false).await;
+        let started = Instant::now();
+        while http.get(&url).bearer_auth(&access).send().await.unwrap().status() != StatusCode::UNAUTHORIZED {
+            assert!(started.elapsed() < Duration::from_secs(1), "the example service still serves a logged-out token");
+        }
+        took.push(started.elapsed());
+    }
+    took.sort();
+    eprintln!("logout to refusal at the example service: median {:?}, max {:?}", took[5], took[9]);
+    server.abort();
+}
+
 on_both_backends!(
+    the_example_service_refuses_a_logout_within_a_second,
     a_service_verifies_locally_and_refuses_a_logout_within_a_second,
     authds_rules_are_applied,
     a_rotated_key_is_found_by_its_kid,
