@@ -18,6 +18,9 @@ const REFRESH_REUSE: &str = "authd_refresh_token_reuse_detected_total";
 const POOL_CONNECTIONS: &str = "authd_db_pool_connections";
 const CHANGE_FEED_UP: &str = "authd_change_feed_up";
 const CONNECTIONS_CLOSED: &str = "authd_connections_closed_total";
+const TOKEN_CHECKS: &str = "authd_token_checks_total";
+const REVOCATIONS_HELD: &str = "authd_revocations_held";
+const USERS_CACHED: &str = "authd_users_cached";
 
 /// Latency buckets, in seconds: from a cached token check to a slow password hash.
 const LATENCY_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
@@ -63,14 +66,25 @@ fn describe() {
         "1 while this process hears other processes' session changes (its heartbeat comes back), else 0: token checks then ask the database"
     );
     metrics::describe_counter!(
+        TOKEN_CHECKS,
+        "Access-token liveness checks, by what answered: memory (no query), user_lookup (live from memory, profile read), database (the feed was down, or the user changed)"
+    );
+    metrics::describe_gauge!(
+        REVOCATIONS_HELD,
+        "Ended sessions and changed users held in the in-process revocation set"
+    );
+    metrics::describe_gauge!(USERS_CACHED, "Users in the in-process user cache");
+    metrics::describe_counter!(
         CONNECTIONS_CLOSED,
         "Client connections closed by authd, by reason (over_capacity, no_request, idle)"
     );
 }
 
 /// The text exposition of every metric, after sampling the pool and the change feed.
-pub fn render(pool: PoolUsage, change_feed_up: bool) -> Option<String> {
+pub fn render(pool: PoolUsage, change_feed_up: bool, cache_sizes: (usize, usize)) -> Option<String> {
     let handle = install()?;
+    metrics::gauge!(REVOCATIONS_HELD).set(cache_sizes.0 as f64);
+    metrics::gauge!(USERS_CACHED).set(cache_sizes.1 as f64);
     metrics::gauge!(CHANGE_FEED_UP).set(if change_feed_up { 1.0 } else { 0.0 });
     metrics::gauge!(POOL_CONNECTIONS, "state" => "in_use").set(f64::from(pool.in_use()));
     metrics::gauge!(POOL_CONNECTIONS, "state" => "idle").set(f64::from(pool.idle));
@@ -114,4 +128,21 @@ pub fn refresh_reuse_detected() {
 /// (none before the deadline), `idle`, or `tls_handshake` (failed or unfinished by then).
 pub fn connection_closed(reason: &'static str) {
     metrics::counter!(CONNECTIONS_CLOSED, "reason" => reason).increment(1);
+}
+
+/// What answered a token's liveness check.
+#[derive(Debug, Clone, Copy)]
+pub enum CheckedBy {
+    Memory,
+    UserLookup,
+    Database,
+}
+
+pub fn token_checked(by: CheckedBy) {
+    let by = match by {
+        CheckedBy::Memory => "memory",
+        CheckedBy::UserLookup => "user_lookup",
+        CheckedBy::Database => "database",
+    };
+    metrics::counter!(TOKEN_CHECKS, "answered_by" => by).increment(1);
 }

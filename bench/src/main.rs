@@ -61,6 +61,14 @@ const LOGIN_USERS: usize = HASHING_CONCURRENCY * 2;
 const CONNECTIONS_PER_ADDRESS: usize = 50;
 /// New connections being set up at once, for the handshake rate.
 const HANDSHAKE_CONCURRENCY: usize = 16;
+/// Distinct live sessions whose tokens the "many sessions" cases send in rotation (a few
+/// with `--smoke`), over users holding [`SESSIONS_PER_USER`] each.
+const MANY_SESSIONS: usize = 100_000;
+const SMOKE_SESSIONS: usize = 2_000;
+const SESSIONS_PER_USER: usize = 4;
+/// The HMAC key the bench's authd signs with, so that the bench can issue access tokens
+/// for the sessions it inserts itself (100,000 logins would take an hour of argon2).
+const BENCH_SECRET: &str = "authd-bench access-token key, not a secret: 0123456789abcdef";
 /// GetMe and REST `/me` over TLS, as a share of their cleartext throughput.
 const TLS_TARGET: f64 = 0.8;
 
@@ -109,7 +117,7 @@ async fn main() -> Result<()> {
         ("REFRESH_IP_LIMIT", "0"),
         ("UNAUTHENTICATED_IP_LIMIT", "0"),
     ];
-    let mut env = vec![("DATABASE_URL", database.url.as_str())];
+    let mut env = vec![("DATABASE_URL", database.url.as_str()), ("SECRET_KEY", BENCH_SECRET)];
     env.extend(unthrottled);
     if std::env::args().any(|a| a == "--costs") {
         let report = Report { costs: measure_costs(&binary, &database, &env, smoke).await?, ..Report::default() };
@@ -127,7 +135,8 @@ async fn main() -> Result<()> {
     tls_env.extend([("TLS_CERT_FILE", tls_files.cert.as_str()), ("TLS_KEY_FILE", tls_files.key.as_str())]);
     let tls_server = Server::start(&binary, &tls_env, Some(tls_files.ca_pem.clone())).await?;
     let introspector = introspector(&binary, &database.url)?;
-    let result = run_cases(&server, &tls_server, timing, &introspector).await;
+    let sessions = if smoke { SMOKE_SESSIONS } else { MANY_SESSIONS };
+    let result = run_cases(&server, &tls_server, timing, &introspector, (&database.url, sessions)).await;
     let peak_rss = server.peak_rss_kib()?;
     drop(tls_server);
     drop(server);
@@ -620,7 +629,124 @@ fn validate_request(token: String, authorization: &str) -> tonic::Request<Valida
     request
 }
 
-async fn run_cases(server: &Server, tls_server: &Server, timing: Timing, introspector: &str) -> Result<Report> {
+/// `count` live sessions inserted straight into the database (over `count /
+/// SESSIONS_PER_USER` users, also inserted), and an access token for each, signed as authd
+/// signs them with [`BENCH_SECRET`]: `Bearer <token>` values.
+async fn many_sessions(database_url: &str, count: usize) -> Result<Vec<String>> {
+    let mut db = PgConnection::connect(database_url).await?;
+    let users = count.div_ceil(SESSIONS_PER_USER) as i64;
+    sqlx::query(
+        "insert into users (name, email, location, password, created_at, updated_at)
+         select 'Many ' || i, 'many' || i || '@example.com', 'Loopback', 'not a hash', now(), now()
+           from generate_series(1, $1) i",
+    )
+    .bind(users)
+    .execute(&mut db)
+    .await?;
+    let sessions: Vec<(uuid::Uuid, i64)> = sqlx::query_as(
+        "insert into sessions (session_id, user_id, created_at, last_used_at, expires_at)
+         select gen_random_uuid(), u.user_id, now(), now(), now() + interval '1 day'
+           from users u, generate_series(1, $1) s
+          where u.email like 'many%@example.com'
+         returning session_id, user_id",
+    )
+    .bind(SESSIONS_PER_USER as i64)
+    .fetch_all(&mut db)
+    .await?;
+    let settings = authd::config::Settings::with_database(database_url);
+    let key = authd::security::keys::Key::hmac(settings.tokens.algorithm, BENCH_SECRET.as_bytes())?;
+    let tokens = authd::security::access::AccessTokens::new(&settings.tokens, key, Vec::new())?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() as i64;
+    sessions
+        .into_iter()
+        .take(count)
+        .map(|(session, user)| Ok(format!("Bearer {}", tokens.issue(user, session, now, false, &[])?)))
+        .collect()
+}
+
+/// Whether ValidateToken, asked as the service client `introspector`, finds `bearer`'s token active.
+fn active(channel: &Channel, introspector: &str, bearer: &str) -> impl Future<Output = bool> + use<> {
+    let mut client = AuthServiceClient::new(channel.clone());
+    let request = validate_request(bearer.trim_start_matches("Bearer ").to_owned(), introspector);
+    async move { client.validate_token(request).await.is_ok_and(|r| r.into_inner().active) }
+}
+
+/// The token of call `n` of `task`: every task walks the whole list, each from its own place.
+fn in_rotation(tokens: &[String], task: usize, n: u64) -> &str {
+    &tokens[(n as usize).wrapping_mul(CHEAP_CONCURRENCY).wrapping_add(task) % tokens.len()]
+}
+
+/// GetMe, ValidateToken and REST `/me`, each sending the tokens of `many` sessions in
+/// rotation, after one pass over all of them (timed: each session's first check).
+async fn many_sessions_cases(
+    server: &Server,
+    channels: &Arc<Vec<Channel>>,
+    many: Arc<Vec<String>>,
+    timing: Timing,
+    introspector: &str,
+    report: &mut Report,
+) -> Result<()> {
+    let count = many.len();
+    let started = Instant::now();
+    let checked = {
+        let (channels, many, introspector) = (Arc::clone(channels), Arc::clone(&many), introspector.to_owned());
+        batch(count, CHEAP_CONCURRENCY, move |i| active(&channels[i % CHANNELS], &introspector, &many[i])).await?
+    };
+    println!(
+        "{count} distinct sessions: the first check of each (ValidateToken) took {} ({:.0}/s), {checked} active",
+        humantime(started.elapsed()),
+        count as f64 / started.elapsed().as_secs_f64()
+    );
+    let stats = {
+        let (channels, many) = (Arc::clone(channels), Arc::clone(&many));
+        load(CHEAP_CONCURRENCY, timing, move |task, n| {
+            let mut client = UserServiceClient::new(channels[task % CHANNELS].clone());
+            let mut request = Request::new(GetMeRequest {});
+            let token = in_rotation(&many, task, n).parse();
+            async move {
+                let Ok(value) = token else { return false };
+                request.metadata_mut().insert("authorization", value);
+                client.get_me(request).await.is_ok()
+            }
+        })
+        .await
+    };
+    report.rows.push(Row {
+        case: "gRPC GetMe, many sessions in rotation",
+        concurrency: CHEAP_CONCURRENCY,
+        stats,
+        versus: Some((Baseline::Health, 0.5)),
+    });
+    let stats = {
+        let (channels, many, introspector) = (Arc::clone(channels), Arc::clone(&many), introspector.to_owned());
+        load(CHEAP_CONCURRENCY, timing, move |task, n| {
+            active(&channels[task % CHANNELS], &introspector, in_rotation(&many, task, n))
+        })
+        .await
+    };
+    report.rows.push(Row {
+        case: "gRPC ValidateToken, many sessions in rotation",
+        concurrency: CHEAP_CONCURRENCY,
+        stats,
+        versus: Some((Baseline::Health, 0.5)),
+    });
+    let stats = rest_me_with(server, timing, move |task, n| in_rotation(&many, task, n).to_owned()).await?;
+    report.rows.push(Row {
+        case: "REST GET /api/v1/me, many sessions in rotation",
+        concurrency: CHEAP_CONCURRENCY,
+        stats,
+        versus: Some((Baseline::Health, 0.5)),
+    });
+    Ok(())
+}
+
+async fn run_cases(
+    server: &Server,
+    tls_server: &Server,
+    timing: Timing,
+    introspector: &str,
+    (database_url, sessions): (&str, usize),
+) -> Result<Report> {
     let mut channels = Vec::new();
     let mut tls_channels = Vec::new();
     for _ in 0..CHANNELS {
@@ -745,6 +871,14 @@ async fn run_cases(server: &Server, tls_server: &Server, timing: Timing, introsp
         stats,
         versus: Some((Baseline::Cleartext(cleartext), TLS_TARGET)),
     });
+
+    let many = Arc::new(many_sessions(database_url, sessions).await?);
+    let rss_before = server.rss_kib()?;
+    many_sessions_cases(server, &channels, many, timing, introspector, &mut report).await?;
+    println!(
+        "RSS grew by {} KiB while {sessions} sessions were checked (the user cache and the revocation set)",
+        server.rss_kib()?.saturating_sub(rss_before)
+    );
 
     // Each call a new connection and a full handshake (no session resumption), closed at once.
     let stats = {
@@ -1183,12 +1317,20 @@ async fn op_costs(
 
 /// REST `GET /api/v1/me` over HTTP/1.1 keep-alive connections.
 async fn rest_me(server: &Server, tokens: &Arc<Vec<String>>, timing: Timing) -> Result<Stats> {
+    let tokens = Arc::clone(tokens);
+    rest_me_with(server, timing, move |task, _| tokens[task % USERS].clone()).await
+}
+
+/// REST `GET /api/v1/me`, call `n` of `task` sending `authorization(task, n)`.
+async fn rest_me_with<A>(server: &Server, timing: Timing, authorization: A) -> Result<Stats>
+where
+    A: Fn(usize, u64) -> String + Send + Sync + 'static,
+{
     let client = server.http_client(CHEAP_CONCURRENCY)?;
     let uri: http::Uri = server.url("/api/v1/me").parse()?;
-    let tokens = Arc::clone(tokens);
-    Ok(load(CHEAP_CONCURRENCY, timing, move |task, _| {
+    Ok(load(CHEAP_CONCURRENCY, timing, move |task, n| {
         let request = http::Request::get(uri.clone())
-            .header("authorization", tokens[task % USERS].as_str())
+            .header("authorization", authorization(task, n))
             .body(Empty::<bytes::Bytes>::new());
         let client = client.clone();
         async move {

@@ -21,7 +21,7 @@ pub use mail::MailSettings;
 pub use passwords::PasswordSettings;
 pub use server::{ForwardedHeader, LogFormat, ServerSettings};
 pub use tls::{ClientAuth, TlsSettings};
-pub use tokens::TokenSettings;
+pub use tokens::{ServiceKey, TokenSettings};
 
 /// A setting that could not be used; the message names the variable.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +51,8 @@ struct Env {
     token_private_key_file: Option<PathBuf>,
     signing_key_reload_seconds: Option<u64>,
     session_cache_seconds: Option<u64>,
+    user_cache_size: Option<usize>,
+    revocations_service_keys: Option<SecretString>,
     refresh_token_lifetime_days: Option<u64>,
     refresh_token_idle_days: Option<u64>,
     refresh_reuse_grace_seconds: Option<u64>,
@@ -244,6 +246,9 @@ mod tests {
             ("KEY_ENCRYPTION_KEY_FILE", "/nonexistent/kek"),
             ("MAX_SESSIONS_PER_USER", "0"),
             ("SESSION_RETENTION_HOURS", "0"),
+            ("USER_CACHE_SIZE", "lots"),
+            ("REVOCATIONS_SERVICE_KEYS", "billing:short"),
+            ("REVOCATIONS_SERVICE_KEYS", "no pair here"),
             ("TLS_CERT_FILE", "/etc/authd/cert.pem"),
             ("TLS_KEY_FILE", "/etc/authd/key.pem"),
             ("TLS_CLIENT_CA_FILE", "/etc/authd/ca.pem"),

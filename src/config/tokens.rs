@@ -20,9 +20,12 @@ pub struct TokenSettings {
     pub private_key_file: Option<PathBuf>,
     /// How often each replica re-reads the signing keys, to follow a rotation.
     pub key_reload_interval: Duration,
-    /// How long a session confirmed live is trusted without asking the database again
-    /// (changes announced by any replica drop it sooner); zero turns the cache off.
+    /// Zero turns in-memory token checks off (every check asks the database); any other
+    /// value turns them on (`SESSION_CACHE_SECONDS`, whose length no longer matters: a
+    /// session is live in memory until a revocation says otherwise).
     pub session_cache_ttl: Duration,
+    /// Users whose profile is kept in memory for token checks (`USER_CACHE_SIZE`).
+    pub user_cache_size: usize,
     pub access_lifetime: Duration,
     pub refresh_lifetime: Duration,
     pub refresh_idle_timeout: Duration,
@@ -43,6 +46,49 @@ pub struct TokenSettings {
     pub service_token_lifetime: Duration,
     /// How long a client's previous secret keeps working after a rotation, by default.
     pub client_secret_grace: Duration,
+    /// Services that may follow the revocation feed with a key (`REVOCATIONS_SERVICE_KEYS`),
+    /// until service clients exist; a client certificate (mTLS) needs none.
+    pub service_keys: Vec<ServiceKey>,
+}
+
+/// A service's name and the SHA-256 of its key: the key itself is not kept.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ServiceKey {
+    pub name: String,
+    pub digest: [u8; 32],
+}
+
+impl std::fmt::Debug for ServiceKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceKey").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+/// Service keys shorter than this are refused: they are bearer secrets.
+const SERVICE_KEY_MIN: usize = 32;
+
+/// `REVOCATIONS_SERVICE_KEYS`: comma-separated `name:key` pairs.
+fn service_keys(value: Option<SecretString>) -> Result<Vec<ServiceKey>, ConfigError> {
+    use sha2::Digest;
+    let var = "REVOCATIONS_SERVICE_KEYS";
+    let Some(value) = value else { return Ok(Vec::new()) };
+    let mut keys: Vec<ServiceKey> = Vec::new();
+    for pair in value.expose_secret().split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, key) =
+            pair.split_once(':').ok_or_else(|| bad(var, "expected name:key pairs, separated by commas"))?;
+        let name = name.trim();
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+            return Err(bad(var, "a name is letters, digits, '-', '_' or '.'"));
+        }
+        if key.len() < SERVICE_KEY_MIN {
+            return Err(bad(var, format!("the key of {name} is shorter than {SERVICE_KEY_MIN} bytes")));
+        }
+        if keys.iter().any(|k| k.name == name) {
+            return Err(bad(var, format!("{name} is named twice")));
+        }
+        keys.push(ServiceKey { name: name.to_owned(), digest: sha2::Sha256::digest(key.as_bytes()).into() });
+    }
+    Ok(keys)
 }
 
 const DAY: u64 = 24 * 60 * 60;
@@ -88,6 +134,7 @@ impl TokenSettings {
             private_key_file: env.token_private_key_file.take(),
             key_reload_interval: Duration::from_secs(env.signing_key_reload_seconds.unwrap_or(60).max(1)),
             session_cache_ttl: Duration::from_secs(env.session_cache_seconds.unwrap_or(5)),
+            user_cache_size: env.user_cache_size.unwrap_or(100_000),
             access_lifetime: Duration::from_secs(minutes * 60),
             refresh_lifetime: days("REFRESH_TOKEN_LIFETIME_DAYS", env.refresh_token_lifetime_days, 30)?,
             refresh_idle_timeout: days("REFRESH_TOKEN_IDLE_DAYS", env.refresh_token_idle_days, 7)?,
@@ -109,6 +156,7 @@ impl TokenSettings {
                 _ => return Err(bad("SERVICE_TOKEN_LIFETIME_SECONDS", "must be 1 to 3600 seconds")),
             },
             client_secret_grace: Duration::from_secs(env.client_secret_grace_seconds.unwrap_or(DAY)),
+            service_keys: service_keys(env.revocations_service_keys.take())?,
         })
     }
 }

@@ -196,7 +196,8 @@ impl Authd {
             .ok_or_else(|| Error::invalid("current_password", "is incorrect"))?;
         self.cache.apply(SessionChange::User(user.user_id));
         events::password_changed(&self.audit, user.user_id, true, ended, client);
-        let signed_in = self.signed_in(&user, RefreshClaim { session_id, generation: 0 }, now).await?;
+        let ends = change.new_session.expires_at;
+        let signed_in = self.signed_in(&user, RefreshClaim { session_id, generation: 0 }, now, ends).await?;
         Ok(PasswordChanged { sessions_ended: ended, signed_in })
     }
 

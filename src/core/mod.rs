@@ -15,6 +15,7 @@ mod events;
 pub mod keys;
 mod limiter;
 mod mail;
+mod revocations;
 mod roles;
 mod sessions;
 mod throttle;
@@ -41,6 +42,7 @@ pub use clients::{
 };
 pub use error::{Error, Result};
 use limiter::AddressLimiter;
+pub use revocations::Watcher;
 pub use roles::{RoleChange, change_role_as_operator};
 pub use sessions::{DEVICE_CANDIDATES, DEVICE_LIFETIME, LoggedOut};
 use throttle::Throttle;
@@ -48,7 +50,8 @@ use throttle::Throttle;
 use crate::{
     config::{Settings, TokenSettings},
     domain::PasswordPolicy,
-    pb,
+    metrics, pb,
+    security::access::LEEWAY,
     security::{
         access::{AccessTokens, VerifiedAccess},
         accounts::AccountDigests,
@@ -56,8 +59,12 @@ use crate::{
         passwords::Passwords,
         refresh::{RefreshClaim, RefreshTokens},
     },
-    store::{NewSession, Store, UserRecord},
+    store::{NewSession, SessionChange, Store, UserRecord},
 };
+
+/// Clock difference tolerated between processes on one database, in how long a
+/// revocation is kept and how far back a resync reads.
+const CLOCK_SKEW: Duration = Duration::from_secs(30);
 
 /// Who is calling, as far as the transport can tell; kept on the session for its owner.
 #[derive(Debug, Clone, Default)]
@@ -159,6 +166,19 @@ pub struct Authd {
     audit_retention: Duration,
     /// Whether the database answered the health watcher's last check.
     database_up: Arc<AtomicBool>,
+    /// The `kid`s of the published keys accepted now, for the services' revocation feeds.
+    kids: Arc<tokio::sync::watch::Sender<Vec<String>>>,
+    /// Where callers reach this service (`PUBLIC_URL`), for the metadata it publishes.
+    public_url: Arc<str>,
+}
+
+/// What RFC 8414 metadata says of this service: its issuer, where its endpoints are (under
+/// `base_url`), and the algorithm that signs its access tokens.
+#[derive(Debug, Clone)]
+pub struct ServerMetadata {
+    pub issuer: String,
+    pub base_url: String,
+    pub algorithm: String,
 }
 
 impl Authd {
@@ -187,8 +207,11 @@ impl Authd {
                  §2.1 asks for one); create clients with the introspect scope and turn it off"
             );
         }
+        let access = AccessTokens::new(tokens, access_keys.signing, access_keys.retired)?;
         Ok(Self {
             audit_retention: settings.limits.audit_retention,
+            kids: Arc::new(tokio::sync::watch::Sender::new(access.published_kids())),
+            public_url: settings.mail.public_url.as_str().into(),
             mail: Arc::new(mail::Mailer::new(&settings.mail, &mail_secret, sealer)?),
             addresses: Arc::new(AddressLimiter::new(settings.throttle.address_limit)),
             accounts: AccountDigests::new(&account_secret)?,
@@ -197,7 +220,7 @@ impl Authd {
             audit,
             store,
             passwords: Passwords::new(&settings.passwords)?,
-            access: AccessTokens::new(tokens, access_keys.signing, access_keys.retired)?,
+            access,
             refresh: RefreshTokens::new(&refresh_secret)?,
             devices: DeviceTokens::new(&device_secret)?,
             password_policy: PasswordPolicy {
@@ -213,7 +236,12 @@ impl Authd {
                 retention: tokens.session_retention,
             }),
             token_settings: Arc::new(tokens.clone()),
-            cache: Arc::new(cache::SessionCache::new(tokens.session_cache_ttl)),
+            cache: Arc::new(cache::SessionCache::new(
+                !tokens.session_cache_ttl.is_zero(),
+                tokens.access_lifetime + LEEWAY + CLOCK_SKEW,
+                settings.database.heartbeat_interval * 3 + CLOCK_SKEW,
+                tokens.user_cache_size,
+            )),
         })
     }
 
@@ -232,24 +260,59 @@ impl Authd {
         if before != after {
             tracing::info!(kid = after, "now signing with a new key");
         }
+        let kids = self.access.published_kids();
+        self.kids.send_if_modified(|known| {
+            let changed = *known != kids;
+            *known = kids;
+            changed
+        });
         Ok(())
     }
 
-    /// Keeps the session cache in step with changes made by every process on the database;
-    /// runs for as long as the server does.
+    /// Keeps the revocation set and the user cache in step with changes made by every
+    /// process on the database; runs for as long as the server does. Each time the feed
+    /// is (re)connected, the revocations logged since it was last heard are read first.
     pub async fn follow_session_changes(&self) {
         loop {
-            let cache = Arc::clone(&self.cache);
-            let result = self.store.follow_session_changes(&move |change| cache.apply(change)).await;
+            let (sender, mut changes) = tokio::sync::mpsc::unbounded_channel();
+            let on_change = move |change| {
+                let _ = sender.send(change);
+            };
+            let feed = self.store.follow_session_changes(&on_change);
+            tokio::pin!(feed);
+            let result = loop {
+                tokio::select! {
+                    result = &mut feed => break result,
+                    Some(change) = changes.recv() => match change {
+                        SessionChange::Listening => {
+                            if let Err(e) = self.resync().await {
+                                break Err(e.into());
+                            }
+                        }
+                        SessionChange::Unheard => self.cache.deafen(),
+                        change => self.cache.apply(change),
+                    },
+                }
+            };
             self.cache.deafen();
             if let Err(e) = result {
                 tracing::warn!(
                     error = format!("{e:#}"),
-                    "not hearing session changes; the session cache is off until reconnected"
+                    "not hearing session changes; token checks ask the database until reconnected"
                 );
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
+    }
+
+    /// Reads the revocations logged since this process last heard changes (all of the
+    /// window at the first time), applies them, and trusts memory again.
+    async fn resync(&self) -> Result<()> {
+        let since = self.cache.resync_from();
+        let revocations = self.store.revocations_since(since).await?;
+        tracing::info!(since = %since, read = revocations.len(), "revocations caught up; token checks answered from memory");
+        self.cache.resynced(&revocations);
+        Ok(())
     }
 
     pub fn key_reload_interval(&self) -> Duration {
@@ -281,6 +344,15 @@ impl Authd {
         self.cache.listening()
     }
 
+    /// This service as RFC 8414 metadata describes it.
+    pub fn server_metadata(&self) -> ServerMetadata {
+        ServerMetadata {
+            issuer: self.token_settings.issuer.clone(),
+            base_url: self.public_url.to_string(),
+            algorithm: format!("{:?}", self.token_settings.algorithm),
+        }
+    }
+
     /// The database pool's state, for metrics.
     pub fn pool_usage(&self) -> crate::store::PoolUsage {
         self.store.pool_usage()
@@ -303,19 +375,39 @@ impl Authd {
         self.store.user_by_id(user.user_id).await?.ok_or(Error::InvalidToken)
     }
 
-    /// The user of the token's session if that session is live, from the cache when it
-    /// was confirmed moments ago.
+    /// The user of the token's session if that session is live: from memory when no
+    /// revocation touches it (and its profile is cached), else from the store.
     async fn live_session_user(&self, access: &VerifiedAccess) -> Result<Option<Arc<UserRecord>>> {
-        if let Some(user) = self.cache.get(access.session_id, access.user_id) {
-            return Ok(Some(user));
+        match self.cache.liveness(access.session_id, access.user_id) {
+            cache::Liveness::Ended => {
+                metrics::token_checked(metrics::CheckedBy::Memory);
+                Ok(None)
+            }
+            cache::Liveness::Live => {
+                if let Some(user) = self.cache.user(access.user_id) {
+                    metrics::token_checked(metrics::CheckedBy::Memory);
+                    return Ok(Some(user));
+                }
+                metrics::token_checked(metrics::CheckedBy::UserLookup);
+                let asked = self.cache.ask();
+                let Some(user) = self.store.user_by_id(access.user_id).await? else { return Ok(None) };
+                let user = Arc::new(user);
+                self.cache.put_user(Arc::clone(&user), asked);
+                Ok(Some(user))
+            }
+            cache::Liveness::Unknown => {
+                metrics::token_checked(metrics::CheckedBy::Database);
+                let asked = self.cache.ask();
+                let user = self.store.session_user(access.session_id, access.user_id, Utc::now()).await?.map(Arc::new);
+                self.cache.confirmed(access.session_id, user.as_ref(), asked);
+                Ok(user)
+            }
         }
-        let asked = self.cache.ask();
-        let Some(user) = self.store.session_user(access.session_id, access.user_id, Utc::now()).await? else {
-            return Ok(None);
-        };
-        let user = Arc::new(user);
-        self.cache.put(access.session_id, Arc::clone(&user), asked);
-        Ok(Some(user))
+    }
+
+    /// How many revocations the set holds, and how many users are cached.
+    pub fn cache_sizes(&self) -> (usize, usize) {
+        self.cache.sizes()
     }
 
     /// A session of `user` starting `now`, valid while the credentials read into `user` are.
@@ -338,13 +430,21 @@ impl Authd {
         }
     }
 
-    /// The tokens of a session of `user`; the access token carries the user's roles as the
-    /// store has them now, so a refresh picks up a change of roles.
-    async fn signed_in(&self, user: &UserRecord, refresh: RefreshClaim, now: DateTime<Utc>) -> Result<SignedIn> {
+    /// Tokens for the session of `refresh`, which ends at `session_ends`; the access token
+    /// carries the user's roles as the store has them now, so a refresh picks up a change
+    /// of roles.
+    async fn signed_in(
+        &self,
+        user: &UserRecord,
+        refresh: RefreshClaim,
+        now: DateTime<Utc>,
+        session_ends: DateTime<Utc>,
+    ) -> Result<SignedIn> {
         let roles = self.store.user_roles(user.user_id).await?;
+        let verified = user.email_verified_at.is_some();
         let access_token = self
             .access
-            .issue(user.user_id, refresh.session_id, now.timestamp(), user.email_verified_at.is_some(), &roles)
+            .issue_until(user.user_id, refresh.session_id, now.timestamp(), verified, &roles, session_ends.timestamp())
             .context("signing an access token")?;
         Ok(SignedIn {
             user: user_message(user),

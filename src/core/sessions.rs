@@ -154,7 +154,8 @@ impl Authd {
             self.store.touch_device(user.user_id, &device_hash, now).await?;
         }
         events::login_succeeded(&self.audit, user.user_id, session_id, client);
-        let mut signed_in = self.signed_in(user, RefreshClaim { session_id, generation: 0 }, now).await?;
+        let mut signed_in =
+            self.signed_in(user, RefreshClaim { session_id, generation: 0 }, now, session.expires_at).await?;
         signed_in.tokens.device_token = device_token;
         Ok(signed_in)
     }
@@ -198,8 +199,8 @@ impl Authd {
             }
         };
         let user = self.store.user_by_id(session.user_id).await?.ok_or(Error::RefreshRejected)?;
-        self.signed_in(&user, RefreshClaim { session_id: session.session_id, generation: session.generation }, now)
-            .await
+        let claim = RefreshClaim { session_id: session.session_id, generation: session.generation };
+        self.signed_in(&user, claim, now, session.expires_at).await
     }
 
     /// Ends the caller's session, or all of the user's. All of them: every known device of
@@ -250,10 +251,10 @@ impl Authd {
         let user = &caller.user;
         let session_id = Uuid::parse_str(session_id.trim()).map_err(|_| Error::SessionNotFound)?;
         let ended = self.store.revoke_user_session(session_id, user.user_id, Utc::now()).await?;
-        self.cache.apply(SessionChange::Session(session_id));
         if ended == 0 {
             return Err(Error::SessionNotFound);
         }
+        self.cache.apply(SessionChange::Session(session_id));
         events::sessions_revoked(&self.audit, user.user_id, Some(session_id), ended, "revoked", &caller.client);
         Ok(())
     }
@@ -286,9 +287,11 @@ impl Authd {
     async fn end_sessions_past_the_cap(&self, user_id: i64, client: &ClientInfo, now: DateTime<Utc>) -> Result<()> {
         let idle_cutoff = now - self.sessions.idle_timeout;
         let ended = self.store.end_sessions_past(user_id, self.sessions.max_per_user, now, idle_cutoff).await?;
-        if ended > 0 {
-            self.cache.apply(SessionChange::User(user_id));
-            events::sessions_revoked(&self.audit, user_id, None, ended, "session_cap", client);
+        for &session_id in &ended {
+            self.cache.apply(SessionChange::Session(session_id));
+        }
+        if !ended.is_empty() {
+            events::sessions_revoked(&self.audit, user_id, None, ended.len() as u64, "session_cap", client);
         }
         Ok(())
     }
@@ -298,6 +301,9 @@ impl Authd {
     pub async fn prune_sessions(&self) -> Result<u64> {
         let now = Utc::now();
         let ended_before = now - self.sessions.retention;
+        // The revocation log goes as far back as ended sessions are kept: what a service
+        // resuming the feed can be told of without a fresh snapshot.
+        self.store.prune_revocations(ended_before).await?;
         Ok(self.store.delete_ended_sessions(ended_before, ended_before - self.sessions.idle_timeout).await?)
     }
 

@@ -6,16 +6,41 @@ use crate::{
     pb::{
         GetJwksRequest, GetJwksResponse, Jwk, ListSessionsRequest, ListSessionsResponse, LoginRequest, LogoutRequest,
         LogoutResponse, RefreshTokenRequest, RequestPasswordResetRequest, RequestPasswordResetResponse,
-        ResetPasswordRequest, ResetPasswordResponse, RevokeSessionRequest, RevokeSessionResponse, RevokeTokenRequest,
-        RevokeTokenResponse, TokenResponse, ValidateTokenRequest, ValidateTokenResponse,
-        auth_service_server::AuthService,
+        ResetPasswordRequest, ResetPasswordResponse, RevocationEvent, RevokeSessionRequest, RevokeSessionResponse,
+        RevokeTokenRequest, RevokeTokenResponse, TokenResponse, ValidateTokenRequest, ValidateTokenResponse,
+        WatchRevocationsRequest, auth_service_server::AuthService,
     },
 };
 
 pub struct AuthApi(pub Authd);
 
+/// The events of one service's revocation feed, as the core sends them.
+pub struct RevocationEvents(tokio::sync::mpsc::Receiver<crate::core::Result<RevocationEvent>>);
+
+impl futures_core::Stream for RevocationEvents {
+    type Item = Result<RevocationEvent, Status>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx).map(|event| event.map(|event| event.map_err(Status::from)))
+    }
+}
+
 #[tonic::async_trait]
 impl AuthService for AuthApi {
+    type WatchRevocationsStream = RevocationEvents;
+
+    async fn watch_revocations(
+        &self,
+        request: Request<WatchRevocationsRequest>,
+    ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
+        let authorization = request.metadata().get("authorization").and_then(|v| v.to_str().ok());
+        let watcher = self.0.authorize_watcher(authorization, &client_info(&request)).await?;
+        Ok(Response::new(RevocationEvents(self.0.watch_revocations(watcher, request.get_ref().cursor)?)))
+    }
+
     async fn login(&self, request: Request<LoginRequest>) -> Result<Response<TokenResponse>, Status> {
         let signed_in = self.0.login(request.get_ref(), &client_info(&request)).await?;
         Ok(Response::new(signed_in.tokens))

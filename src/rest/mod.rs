@@ -68,6 +68,7 @@ pub fn router(authd: Authd, allowed_origins: &[String]) -> Router {
         .routes(routes!(change_email))
         .routes(routes!(confirm_email_change))
         .routes(routes!(jwks))
+        .routes(routes!(server_metadata))
         .routes(routes!(healthz))
         .routes(routes!(ready))
         .routes(routes!(metrics_text))
@@ -529,6 +530,16 @@ async fn jwks(State(authd): State<Authd>) -> impl IntoResponse {
     ([(header::CACHE_CONTROL, "public, max-age=300")], Json(Jwks { keys: authd.jwks() }))
 }
 
+/// Authorization server metadata
+///
+/// RFC 8414: the issuer, the JWKS, the token (login), introspection and revocation
+/// endpoints under `PUBLIC_URL`, and the algorithm that signs access tokens.
+#[utoipa::path(get, path = "/.well-known/oauth-authorization-server", tag = "operations",
+    responses((status = 200, description = "The metadata", body = wire::ServerMetadata)))]
+async fn server_metadata(State(authd): State<Authd>) -> impl IntoResponse {
+    ([(header::CACHE_CONTROL, "public, max-age=300")], Json(wire::ServerMetadata::from(authd.server_metadata())))
+}
+
 /// Prometheus metrics
 ///
 /// Request counts and latencies per route and RPC, login outcomes, refresh reuse detections,
@@ -537,7 +548,7 @@ async fn jwks(State(authd): State<Authd>) -> impl IntoResponse {
     responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain"),
         (status = 503, description = "Metrics not available", body = ErrorBody)))]
 async fn metrics_text(State(authd): State<Authd>) -> Response {
-    match crate::metrics::render(authd.pool_usage(), authd.change_feed_up()) {
+    match crate::metrics::render(authd.pool_usage(), authd.change_feed_up(), authd.cache_sizes()) {
         Some(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response(),
         None => error_body(StatusCode::SERVICE_UNAVAILABLE, "Metrics are not available."),
     }

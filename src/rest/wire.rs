@@ -384,6 +384,46 @@ impl From<pb::ValidateTokenResponse> for Validation {
     }
 }
 
+/// RFC 8414 authorization server metadata.
+#[derive(Serialize, ToSchema)]
+pub struct ServerMetadata {
+    pub issuer: String,
+    pub jwks_uri: String,
+    /// Login with an OAuth2 password form (`username`, `password`) or JSON.
+    pub token_endpoint: String,
+    /// RFC 7662 (`POST {"token"}`, or a form).
+    pub introspection_endpoint: String,
+    /// RFC 7009.
+    pub revocation_endpoint: String,
+    pub grant_types_supported: Vec<&'static str>,
+    /// No authorization endpoint: none.
+    pub response_types_supported: Vec<&'static str>,
+    pub token_endpoint_auth_methods_supported: Vec<&'static str>,
+    pub introspection_endpoint_auth_methods_supported: Vec<&'static str>,
+    pub revocation_endpoint_auth_methods_supported: Vec<&'static str>,
+    /// The algorithm that signs access tokens (RFC 9068 JWTs, `typ: at+jwt`).
+    pub access_token_signing_alg_values_supported: Vec<String>,
+}
+
+impl From<crate::core::ServerMetadata> for ServerMetadata {
+    fn from(m: crate::core::ServerMetadata) -> Self {
+        let at = |path: &str| format!("{}{path}", m.base_url);
+        Self {
+            jwks_uri: at("/.well-known/jwks.json"),
+            token_endpoint: at("/api/v1/auth/login"),
+            introspection_endpoint: at("/api/v1/auth/validate"),
+            revocation_endpoint: at("/api/v1/auth/revoke"),
+            issuer: m.issuer,
+            grant_types_supported: vec!["password"],
+            response_types_supported: Vec::new(),
+            token_endpoint_auth_methods_supported: vec!["none"],
+            introspection_endpoint_auth_methods_supported: vec!["none"],
+            revocation_endpoint_auth_methods_supported: vec!["none"],
+            access_token_signing_alg_values_supported: vec![m.algorithm],
+        }
+    }
+}
+
 /// RFC 7517; empty with HMAC signing.
 #[derive(Serialize, ToSchema)]
 pub struct Jwks {

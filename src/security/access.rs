@@ -137,6 +137,11 @@ impl AccessTokens {
         self.keys().signing.kid.clone()
     }
 
+    /// The `kid`s of the published keys whose tokens are accepted, in order.
+    pub fn published_kids(&self) -> Vec<String> {
+        self.jwks().into_iter().filter_map(|jwk| jwk.common.key_id).collect()
+    }
+
     /// The public keys of the current set, for JWKS; HMAC secrets are never among them.
     pub fn jwks(&self) -> Vec<Jwk> {
         let keys = self.keys();
@@ -153,6 +158,21 @@ impl AccessTokens {
         email_verified: bool,
         roles: &[String],
     ) -> anyhow::Result<String> {
+        self.issue_until(user_id, session_id, now, email_verified, roles, i64::MAX)
+    }
+
+    /// Like [`AccessTokens::issue`], expiring no later than `session_ends` (the session's
+    /// own end): a token never outlives its session, so a check that finds no revocation
+    /// of the session needs no look at its row.
+    pub fn issue_until(
+        &self,
+        user_id: i64,
+        session_id: Uuid,
+        now: i64,
+        email_verified: bool,
+        roles: &[String],
+        session_ends: i64,
+    ) -> anyhow::Result<String> {
         let claims = AccessClaims {
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
@@ -160,7 +180,7 @@ impl AccessTokens {
             sid: session_id,
             iat: now,
             nbf: now,
-            exp: now + self.lifetime.as_secs() as i64,
+            exp: (now + self.lifetime.as_secs() as i64).min(session_ends),
             jti: Uuid::new_v4(),
             email_verified,
             roles: roles.to_vec(),

@@ -184,7 +184,7 @@ impl Store {
             )
             .execute
         )?;
-        self.announce(SessionChange::User(user_id)).await
+        self.announce_profile(user_id).await
     }
 
     /// In one transaction: uses the reset token, replaces the password (if it is still

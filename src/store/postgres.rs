@@ -100,10 +100,20 @@ async fn create_if_missing(url: &str, options: &PgConnectOptions) -> anyhow::Res
     }
 }
 
-/// Runs `NOTIFY channel, payload` as its own statement (in a transaction of its own when
-/// prepared statements are off, as every statement then is).
+/// Runs `NOTIFY channel, payload` as its own statement.
 async fn notify(pool: &PgPool, prepared: bool, channel: &str, payload: &str) -> sqlx::Result<()> {
-    let query = sqlx::query("select pg_notify($1, $2)").bind(channel).bind(payload).persistent(prepared);
+    let query = sqlx::query("select pg_notify($1, $2)").bind(channel).bind(payload);
+    alone(pool, prepared, query).await
+}
+
+/// Runs `query` as a statement of its own: in a transaction of its own when prepared
+/// statements are off, as every statement then is.
+async fn alone(
+    pool: &PgPool,
+    prepared: bool,
+    query: sqlx::query::Query<'_, Postgres, sqlx::postgres::PgArguments>,
+) -> sqlx::Result<()> {
+    let query = query.persistent(prepared);
     if prepared {
         query.execute(pool).await?;
     } else {
@@ -122,6 +132,33 @@ pub(super) async fn announce(pool: &PgPool, prepared: bool, change: SessionChang
         SessionChange::Listening | SessionChange::Unheard => return Ok(()),
     };
     notify(pool, prepared, CHANGES_CHANNEL, &payload).await
+}
+
+/// Logs a revocation and announces it, in one statement: the row and the NOTIFY are
+/// committed together, so no process hears of a change it then cannot read back.
+pub(super) async fn log_and_announce(
+    pool: &PgPool,
+    prepared: bool,
+    kind: &str,
+    change: SessionChange,
+    at: chrono::DateTime<chrono::Utc>,
+) -> sqlx::Result<()> {
+    let (session_id, user_id, payload) = match change {
+        SessionChange::Session(id) => (Some(id), None, format!("session:{id}")),
+        SessionChange::User(id) => (None, Some(id), format!("user:{id}")),
+        SessionChange::Listening | SessionChange::Unheard => return Ok(()),
+    };
+    let query = sqlx::query(
+        "with logged as (insert into revocations (kind, session_id, user_id, at) values ($1, $2, $3, $4) returning seq)
+         select pg_notify($5, $6) from logged",
+    )
+    .bind(kind)
+    .bind(session_id)
+    .bind(user_id)
+    .bind(at)
+    .bind(CHANGES_CHANNEL)
+    .bind(payload);
+    alone(pool, prepared, query).await
 }
 
 /// The change feed: LISTEN on a connection of its own (made from `listen`), and a

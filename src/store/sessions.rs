@@ -249,7 +249,10 @@ impl Store {
             )
             .execute
         )?;
-        self.announce(SessionChange::Session(session_id)).await?;
+        // Only a session of this user: another's must not end, even in memory.
+        if ended > 0 {
+            self.announce(SessionChange::Session(session_id)).await?;
+        }
         Ok(ended)
     }
 
@@ -278,18 +281,18 @@ impl Store {
     }
 
     /// Ends the user's live sessions (used since `idle_cutoff`) beyond the `keep` most
-    /// recently used; returns how many ended. One statement, so concurrent logins each
-    /// keep the newest `keep` and never end more.
+    /// recently used; returns the sessions that ended. One statement, so concurrent logins
+    /// each keep the newest `keep` and never end more.
     pub async fn end_sessions_past(
         &self,
         user_id: i64,
         keep: u32,
         now: DateTime<Utc>,
         idle_cutoff: DateTime<Utc>,
-    ) -> StoreResult<u64> {
-        let ended = run!(
+    ) -> StoreResult<Vec<Uuid>> {
+        let ended: Vec<Uuid> = run!(
             self,
-            query(
+            query_scalar(
                 "update sessions set revoked_at = $2
                   where session_id in (
                     select session_id from (
@@ -297,16 +300,17 @@ impl Store {
                         from sessions
                        where user_id = $1 and revoked_at is null and expires_at > $2 and last_used_at > $3
                     ) ranked
-                     where n > $4)",
+                     where n > $4)
+                 returning session_id",
                 user_id,
                 now,
                 idle_cutoff,
                 i64::from(keep),
             )
-            .execute
+            .fetch_all
         )?;
-        if ended > 0 {
-            self.announce(SessionChange::User(user_id)).await?;
+        for &session_id in &ended {
+            self.announce(SessionChange::Session(session_id)).await?;
         }
         Ok(ended)
     }
@@ -384,14 +388,6 @@ impl Store {
                 on_change(SessionChange::Listening);
                 std::future::pending().await
             }
-        }
-    }
-
-    /// Tells every other process caching sessions of a change.
-    pub(super) async fn announce(&self, change: SessionChange) -> StoreResult<()> {
-        match &self.pool {
-            Pool::Postgres(pool) => postgres::announce(pool, self.prepared_statements, change).await.map_err(classify),
-            Pool::Sqlite(_) => Ok(()),
         }
     }
 }

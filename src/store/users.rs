@@ -266,7 +266,7 @@ impl Store {
             )
             .fetch_optional
         )?;
-        self.announce(SessionChange::User(user_id)).await?;
+        self.announce_profile(user_id).await?;
         Ok(updated)
     }
 
@@ -280,7 +280,7 @@ impl Store {
             // SQLite databases are authd's own: no table of the old app to clear.
             Pool::Sqlite(_) => run!(self, query(DELETE_USER, user_id).execute)?,
         };
-        self.announce(SessionChange::User(user_id)).await?;
+        self.announce_deleted(user_id).await?;
         Ok(deleted > 0)
     }
 }

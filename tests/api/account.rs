@@ -167,7 +167,7 @@ async fn deleting_the_account_kills_its_tokens_and_frees_the_email() {
 async fn sessions_are_listed_and_revoked_by_their_owner_only() {
     let app = spawn_app().await;
     let (mine, _) = app.ada_tokens().await;
-    let (_, phone_refresh) = app.ada_session(PASSWORD, "phone/1.0").await;
+    let (phone_access, phone_refresh) = app.ada_session(PASSWORD, "phone/1.0").await;
 
     let (status, body) = app.send(reqwest::Method::GET, "/api/v1/me/sessions", &mine, None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -198,6 +198,9 @@ async fn sessions_are_listed_and_revoked_by_their_owner_only() {
     assert_eq!(revoke(bob_token.clone(), "not-a-session-id".into()).await, not_found);
     let (_, bobs) = app.send(reqwest::Method::GET, "/api/v1/me/sessions", &bob_token, None).await;
     assert_eq!(bobs["sessions"].as_array().unwrap().len(), 1);
+    // Not even in the revocation set: the phone's token still works.
+    let (status, body) = app.send(reqwest::Method::GET, "/api/v1/me", &phone_access, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
 
     // Ada ends her phone's session: it is gone from the list and its tokens die.
     let (status, _) = revoke(mine.clone(), phone_id.to_string()).await;

@@ -28,6 +28,7 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/api/v1/verify-email/resend", &["post"]),
     ("/api/v1/confirm-email-change", &["post"]),
     ("/.well-known/jwks.json", &["get"]),
+    ("/.well-known/oauth-authorization-server", &["get"]),
     ("/healthz", &["get"]),
     ("/readyz", &["get"]),
     ("/metrics", &["get"]),

@@ -231,7 +231,46 @@ async fn a_key_file_of_the_wrong_type_stops_start_up_naming_the_variable() {
     assert!(error.contains("TOKEN_PRIVATE_KEY_FILE"), "{error}");
 }
 
+/// RFC 8414 metadata names the issuer and, under `PUBLIC_URL`, the JWKS, token,
+/// introspection and revocation endpoints and the signing algorithm; following it as a
+/// third party would, the keys it names verify an access token in another library
+/// (jwt-simple).
+async fn the_metadata_leads_to_the_keys_that_verify_a_token() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let base = format!("http://127.0.0.1:{port}");
+    let app = spawn_app_with(|s| {
+        s.tokens.algorithm = Algorithm::ES256;
+        s.server.listen_addr = format!("127.0.0.1:{port}").parse().unwrap();
+        s.mail.public_url.clone_from(&base);
+    })
+    .await;
+    let (access, _) = app.ada_tokens().await;
+    let response = app.http.get(app.url("/.well-known/oauth-authorization-server")).send().await.unwrap();
+    assert!(response.headers()["cache-control"].to_str().unwrap().contains("max-age"));
+    let (status, metadata) = json_of(response).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(metadata["issuer"], "authd");
+    for (name, path) in [
+        ("jwks_uri", "/.well-known/jwks.json"),
+        ("token_endpoint", "/api/v1/auth/login"),
+        ("introspection_endpoint", "/api/v1/auth/validate"),
+        ("revocation_endpoint", "/api/v1/auth/revoke"),
+    ] {
+        assert_eq!(metadata[name], format!("{base}{path}"), "{name}");
+    }
+    assert_eq!(metadata["access_token_signing_alg_values_supported"], json!(["ES256"]));
+    let (_, jwks) = json_of(app.http.get(metadata["jwks_uri"].as_str().unwrap()).send().await.unwrap()).await;
+    let kid = kid_of(&access);
+    let jwk = jwks["keys"].as_array().unwrap().iter().find(|k| k["kid"] == kid.as_str()).expect("the token's key");
+    let claims = verify_independently(&access, jwk);
+    assert_eq!(claims.subject.as_deref(), Some("1"));
+    let introspected =
+        app.http.post(metadata["introspection_endpoint"].as_str().unwrap()).json(&json!({"token": access}));
+    assert_eq!(json_of(introspected.send().await.unwrap()).await.1["active"], true);
+}
+
 on_both_backends!(
+    the_metadata_leads_to_the_keys_that_verify_a_token,
     tokens_of_each_asymmetric_algorithm_verify_with_jwks_in_another_library,
     hmac_secrets_are_never_published,
     a_rotated_key_signs_new_tokens_while_the_old_one_stays_published,

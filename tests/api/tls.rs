@@ -489,6 +489,29 @@ async fn optional_client_certificates_serve_anonymous_clients_too() {
     assert_eq!(login_certificates(&log), [Value::Null, json!("inventory")]);
 }
 
+/// A client certificate is a service's identity for the revocation feed: with one, the
+/// feed opens with its snapshot; an anonymous client over the same TLS is refused.
+#[tokio::test]
+async fn a_client_certificate_may_watch_revocations_and_an_anonymous_client_may_not() {
+    let ca = Ca::new("authd test CA");
+    let client_ca = Ca::new("client CA");
+    let files = Files::new(&ca.server(), Some(&client_ca));
+    let app = spawn_tls_app(&files, Some(ClientAuth::Optional), Duration::from_secs(3600)).await;
+    let watch = |channel: Channel| async move {
+        pb::auth_service_client::AuthServiceClient::new(channel)
+            .watch_revocations(pb::WatchRevocationsRequest { cursor: 0 })
+            .await
+            .map(tonic::Response::into_inner)
+    };
+    let anonymous = tls_channel(app.addr, &ca, None).await.unwrap();
+    let refused = watch(anonymous).await.map(|_| ()).unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    let billing = tls_channel(app.addr, &ca, Some(&client_ca.client("billing"))).await.unwrap();
+    let mut events = watch(billing).await.unwrap();
+    let first = events.message().await.unwrap().unwrap();
+    assert!(matches!(&first.event, Some(pb::revocation_event::Event::Snapshot(s)) if s.complete), "{first:?}");
+}
+
 /// A trusted proxy's own client certificate is not the identity of the clients it carries.
 #[tokio::test]
 async fn a_trusted_proxys_certificate_is_not_its_clients_identity() {

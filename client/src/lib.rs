@@ -1,0 +1,381 @@
+//! For services behind authd: verify its access tokens locally, with its rules, and refuse
+//! those it revoked, learnt from its revocation feed (`AuthService.WatchRevocations`).
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), authd_client::Error> {
+//! use authd_client::{Config, Verifier};
+//! let channel = tonic::transport::Channel::from_static("http://authd:8000").connect().await?;
+//! let verifier = Verifier::connect(channel, Config::new("authd", "authd").service_key("billing key ...")).await?;
+//! // axum or tonic: every request needs a live access token; its claims are in the
+//! // request's extensions (`Claims`).
+//! let layer = verifier.layer();
+//! # let _ = layer; Ok(()) }
+//! ```
+//!
+//! What is checked, as authd checks it: the signature with a key of authd's JWKS chosen by
+//! `kid` (an unknown `kid` fetches the keys again, at most once per
+//! [`Config::refetch_interval`]), the algorithm against those pinned in [`Config`] (never
+//! taken from the token), `typ: at+jwt`, `iss`, `aud`, `exp` and `nbf` (30 s of leeway);
+//! then that no revocation names the token's session or user. While the feed has been down
+//! longer than [`Config::stale_after`], the service's choice ([`WhenStale`]) applies: ask
+//! authd's `ValidateToken` for each token, or refuse them all.
+
+mod follow;
+mod layer;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, RwLock},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use jsonwebtoken::{Algorithm, DecodingKey, Validation, jwk::Jwk};
+use serde::Deserialize;
+use tonic::transport::Channel;
+
+pub use layer::{AuthLayer, AuthService};
+
+/// authd's contract, as clients see it.
+#[allow(clippy::all, clippy::pedantic)]
+pub mod pb {
+    tonic::include_proto!("authd.v1");
+}
+
+/// Leeway on `exp` and `nbf`, as authd allows.
+pub const LEEWAY: Duration = Duration::from_secs(30);
+const TOKEN_TYPE: &str = "at+jwt";
+
+/// What to do while the revocation feed has been down longer than [`Config::stale_after`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhenStale {
+    /// Ask authd's `ValidateToken` for each token (slower, still exact).
+    AskAuthd,
+    /// Refuse every token (fail closed).
+    Refuse,
+}
+
+/// How to verify tokens and follow revocations.
+#[derive(Clone)]
+pub struct Config {
+    pub issuer: String,
+    pub audience: String,
+    /// The algorithms accepted (authd's `TOKEN_CREATION_ALGORITHM`); a token's own `alg`
+    /// is never trusted beyond these.
+    pub algorithms: Vec<Algorithm>,
+    /// `authorization: Bearer <key>` for the feed: a key of authd's
+    /// `REVOCATIONS_SERVICE_KEYS` (none when the channel presents a client certificate).
+    pub service_key: Option<String>,
+    /// How long the feed may be down before [`Config::when_stale`] applies.
+    pub stale_after: Duration,
+    pub when_stale: WhenStale,
+    /// At most one JWKS fetch for unknown `kid`s per this interval.
+    pub refetch_interval: Duration,
+    /// How long a revocation is kept: longer than authd's access-token lifetime.
+    pub forget_after: Duration,
+}
+
+impl Config {
+    /// Accepts ES256 and EdDSA tokens of `issuer` for `audience`; the feed may be down 10 s
+    /// before tokens are asked about at authd.
+    pub fn new(issuer: &str, audience: &str) -> Self {
+        Self {
+            issuer: issuer.into(),
+            audience: audience.into(),
+            algorithms: vec![Algorithm::ES256, Algorithm::EdDSA],
+            service_key: None,
+            stale_after: Duration::from_secs(10),
+            when_stale: WhenStale::AskAuthd,
+            refetch_interval: Duration::from_secs(10),
+            forget_after: Duration::from_secs(24 * 60 * 60),
+        }
+    }
+
+    pub fn service_key(mut self, key: &str) -> Self {
+        self.service_key = Some(key.into());
+        self
+    }
+
+    pub fn algorithms(mut self, algorithms: &[Algorithm]) -> Self {
+        self.algorithms = algorithms.to_vec();
+        self
+    }
+
+    pub fn when_stale(mut self, after: Duration, then: WhenStale) -> Self {
+        self.stale_after = after;
+        self.when_stale = then;
+        self
+    }
+}
+
+/// The claims of a verified access token, put into request extensions by the layer and
+/// the interceptor.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Claims {
+    pub iss: String,
+    pub aud: String,
+    pub sub: String,
+    pub sid: String,
+    pub iat: i64,
+    pub nbf: i64,
+    pub exp: i64,
+    pub jti: String,
+    #[serde(default)]
+    pub email_verified: bool,
+}
+
+impl Claims {
+    /// The user id (`sub`).
+    pub fn user_id(&self) -> Option<i64> {
+        self.sub.parse().ok()
+    }
+}
+
+/// Why a token was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error("no bearer token")]
+    Missing,
+    #[error("not a valid access token")]
+    Invalid,
+    #[error("the token's session or user was revoked")]
+    Revoked,
+    /// The feed is down (or the user changed) and the service refuses rather than ask.
+    #[error("revocations are not known right now")]
+    Stale,
+    #[error("authd could not be asked")]
+    Unavailable,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("connecting to authd: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("authd answered: {0}")]
+    Status(#[from] tonic::Status),
+    #[error("{0}")]
+    Config(String),
+}
+
+/// Verifies authd's access tokens; cheap to clone, one per service.
+#[derive(Clone)]
+pub struct Verifier {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Config,
+    channel: Channel,
+    keys: RwLock<HashMap<String, (Algorithm, DecodingKey)>>,
+    last_fetch: Mutex<Option<Instant>>,
+    revocations: RwLock<follow::Revocations>,
+    feed: follow::FeedState,
+}
+
+/// What memory says of a token, before any question to authd.
+enum Local {
+    Live(Claims),
+    /// Valid, but memory cannot tell whether it is live: the feed is stale, or its user
+    /// changed after it was issued.
+    Unsure(Claims),
+}
+
+impl Verifier {
+    /// Fetches authd's keys, starts following its revocations, and waits for the first
+    /// snapshot (up to [`Config::stale_after`], at most 10 s).
+    pub async fn connect(channel: Channel, config: Config) -> Result<Self, Error> {
+        if config.algorithms.is_empty() {
+            return Err(Error::Config("at least one algorithm must be accepted".into()));
+        }
+        let verifier = Self {
+            inner: Arc::new(Inner {
+                config,
+                channel,
+                keys: RwLock::new(HashMap::new()),
+                last_fetch: Mutex::new(None),
+                revocations: RwLock::new(follow::Revocations::default()),
+                feed: follow::FeedState::default(),
+            }),
+        };
+        verifier.inner.fetch_keys().await?;
+        let synced = verifier.inner.feed.subscribe();
+        tokio::spawn(follow::follow(Arc::downgrade(&verifier.inner)));
+        let wait = verifier.inner.config.stale_after.min(Duration::from_secs(10));
+        let _ = tokio::time::timeout(wait, follow::wait_synced(synced)).await;
+        Ok(verifier)
+    }
+
+    /// Verifies `token` (the bare token, or an `authorization` value), asking authd only
+    /// when memory cannot tell and the service chose [`WhenStale::AskAuthd`].
+    pub async fn verify(&self, token: &str) -> Result<Claims, Rejection> {
+        let token = bare(token).ok_or(Rejection::Missing)?;
+        let local = match self.verify_local_inner(token) {
+            Err(Rejection::Invalid) if self.kid_unknown(token) && self.may_refetch() => {
+                let _ = self.inner.fetch_keys().await;
+                self.verify_local_inner(token)?
+            }
+            other => other?,
+        };
+        match local {
+            Local::Live(claims) => Ok(claims),
+            Local::Unsure(claims) => match self.inner.config.when_stale {
+                WhenStale::Refuse => Err(Rejection::Stale),
+                WhenStale::AskAuthd => self.ask_authd(token, claims).await,
+            },
+        }
+    }
+
+    /// Verifies `token` from memory alone (no question to authd, no key refetch): what
+    /// the tonic interceptor does.
+    pub fn verify_local(&self, token: &str) -> Result<Claims, Rejection> {
+        match self.verify_local_inner(bare(token).ok_or(Rejection::Missing)?)? {
+            Local::Live(claims) => Ok(claims),
+            Local::Unsure(_) => Err(Rejection::Stale),
+        }
+    }
+
+    /// Whether the revocation feed is in step (not down longer than the bound).
+    pub fn feed_fresh(&self) -> bool {
+        self.inner.feed.fresh(self.inner.config.stale_after)
+    }
+
+    /// A tonic interceptor: a live token's [`Claims`] go into the request's extensions;
+    /// anything else is UNAUTHENTICATED. From memory only (an interceptor cannot wait), so
+    /// fail-closed while the feed is stale: use [`Verifier::layer`] to ask authd instead.
+    pub fn interceptor(&self) -> impl FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Clone {
+        let verifier = self.clone();
+        move |mut request: tonic::Request<()>| {
+            let authorization = request.metadata().get("authorization").and_then(|v| v.to_str().ok());
+            match verifier.verify_local(authorization.unwrap_or_default()) {
+                Ok(claims) => {
+                    request.extensions_mut().insert(claims);
+                    Ok(request)
+                }
+                Err(rejection) => Err(tonic::Status::unauthenticated(rejection.to_string())),
+            }
+        }
+    }
+
+    /// A tower layer for axum routers and tonic servers alike: see [`AuthLayer`].
+    pub fn layer(&self) -> AuthLayer {
+        AuthLayer::new(self.clone())
+    }
+
+    fn verify_local_inner(&self, token: &str) -> Result<Local, Rejection> {
+        let config = &self.inner.config;
+        let header = jsonwebtoken::decode_header(token).map_err(|_| Rejection::Invalid)?;
+        if header.typ.as_deref() != Some(TOKEN_TYPE) || !config.algorithms.contains(&header.alg) {
+            return Err(Rejection::Invalid);
+        }
+        let kid = header.kid.ok_or(Rejection::Invalid)?;
+        let claims = {
+            let keys = self.inner.keys.read().map_err(|_| Rejection::Invalid)?;
+            let (algorithm, key) = keys.get(&kid).ok_or(Rejection::Invalid)?;
+            if *algorithm != header.alg {
+                return Err(Rejection::Invalid);
+            }
+            let mut validation = Validation::new(*algorithm);
+            validation.leeway = LEEWAY.as_secs();
+            validation.validate_nbf = true;
+            validation.set_issuer(&[&config.issuer]);
+            validation.set_audience(&[&config.audience]);
+            validation.set_required_spec_claims(&["exp", "nbf", "iat", "sub", "iss", "aud"]);
+            jsonwebtoken::decode::<Claims>(token, key, &validation).map_err(|_| Rejection::Invalid)?.claims
+        };
+        let user_id = claims.user_id().ok_or(Rejection::Invalid)?;
+        let revocations = self.inner.revocations.read().map_err(|_| Rejection::Invalid)?;
+        match revocations.judge(&claims.sid, user_id, claims.iat) {
+            follow::Judgement::Revoked => Err(Rejection::Revoked),
+            follow::Judgement::UserChanged => Ok(Local::Unsure(claims)),
+            follow::Judgement::NotRevoked if !self.feed_fresh() => Ok(Local::Unsure(claims)),
+            follow::Judgement::NotRevoked => Ok(Local::Live(claims)),
+        }
+    }
+
+    async fn ask_authd(&self, token: &str, claims: Claims) -> Result<Claims, Rejection> {
+        let mut client = pb::auth_service_client::AuthServiceClient::new(self.inner.channel.clone());
+        let answer = client
+            .validate_token(pb::ValidateTokenRequest { token: token.into() })
+            .await
+            .map_err(|_| Rejection::Unavailable)?
+            .into_inner();
+        if answer.active && answer.session_id == claims.sid { Ok(claims) } else { Err(Rejection::Revoked) }
+    }
+
+    fn kid_unknown(&self, token: &str) -> bool {
+        let Ok(header) = jsonwebtoken::decode_header(token) else { return false };
+        let Some(kid) = header.kid else { return false };
+        self.inner.keys.read().is_ok_and(|keys| !keys.contains_key(&kid))
+    }
+
+    /// Whether a refetch is allowed now (and if so, counts it).
+    fn may_refetch(&self) -> bool {
+        let Ok(mut last) = self.inner.last_fetch.lock() else { return false };
+        let allowed = last.is_none_or(|at| at.elapsed() >= self.inner.config.refetch_interval);
+        if allowed {
+            *last = Some(Instant::now());
+        }
+        allowed
+    }
+}
+
+impl Inner {
+    fn knows_key(&self, kid: &str) -> bool {
+        self.keys.read().is_ok_and(|keys| keys.contains_key(kid))
+    }
+
+    /// Fetches authd's public keys (GetJwks) and keeps those of an accepted algorithm.
+    async fn fetch_keys(&self) -> Result<(), Error> {
+        let mut client = pb::auth_service_client::AuthServiceClient::new(self.channel.clone());
+        let jwks = client.get_jwks(pb::GetJwksRequest {}).await?.into_inner();
+        let mut keys = HashMap::new();
+        for jwk in jwks.keys {
+            let Some((kid, algorithm, key)) = decoding_key(&jwk) else { continue };
+            if self.config.algorithms.contains(&algorithm) {
+                keys.insert(kid, (algorithm, key));
+            }
+        }
+        if let Ok(mut known) = self.keys.write() {
+            *known = keys;
+        }
+        Ok(())
+    }
+}
+
+/// The key of a JWKS entry, with its `kid` and algorithm.
+fn decoding_key(jwk: &pb::Jwk) -> Option<(String, Algorithm, DecodingKey)> {
+    let mut json = serde_json::Map::new();
+    for (name, value) in [
+        ("kty", &jwk.kty),
+        ("kid", &jwk.kid),
+        ("use", &jwk.r#use),
+        ("alg", &jwk.alg),
+        ("n", &jwk.n),
+        ("e", &jwk.e),
+        ("crv", &jwk.crv),
+        ("x", &jwk.x),
+        ("y", &jwk.y),
+    ] {
+        if !value.is_empty() {
+            json.insert(name.into(), value.clone().into());
+        }
+    }
+    let parsed: Jwk = serde_json::from_value(json.into()).ok()?;
+    let algorithm: Algorithm = jwk.alg.parse().ok()?;
+    let key = DecodingKey::from_jwk(&parsed).ok()?;
+    Some((jwk.kid.clone(), algorithm, key))
+}
+
+/// The token of an `authorization` value (`Bearer <token>`), or the value itself.
+fn bare(value: &str) -> Option<&str> {
+    let value = value.trim();
+    let token = match value.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
+        Some(_) => return None,
+        None => value,
+    };
+    (!token.is_empty()).then_some(token)
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}

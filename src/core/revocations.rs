@@ -1,0 +1,231 @@
+//! The revocation feed for services that check access tokens themselves
+//! (`AuthService.WatchRevocations`): a snapshot of the revocations that still matter, then
+//! each new one as it happens, and each change of the signing keys; resumable from the
+//! `cursor` (the revocation log's `seq`) of the last event a service received.
+//!
+//! Only services may follow it: a service client with the `revocations` scope (by its
+//! secret, a service token, or a client certificate mapped to it), or a caller sending a
+//! key of `REVOCATIONS_SERVICE_KEYS`, in [`Authd::authorize_watcher`].
+
+use std::{collections::HashMap, time::Duration};
+
+use chrono::{DateTime, Utc};
+use sha2::Digest;
+use tokio::sync::mpsc;
+
+use super::{Authd, ClientInfo, Error, Result, bearer_token, timestamp};
+use crate::{
+    pb::{self, revocation_event::Event},
+    store::{Revocation, RevocationKind},
+};
+
+/// How far back each look at the log reaches beyond the last revocation sent: a row may
+/// commit a moment after one with a greater number.
+const RECENT: chrono::Duration = chrono::Duration::seconds(2);
+/// How long a sent revocation is remembered, so that a second look does not send it again.
+const REMEMBERED: chrono::Duration = chrono::Duration::seconds(60);
+/// Entries per snapshot message: 1,000 entries are about 60 KiB, well under any
+/// client's message limit.
+const SNAPSHOT_CHUNK: usize = 1000;
+/// How often the log is read when nothing signalled a change: the feed may be down, and
+/// other processes' revocations then go unheard.
+const POLL: Duration = Duration::from_secs(1);
+
+/// A service allowed to follow the revocations, by the name it is known by.
+#[derive(Debug, Clone)]
+pub struct Watcher {
+    pub name: String,
+}
+
+impl Authd {
+    /// The service calling: one sending a key of `REVOCATIONS_SERVICE_KEYS`
+    /// (`authorization: Bearer <key>`), or a service client holding the `revocations`
+    /// scope, by its credentials or its client certificate (see
+    /// [`Authd::authenticate_client`]); anyone else is refused.
+    pub async fn authorize_watcher(&self, authorization: Option<&str>, client: &ClientInfo) -> Result<Watcher> {
+        if let Some(key) = authorization.and_then(bearer_token) {
+            let digest: [u8; 32] = sha2::Sha256::digest(key.as_bytes()).into();
+            if let Some(known) = self.token_settings.service_keys.iter().find(|k| same_digest(&k.digest, &digest)) {
+                return Ok(Watcher { name: known.name.clone() });
+            }
+        }
+        let caller = self.authenticate_client(authorization, client).await?;
+        if !caller.has("revocations") {
+            return Err(Error::PermissionDenied("WatchRevocations needs a client with the revocations scope."));
+        }
+        Ok(Watcher { name: caller.client_id })
+    }
+
+    /// Starts following the revocations for `watcher`, from `cursor` (0: a snapshot);
+    /// the events arrive on the receiver until it is dropped.
+    pub fn watch_revocations(
+        &self,
+        watcher: Watcher,
+        cursor: i64,
+    ) -> Result<mpsc::Receiver<Result<pb::RevocationEvent>>> {
+        if cursor < 0 {
+            return Err(Error::invalid("cursor", "must not be negative"));
+        }
+        let (sender, receiver) = mpsc::channel(64);
+        let authd = self.clone();
+        tokio::spawn(async move {
+            tracing::info!(service = watcher.name, cursor, "a service follows the revocations");
+            let mut feed = Feed { sender, last_seq: 0, sent: HashMap::new() };
+            let result = authd.feed_revocations(&mut feed, cursor).await;
+            match result {
+                Ok(()) => tracing::info!(service = watcher.name, "the service stopped following the revocations"),
+                Err(e) => {
+                    tracing::warn!(service = watcher.name, error = %e, "the revocation feed failed");
+                    let _ = feed.sender.send(Err(e)).await;
+                }
+            }
+        });
+        Ok(receiver)
+    }
+
+    /// Sends the snapshot or what was missed since `cursor`, then each change. Returns
+    /// when the service is gone; fails when the store does.
+    async fn feed_revocations(&self, feed: &mut Feed, cursor: i64) -> Result<()> {
+        let mut changes = self.cache.subscribe();
+        let mut kids = self.kids.subscribe();
+        let signing_kids = kids.borrow_and_update().clone();
+        let window = self.cache.window();
+        let resumed_at = match cursor {
+            0 => None,
+            cursor => self.store.revocation_time(cursor).await?,
+        };
+        match resumed_at {
+            Some(at) => {
+                feed.last_seq = cursor;
+                let keys = Event::SigningKeysChanged(pb::SigningKeysChanged { signing_kids });
+                if !feed.send(cursor, keys).await {
+                    return Ok(());
+                }
+                let missed = self.store.revocations_after(cursor, at - RECENT, Utc::now() - window).await?;
+                if !feed.send_new(missed).await {
+                    return Ok(());
+                }
+            }
+            None => {
+                let cursor = self.store.last_revocation().await?;
+                let snapshot = self.store.revocations_since(Utc::now() - window).await?;
+                if !feed.send_snapshot(cursor, snapshot, signing_kids).await {
+                    return Ok(());
+                }
+            }
+        }
+        let mut poll = tokio::time::interval(POLL);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = feed.sender.closed() => return Ok(()),
+                changed = changes.changed() => if changed.is_err() { return Ok(()) },
+                changed = kids.changed() => {
+                    if changed.is_err() {
+                        return Ok(());
+                    }
+                    let signing_kids = kids.borrow_and_update().clone();
+                    let keys = Event::SigningKeysChanged(pb::SigningKeysChanged { signing_kids });
+                    if !feed.send(feed.last_seq, keys).await {
+                        return Ok(());
+                    }
+                    continue;
+                }
+                _ = poll.tick() => {}
+            }
+            let now = Utc::now();
+            let new = self.store.revocations_after(feed.last_seq, now - RECENT, now - window).await?;
+            if !feed.send_new(new).await {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// One service's feed: where it stands, and what it was sent lately.
+struct Feed {
+    sender: mpsc::Sender<Result<pb::RevocationEvent>>,
+    last_seq: i64,
+    /// Revocations sent, with their time, for [`REMEMBERED`].
+    sent: HashMap<i64, DateTime<Utc>>,
+}
+
+impl Feed {
+    /// Sends one event; false when the service is gone.
+    async fn send(&self, cursor: i64, event: Event) -> bool {
+        self.sender.send(Ok(pb::RevocationEvent { cursor, event: Some(event) })).await.is_ok()
+    }
+
+    /// Sends each revocation of `revocations` not sent yet, in log order.
+    async fn send_new(&mut self, revocations: Vec<Revocation>) -> bool {
+        for revocation in revocations {
+            if self.sent.contains_key(&revocation.seq) {
+                continue;
+            }
+            self.remember(&revocation);
+            let Some(event) = event(&revocation) else { continue };
+            if !self.send(self.last_seq, event).await {
+                return false;
+            }
+        }
+        let forget_before = Utc::now() - REMEMBERED;
+        self.sent.retain(|_, at| *at > forget_before);
+        true
+    }
+
+    fn remember(&mut self, revocation: &Revocation) {
+        self.last_seq = self.last_seq.max(revocation.seq);
+        if revocation.at > Utc::now() - REMEMBERED {
+            self.sent.insert(revocation.seq, revocation.at);
+        }
+    }
+
+    /// Sends `revocations` as a snapshot, in parts, the last one `complete`.
+    async fn send_snapshot(&mut self, cursor: i64, revocations: Vec<Revocation>, signing_kids: Vec<String>) -> bool {
+        self.last_seq = cursor;
+        for revocation in &revocations {
+            self.remember(revocation);
+        }
+        let parts = revocations.chunks(SNAPSHOT_CHUNK).count().max(1);
+        let mut chunks = revocations.chunks(SNAPSHOT_CHUNK);
+        for part in 1..=parts {
+            let mut snapshot = pb::RevocationSnapshot { complete: part == parts, ..Default::default() };
+            for revocation in chunks.next().unwrap_or_default() {
+                match event(revocation) {
+                    Some(Event::SessionRevoked(s)) => snapshot.sessions.push(s),
+                    Some(Event::UserSessionsRevoked(u)) => snapshot.users.push(u),
+                    Some(Event::UserDeleted(u)) => snapshot.deleted_users.push(u),
+                    _ => {}
+                }
+            }
+            if snapshot.complete {
+                snapshot.signing_kids.clone_from(&signing_kids);
+            }
+            if !self.send(self.last_seq, Event::Snapshot(snapshot)).await {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// The event that tells a service of `revocation`.
+fn event(revocation: &Revocation) -> Option<Event> {
+    let at = Some(timestamp(revocation.at));
+    Some(match revocation.kind {
+        RevocationKind::Session => {
+            Event::SessionRevoked(pb::SessionRevoked { session_id: revocation.session_id?.to_string(), revoked_at: at })
+        }
+        RevocationKind::User => {
+            Event::UserSessionsRevoked(pb::UserSessionsRevoked { user_id: revocation.user_id?, revoked_at: at })
+        }
+        RevocationKind::UserDeleted => {
+            Event::UserDeleted(pb::UserDeleted { user_id: revocation.user_id?, deleted_at: at })
+        }
+    })
+}
+
+/// Compares two digests in time independent of where they differ.
+fn same_digest(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

@@ -1,0 +1,174 @@
+//! `revocations`: the log of ended sessions and changed users, written where each change is
+//! announced. Processes read it to catch up on what their change feed may have missed
+//! (after an outage, or at start), and services resume the revocation feed from its `seq`.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::{Pool, SessionChange, Store, StoreResult, classify, postgres, run};
+
+/// What a logged revocation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevocationKind {
+    /// One session ended (`session_id`).
+    Session,
+    /// Every session of the user (`user_id`) may have ended, or something about the user
+    /// changed: whoever holds its tokens asks again.
+    User,
+    /// The user (`user_id`) was deleted, with every session.
+    UserDeleted,
+}
+
+impl RevocationKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Session => "session",
+            Self::User => "user",
+            Self::UserDeleted => "user_deleted",
+        }
+    }
+
+    fn parse(kind: &str) -> Option<Self> {
+        match kind {
+            "session" => Some(Self::Session),
+            "user" => Some(Self::User),
+            "user_deleted" => Some(Self::UserDeleted),
+            _ => None,
+        }
+    }
+}
+
+/// One row of the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation {
+    /// Its place in the log: later rows have greater numbers (though a row may become
+    /// visible a moment after a later one, as transactions commit out of order).
+    pub seq: i64,
+    pub kind: RevocationKind,
+    pub session_id: Option<Uuid>,
+    pub user_id: Option<i64>,
+    pub at: DateTime<Utc>,
+}
+
+impl Revocation {
+    /// The change the in-process revocation set applies for it.
+    pub fn change(&self) -> Option<SessionChange> {
+        match self.kind {
+            RevocationKind::Session => self.session_id.map(SessionChange::Session),
+            RevocationKind::User | RevocationKind::UserDeleted => self.user_id.map(SessionChange::User),
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    seq: i64,
+    kind: String,
+    session_id: Option<Uuid>,
+    user_id: Option<i64>,
+    at: DateTime<Utc>,
+}
+
+impl Row {
+    fn into_revocation(self) -> Option<Revocation> {
+        let kind = RevocationKind::parse(&self.kind);
+        if kind.is_none() {
+            tracing::warn!(seq = self.seq, kind = self.kind, "unknown kind of revocation, skipped");
+        }
+        Some(Revocation { seq: self.seq, kind: kind?, session_id: self.session_id, user_id: self.user_id, at: self.at })
+    }
+}
+
+pub(super) const INSERT_REVOCATION: &str =
+    "insert into revocations (kind, session_id, user_id, at) values ($1, $2, $3, $4) returning seq";
+
+impl Store {
+    /// Logs `change` and tells every process listening (this one included) of it.
+    pub(super) async fn announce(&self, change: SessionChange) -> StoreResult<()> {
+        let kind = match change {
+            SessionChange::Session(_) => RevocationKind::Session,
+            SessionChange::User(_) => RevocationKind::User,
+            SessionChange::Listening | SessionChange::Unheard => return Ok(()),
+        };
+        self.log_revocation(kind, change).await
+    }
+
+    /// Logs a user's deletion and tells every process, as [`SessionChange::User`].
+    pub(super) async fn announce_deleted(&self, user_id: i64) -> StoreResult<()> {
+        self.log_revocation(RevocationKind::UserDeleted, SessionChange::User(user_id)).await
+    }
+
+    /// Tells every process that a user's profile changed (no session ended): nothing is
+    /// logged, since a process that may have missed it forgets every cached profile anyway.
+    pub(super) async fn announce_profile(&self, user_id: i64) -> StoreResult<()> {
+        match &self.pool {
+            Pool::Postgres(pool) => {
+                postgres::announce(pool, self.prepared_statements, SessionChange::User(user_id)).await.map_err(classify)
+            }
+            Pool::Sqlite(_) => Ok(()),
+        }
+    }
+
+    async fn log_revocation(&self, kind: RevocationKind, change: SessionChange) -> StoreResult<()> {
+        let (session_id, user_id) = match change {
+            SessionChange::Session(id) => (Some(id), None),
+            SessionChange::User(id) => (None, Some(id)),
+            SessionChange::Listening | SessionChange::Unheard => return Ok(()),
+        };
+        let at = Utc::now();
+        match &self.pool {
+            Pool::Postgres(pool) => {
+                postgres::log_and_announce(pool, self.prepared_statements, kind.as_str(), change, at)
+                    .await
+                    .map_err(classify)
+            }
+            Pool::Sqlite(_) => {
+                run!(self, query_scalar(INSERT_REVOCATION, kind.as_str(), session_id, user_id, at).fetch_one)
+                    .map(|_: i64| ())
+            }
+        }
+    }
+
+    /// The revocations logged after `since` (their own time), oldest first.
+    pub async fn revocations_since(&self, since: DateTime<Utc>) -> StoreResult<Vec<Revocation>> {
+        self.revocations_after(i64::MAX, since, since).await
+    }
+
+    /// The revocations after `seq`, or logged after `recent` (a row may commit after one
+    /// of a greater number), and none logged before `oldest`; in log order.
+    pub async fn revocations_after(
+        &self,
+        seq: i64,
+        recent: DateTime<Utc>,
+        oldest: DateTime<Utc>,
+    ) -> StoreResult<Vec<Revocation>> {
+        let rows: Vec<Row> = run!(
+            self,
+            query_as(
+                "select seq, kind, session_id, user_id, at from revocations
+                  where (seq > $1 or at > $2) and at > $3
+                  order by seq",
+                seq,
+                recent,
+                oldest,
+            )
+            .fetch_all
+        )?;
+        Ok(rows.into_iter().filter_map(Row::into_revocation).collect())
+    }
+
+    /// When the revocation `seq` was logged, if it still is.
+    pub async fn revocation_time(&self, seq: i64) -> StoreResult<Option<DateTime<Utc>>> {
+        run!(self, query_scalar("select at from revocations where seq = $1", seq).fetch_optional)
+    }
+
+    /// The number of the last revocation logged (0 for none).
+    pub async fn last_revocation(&self) -> StoreResult<i64> {
+        run!(self, query_scalar("select coalesce(max(seq), 0) from revocations").fetch_one)
+    }
+
+    /// Forgets the revocations logged before `before`; returns how many.
+    pub async fn prune_revocations(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        run!(self, query("delete from revocations where at < $1", before).execute)
+    }
+}

@@ -1,0 +1,222 @@
+//! The crate services use (`client/`), against the real server: local verification with
+//! authd's rules, keys found by `kid`, revocations followed, the tower layer and the tonic
+//! interceptor.
+
+use std::time::{Duration, Instant};
+
+use authd_client::{Claims, Config, Rejection, Verifier, WhenStale};
+use jsonwebtoken::Algorithm;
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::{
+    helpers::{TestApp, json_of},
+    revocations::{SERVICE_KEY, with_a_service_key},
+};
+
+const PASSWORD: &str = "correct horse battery";
+
+async fn app_signing_with(algorithm: Algorithm) -> TestApp {
+    with_a_service_key(|s| {
+        s.tokens.algorithm = algorithm;
+        s.tokens.key_reload_interval = Duration::from_millis(100);
+    })
+    .await
+}
+
+async fn verifier(app: &TestApp, config: Config) -> Verifier {
+    Verifier::connect(app.grpc_channel().await, config).await.expect("the verifier connects")
+}
+
+fn config() -> Config {
+    Config::new("authd", "authd").service_key(SERVICE_KEY)
+}
+
+async fn login(app: &TestApp) -> String {
+    let (status, body) = json_of(app.login("ada@example.com", PASSWORD).await).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["data"]["user_token"]["token"].as_str().unwrap().to_owned()
+}
+
+async fn logout(app: &TestApp, access: &str, all_sessions: bool) {
+    let request = app.http.post(app.url("/api/v1/auth/logout")).bearer_auth(access);
+    let response = request.json(&json!({"all_sessions": all_sessions})).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+/// Waits until `verify` stops accepting `token`; returns how long that took.
+async fn refused_within(verifier: &Verifier, token: &str, limit: Duration) -> Duration {
+    let started = Instant::now();
+    while verifier.verify_local(token).is_ok() {
+        assert!(started.elapsed() < limit, "the service still accepts the token after {limit:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    started.elapsed()
+}
+
+/// ES256 and EdDSA tokens verify locally, with the claims; a logout at authd is refused by
+/// the service within a second (here far sooner), and a logout everywhere makes the
+/// user's older tokens be asked about at authd, which refuses them.
+async fn a_service_verifies_locally_and_refuses_a_logout_within_a_second() {
+    for algorithm in [Algorithm::ES256, Algorithm::EdDSA] {
+        let app = app_signing_with(algorithm).await;
+        let (access, _) = app.ada_tokens().await;
+        let service = verifier(&app, config()).await;
+        assert!(service.feed_fresh());
+        let claims = service.verify(&access).await.expect("a live token");
+        assert_eq!((claims.user_id(), claims.iss.as_str(), claims.aud.as_str()), (Some(1), "authd", "authd"));
+        assert_eq!(service.verify(&format!("Bearer {access}")).await, Ok(claims.clone()));
+
+        logout(&app, &access, false).await;
+        let took = refused_within(&service, &access, Duration::from_secs(1)).await;
+        eprintln!("{algorithm:?}: logout at authd refused by the service after {took:?}");
+        assert_eq!(service.verify(&access).await, Err(Rejection::Revoked));
+
+        let (older, newer) = (login(&app).await, login(&app).await);
+        logout(&app, &newer, true).await;
+        let started = Instant::now();
+        while service.verify(&older).await.is_ok() {
+            assert!(started.elapsed() < Duration::from_secs(1), "a logout everywhere not seen");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(service.verify_local(&older), Err(Rejection::Stale), "the interceptor cannot ask");
+        let after = login(&app).await;
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let after_later = login(&app).await;
+        assert!(service.verify(&after).await.is_ok(), "asked at authd: live");
+        assert!(service.verify_local(&after_later).is_ok(), "issued after the change: from memory");
+    }
+}
+
+/// authd's rules, not the token's: a refresh token, garbage, another audience, an
+/// algorithm not pinned, are all refused.
+async fn authds_rules_are_applied() {
+    let app = app_signing_with(Algorithm::ES256).await;
+    let (access, refresh) = app.ada_tokens().await;
+    let service = verifier(&app, config()).await;
+    for token in [refresh.as_str(), "garbage", "a.b.c", ""] {
+        assert!(service.verify(token).await.is_err(), "{token}");
+    }
+    assert_eq!(service.verify("").await, Err(Rejection::Missing));
+    let other_audience = verifier(&app, Config::new("authd", "billing").service_key(SERVICE_KEY)).await;
+    assert_eq!(other_audience.verify(&access).await, Err(Rejection::Invalid));
+    let other_issuer = verifier(&app, Config::new("someone", "authd").service_key(SERVICE_KEY)).await;
+    assert_eq!(other_issuer.verify(&access).await, Err(Rejection::Invalid));
+    let only_eddsa = verifier(&app, config().algorithms(&[Algorithm::EdDSA])).await;
+    assert_eq!(only_eddsa.verify(&access).await, Err(Rejection::Invalid));
+    // A token of another authd, with keys of its own: its kid is unknown here.
+    let stranger = app_signing_with(Algorithm::ES256).await;
+    let (foreign, _) = stranger.ada_tokens().await;
+    assert_eq!(service.verify(&foreign).await, Err(Rejection::Invalid));
+    assert!(service.verify(&access).await.is_ok());
+}
+
+/// After a key rotation, a token with the new `kid` is verified: the keys are fetched
+/// again (the rotation is announced on the feed, and an unknown kid refetches too).
+async fn a_rotated_key_is_found_by_its_kid() {
+    let app = app_signing_with(Algorithm::EdDSA).await;
+    let _ = app.ada_tokens().await;
+    let service = verifier(&app, config().algorithms(&[Algorithm::EdDSA])).await;
+    let settings = authd::config::Settings::with_database(app.database_url());
+    let store = authd::store::open(&settings.database, authd::store::Migrations::RequireCurrent).await.unwrap();
+    let mut tokens = settings.tokens.clone();
+    tokens.algorithm = Algorithm::EdDSA;
+    let new_kid = authd::core::keys::rotate(store.as_ref(), &tokens).await.unwrap();
+    let started = Instant::now();
+    let access = loop {
+        let access = login(&app).await;
+        if jsonwebtoken::decode_header(&access).unwrap().kid.as_deref() == Some(new_kid.as_str()) {
+            break access;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "authd never signed with the new key");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(service.verify(&access).await.is_ok());
+}
+
+/// With the feed down past the bound (here: a wrong service key, so it never comes up),
+/// the service's choice applies: ask authd for each token, or refuse them all.
+async fn a_stale_feed_asks_authd_or_refuses_as_the_service_chose() {
+    let app = app_signing_with(Algorithm::ES256).await;
+    let (access, _) = app.ada_tokens().await;
+    let down = |then| {
+        Config::new("authd", "authd")
+            .service_key("not the key at all, but long enough")
+            .when_stale(Duration::ZERO, then)
+    };
+    let asking = verifier(&app, down(WhenStale::AskAuthd)).await;
+    let refusing = verifier(&app, down(WhenStale::Refuse)).await;
+    assert!(!asking.feed_fresh());
+    assert!(asking.verify(&access).await.is_ok(), "authd says it is live");
+    assert_eq!(refusing.verify(&access).await, Err(Rejection::Stale));
+    logout(&app, &access, false).await;
+    assert_eq!(asking.verify(&access).await, Err(Rejection::Revoked), "authd says it is not");
+}
+
+/// The tower layer on an axum router: no token 401 with `WWW-Authenticate: Bearer`; a live
+/// one reaches the handler with its claims; a logged-out one 401 again. The interceptor
+/// puts the claims into the request's extensions, or refuses with UNAUTHENTICATED.
+async fn the_layer_and_the_interceptor_put_the_claims_into_the_request() {
+    let app = app_signing_with(Algorithm::ES256).await;
+    let (access, _) = app.ada_tokens().await;
+    let service = verifier(&app, config()).await;
+    let whoami = |claims: axum::Extension<Claims>| async move { claims.sub.clone() };
+    let router = axum::Router::new().route("/whoami", axum::routing::get(whoami)).layer(service.layer());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/whoami", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+    let http = reqwest::Client::new();
+    let anonymous = http.get(&url).send().await.unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(anonymous.headers()["www-authenticate"], "Bearer");
+    let me = http.get(&url).bearer_auth(&access).send().await.unwrap();
+    assert_eq!((me.status(), me.text().await.unwrap()), (StatusCode::OK, "1".to_owned()));
+
+    let mut intercept = service.interceptor();
+    let mut request = tonic::Request::new(());
+    request.metadata_mut().insert("authorization", format!("Bearer {access}").parse().unwrap());
+    let request = intercept(request).expect("a live token passes");
+    assert_eq!(request.extensions().get::<Claims>().map(|c| c.sub.as_str()), Some("1"));
+    assert_eq!(intercept(tonic::Request::new(())).unwrap_err().code(), tonic::Code::Unauthenticated);
+
+    logout(&app, &access, false).await;
+    refused_within(&service, &access, Duration::from_secs(1)).await;
+    assert_eq!(http.get(&url).bearer_auth(&access).send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    server.abort();
+}
+
+/// The example service (`examples/protected-service`) behind its layer: a logout at
+/// authd is refused there, over HTTP, within a second; measured over ten logouts.
+async fn the_example_service_refuses_a_logout_within_a_second() {
+    let app = app_signing_with(Algorithm::ES256).await;
+    let _ = app.ada_tokens().await;
+    let service = verifier(&app, config()).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/orders", listener.local_addr().unwrap());
+    let server = tokio::spawn(axum::serve(listener, protected_service::router(&service)).into_future());
+    let http = reqwest::Client::new();
+    let mut took = Vec::new();
+    for _ in 0..10 {
+        let access = login(&app).await;
+        let (status, body) = json_of(http.get(&url).bearer_auth(&access).send().await.unwrap()).await;
+        assert_eq!((status, &body["user_id"]), (StatusCode::OK, &json!(1)), "{body}");
+        logout(&app, &access, false).await;
+        let started = Instant::now();
+        while http.get(&url).bearer_auth(&access).send().await.unwrap().status() != StatusCode::UNAUTHORIZED {
+            assert!(started.elapsed() < Duration::from_secs(1), "the example service still serves a logged-out token");
+        }
+        took.push(started.elapsed());
+    }
+    took.sort();
+    eprintln!("logout to refusal at the example service: median {:?}, max {:?}", took[5], took[9]);
+    server.abort();
+}
+
+on_both_backends!(
+    the_example_service_refuses_a_logout_within_a_second,
+    a_service_verifies_locally_and_refuses_a_logout_within_a_second,
+    authds_rules_are_applied,
+    a_rotated_key_is_found_by_its_kid,
+    a_stale_feed_asks_authd_or_refuses_as_the_service_chose,
+    the_layer_and_the_interceptor_put_the_claims_into_the_request,
+);

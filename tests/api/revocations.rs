@@ -1,0 +1,515 @@
+//! Token checks answered from memory: the in-process revocation set, kept complete by
+//! local changes, other replicas' NOTIFY, and a resync from the revocation log whenever the
+//! feed (re)connects; the database while the feed is down.
+
+use std::{
+    str::FromStr,
+    time::{Duration, Instant},
+};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sqlx::postgres::PgConnectOptions;
+use tokio::{
+    net::{TcpListener, TcpStream},
+    sync::watch,
+};
+
+use crate::helpers::{
+    TestApp, TestDb, eventually, json_of, on_postgres, spawn_app, spawn_app_with, start, test_settings,
+};
+use authd::pb::{
+    GetMeRequest, RevocationEvent, ValidateTokenRequest, WatchRevocationsRequest, revocation_event::Event,
+};
+
+const PASSWORD: &str = "correct horse battery";
+
+async fn feed(http: &reqwest::Client, base: &str) -> String {
+    let (_, body) = json_of(http.get(format!("{base}/readyz")).send().await.unwrap()).await;
+    body["change_feed"].as_str().unwrap_or_default().to_owned()
+}
+
+/// Waits until the server at `base` trusts memory: its feed is up (and caught up).
+async fn feed_up(http: &reqwest::Client, base: &str) {
+    eventually(Duration::from_secs(10), "the change feed is up", || async { feed(http, base).await == "up" }).await;
+}
+
+async fn me_status(http: &reqwest::Client, base: &str, access: &str) -> StatusCode {
+    http.get(format!("{base}/api/v1/me")).bearer_auth(access).send().await.unwrap().status()
+}
+
+fn access_of(body: &Value) -> String {
+    body["data"]["user_token"]["token"].as_str().unwrap_or_else(|| panic!("no token in {body}")).to_owned()
+}
+
+async fn login(app: &TestApp) -> String {
+    let (status, body) = json_of(app.login("ada@example.com", PASSWORD).await).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    access_of(&body)
+}
+
+/// Once memory is in step, a live session's token is checked with no query: with the
+/// session's row gone behind authd's back, GetMe, ValidateToken and /me still answer from
+/// memory. With in-memory checks turned off the database is asked, and refuses.
+async fn a_token_check_asks_no_database_once_memory_is_in_step() {
+    for in_memory in [true, false] {
+        let app = spawn_app_with(|s| {
+            if !in_memory {
+                s.tokens.session_cache_ttl = Duration::ZERO;
+            }
+        })
+        .await;
+        let (access, _) = app.ada_tokens().await;
+        feed_up(&app.http, &app.url("")).await;
+        assert_eq!(me_status(&app.http, &app.url(""), &access).await, StatusCode::OK);
+        // The row goes without an announcement, as no code of authd would do it.
+        app.sql("delete from sessions", &[]).await;
+        let me = me_status(&app.http, &app.url(""), &access).await;
+        let grpc = app.users().await.get_me(crate::helpers::with_bearer(GetMeRequest {}, &access)).await;
+        let validated = app.auth().await.validate_token(ValidateTokenRequest { token: access.clone() }).await;
+        let active = validated.unwrap().into_inner().active;
+        if in_memory {
+            assert_eq!(me, StatusCode::OK, "answered from memory");
+            assert_eq!(grpc.unwrap().into_inner().email, "ada@example.com", "the profile from the user cache");
+            assert!(active);
+        } else {
+            assert_eq!(me, StatusCode::UNAUTHORIZED, "answered by the database");
+            assert_eq!(grpc.unwrap_err().code(), tonic::Code::Unauthenticated);
+            assert!(!active);
+        }
+    }
+}
+
+/// A logout is refused at once, and still after a restart with the session's row pruned:
+/// the restarted process reads the revocation log before it trusts memory.
+async fn a_logout_is_refused_at_once_and_after_a_restart() {
+    let app = spawn_app().await;
+    let (access, _) = app.ada_tokens().await;
+    feed_up(&app.http, &app.url("")).await;
+    assert_eq!(me_status(&app.http, &app.url(""), &access).await, StatusCode::OK);
+    let logout = app.http.post(app.url("/api/v1/auth/logout")).bearer_auth(&access).send().await.unwrap();
+    assert_eq!(logout.status(), StatusCode::OK);
+    assert_eq!(me_status(&app.http, &app.url(""), &access).await, StatusCode::UNAUTHORIZED);
+
+    // As the pruning of ended sessions would: only the log still knows.
+    app.sql("delete from sessions", &[]).await;
+    let app = app.restart().await;
+    feed_up(&app.http, &app.url("")).await;
+    assert_eq!(me_status(&app.http, &app.url(""), &access).await, StatusCode::UNAUTHORIZED);
+    let validated = app.auth().await.validate_token(ValidateTokenRequest { token: access }).await.unwrap();
+    assert!(!validated.into_inner().active);
+}
+
+/// A deleted user's tokens, of every session, are refused at once; a profile change shows
+/// in GetMe at once (the user cache is dropped with it).
+async fn a_deleted_users_tokens_are_refused_and_profile_changes_show_at_once() {
+    let app = spawn_app().await;
+    let (first, _) = app.ada_tokens().await;
+    let second = login(&app).await;
+    feed_up(&app.http, &app.url("")).await;
+    let base = app.url("");
+    for access in [&first, &second] {
+        assert_eq!(me_status(&app.http, &base, access).await, StatusCode::OK);
+    }
+    let patch = app.http.patch(app.url("/api/v1/me")).bearer_auth(&first).json(&json!({"location": "Paris"}));
+    assert_eq!(patch.send().await.unwrap().status(), StatusCode::OK);
+    let (status, body) = json_of(app.http.get(app.url("/api/v1/me")).bearer_auth(&second).send().await.unwrap()).await;
+    assert_eq!((status, body["location"].as_str()), (StatusCode::OK, Some("Paris")), "{body}");
+
+    let delete = app.http.delete(app.url("/api/v1/me")).bearer_auth(&first).json(&json!({"password": PASSWORD}));
+    assert_eq!(delete.send().await.unwrap().status(), StatusCode::OK);
+    for access in [&first, &second] {
+        assert_eq!(me_status(&app.http, &base, access).await, StatusCode::UNAUTHORIZED);
+        let validated = app.auth().await.validate_token(ValidateTokenRequest { token: access.clone() }).await;
+        assert!(!validated.unwrap().into_inner().active);
+    }
+}
+
+/// A logout on replica A is refused by replica B, which answered from memory until then,
+/// within a second; so is a deleted user's token, and a logout everywhere.
+#[tokio::test]
+async fn a_logout_on_one_replica_is_refused_on_the_other_within_a_second() {
+    on_postgres("revocations::a_logout_on_one_replica_is_refused_on_the_other_within_a_second", async {
+        let a = spawn_app().await;
+        let b = a.replica(|_| {}).await;
+        let (a_base, b_base) = (a.url(""), b.url(""));
+        feed_up(&a.http, &a_base).await;
+        feed_up(&a.http, &b_base).await;
+        let (access, _) = a.ada_tokens().await;
+        let others = [login(&a).await, login(&a).await];
+        let third = login(&a).await;
+        for token in others.iter().chain([&access, &third]) {
+            assert_eq!(me_status(&a.http, &b_base, token).await, StatusCode::OK);
+        }
+
+        let refused_on_b_within = |token: String, what: &'static str| {
+            let (http, b_base) = (a.http.clone(), b_base.clone());
+            async move {
+                let started = Instant::now();
+                while me_status(&http, &b_base, &token).await != StatusCode::UNAUTHORIZED {
+                    assert!(started.elapsed() < Duration::from_secs(1), "B still accepts the token after {what}");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                started.elapsed()
+            }
+        };
+        let logout = a.http.post(a.url("/api/v1/auth/logout")).bearer_auth(&access).send().await.unwrap();
+        assert_eq!(logout.status(), StatusCode::OK);
+        let took = refused_on_b_within(access.clone(), "a logout").await;
+        eprintln!("logout on A refused on B after {took:?}");
+
+        let everywhere =
+            a.http.post(a.url("/api/v1/auth/logout")).bearer_auth(&others[0]).json(&json!({"all_sessions": true}));
+        assert_eq!(everywhere.send().await.unwrap().status(), StatusCode::OK);
+        for token in others.iter().chain([&third]) {
+            refused_on_b_within(token.clone(), "a logout everywhere").await;
+        }
+
+        // A new login after all that is live on B; then the user is deleted on A.
+        let fresh = login(&a).await;
+        assert_eq!(me_status(&a.http, &b_base, &fresh).await, StatusCode::OK);
+        let delete = a.http.delete(a.url("/api/v1/me")).bearer_auth(&fresh).json(&json!({"password": PASSWORD}));
+        assert_eq!(delete.send().await.unwrap().status(), StatusCode::OK);
+        refused_on_b_within(fresh, "the user's deletion").await;
+    })
+    .await
+}
+
+/// A TCP proxy that can cut every connection through it (and refuse new ones) until told
+/// to let them through again, as a network fault or a PostgreSQL restart would.
+struct CuttableProxy {
+    addr: std::net::SocketAddr,
+    cut: watch::Sender<bool>,
+    acceptor: tokio::task::JoinHandle<()>,
+}
+
+impl CuttableProxy {
+    async fn start(target: String) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (cut, _) = watch::channel(false);
+        let acceptor = tokio::spawn({
+            let cut = cut.clone();
+            async move {
+                while let Ok((mut inbound, _)) = listener.accept().await {
+                    let mut cut = cut.subscribe();
+                    if *cut.borrow() {
+                        continue;
+                    }
+                    let target = target.clone();
+                    tokio::spawn(async move {
+                        let Ok(mut outbound) = TcpStream::connect(target).await else { return };
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                            _ = cut.wait_for(|cut| *cut) => {}
+                        }
+                    });
+                }
+            }
+        });
+        Self { addr, cut, acceptor }
+    }
+
+    fn url(&self, url: &str) -> String {
+        let options = PgConnectOptions::from_str(url).unwrap();
+        format!("postgres://{}@{}/{}", options.get_username(), self.addr, options.get_database().unwrap_or_default())
+    }
+
+    fn set_cut(&self, cut: bool) {
+        self.cut.send_replace(cut);
+    }
+}
+
+impl Drop for CuttableProxy {
+    fn drop(&mut self) {
+        self.acceptor.abort();
+    }
+}
+
+/// Replica A's feed goes through a proxy that is cut; B (direct) serves the logout.
+async fn a_behind_a_cuttable_feed() -> (TestApp, crate::helpers::Replica, CuttableProxy) {
+    let db = TestDb::create().await;
+    let target = PgConnectOptions::from_str(&db.url).unwrap();
+    let proxy = CuttableProxy::start(format!("{}:{}", target.get_host(), target.get_port())).await;
+    let mut settings = test_settings(&db.url);
+    settings.database.listen_url = Some(proxy.url(&db.url).into());
+    settings.database.heartbeat_interval = Duration::from_millis(100);
+    let a = start(db, settings).await;
+    let b = a.replica(|_| {}).await;
+    feed_up(&a.http, &a.url("")).await;
+    feed_up(&a.http, &b.url("")).await;
+    (a, b, proxy)
+}
+
+/// The feed is cut as the logout happens on B, so A never hears its NOTIFY. When the feed
+/// is back, A first reads the revocations logged since it went deaf: the token is refused
+/// from memory (the session's row is gone, so only the log can tell).
+#[tokio::test]
+async fn a_logout_missed_during_a_feed_cut_is_refused_after_the_resync() {
+    on_postgres("revocations::a_logout_missed_during_a_feed_cut_is_refused_after_the_resync", async {
+        let (a, b, proxy) = a_behind_a_cuttable_feed().await;
+        let (access, _) = a.ada_tokens().await;
+        assert_eq!(me_status(&a.http, &a.url(""), &access).await, StatusCode::OK);
+
+        proxy.set_cut(true);
+        let logout = a.http.post(b.url("/api/v1/auth/logout")).bearer_auth(&access).send().await.unwrap();
+        assert_eq!(logout.status(), StatusCode::OK);
+        a.sql("delete from sessions where revoked_at is not null", &[]).await;
+        eventually(Duration::from_secs(5), "A's feed is found down", || async {
+            feed(&a.http, &a.url("")).await == "down"
+        })
+        .await;
+        proxy.set_cut(false);
+        feed_up(&a.http, &a.url("")).await;
+        assert_eq!(me_status(&a.http, &a.url(""), &access).await, StatusCode::UNAUTHORIZED, "the resync found it");
+    })
+    .await
+}
+
+/// While A's feed is down, A asks the database for every check: a logout on B that A
+/// cannot hear is refused by A at once. And A still refuses it once the feed is back.
+#[tokio::test]
+async fn with_the_feed_down_checks_ask_the_database() {
+    on_postgres("revocations::with_the_feed_down_checks_ask_the_database", async {
+        let (a, b, proxy) = a_behind_a_cuttable_feed().await;
+        let (access, _) = a.ada_tokens().await;
+        assert_eq!(me_status(&a.http, &a.url(""), &access).await, StatusCode::OK);
+
+        proxy.set_cut(true);
+        eventually(Duration::from_secs(5), "A's feed is found down", || async {
+            feed(&a.http, &a.url("")).await == "down"
+        })
+        .await;
+        let logout = a.http.post(b.url("/api/v1/auth/logout")).bearer_auth(&access).send().await.unwrap();
+        assert_eq!(logout.status(), StatusCode::OK);
+        assert_eq!(me_status(&a.http, &a.url(""), &access).await, StatusCode::UNAUTHORIZED, "asked the database");
+        let other = login(&a).await;
+        assert_eq!(me_status(&a.http, &a.url(""), &other).await, StatusCode::OK, "a live session still works");
+        let metrics = a.http.get(a.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        assert!(
+            metrics.lines().any(|l| l.starts_with("authd_token_checks_total{answered_by=\"database\"}")),
+            "{metrics}"
+        );
+
+        proxy.set_cut(false);
+        feed_up(&a.http, &a.url("")).await;
+        assert_eq!(me_status(&a.http, &a.url(""), &access).await, StatusCode::UNAUTHORIZED);
+        assert_eq!(me_status(&a.http, &a.url(""), &other).await, StatusCode::OK);
+    })
+    .await
+}
+
+pub const SERVICE_KEY: &str = "billing-service-key-0123456789abcdef";
+
+/// A server that lets the `billing` service follow the revocations with [`SERVICE_KEY`].
+pub async fn with_a_service_key(configure: impl FnOnce(&mut authd::config::Settings)) -> TestApp {
+    spawn_app_with(|s| {
+        let digest = <sha2::Sha256 as sha2::Digest>::digest(SERVICE_KEY.as_bytes()).into();
+        s.tokens.service_keys = vec![authd::config::ServiceKey { name: "billing".into(), digest }];
+        configure(s);
+    })
+    .await
+}
+
+async fn watch(
+    app: &TestApp,
+    key: Option<&str>,
+    cursor: i64,
+) -> Result<tonic::Streaming<RevocationEvent>, tonic::Status> {
+    let mut request = tonic::Request::new(WatchRevocationsRequest { cursor });
+    if let Some(key) = key {
+        request.metadata_mut().insert("authorization", format!("Bearer {key}").parse().unwrap());
+    }
+    app.auth().await.watch_revocations(request).await.map(tonic::Response::into_inner)
+}
+
+async fn next(events: &mut tonic::Streaming<RevocationEvent>) -> RevocationEvent {
+    tokio::time::timeout(Duration::from_secs(5), events.message())
+        .await
+        .expect("an event within 5 s")
+        .expect("the feed goes on")
+        .expect("the feed is open")
+}
+
+fn session_of(access: &str) -> String {
+    use base64::Engine;
+    let payload = access.split('.').nth(1).unwrap();
+    let claims: Value =
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+    claims["sid"].as_str().unwrap().to_owned()
+}
+
+/// Only services follow the revocations: no credential, a user's access token or a wrong
+/// key are UNAUTHENTICATED; a negative cursor is INVALID_ARGUMENT, naming the field.
+async fn only_services_may_watch_revocations() {
+    let app = with_a_service_key(|_| {}).await;
+    let (access, _) = app.ada_tokens().await;
+    for key in [None, Some(access.as_str()), Some("billing-service-key-0123456789abcdeX")] {
+        let refused = watch(&app, key, 0).await.map(|_| ()).unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{key:?}");
+    }
+    let refused = watch(&app, Some(SERVICE_KEY), -1).await.map(|_| ()).unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert_eq!(crate::helpers::field_violations(&refused), [("cursor".to_owned(), "must not be negative".to_owned())]);
+    let mut events = watch(&app, Some(SERVICE_KEY), 0).await.unwrap();
+    assert!(matches!(next(&mut events).await.event, Some(Event::Snapshot(s)) if s.complete));
+}
+
+/// A service client follows the revocations with the `revocations` scope, by its secret
+/// (Basic) or by a service token from the client credentials grant; a client without that
+/// scope is PERMISSION_DENIED, one with a wrong secret UNAUTHENTICATED.
+async fn a_service_client_needs_the_revocations_scope_to_watch() {
+    let app = spawn_app().await;
+    let (feeds_id, feeds_secret) = app.create_client("feeds", "revocations");
+    let (billing_id, billing_secret) = app.create_client("billing", "introspect");
+    let watch_as = |authorization: String| {
+        let app = &app;
+        async move {
+            let mut request = tonic::Request::new(WatchRevocationsRequest { cursor: 0 });
+            request.metadata_mut().insert("authorization", authorization.parse().unwrap());
+            app.auth().await.watch_revocations(request).await.map(tonic::Response::into_inner)
+        }
+    };
+    let refused = watch_as(TestApp::basic(&billing_id, &billing_secret)).await.map(|_| ()).unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+    assert_eq!(refused.message(), "WatchRevocations needs a client with the revocations scope.");
+    let refused = watch_as(TestApp::basic(&feeds_id, "not-the-secret")).await.map(|_| ()).unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+
+    let mut events = watch_as(TestApp::basic(&feeds_id, &feeds_secret)).await.unwrap();
+    assert!(matches!(next(&mut events).await.event, Some(Event::Snapshot(s)) if s.complete));
+    let grant = app
+        .http
+        .post(app.url("/oauth/token"))
+        .header("authorization", TestApp::basic(&feeds_id, &feeds_secret))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = json_of(grant).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let service_token = body["access_token"].as_str().unwrap();
+    let mut events = watch_as(format!("Bearer {service_token}")).await.unwrap();
+    assert!(matches!(next(&mut events).await.event, Some(Event::Snapshot(s)) if s.complete));
+}
+
+/// The snapshot holds what ended before; then each revocation arrives as it happens (a
+/// session ended, every session of the user, the user deleted); a service that resumes
+/// with the cursor of an event gets what came after it, and a fresh snapshot for a
+/// cursor the log does not know.
+async fn the_feed_sends_a_snapshot_then_each_revocation_and_resumes_from_a_cursor() {
+    let app = with_a_service_key(|_| {}).await;
+    let (first, _) = app.ada_tokens().await;
+    let second = login(&app).await;
+    let logout = |access: String, all: bool| {
+        let request = app.http.post(app.url("/api/v1/auth/logout")).bearer_auth(access);
+        async move { assert_eq!(request.json(&json!({"all_sessions": all})).send().await.unwrap().status(), StatusCode::OK) }
+    };
+    logout(first.clone(), false).await;
+
+    let mut events = watch(&app, Some(SERVICE_KEY), 0).await.unwrap();
+    let snapshot = next(&mut events).await;
+    let Some(Event::Snapshot(s)) = snapshot.event else { panic!("a snapshot first: {snapshot:?}") };
+    assert!(s.complete);
+    assert_eq!(s.sessions.iter().map(|s| s.session_id.as_str()).collect::<Vec<_>>(), [session_of(&first)]);
+    assert!(s.users.is_empty() && s.deleted_users.is_empty());
+
+    logout(second.clone(), false).await;
+    let ended = next(&mut events).await;
+    let Some(Event::SessionRevoked(ref revoked)) = ended.event else { panic!("{ended:?}") };
+    assert_eq!(revoked.session_id, session_of(&second));
+    assert!(ended.cursor > snapshot.cursor);
+
+    let third = login(&app).await;
+    logout(third.clone(), true).await;
+    let everywhere = next(&mut events).await;
+    let Some(Event::UserSessionsRevoked(ref revoked)) = everywhere.event else { panic!("{everywhere:?}") };
+    let user_id = revoked.user_id;
+    assert!(revoked.revoked_at.unwrap().seconds >= chrono::Utc::now().timestamp() - 5);
+
+    let fourth = login(&app).await;
+    let delete = app.http.delete(app.url("/api/v1/me")).bearer_auth(&fourth).json(&json!({"password": PASSWORD}));
+    assert_eq!(delete.send().await.unwrap().status(), StatusCode::OK);
+    let deleted = next(&mut events).await;
+    assert_eq!(deleted.event, Some(Event::UserDeleted(authd::pb::UserDeleted { user_id, ..deleted_of(&deleted) })));
+    drop(events);
+
+    // Resumed from the logout everywhere: the keys, then what came after it (after those
+    // of the two seconds before the cursor again, which may repeat: nothing can be lost
+    // to a row that committed after one of a greater number).
+    let mut resumed = watch(&app, Some(SERVICE_KEY), everywhere.cursor).await.unwrap();
+    assert!(matches!(next(&mut resumed).await.event, Some(Event::SigningKeysChanged(_))));
+    let mut repeated = 0;
+    let missed = loop {
+        let event = next(&mut resumed).await;
+        if event.cursor > everywhere.cursor {
+            break event;
+        }
+        repeated += 1;
+        assert!(repeated <= 3, "only what came before the cursor repeats: {event:?}");
+    };
+    assert_eq!((missed.cursor, missed.event), (deleted.cursor, deleted.event));
+    // A cursor the log does not hold: a snapshot, with all four.
+    let mut fresh = watch(&app, Some(SERVICE_KEY), deleted.cursor + 1000).await.unwrap();
+    let Some(Event::Snapshot(s)) = next(&mut fresh).await.event else { panic!("a fresh snapshot") };
+    assert_eq!((s.sessions.len(), s.users.len(), s.deleted_users.len()), (2, 1, 1), "{s:?}");
+}
+
+fn deleted_of(event: &RevocationEvent) -> authd::pb::UserDeleted {
+    match &event.event {
+        Some(Event::UserDeleted(deleted)) => *deleted,
+        other => panic!("not a deletion: {other:?}"),
+    }
+}
+
+/// A rotation of the signing keys reaches the services following the feed, with the
+/// `kid`s now accepted.
+async fn a_signing_key_rotation_reaches_the_feed() {
+    let app = with_a_service_key(|s| {
+        s.tokens.algorithm = jsonwebtoken::Algorithm::ES256;
+        s.tokens.key_reload_interval = Duration::from_millis(100);
+    })
+    .await;
+    let mut events = watch(&app, Some(SERVICE_KEY), 0).await.unwrap();
+    let Some(Event::Snapshot(s)) = next(&mut events).await.event else { panic!("a snapshot first") };
+    assert_eq!(s.signing_kids.len(), 1);
+    let settings = authd::config::Settings::with_database(app.database_url());
+    let store = authd::store::open(&settings.database, authd::store::Migrations::RequireCurrent).await.unwrap();
+    let mut tokens = settings.tokens.clone();
+    tokens.algorithm = jsonwebtoken::Algorithm::ES256;
+    let new_kid = authd::core::keys::rotate(store.as_ref(), &tokens).await.unwrap();
+    let changed = next(&mut events).await;
+    let Some(Event::SigningKeysChanged(keys)) = changed.event else { panic!("{changed:?}") };
+    assert_eq!(keys.signing_kids.len(), 2);
+    assert!(keys.signing_kids.contains(&new_kid) && keys.signing_kids.contains(&s.signing_kids[0]));
+}
+
+on_both_backends!(
+    a_token_check_asks_no_database_once_memory_is_in_step,
+    a_logout_is_refused_at_once_and_after_a_restart,
+    a_deleted_users_tokens_are_refused_and_profile_changes_show_at_once,
+    only_services_may_watch_revocations,
+    a_service_client_needs_the_revocations_scope_to_watch,
+    the_feed_sends_a_snapshot_then_each_revocation_and_resumes_from_a_cursor,
+    a_signing_key_rotation_reaches_the_feed,
+);
+
+/// A revocation made on another replica reaches a service following this one's feed.
+#[tokio::test]
+async fn a_revocation_on_another_replica_reaches_the_feed() {
+    on_postgres("revocations::a_revocation_on_another_replica_reaches_the_feed", async {
+        let a = with_a_service_key(|_| {}).await;
+        let b = a.replica(|_| {}).await;
+        feed_up(&a.http, &a.url("")).await;
+        let (access, _) = a.ada_tokens().await;
+        let mut events = watch(&a, Some(SERVICE_KEY), 0).await.unwrap();
+        next(&mut events).await;
+        let started = Instant::now();
+        let logout = a.http.post(b.url("/api/v1/auth/logout")).bearer_auth(&access).send().await.unwrap();
+        assert_eq!(logout.status(), StatusCode::OK);
+        let Some(Event::SessionRevoked(revoked)) = next(&mut events).await.event else { panic!("a revoked session") };
+        assert_eq!(revoked.session_id, session_of(&access));
+        assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+    })
+    .await
+}
