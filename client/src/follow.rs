@@ -144,8 +144,8 @@ pub(crate) async fn follow(inner: Weak<Inner>) {
 async fn follow_once(inner: &Inner, cursor: &mut i64) -> Result<(), tonic::Status> {
     let mut client = pb::auth_service_client::AuthServiceClient::new(inner.channel.clone());
     let mut request = tonic::Request::new(pb::WatchRevocationsRequest { cursor: *cursor });
-    if let Some(key) = &inner.config.service_key {
-        let value = format!("Bearer {key}").parse().map_err(|_| tonic::Status::invalid_argument("service key"))?;
+    if let Some(authorization) = &inner.config.authorization {
+        let value = authorization.parse().map_err(|_| tonic::Status::invalid_argument("authorization"))?;
         request.metadata_mut().insert("authorization", value);
     }
     let mut events = client.watch_revocations(request).await?.into_inner();

@@ -5,7 +5,8 @@
 //! # async fn example() -> Result<(), authd_client::Error> {
 //! use authd_client::{Config, Verifier};
 //! let channel = tonic::transport::Channel::from_static("http://authd:8000").connect().await?;
-//! let verifier = Verifier::connect(channel, Config::new("authd", "authd").service_key("billing key ...")).await?;
+//! let config = Config::new("authd", "authd").client_credentials("svc_...", "its secret");
+//! let verifier = Verifier::connect(channel, config).await?;
 //! // axum or tonic: every request needs a live access token; its claims are in the
 //! // request's extensions (`Claims`).
 //! let layer = verifier.layer();
@@ -62,9 +63,13 @@ pub struct Config {
     /// The algorithms accepted (authd's `TOKEN_CREATION_ALGORITHM`); a token's own `alg`
     /// is never trusted beyond these.
     pub algorithms: Vec<Algorithm>,
-    /// `authorization: Bearer <key>` for the feed: a key of authd's
-    /// `REVOCATIONS_SERVICE_KEYS` (none when the channel presents a client certificate).
-    pub service_key: Option<String>,
+    /// The `authorization` sent with the calls to authd (the revocation feed, and
+    /// ValidateToken while the feed is stale): a service client's credentials
+    /// ([`Config::client_credentials`]; scopes `revocations`, and `introspect` for
+    /// [`WhenStale::AskAuthd`]) or a key of authd's `REVOCATIONS_SERVICE_KEYS`
+    /// ([`Config::service_key`]). None when the channel presents a client certificate
+    /// mapped to a client.
+    pub authorization: Option<String>,
     /// How long the feed may be down before [`Config::when_stale`] applies.
     pub stale_after: Duration,
     pub when_stale: WhenStale,
@@ -82,7 +87,7 @@ impl Config {
             issuer: issuer.into(),
             audience: audience.into(),
             algorithms: vec![Algorithm::ES256, Algorithm::EdDSA],
-            service_key: None,
+            authorization: None,
             stale_after: Duration::from_secs(10),
             when_stale: WhenStale::AskAuthd,
             refetch_interval: Duration::from_secs(10),
@@ -90,8 +95,18 @@ impl Config {
         }
     }
 
+    /// Calls authd as the service client `client_id` (HTTP Basic, RFC 6749 §2.3.1).
+    pub fn client_credentials(mut self, client_id: &str, client_secret: &str) -> Self {
+        use base64::Engine;
+        let pair = format!("{client_id}:{client_secret}");
+        self.authorization = Some(format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(pair)));
+        self
+    }
+
+    /// Follows the feed with a key of authd's `REVOCATIONS_SERVICE_KEYS` (which does not
+    /// open ValidateToken: with [`WhenStale::AskAuthd`], prefer client credentials).
     pub fn service_key(mut self, key: &str) -> Self {
-        self.service_key = Some(key.into());
+        self.authorization = Some(format!("Bearer {key}"));
         self
     }
 
@@ -293,11 +308,11 @@ impl Verifier {
 
     async fn ask_authd(&self, token: &str, claims: Claims) -> Result<Claims, Rejection> {
         let mut client = pb::auth_service_client::AuthServiceClient::new(self.inner.channel.clone());
-        let answer = client
-            .validate_token(pb::ValidateTokenRequest { token: token.into() })
-            .await
-            .map_err(|_| Rejection::Unavailable)?
-            .into_inner();
+        let mut request = tonic::Request::new(pb::ValidateTokenRequest { token: token.into() });
+        if let Some(value) = self.inner.config.authorization.as_deref().and_then(|v| v.parse().ok()) {
+            request.metadata_mut().insert("authorization", value);
+        }
+        let answer = client.validate_token(request).await.map_err(|_| Rejection::Unavailable)?.into_inner();
         if answer.active && answer.session_id == claims.sid { Ok(claims) } else { Err(Rejection::Revoked) }
     }
 

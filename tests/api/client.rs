@@ -28,8 +28,11 @@ async fn verifier(app: &TestApp, config: Config) -> Verifier {
     Verifier::connect(app.grpc_channel().await, config).await.expect("the verifier connects")
 }
 
-fn config() -> Config {
-    Config::new("authd", "authd").service_key(SERVICE_KEY)
+/// As a service client with the `revocations` scope (the feed) and `introspect` (asking
+/// authd about a token while unsure).
+fn config(app: &TestApp) -> Config {
+    let (id, secret) = app.create_client("orders", "revocations,introspect");
+    Config::new("authd", "authd").client_credentials(&id, &secret)
 }
 
 async fn login(app: &TestApp) -> String {
@@ -61,7 +64,7 @@ async fn a_service_verifies_locally_and_refuses_a_logout_within_a_second() {
     for algorithm in [Algorithm::ES256, Algorithm::EdDSA] {
         let app = app_signing_with(algorithm).await;
         let (access, _) = app.ada_tokens().await;
-        let service = verifier(&app, config()).await;
+        let service = verifier(&app, config(&app)).await;
         assert!(service.feed_fresh());
         let claims = service.verify(&access).await.expect("a live token");
         assert_eq!((claims.user_id(), claims.iss.as_str(), claims.aud.as_str()), (Some(1), "authd", "authd"));
@@ -93,7 +96,7 @@ async fn a_service_verifies_locally_and_refuses_a_logout_within_a_second() {
 async fn authds_rules_are_applied() {
     let app = app_signing_with(Algorithm::ES256).await;
     let (access, refresh) = app.ada_tokens().await;
-    let service = verifier(&app, config()).await;
+    let service = verifier(&app, config(&app)).await;
     for token in [refresh.as_str(), "garbage", "a.b.c", ""] {
         assert!(service.verify(token).await.is_err(), "{token}");
     }
@@ -102,7 +105,7 @@ async fn authds_rules_are_applied() {
     assert_eq!(other_audience.verify(&access).await, Err(Rejection::Invalid));
     let other_issuer = verifier(&app, Config::new("someone", "authd").service_key(SERVICE_KEY)).await;
     assert_eq!(other_issuer.verify(&access).await, Err(Rejection::Invalid));
-    let only_eddsa = verifier(&app, config().algorithms(&[Algorithm::EdDSA])).await;
+    let only_eddsa = verifier(&app, config(&app).algorithms(&[Algorithm::EdDSA])).await;
     assert_eq!(only_eddsa.verify(&access).await, Err(Rejection::Invalid));
     // A token of another authd, with keys of its own: its kid is unknown here.
     let stranger = app_signing_with(Algorithm::ES256).await;
@@ -116,7 +119,7 @@ async fn authds_rules_are_applied() {
 async fn a_rotated_key_is_found_by_its_kid() {
     let app = app_signing_with(Algorithm::EdDSA).await;
     let _ = app.ada_tokens().await;
-    let service = verifier(&app, config().algorithms(&[Algorithm::EdDSA])).await;
+    let service = verifier(&app, config(&app).algorithms(&[Algorithm::EdDSA])).await;
     let settings = authd::config::Settings::with_database(app.database_url());
     let store = authd::store::open(&settings.database, authd::store::Migrations::RequireCurrent).await.unwrap();
     let mut tokens = settings.tokens.clone();
@@ -134,16 +137,15 @@ async fn a_rotated_key_is_found_by_its_kid() {
     assert!(service.verify(&access).await.is_ok());
 }
 
-/// With the feed down past the bound (here: a wrong service key, so it never comes up),
+/// With the feed down past the bound (here: a client without the revocations scope, so it
+/// never comes up),
 /// the service's choice applies: ask authd for each token, or refuse them all.
 async fn a_stale_feed_asks_authd_or_refuses_as_the_service_chose() {
     let app = app_signing_with(Algorithm::ES256).await;
     let (access, _) = app.ada_tokens().await;
-    let down = |then| {
-        Config::new("authd", "authd")
-            .service_key("not the key at all, but long enough")
-            .when_stale(Duration::ZERO, then)
-    };
+    // A client that may ask about tokens, but not follow the feed.
+    let (id, secret) = app.create_client("billing", "introspect");
+    let down = |then| Config::new("authd", "authd").client_credentials(&id, &secret).when_stale(Duration::ZERO, then);
     let asking = verifier(&app, down(WhenStale::AskAuthd)).await;
     let refusing = verifier(&app, down(WhenStale::Refuse)).await;
     assert!(!asking.feed_fresh());
@@ -159,7 +161,7 @@ async fn a_stale_feed_asks_authd_or_refuses_as_the_service_chose() {
 async fn the_layer_and_the_interceptor_put_the_claims_into_the_request() {
     let app = app_signing_with(Algorithm::ES256).await;
     let (access, _) = app.ada_tokens().await;
-    let service = verifier(&app, config()).await;
+    let service = verifier(&app, config(&app)).await;
     let whoami = |claims: axum::Extension<Claims>| async move { claims.sub.clone() };
     let router = axum::Router::new().route("/whoami", axum::routing::get(whoami)).layer(service.layer());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -190,7 +192,7 @@ async fn the_layer_and_the_interceptor_put_the_claims_into_the_request() {
 async fn the_example_service_refuses_a_logout_within_a_second() {
     let app = app_signing_with(Algorithm::ES256).await;
     let _ = app.ada_tokens().await;
-    let service = verifier(&app, config()).await;
+    let service = verifier(&app, config(&app)).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/orders", listener.local_addr().unwrap());
     let server = tokio::spawn(axum::serve(listener, protected_service::router(&service)).into_future());

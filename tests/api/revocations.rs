@@ -18,9 +18,7 @@ use tokio::{
 use crate::helpers::{
     TestApp, TestDb, eventually, json_of, on_postgres, spawn_app, spawn_app_with, start, test_settings,
 };
-use authd::pb::{
-    GetMeRequest, RevocationEvent, ValidateTokenRequest, WatchRevocationsRequest, revocation_event::Event,
-};
+use authd::pb::{GetMeRequest, RevocationEvent, WatchRevocationsRequest, revocation_event::Event};
 
 const PASSWORD: &str = "correct horse battery";
 
@@ -66,8 +64,8 @@ async fn a_token_check_asks_no_database_once_memory_is_in_step() {
         app.sql("delete from sessions", &[]).await;
         let me = me_status(&app.http, &app.url(""), &access).await;
         let grpc = app.users().await.get_me(crate::helpers::with_bearer(GetMeRequest {}, &access)).await;
-        let validated = app.auth().await.validate_token(ValidateTokenRequest { token: access.clone() }).await;
-        let active = validated.unwrap().into_inner().active;
+        let validated = app.grpc_validate(&access).await;
+        let active = validated.unwrap().active;
         if in_memory {
             assert_eq!(me, StatusCode::OK, "answered from memory");
             assert_eq!(grpc.unwrap().into_inner().email, "ada@example.com", "the profile from the user cache");
@@ -96,8 +94,8 @@ async fn a_logout_is_refused_at_once_and_after_a_restart() {
     let app = app.restart().await;
     feed_up(&app.http, &app.url("")).await;
     assert_eq!(me_status(&app.http, &app.url(""), &access).await, StatusCode::UNAUTHORIZED);
-    let validated = app.auth().await.validate_token(ValidateTokenRequest { token: access }).await.unwrap();
-    assert!(!validated.into_inner().active);
+    let validated = app.grpc_validate(&access).await.unwrap();
+    assert!(!validated.active);
 }
 
 /// A deleted user's tokens, of every session, are refused at once; a profile change shows
@@ -120,8 +118,8 @@ async fn a_deleted_users_tokens_are_refused_and_profile_changes_show_at_once() {
     assert_eq!(delete.send().await.unwrap().status(), StatusCode::OK);
     for access in [&first, &second] {
         assert_eq!(me_status(&app.http, &base, access).await, StatusCode::UNAUTHORIZED);
-        let validated = app.auth().await.validate_token(ValidateTokenRequest { token: access.clone() }).await;
-        assert!(!validated.unwrap().into_inner().active);
+        let validated = app.grpc_validate(access).await;
+        assert!(!validated.unwrap().active);
     }
 }
 

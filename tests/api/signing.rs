@@ -264,8 +264,11 @@ async fn the_metadata_leads_to_the_keys_that_verify_a_token() {
     let jwk = jwks["keys"].as_array().unwrap().iter().find(|k| k["kid"] == kid.as_str()).expect("the token's key");
     let claims = verify_independently(&access, jwk);
     assert_eq!(claims.subject.as_deref(), Some("1"));
-    let introspected =
-        app.http.post(metadata["introspection_endpoint"].as_str().unwrap()).json(&json!({"token": access}));
+    let introspected = app
+        .http
+        .post(metadata["introspection_endpoint"].as_str().unwrap())
+        .header("authorization", app.introspector().await)
+        .json(&json!({"token": access}));
     assert_eq!(json_of(introspected.send().await.unwrap()).await.1["active"], true);
 }
 

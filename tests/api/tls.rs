@@ -490,9 +490,10 @@ async fn optional_client_certificates_serve_anonymous_clients_too() {
 }
 
 /// A client certificate is a service's identity for the revocation feed: with one, the
-/// feed opens with its snapshot; an anonymous client over the same TLS is refused.
+/// feed opens with its snapshot once the certificate is mapped to a client with the
+/// `revocations` scope; an anonymous client, or an unmapped certificate, is refused.
 #[tokio::test]
-async fn a_client_certificate_may_watch_revocations_and_an_anonymous_client_may_not() {
+async fn a_client_certificate_mapped_to_a_client_may_watch_revocations_and_no_other_may() {
     let ca = Ca::new("authd test CA");
     let client_ca = Ca::new("client CA");
     let files = Files::new(&ca.server(), Some(&client_ca));
@@ -506,6 +507,12 @@ async fn a_client_certificate_may_watch_revocations_and_an_anonymous_client_may_
     let anonymous = tls_channel(app.addr, &ca, None).await.unwrap();
     let refused = watch(anonymous).await.map(|_| ()).unwrap_err();
     assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    // A certificate the client CA signed, but mapped to no service client.
+    let stranger = tls_channel(app.addr, &ca, Some(&client_ca.client("stranger"))).await.unwrap();
+    assert_eq!(watch(stranger).await.map(|_| ()).unwrap_err().code(), tonic::Code::Unauthenticated);
+    let (ok, out, err) =
+        app.authd_command(&["client", "create", "billing", "--scope", "revocations", "--certificate", "billing"]);
+    assert!(ok, "{out}{err}");
     let billing = tls_channel(app.addr, &ca, Some(&client_ca.client("billing"))).await.unwrap();
     let mut events = watch(billing).await.unwrap();
     let first = events.message().await.unwrap().unwrap();
