@@ -60,12 +60,24 @@ pub struct EmailChanged {
 /// Wrong codes a verification token takes before its code is void (its link still works).
 pub const CODE_ATTEMPTS: i64 = 5;
 
-/// Uses the live token `$1` of purpose `$2` at `$3`, if the user's address is still the
-/// one it was mailed to (`verify` and `reset`) or it is an email change.
+/// Voids every unused token of user `$1` at `$2`: run with each change of credentials (a
+/// password reset or change, logging out everywhere), so that nothing mailed before
+/// outlives them, a pending email change least of all.
+pub(super) const VOID_USER_TOKENS: &str = "update email_tokens set used_at = $2 where user_id = $1 and used_at is null";
+
+/// Uses the live token `$1` of purpose `$2` at `$3`: for `verify` and `reset`, if the
+/// user's address is still the one it was mailed to; for an email change, if the session
+/// that asked for it is still live (a password change, a reset or logging out everywhere
+/// ends it, and with it the change).
 const USE_TOKEN: &str = "update email_tokens set used_at = $3
   where token_hash = $1 and purpose = $2 and used_at is null and expires_at > $3
-    and ($2 = 'change' or exists (select 1 from users u
-                                   where u.user_id = email_tokens.user_id and lower(u.email) = lower(email_tokens.email)))
+    and case when $2 = 'change'
+          then exists (select 1 from sessions s
+                        where s.session_id = email_tokens.session_id and s.user_id = email_tokens.user_id
+                          and s.revoked_at is null and s.expires_at > $3)
+          else exists (select 1 from users u
+                        where u.user_id = email_tokens.user_id and lower(u.email) = lower(email_tokens.email))
+        end
  returning user_id, email, session_id";
 
 impl Store {

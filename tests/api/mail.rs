@@ -365,7 +365,87 @@ async fn without_smtp_mail_goes_to_a_file_and_the_log() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+const MALLORY: &str = "mallory@evil.example";
+
+/// Mallory, who knows Ada's password, asks for an email change to her own address; returns
+/// her access token and the confirmation token mailed to her.
+async fn mallory_asks_for_a_change(app: &TestApp, smtp: &SmtpServer) -> (String, String) {
+    let (mallory_access, _) = app.ada_tokens().await;
+    let change = json!({"new_email": MALLORY, "current_password": PASSWORD});
+    let (status, body) = post_bearer(app, "/api/v1/me/email", &mallory_access, change).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    (mallory_access, smtp.mail_to(MALLORY, "Confirm your new email").await.token())
+}
+
+/// The change token is refused, and the account keeps Ada's address.
+async fn the_change_is_refused(app: &TestApp, change_token: &str) {
+    let (status, body) = post(app, "/api/v1/confirm-email-change", json!({"token": change_token})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(app.sql_text("select email from users order by user_id limit 1").await.as_deref(), Some(ADA));
+}
+
+/// A password reset voids every unused mail token of the account: a pending email change
+/// asked for with the old password cannot be confirmed after it.
+async fn a_password_reset_voids_a_pending_email_change() {
+    let smtp = SmtpServer::start();
+    let app = app_mailing_to(&smtp.url(), |_| {}).await;
+    let (_, change_token) = mallory_asks_for_a_change(&app, &smtp).await;
+    assert_eq!(post(&app, "/api/v1/auth/forgot-password", json!({"email": ADA})).await.0, StatusCode::OK);
+    let reset = smtp.mail_to(ADA, "Reset your password").await.token();
+    let (status, body) =
+        post(&app, "/api/v1/auth/reset-password", json!({"token": reset, "new_password": NEW_PASSWORD})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    the_change_is_refused(&app, &change_token).await;
+}
+
+/// So does a password change (which ends every other session), and so does logging out
+/// everywhere; a reset link mailed before either is void too.
+async fn a_password_change_or_logout_everywhere_voids_pending_mail_tokens() {
+    let smtp = SmtpServer::start();
+    let app = app_mailing_to(&smtp.url(), |_| {}).await;
+    let (_, change_token) = mallory_asks_for_a_change(&app, &smtp).await;
+    assert_eq!(post(&app, "/api/v1/auth/forgot-password", json!({"email": ADA})).await.0, StatusCode::OK);
+    let reset = smtp.mail_to(ADA, "Reset your password").await.token();
+    let (ada_access, _) = login_tokens(&app, ADA, PASSWORD).await;
+    let (status, body) = post_bearer(
+        &app,
+        "/api/v1/me/password",
+        &ada_access,
+        json!({"current_password": PASSWORD, "new_password": NEW_PASSWORD}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    the_change_is_refused(&app, &change_token).await;
+    let (status, body) =
+        post(&app, "/api/v1/auth/reset-password", json!({"token": reset, "new_password": "yet another pony"})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "a reset link outlived a password change: {body}");
+
+    // Logging out everywhere.
+    let (mallory_access, _) = login_tokens(&app, ADA, NEW_PASSWORD).await;
+    let change = json!({"new_email": MALLORY, "current_password": NEW_PASSWORD});
+    assert_eq!(post_bearer(&app, "/api/v1/me/email", &mallory_access, change).await.0, StatusCode::OK);
+    let change_token = smtp.nth_to(2, MALLORY, "Confirm your new email").await.token();
+    let (ada_access, _) = login_tokens(&app, ADA, NEW_PASSWORD).await;
+    let (status, body) = post_bearer(&app, "/api/v1/auth/logout", &ada_access, json!({"all_sessions": true})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    the_change_is_refused(&app, &change_token).await;
+}
+
+/// An email change is confirmed only while the session that asked for it is live: ended
+/// alone (logged out), it takes the change with it.
+async fn an_email_change_dies_with_the_session_that_asked() {
+    let smtp = SmtpServer::start();
+    let app = app_mailing_to(&smtp.url(), |_| {}).await;
+    let (mallory_access, change_token) = mallory_asks_for_a_change(&app, &smtp).await;
+    let (status, body) = post_bearer(&app, "/api/v1/auth/logout", &mallory_access, json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    the_change_is_refused(&app, &change_token).await;
+}
+
 on_both_backends!(
+    a_password_reset_voids_a_pending_email_change,
+    a_password_change_or_logout_everywhere_voids_pending_mail_tokens,
+    an_email_change_dies_with_the_session_that_asked,
     register_and_verify_by_link,
     verify_by_code_and_wrong_codes_use_it_up,
     required_verification_refuses_login_only_after_the_password,
