@@ -192,9 +192,12 @@ impl Authd {
             Some(email) => {
                 let wrong_code = || Error::invalid("code", "is wrong, expired or used up");
                 let user = self.store.user_by_email(email.as_str()).await?;
+                // An unknown address takes the same statements, on no token, so that the
+                // time tells nothing either.
                 let user_id = user.as_ref().map_or(-1, |u| u.user_id);
                 let code_hash = m.tokens.code_hash(user_id, &req.code).ok_or_else(wrong_code)?;
-                if user.is_none() || !self.store.verify_email_with_code(user_id, &code_hash, now).await? {
+                let guess = self.throttle.code_guess(&self.account(email.as_str()));
+                if !self.store.verify_email_with_code(&guess, user_id, &code_hash, now).await? || user.is_none() {
                     events::email_verified(user.map(|u| u.user_id), false, client);
                     return Err(wrong_code());
                 }

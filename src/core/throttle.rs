@@ -20,7 +20,7 @@ use super::{ClientInfo, Error, Result, events};
 use crate::{
     config::ThrottleSettings,
     security::devices::DeviceHash,
-    store::{Allowance, Store},
+    store::{Allowance, CeilingHit, Store},
 };
 
 #[derive(Debug, Clone, Copy)]
@@ -59,6 +59,14 @@ impl Action {
 
 /// The window of the mails allowed per address.
 const MAIL_WINDOW: Duration = Duration::from_secs(3600);
+
+/// The window of the verification-code guesses allowed per address, whatever code they
+/// are for: a resent code starts no new budget.
+const CODE_WINDOW: Duration = Duration::from_secs(24 * 3600);
+
+/// Verification codes checked per address in [`CODE_WINDOW`] (right or wrong, for an
+/// address with an account or not); past it only the mail's link works.
+pub const CODE_GUESSES_PER_ADDRESS_DAILY: i64 = 10;
 
 #[derive(Clone)]
 pub struct Throttle {
@@ -162,6 +170,17 @@ impl Throttle {
         Err(refuse(Action::Mail, "address_mail", client, Some(account.digest()), wait))
     }
 
+    /// The hit that a verification-code guess for `account`'s address counts, checked in
+    /// the code's own transaction (see `Store::verify_email_with_code`).
+    pub fn code_guess(&self, account: &Account) -> CeilingHit {
+        CeilingHit {
+            key: format!("verify-code:{}", account.0),
+            now_ms: now_ms(),
+            window_ms: millis(CODE_WINDOW),
+            ceiling: CODE_GUESSES_PER_ADDRESS_DAILY,
+        }
+    }
+
     /// Counts a password check for `account` from `source` before it runs; refuses it while
     /// the source waits out its backoff, or, from an address, past the account's ceiling.
     /// `client` is who is calling, for the security event of a refusal.
@@ -209,7 +228,7 @@ impl Throttle {
     /// decayed to nothing.
     pub async fn prune(&self) -> Result<u64> {
         let now = now_ms();
-        let longest = self.settings.window.max(self.settings.failure_window).max(MAIL_WINDOW);
+        let longest = self.settings.window.max(self.settings.failure_window).max(MAIL_WINDOW).max(CODE_WINDOW);
         let decayed = self.settings.account_failure_decay.max(longest);
         Ok(self.store.throttle_prune(now - millis(longest), ACCOUNT_KEY, now - millis(decayed)).await?)
     }
