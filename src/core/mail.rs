@@ -333,27 +333,40 @@ impl Authd {
     #[tracing::instrument(skip_all)]
     pub async fn change_email(&self, caller: &Caller, req: &pb::ChangeEmailRequest) -> Result<()> {
         let (new_email, password) = self.validate_email_change(caller, req).map_err(Error::InvalidInput)?;
+        self.addresses.check(Action::ChangeEmail, &caller.client)?;
+        self.throttle.per_ip(Action::ChangeEmail, &caller.client).await?;
         let user = self.fresh(&caller.user).await?;
         let checked = self.check_password(caller, &user, &password, "current_password").await;
         events::email_change_requested(user.user_id, checked.is_ok(), &caller.client);
         checked?;
+        self.throttle.email_change_by(user.user_id, &caller.client).await?;
         self.throttle.mail_to(&self.account(new_email.as_str()), &caller.client).await?;
-        if self.store.user_by_email(new_email.as_str()).await?.is_some() {
-            tracing::info!(user_id = user.user_id, "email change to an address that has an account: no mail");
-            return Ok(());
-        }
+        // The same work whether the new address has an account or not (a token, a mail to
+        // it, the notice to the current address), so that neither the caller's mailbox nor
+        // the time tells which: an address with an account gets a warning in place of the
+        // link, and its token is never mailed (a confirmation would be refused anyway).
+        let owner = self.store.user_by_email(new_email.as_str()).await?;
         let m = Arc::clone(self.mailer());
         let lifetime = m.settings.verification_token_lifetime;
         let session = Some(caller.access.session_id);
         let token = self.issue_token(&user, Purpose::Change, new_email.as_str(), None, session, lifetime).await?;
-        let link = m.link("confirm-email-change", &token);
-        let vars = [
-            ("name", user.name.as_str()),
-            ("link", &link),
-            ("new_email", new_email.as_str()),
-            ("hours", &hours(lifetime)),
-        ];
-        self.enqueue(Template::ConfirmEmailChange, new_email.as_str(), &vars).await?;
+        match &owner {
+            Some(owner) => {
+                tracing::info!(user_id = user.user_id, "email change to an address that has an account: warned");
+                let vars = [("name", owner.name.as_str())];
+                self.enqueue(Template::EmailChangeTaken, new_email.as_str(), &vars).await?;
+            }
+            None => {
+                let link = m.link("confirm-email-change", &token);
+                let vars = [
+                    ("name", user.name.as_str()),
+                    ("link", &link),
+                    ("new_email", new_email.as_str()),
+                    ("hours", &hours(lifetime)),
+                ];
+                self.enqueue(Template::ConfirmEmailChange, new_email.as_str(), &vars).await?;
+            }
+        }
         let vars = [("name", user.name.as_str()), ("new_email", new_email.as_str())];
         self.enqueue(Template::EmailChangeRequested, &user.email, &vars).await
     }

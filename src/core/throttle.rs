@@ -35,6 +35,7 @@ pub enum Action {
     ResetPassword,
     VerifyEmail,
     ConfirmEmailChange,
+    ChangeEmail,
     /// Any mail asked for one address.
     Mail,
 }
@@ -52,6 +53,7 @@ impl Action {
             Self::ResetPassword => "reset_password",
             Self::VerifyEmail => "verify_email",
             Self::ConfirmEmailChange => "confirm_email_change",
+            Self::ChangeEmail => "change_email",
             Self::Mail => "mail",
         }
     }
@@ -138,7 +140,9 @@ impl Throttle {
             // Calls that redeem a token or a code count as logins; calls that send mail as
             // registrations.
             Action::ResetPassword | Action::VerifyEmail | Action::ConfirmEmailChange => self.settings.login_per_ip,
-            Action::ForgotPassword | Action::ResendVerification | Action::Mail => self.settings.register_per_ip,
+            Action::ForgotPassword | Action::ResendVerification | Action::ChangeEmail | Action::Mail => {
+                self.settings.register_per_ip
+            }
         };
         if limit == 0 {
             return Ok(());
@@ -168,6 +172,23 @@ impl Throttle {
         }
         let wait = self.store.throttle_count(&key, now, window).await?.map_or(0, |c| c.window_start_ms + window - now);
         Err(refuse(Action::Mail, "address_mail", client, Some(account.digest()), wait))
+    }
+
+    /// Counts an email change asked for by `user_id` (whatever the new address, taken or
+    /// not, so that a refusal tells nothing); refuses it past the hourly limit of mails per
+    /// address, which it also is per account.
+    pub async fn email_change_by(&self, user_id: i64, client: &ClientInfo) -> Result<()> {
+        let limit = i64::from(self.mail_per_address_hourly);
+        if limit == 0 {
+            return Ok(());
+        }
+        let (now, window) = (now_ms(), millis(MAIL_WINDOW));
+        let key = format!("change-email-user:{user_id}");
+        if self.store.throttle_hit_within(&key, now, window, Allowance::Ceiling(limit)).await?.is_some() {
+            return Ok(());
+        }
+        let wait = self.store.throttle_count(&key, now, window).await?.map_or(0, |c| c.window_start_ms + window - now);
+        Err(refuse(Action::ChangeEmail, "account", client, None, wait))
     }
 
     /// The hit that a verification-code guess for `account`'s address counts, checked in

@@ -21,15 +21,19 @@ pub enum Template {
     ConfirmEmailChange,
     /// To the old address when a change is asked for. `{{name}} {{new_email}}`
     EmailChangeRequested,
+    /// To an address that already has an account, when another account asks to make it
+    /// its own (in place of the confirmation link). `{{name}}` (the address's own account)
+    EmailChangeTaken,
 }
 
 impl Template {
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::VerifyEmail,
         Self::RegisteredAgain,
         Self::ResetPassword,
         Self::ConfirmEmailChange,
         Self::EmailChangeRequested,
+        Self::EmailChangeTaken,
     ];
 
     pub fn name(self) -> &'static str {
@@ -39,6 +43,7 @@ impl Template {
             Self::ResetPassword => "reset_password",
             Self::ConfirmEmailChange => "confirm_email_change",
             Self::EmailChangeRequested => "email_change_requested",
+            Self::EmailChangeTaken => "email_change_taken",
         }
     }
 
@@ -91,6 +96,15 @@ impl Template {
                 "<p>Hello {{name}},</p><p>Someone signed in to your account asked to change its email \
                  address to {{new_email}}. Nothing changes unless that address confirms it. If it was \
                  not you, change your password now.</p>",
+            ),
+            Self::EmailChangeTaken => (
+                "Someone tried to use your email address",
+                "Hello {{name}},\n\nSomeone asked to make this email address, which already has an \
+                 account, the address of another account. Nothing has changed, and nothing will: \
+                 ignore this mail.\n",
+                "<p>Hello {{name}},</p><p>Someone asked to make this email address, which already has \
+                 an account, the address of another account. Nothing has changed, and nothing will: \
+                 ignore this mail.</p>",
             ),
         };
         Parts { subject: subject.into(), text: text.into(), html: html.into() }

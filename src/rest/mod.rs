@@ -482,7 +482,9 @@ async fn resend_verification(State(authd): State<Authd>, client: ClientInfo, bod
 ///
 /// Given the current password (a wrong one is a 422 naming `current_password`), mails a confirmation
 /// link to the new address and a notice to the current one. Nothing changes until the link is used.
-/// An address that already has an account gets no mail, with the same answer.
+/// An address that already has an account gets a warning in place of the link, with the same answer
+/// and the same notice. 429 past `MAIL_PER_ADDRESS_HOURLY` changes an hour per account or per new
+/// address, or past the per-client limit of mail-sending calls.
 #[utoipa::path(post, path = "/api/v1/me/email", tag = "users", request_body = ChangeEmailBody,
     responses((status = 200, description = "A confirmation mail is on its way to the new address", body = Message),
         Unauthenticated, BodyRejected, Overloaded, ServerFailed))]

@@ -553,7 +553,61 @@ async fn a_wrong_code_takes_as_long_for_an_unknown_address() {
     assert!(known / unknown < 1.3 && unknown / known < 1.3, "known {known} s, unknown {unknown} s");
 }
 
+/// An email change does the same whether the new address has an account or not: the
+/// caller's own address gets the notice either way, and the address with an account gets a
+/// warning (naming its own account, not the caller) in place of a link.
+async fn an_email_change_tells_nothing_of_the_new_address() {
+    let smtp = SmtpServer::start();
+    let app = app_mailing_to(&smtp.url(), |_| {}).await;
+    let (access, _) = app.ada_tokens().await;
+    let bob = json!({"name": "Bob", "email": "bob@example.com", "location": "Paris", "password": "a perfectly fine passphrase"});
+    assert_eq!(app.register(&bob).await.status(), StatusCode::CREATED);
+    for new_email in ["bob@example.com", "free@example.com"] {
+        let change = json!({"new_email": new_email, "current_password": PASSWORD});
+        let (status, body) = post_bearer(&app, "/api/v1/me/email", &access, change).await;
+        assert_eq!(status, StatusCode::OK, "{new_email}: {body}");
+    }
+    smtp.nth_to(2, ADA, "change of your email").await;
+    let notices: Vec<String> = smtp
+        .messages_to(ADA)
+        .into_iter()
+        .filter(|m| m.subject.contains("change of your email"))
+        .map(|m| m.text)
+        .collect();
+    assert!(notices.iter().any(|t| t.contains("bob@example.com")), "{notices:?}");
+    assert!(notices.iter().any(|t| t.contains("free@example.com")), "{notices:?}");
+    let warning = smtp.mail_to("bob@example.com", "Someone tried to use your email address").await;
+    assert!(warning.text.contains("Hello Bob") && !warning.text.contains("Ada"), "{}", warning.text);
+    assert!(!warning.text.contains("token="), "{}", warning.text);
+    smtp.mail_to("free@example.com", "Confirm your new email").await;
+}
+
+/// Email changes count against the account (MAIL_PER_ADDRESS_HOURLY an hour, whatever the
+/// new address) and against the client's address (as registrations do): one account
+/// cannot mail any number of addresses.
+async fn email_changes_are_limited_per_account_and_per_client() {
+    let smtp = SmtpServer::start();
+    let app = app_mailing_to(&smtp.url(), |s| s.mail.per_address_hourly = 5).await;
+    let (access, _) = app.ada_tokens().await;
+    let change = |i: usize| json!({"new_email": format!("victim{i}@example.net"), "current_password": PASSWORD});
+    for i in 0..5 {
+        assert_eq!(post_bearer(&app, "/api/v1/me/email", &access, change(i)).await.0, StatusCode::OK, "change {i}");
+    }
+    let (status, body) = post_bearer(&app, "/api/v1/me/email", &access, change(5)).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "a sixth change in the hour: {body}");
+
+    let app = app_mailing_to(&smtp.url(), |s| s.throttle.register_per_ip = 3).await;
+    let (access, _) = app.ada_tokens().await;
+    for i in 0..3 {
+        assert_eq!(post_bearer(&app, "/api/v1/me/email", &access, change(i)).await.0, StatusCode::OK, "change {i}");
+    }
+    let (status, body) = post_bearer(&app, "/api/v1/me/email", &access, change(3)).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "past the per-client limit: {body}");
+}
+
 on_both_backends!(
+    an_email_change_tells_nothing_of_the_new_address,
+    email_changes_are_limited_per_account_and_per_client,
     concurrent_code_guesses_cannot_pass_the_attempt_cap,
     a_resent_code_starts_no_new_guess_budget,
     a_wrong_code_takes_as_long_for_an_unknown_address,
