@@ -149,7 +149,8 @@ impl Authd {
         .await
     }
 
-    /// Refuses a login of an unverified address when verification is required; asked only
+    /// Refuses a login of an unverified address when verification is required, and so a
+    /// refresh or a password change (each starts or goes on with a session); asked only
     /// once the password was found right, so that it tells nothing to a guesser.
     pub(super) fn check_verified(&self, user: &UserRecord, client: &ClientInfo) -> Result<()> {
         if self.mailer().settings.require_verification && user.email_verified_at.is_none() {

@@ -189,6 +189,8 @@ impl Authd {
             }
         };
         let user = self.store.user_by_id(session.user_id).await?.ok_or(Error::RefreshRejected)?;
+        // A session opened before verification was required goes no further.
+        self.check_verified(&user, client)?;
         self.signed_in(&user, RefreshClaim { session_id: session.session_id, generation: session.generation }, now)
     }
 

@@ -605,7 +605,26 @@ async fn email_changes_are_limited_per_account_and_per_client() {
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "past the per-client limit: {body}");
 }
 
+/// REQUIRE_EMAIL_VERIFICATION holds for sessions opened before it was turned on: an
+/// unverified user's refresh is refused, and so is a password change (it would start a
+/// session), each with email_not_verified.
+async fn required_verification_also_refuses_refresh_and_password_change() {
+    let smtp = SmtpServer::start();
+    let app = app_mailing_to(&smtp.url(), |_| {}).await;
+    let (access, refresh) = app.ada_tokens().await;
+    let app = app.restart_with(|s| s.mail.require_verification = true).await;
+    assert_eq!(app.login(ADA, PASSWORD).await.status(), StatusCode::FORBIDDEN, "login is refused");
+    let (status, body) = json_of(app.refresh(&refresh).await).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["error"]["code"], "email_not_verified", "{body}");
+    let change = json!({"current_password": PASSWORD, "new_password": NEW_PASSWORD});
+    let (status, body) = post_bearer(&app, "/api/v1/me/password", &access, change).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(app.login(ADA, NEW_PASSWORD).await.status(), StatusCode::UNAUTHORIZED, "the password stays");
+}
+
 on_both_backends!(
+    required_verification_also_refuses_refresh_and_password_change,
     an_email_change_tells_nothing_of_the_new_address,
     email_changes_are_limited_per_account_and_per_client,
     concurrent_code_guesses_cannot_pass_the_attempt_cap,
