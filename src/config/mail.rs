@@ -82,6 +82,32 @@ impl MailSettings {
     }
 }
 
+/// Why `url` would send its credentials where they can be read or stripped of TLS (plain
+/// `smtp://`, or `tls=opportunistic`, which an on-path attacker can downgrade), if it
+/// carries any and its host is not a loopback address; `None` when it is safe enough.
+pub fn credentials_in_clear(url: &str) -> Option<&'static str> {
+    let parsed = Url::parse(url.trim()).ok()?;
+    if parsed.username().is_empty() && parsed.password().is_none() {
+        return None;
+    }
+    let loopback = match parsed.host()? {
+        // An smtp:// host is opaque to the URL parser: an IPv4 address comes as a name.
+        url::Host::Domain(name) => {
+            name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        }
+        url::Host::Ipv4(ip) => ip.is_loopback(),
+        url::Host::Ipv6(ip) => ip.is_loopback(),
+    };
+    if loopback || parsed.scheme() == "smtps" {
+        return None;
+    }
+    match parsed.query_pairs().find(|(key, _)| key == "tls").map(|(_, value)| value.into_owned()).as_deref() {
+        Some("required") => None,
+        Some("opportunistic") => Some("tls=opportunistic lets an on-path attacker strip STARTTLS"),
+        _ => Some("smtp:// without tls=required sends them unencrypted"),
+    }
+}
+
 /// The schemes lettre reads, and nothing it would misread.
 fn check_smtp_url(url: &str) -> Result<(), ConfigError> {
     let parsed = Url::parse(url.trim()).map_err(|e| bad("SMTP_URL", format!("not a URL ({e})")))?;
@@ -94,4 +120,22 @@ fn check_smtp_url(url: &str) -> Result<(), ConfigError> {
     lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::from_url(url.trim())
         .map(|_| ())
         .map_err(|e| bad("SMTP_URL", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::credentials_in_clear;
+
+    #[test]
+    fn credentials_without_tls_are_named_unless_the_host_is_loopback() {
+        assert!(credentials_in_clear("smtp://user:pass@mail.example:25").is_some());
+        assert!(credentials_in_clear("smtp://user:pass@mail.example:587?tls=opportunistic").is_some());
+        assert!(credentials_in_clear("smtp://user@mail.example").is_some());
+        assert_eq!(credentials_in_clear("smtp://user:pass@mail.example:587?tls=required"), None);
+        assert_eq!(credentials_in_clear("smtps://user:pass@mail.example"), None);
+        assert_eq!(credentials_in_clear("smtp://mail.example:25"), None, "no credentials");
+        assert_eq!(credentials_in_clear("smtp://user:pass@127.0.0.1:25"), None);
+        assert_eq!(credentials_in_clear("smtp://user:pass@[::1]:25"), None);
+        assert_eq!(credentials_in_clear("smtp://user:pass@localhost:25"), None);
+    }
 }

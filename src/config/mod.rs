@@ -17,7 +17,7 @@ use serde::Deserialize;
 
 pub use database::{DatabaseSettings, sqlite_url};
 pub use limits::{DEFAULT_MAX_CONNECTIONS, LimitSettings, ThrottleSettings};
-pub use mail::MailSettings;
+pub use mail::{MailSettings, credentials_in_clear};
 pub use passwords::PasswordSettings;
 pub use server::{ForwardedHeader, LogFormat, ServerSettings};
 pub use tls::{ClientAuth, TlsSettings};

@@ -174,6 +174,8 @@ impl Authd {
         self.check_password(caller, &user, &current, "current_password").await.inspect_err(|e| {
             wrong_password(e, || events::password_changed(&self.audit, user.user_id, false, 0, client))
         })?;
+        // The change starts a session: not for an unverified address when one is required.
+        self.check_verified(&user, client)?;
         let hash = self.passwords.hash(Some(&owner(&user)), &new).await?;
         let now = Utc::now();
         let session_id = Uuid::new_v4();

@@ -149,7 +149,8 @@ impl Authd {
         .await
     }
 
-    /// Refuses a login of an unverified address when verification is required; asked only
+    /// Refuses a login of an unverified address when verification is required, and so a
+    /// refresh or a password change (each starts or goes on with a session); asked only
     /// once the password was found right, so that it tells nothing to a guesser.
     pub(super) fn check_verified(&self, user: &UserRecord, client: &ClientInfo) -> Result<()> {
         if self.mailer().settings.require_verification && user.email_verified_at.is_none() {
@@ -192,9 +193,12 @@ impl Authd {
             Some(email) => {
                 let wrong_code = || Error::invalid("code", "is wrong, expired or used up");
                 let user = self.store.user_by_email(email.as_str()).await?;
+                // An unknown address takes the same statements, on no token, so that the
+                // time tells nothing either.
                 let user_id = user.as_ref().map_or(-1, |u| u.user_id);
                 let code_hash = m.tokens.code_hash(user_id, &req.code).ok_or_else(wrong_code)?;
-                if user.is_none() || !self.store.verify_email_with_code(user_id, &code_hash, now).await? {
+                let guess = self.throttle.code_guess(&self.account(email.as_str()));
+                if !self.store.verify_email_with_code(&guess, user_id, &code_hash, now).await? || user.is_none() {
                     events::email_verified(&self.audit, user.map(|u| u.user_id), false, client);
                     return Err(wrong_code());
                 }
@@ -330,27 +334,40 @@ impl Authd {
     #[tracing::instrument(skip_all)]
     pub async fn change_email(&self, caller: &Caller, req: &pb::ChangeEmailRequest) -> Result<()> {
         let (new_email, password) = self.validate_email_change(caller, req).map_err(Error::InvalidInput)?;
+        self.addresses.check(Action::ChangeEmail, &caller.client)?;
+        self.throttle.per_ip(Action::ChangeEmail, &caller.client).await?;
         let user = self.fresh(&caller.user).await?;
         let checked = self.check_password(caller, &user, &password, "current_password").await;
         events::email_change_requested(&self.audit, user.user_id, checked.is_ok(), &caller.client);
         checked?;
+        self.throttle.email_change_by(user.user_id, &caller.client).await?;
         self.throttle.mail_to(&self.account(new_email.as_str()), &caller.client).await?;
-        if self.store.user_by_email(new_email.as_str()).await?.is_some() {
-            tracing::info!(user_id = user.user_id, "email change to an address that has an account: no mail");
-            return Ok(());
-        }
+        // The same work whether the new address has an account or not (a token, a mail to
+        // it, the notice to the current address), so that neither the caller's mailbox nor
+        // the time tells which: an address with an account gets a warning in place of the
+        // link, and its token is never mailed (a confirmation would be refused anyway).
+        let owner = self.store.user_by_email(new_email.as_str()).await?;
         let m = Arc::clone(self.mailer());
         let lifetime = m.settings.verification_token_lifetime;
         let session = Some(caller.access.session_id);
         let token = self.issue_token(&user, Purpose::Change, new_email.as_str(), None, session, lifetime).await?;
-        let link = m.link("confirm-email-change", &token);
-        let vars = [
-            ("name", user.name.as_str()),
-            ("link", &link),
-            ("new_email", new_email.as_str()),
-            ("hours", &hours(lifetime)),
-        ];
-        self.enqueue(Template::ConfirmEmailChange, new_email.as_str(), &vars).await?;
+        match &owner {
+            Some(owner) => {
+                tracing::info!(user_id = user.user_id, "email change to an address that has an account: warned");
+                let vars = [("name", owner.name.as_str())];
+                self.enqueue(Template::EmailChangeTaken, new_email.as_str(), &vars).await?;
+            }
+            None => {
+                let link = m.link("confirm-email-change", &token);
+                let vars = [
+                    ("name", user.name.as_str()),
+                    ("link", &link),
+                    ("new_email", new_email.as_str()),
+                    ("hours", &hours(lifetime)),
+                ];
+                self.enqueue(Template::ConfirmEmailChange, new_email.as_str(), &vars).await?;
+            }
+        }
         let vars = [("name", user.name.as_str()), ("new_email", new_email.as_str())];
         self.enqueue(Template::EmailChangeRequested, &user.email, &vars).await
     }

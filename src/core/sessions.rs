@@ -199,6 +199,8 @@ impl Authd {
             }
         };
         let user = self.store.user_by_id(session.user_id).await?.ok_or(Error::RefreshRejected)?;
+        // A session opened before verification was required goes no further.
+        self.check_verified(&user, client)?;
         let claim = RefreshClaim { session_id: session.session_id, generation: session.generation };
         self.signed_in(&user, claim, now, session.expires_at).await
     }

@@ -20,7 +20,7 @@ use super::{ClientInfo, Error, Result, audit::Audit, events};
 use crate::{
     config::ThrottleSettings,
     security::devices::DeviceHash,
-    store::{Allowance, Store},
+    store::{Allowance, CeilingHit, Store},
 };
 
 #[derive(Debug, Clone, Copy)]
@@ -35,6 +35,7 @@ pub enum Action {
     ResetPassword,
     VerifyEmail,
     ConfirmEmailChange,
+    ChangeEmail,
     /// Any mail asked for one address.
     Mail,
 }
@@ -52,6 +53,7 @@ impl Action {
             Self::ResetPassword => "reset_password",
             Self::VerifyEmail => "verify_email",
             Self::ConfirmEmailChange => "confirm_email_change",
+            Self::ChangeEmail => "change_email",
             Self::Mail => "mail",
         }
     }
@@ -59,6 +61,14 @@ impl Action {
 
 /// The window of the mails allowed per address.
 const MAIL_WINDOW: Duration = Duration::from_secs(3600);
+
+/// The window of the verification-code guesses allowed per address, whatever code they
+/// are for: a resent code starts no new budget.
+const CODE_WINDOW: Duration = Duration::from_secs(24 * 3600);
+
+/// Verification codes checked per address in [`CODE_WINDOW`] (right or wrong, for an
+/// address with an account or not); past it only the mail's link works.
+pub const CODE_GUESSES_PER_ADDRESS_DAILY: i64 = 10;
 
 #[derive(Clone)]
 pub struct Throttle {
@@ -139,7 +149,9 @@ impl Throttle {
             // Calls that redeem a token or a code count as logins; calls that send mail as
             // registrations.
             Action::ResetPassword | Action::VerifyEmail | Action::ConfirmEmailChange => self.settings.login_per_ip,
-            Action::ForgotPassword | Action::ResendVerification | Action::Mail => self.settings.register_per_ip,
+            Action::ForgotPassword | Action::ResendVerification | Action::ChangeEmail | Action::Mail => {
+                self.settings.register_per_ip
+            }
         };
         if limit == 0 {
             return Ok(());
@@ -169,6 +181,34 @@ impl Throttle {
         }
         let wait = self.store.throttle_count(&key, now, window).await?.map_or(0, |c| c.window_start_ms + window - now);
         Err(self.refuse(Action::Mail, "address_mail", client, Some(account.digest()), wait))
+    }
+
+    /// Counts an email change asked for by `user_id` (whatever the new address, taken or
+    /// not, so that a refusal tells nothing); refuses it past the hourly limit of mails per
+    /// address, which it also is per account.
+    pub async fn email_change_by(&self, user_id: i64, client: &ClientInfo) -> Result<()> {
+        let limit = i64::from(self.mail_per_address_hourly);
+        if limit == 0 {
+            return Ok(());
+        }
+        let (now, window) = (now_ms(), millis(MAIL_WINDOW));
+        let key = format!("change-email-user:{user_id}");
+        if self.store.throttle_hit_within(&key, now, window, Allowance::Ceiling(limit)).await?.is_some() {
+            return Ok(());
+        }
+        let wait = self.store.throttle_count(&key, now, window).await?.map_or(0, |c| c.window_start_ms + window - now);
+        Err(self.refuse(Action::ChangeEmail, "account", client, None, wait))
+    }
+
+    /// The hit that a verification-code guess for `account`'s address counts, checked in
+    /// the code's own transaction (see `Store::verify_email_with_code`).
+    pub fn code_guess(&self, account: &Account) -> CeilingHit {
+        CeilingHit {
+            key: format!("verify-code:{}", account.0),
+            now_ms: now_ms(),
+            window_ms: millis(CODE_WINDOW),
+            ceiling: CODE_GUESSES_PER_ADDRESS_DAILY,
+        }
     }
 
     /// Counts a password check for `account` from `source` before it runs; refuses it while
@@ -218,7 +258,7 @@ impl Throttle {
     /// decayed to nothing.
     pub async fn prune(&self) -> Result<u64> {
         let now = now_ms();
-        let longest = self.settings.window.max(self.settings.failure_window).max(MAIL_WINDOW);
+        let longest = self.settings.window.max(self.settings.failure_window).max(MAIL_WINDOW).max(CODE_WINDOW);
         let decayed = self.settings.account_failure_decay.max(longest);
         Ok(self.store.throttle_prune(now - millis(longest), ACCOUNT_KEY, now - millis(decayed)).await?)
     }

@@ -48,6 +48,9 @@ impl Transport {
         let from: Mailbox = settings.from.parse().context("MAIL_FROM")?;
         match &settings.smtp_url {
             Some(url) => {
+                if let Some(why) = crate::config::credentials_in_clear(url.expose_secret()) {
+                    tracing::warn!("SMTP_URL carries credentials without TLS: {why}; use smtps:// or tls=required");
+                }
                 let smtp = AsyncSmtpTransport::<Tokio1Executor>::from_url(url.expose_secret().trim())
                     .context("SMTP_URL")?
                     .timeout(Some(SMTP_TIMEOUT))

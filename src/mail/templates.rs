@@ -21,15 +21,19 @@ pub enum Template {
     ConfirmEmailChange,
     /// To the old address when a change is asked for. `{{name}} {{new_email}}`
     EmailChangeRequested,
+    /// To an address that already has an account, when another account asks to make it
+    /// its own (in place of the confirmation link). `{{name}}` (the address's own account)
+    EmailChangeTaken,
 }
 
 impl Template {
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::VerifyEmail,
         Self::RegisteredAgain,
         Self::ResetPassword,
         Self::ConfirmEmailChange,
         Self::EmailChangeRequested,
+        Self::EmailChangeTaken,
     ];
 
     pub fn name(self) -> &'static str {
@@ -39,6 +43,7 @@ impl Template {
             Self::ResetPassword => "reset_password",
             Self::ConfirmEmailChange => "confirm_email_change",
             Self::EmailChangeRequested => "email_change_requested",
+            Self::EmailChangeTaken => "email_change_taken",
         }
     }
 
@@ -92,6 +97,15 @@ impl Template {
                  address to {{new_email}}. Nothing changes unless that address confirms it. If it was \
                  not you, change your password now.</p>",
             ),
+            Self::EmailChangeTaken => (
+                "Someone tried to use your email address",
+                "Hello {{name}},\n\nSomeone asked to make this email address, which already has an \
+                 account, the address of another account. Nothing has changed, and nothing will: \
+                 ignore this mail.\n",
+                "<p>Hello {{name}},</p><p>Someone asked to make this email address, which already has \
+                 an account, the address of another account. Nothing has changed, and nothing will: \
+                 ignore this mail.</p>",
+            ),
         };
         Parts { subject: subject.into(), text: text.into(), html: html.into() }
     }
@@ -140,16 +154,38 @@ impl Templates {
 
     pub fn render(&self, template: Template, vars: &[(&str, &str)]) -> Rendered {
         let parts = self.parts.get(&template).cloned().unwrap_or_else(|| template.built_in());
-        let fill = |text: &str, escape: bool| {
-            vars.iter().fold(text.to_owned(), |text, (key, value)| {
-                let value = if escape { html_escape(value) } else { (*value).to_owned() };
-                text.replace(&format!("{{{{{key}}}}}"), &value)
-            })
-        };
         // A subject is one line, whatever a value holds.
-        let subject = fill(&parts.subject, false).replace(['\r', '\n'], " ");
-        Rendered { subject, text: fill(&parts.text, false), html: fill(&parts.html, true) }
+        let subject = fill(&parts.subject, vars, false).replace(['\r', '\n'], " ");
+        Rendered { subject, text: fill(&parts.text, vars, false), html: fill(&parts.html, vars, true) }
     }
+}
+
+/// Replaces each `{{variable}}` of `text` by its value in one pass over the template, so
+/// that a value is never read as a template (a name such as `{{link}}` stays as it is); an
+/// unknown variable is left as it is.
+fn fill(text: &str, vars: &[(&str, &str)], escape: bool) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let known = after.find("}}").and_then(|end| {
+            let key = &after[..end];
+            vars.iter().find(|(k, _)| *k == key).map(|(_, value)| (end, *value))
+        });
+        match known {
+            Some((end, value)) => {
+                out.push_str(&if escape { html_escape(value) } else { value.to_owned() });
+                rest = &after[end + 2..];
+            }
+            None => {
+                out.push_str("{{");
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 fn html_escape(value: &str) -> String {
@@ -169,6 +205,26 @@ fn html_escape(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_value_is_never_read_as_a_template() {
+        let t = Templates::load(None).unwrap();
+        let vars = [
+            ("name", "{{link}} {{code}}"),
+            ("link", "https://app.example/verify-email?token=T"),
+            ("code", "123456"),
+            ("hours", "48"),
+        ];
+        let mail = t.render(Template::VerifyEmail, &vars);
+        assert!(mail.text.starts_with("Hello {{link}} {{code}},"), "{}", mail.text);
+        assert_eq!(mail.text.matches("token=T").count(), 1, "{}", mail.text);
+        assert_eq!(mail.text.matches("123456").count(), 1, "{}", mail.text);
+        assert!(mail.html.contains("Hello {{link}} {{code}},"), "{}", mail.html);
+        assert_eq!(
+            fill("{{a}}{{b}} {{unknown}} {{ {{a}}", &[("a", "{{b}}"), ("b", "B")], false),
+            "{{b}}B {{unknown}} {{ {{b}}"
+        );
+    }
 
     #[test]
     fn values_fill_the_built_in_templates_escaped_in_html() {

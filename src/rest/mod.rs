@@ -253,10 +253,11 @@ async fn revoke_token(State(authd): State<Authd>, client: ClientInfo, body: Body
 /// Refresh the tokens
 ///
 /// Exchanges a refresh token for a new access token and a new refresh token (single use; a retry
-/// within the grace window gets the same pair, a later replay ends the session).
+/// within the grace window gets the same pair, a later replay ends the session). With
+/// `REQUIRE_EMAIL_VERIFICATION`, an unverified user's refresh is refused (403 `email_not_verified`).
 #[utoipa::path(post, path = "/api/v1/auth/refresh-token", tag = "auth", request_body = RefreshBody,
     responses((status = 200, description = "A new access token and a new refresh token", body = SignedIn),
-        RefreshRejected, BodyRejected, Overloaded, ServerFailed))]
+        RefreshRejected, EmailNotVerified, BodyRejected, Overloaded, ServerFailed))]
 async fn refresh_token(State(authd): State<Authd>, client: ClientInfo, body: Body) -> Reply<SignedIn> {
     let (body, bad_fields) = body.json::<RefreshBody>()?;
     bad_fields.finish(Ok(()))?;
@@ -326,10 +327,11 @@ async fn update_me(State(authd): State<Authd>, caller: Caller, body: Body) -> Re
 /// and ends every session of the user, the caller's too: the answer carries the tokens of a new
 /// session. Every known device of the user is forgotten but the one this session logged in with
 /// (if still known), which keeps its device token: none is handed out. Wrong current passwords
-/// count with the account's failed logins (429 past them).
+/// count with the account's failed logins (429 past them). With `REQUIRE_EMAIL_VERIFICATION`, an
+/// unverified user's change is refused (403 `email_not_verified`): it would start a session.
 #[utoipa::path(post, path = "/api/v1/me/password", tag = "users", request_body = ChangePasswordBody,
     responses((status = 200, description = "Changed; every session ended, and a new one started", body = PasswordChanged),
-        Unauthenticated, BodyRejected, Overloaded, ServerFailed))]
+        Unauthenticated, EmailNotVerified, BodyRejected, Overloaded, ServerFailed))]
 async fn change_password(State(authd): State<Authd>, caller: Caller, body: Body) -> Reply<PasswordChanged> {
     let (body, bad_fields) = body.json::<ChangePasswordBody>()?;
     let request =
@@ -494,7 +496,9 @@ async fn resend_verification(State(authd): State<Authd>, client: ClientInfo, bod
 ///
 /// Given the current password (a wrong one is a 422 naming `current_password`), mails a confirmation
 /// link to the new address and a notice to the current one. Nothing changes until the link is used.
-/// An address that already has an account gets no mail, with the same answer.
+/// An address that already has an account gets a warning in place of the link, with the same answer
+/// and the same notice. 429 past `MAIL_PER_ADDRESS_HOURLY` changes an hour per account or per new
+/// address, or past the per-client limit of mail-sending calls.
 #[utoipa::path(post, path = "/api/v1/me/email", tag = "users", request_body = ChangeEmailBody,
     responses((status = 200, description = "A confirmation mail is on its way to the new address", body = Message),
         Unauthenticated, BodyRejected, Overloaded, ServerFailed))]

@@ -4,8 +4,8 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{
-    SessionChange, Store, StoreError, StoreResult, classify, on_pool, run, users::is_email_taken,
-    users::replace_password,
+    CeilingHit, SessionChange, Store, StoreError, StoreResult, classify, on_pool, run, throttle::HIT_UNDER_CEILING,
+    users::is_email_taken, users::replace_password,
 };
 
 /// What a token is for; the column's values.
@@ -60,13 +60,49 @@ pub struct EmailChanged {
 /// Wrong codes a verification token takes before its code is void (its link still works).
 pub const CODE_ATTEMPTS: i64 = 5;
 
-/// Uses the live token `$1` of purpose `$2` at `$3`, if the user's address is still the
-/// one it was mailed to (`verify` and `reset`) or it is an email change.
+/// Voids every unused token of user `$1` at `$2`: run with each change of credentials (a
+/// password reset or change, logging out everywhere), so that nothing mailed before
+/// outlives them, a pending email change least of all.
+pub(super) const VOID_USER_TOKENS: &str = "update email_tokens set used_at = $2 where user_id = $1 and used_at is null";
+
+/// Uses the live token `$1` of purpose `$2` at `$3`: for `verify` and `reset`, if the
+/// user's address is still the one it was mailed to; for an email change, if the session
+/// that asked for it is still live (a password change, a reset or logging out everywhere
+/// ends it, and with it the change).
 const USE_TOKEN: &str = "update email_tokens set used_at = $3
   where token_hash = $1 and purpose = $2 and used_at is null and expires_at > $3
-    and ($2 = 'change' or exists (select 1 from users u
-                                   where u.user_id = email_tokens.user_id and lower(u.email) = lower(email_tokens.email)))
+    and case when $2 = 'change'
+          then exists (select 1 from sessions s
+                        where s.session_id = email_tokens.session_id and s.user_id = email_tokens.user_id
+                          and s.revoked_at is null and s.expires_at > $3)
+          else exists (select 1 from users u
+                        where u.user_id = email_tokens.user_id and lower(u.email) = lower(email_tokens.email))
+        end
  returning user_id, email, session_id";
+
+/// Marks user `$1`'s address verified at `$3` if it is still `$2`.
+const MARK_VERIFIED: &str = "update users set email_verified_at = $3
+  where user_id = $1 and lower(email) = lower($2) and email_verified_at is null";
+
+/// Counts a guess `$2` at `$3` against user `$1`'s live verification tokens whose wrong
+/// codes are fewer than `$4`, and uses the one whose code it is (if the address is still
+/// the one it was mailed to): the check and the count are one statement, so each guess
+/// takes a slot before it is compared.
+const CHECK_CODE: &str = "update email_tokens set attempts = attempts + 1,
+    used_at = case when code_hash = $2
+                     and exists (select 1 from users u
+                                  where u.user_id = email_tokens.user_id and lower(u.email) = lower(email_tokens.email))
+                   then $3 end
+  where user_id = $1 and purpose = 'verify' and used_at is null and expires_at > $3 and attempts < $4
+ returning user_id, email, used_at";
+
+/// A verification token a code was checked against.
+#[derive(Debug, sqlx::FromRow)]
+struct CodeChecked {
+    user_id: i64,
+    email: String,
+    used_at: Option<DateTime<Utc>>,
+}
 
 impl Store {
     /// Stores a token, voiding the user's earlier unused ones of the same purpose (only the
@@ -131,59 +167,70 @@ impl Store {
         Ok(Some(used.user_id))
     }
 
-    /// Uses the user's live verification token whose code hashes to `code_hash`, unless
-    /// wrong codes have voided it; a wrong code counts against every live one. Whether the
-    /// address is now verified.
-    pub async fn verify_email_with_code(&self, user_id: i64, code_hash: &str, now: DateTime<Utc>) -> StoreResult<bool> {
-        let used: Option<EmailTokenRecord> = run!(
-            self,
-            query_as(
-                "update email_tokens set used_at = $3
-                  where user_id = $1 and purpose = 'verify' and code_hash = $2 and used_at is null
-                    and expires_at > $3 and attempts < $4
-                    and exists (select 1 from users u
-                                 where u.user_id = email_tokens.user_id and lower(u.email) = lower(email_tokens.email))
-                 returning user_id, email, session_id",
-                user_id,
-                code_hash,
-                now,
-                CODE_ATTEMPTS,
-            )
-            .fetch_optional
-        )?;
-        match used {
-            Some(used) => {
-                self.mark_verified(used.user_id, &used.email, now).await?;
+    /// Checks a code in one transaction: counts the guess under the address's `guesses`
+    /// (refused past its ceiling, so that a resent code starts no new budget), then, in one
+    /// statement that checks and counts at once (concurrent guesses cannot all pass the
+    /// cap), counts it against the user's live verification token and uses the token if the
+    /// code is its own, the cap not reached and the address still the user's; then marks
+    /// the address verified. An unknown address (`user_id` -1) takes the same statements.
+    /// Whether the address is now verified.
+    pub async fn verify_email_with_code(
+        &self,
+        guesses: &CeilingHit,
+        user_id: i64,
+        code_hash: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let prepared = self.prepared_statements;
+        let verified = on_pool!(self, |pool| async {
+            let mut tx = pool.begin().await?;
+            let counted: Option<i64> = sqlx::query_scalar(HIT_UNDER_CEILING)
+                .bind(&guesses.key)
+                .bind(guesses.now_ms)
+                .bind(guesses.window_ms)
+                .bind(guesses.ceiling)
+                .persistent(prepared)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if counted.is_none() {
+                tx.commit().await?;
+                return Ok(None);
+            }
+            let checked: Vec<CodeChecked> = sqlx::query_as(CHECK_CODE)
+                .bind(user_id)
+                .bind(code_hash)
+                .bind(now)
+                .bind(CODE_ATTEMPTS)
+                .persistent(prepared)
+                .fetch_all(&mut *tx)
+                .await?;
+            let Some(used) = checked.into_iter().find(|c| c.used_at.is_some()) else {
+                tx.commit().await?;
+                return Ok(None);
+            };
+            sqlx::query(MARK_VERIFIED)
+                .bind(used.user_id)
+                .bind(&used.email)
+                .bind(now)
+                .persistent(prepared)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(Some(used.user_id))
+        }
+        .await)
+        .map_err(classify)?;
+        match verified {
+            Some(user_id) => {
+                self.announce_profile(user_id).await?;
                 Ok(true)
             }
-            None => {
-                run!(
-                    self,
-                    query(
-                        "update email_tokens set attempts = attempts + 1
-                          where user_id = $1 and purpose = 'verify' and used_at is null and expires_at > $2",
-                        user_id,
-                        now,
-                    )
-                    .execute
-                )?;
-                Ok(false)
-            }
+            None => Ok(false),
         }
     }
 
     async fn mark_verified(&self, user_id: i64, email: &str, now: DateTime<Utc>) -> StoreResult<()> {
-        run!(
-            self,
-            query(
-                "update users set email_verified_at = $3
-                  where user_id = $1 and lower(email) = lower($2) and email_verified_at is null",
-                user_id,
-                email,
-                now,
-            )
-            .execute
-        )?;
+        run!(self, query(MARK_VERIFIED, user_id, email, now).execute)?;
         self.announce_profile(user_id).await
     }
 

@@ -40,7 +40,7 @@ pub use postgres::shares_sessions;
 pub use revocations::{Revocation, RevocationKind};
 pub use sessions::{NewSession, SessionChange, SessionRecord, SessionSummary};
 pub use signing_keys::SigningKeyRecord;
-pub use throttle::{Allowance, ThrottleCount};
+pub use throttle::{Allowance, CeilingHit, ThrottleCount};
 pub use users::{NewUser, PasswordChange, ProfileUpdate, UserRecord};
 
 use crate::config::DatabaseSettings;

@@ -227,6 +227,8 @@ impl Store {
                 .persistent(prepared)
                 .execute(&mut *tx)
                 .await?;
+            let void = sqlx::query(super::email_tokens::VOID_USER_TOKENS).bind(user_id).bind(now);
+            void.persistent(prepared).execute(&mut *tx).await?;
             tx.commit().await?;
             Ok(ended.rows_affected())
         }

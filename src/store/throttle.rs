@@ -25,6 +25,20 @@ macro_rules! count_hit {
     };
 }
 
+/// One hit to count under `key` at `now_ms`, in a fixed window of `window_ms`, if fewer
+/// than `ceiling` were counted in it (for a statement run in a transaction of its own).
+#[derive(Debug, Clone)]
+pub struct CeilingHit {
+    pub key: String,
+    pub now_ms: i64,
+    pub window_ms: i64,
+    pub ceiling: i64,
+}
+
+/// [`CeilingHit`]: `$1` key, `$2` now, `$3` window, `$4` ceiling; a row back if counted.
+pub(super) const HIT_UNDER_CEILING: &str =
+    concat!(count_hit!(), " where throttle.window_start_ms <= $2 - $3 or throttle.hits < $4 returning hits");
+
 /// [`Store::throttle_hit_decaying`]: `$1` key, `$2` now, `$3` drip, `$4` ceiling, `$5`
 /// enforce (0 or 1). `forgotten`, the failures forgotten since `window_start_ms`, is written
 /// out where it is used: `(case when $2 > throttle.window_start_ms then ($2 -

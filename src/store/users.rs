@@ -65,6 +65,12 @@ macro_rules! replace_password {
                 .persistent($prepared)
                 .execute(&mut **tx)
                 .await?;
+            sqlx::query($crate::store::email_tokens::VOID_USER_TOKENS)
+                .bind($user_id)
+                .bind($now)
+                .persistent($prepared)
+                .execute(&mut **tx)
+                .await?;
             Ok(Some((version, ended, kept)))
         }
         .await?
