@@ -73,6 +73,7 @@ const forgotForm = byId<HTMLFormElement>("forgot-form");
 const resetForm = byId<HTMLFormElement>("reset-form");
 const verifyForm = byId<HTMLFormElement>("verify-form");
 const resendButton = byId<HTMLButtonElement>("resend");
+const changeEmailForm = byId<HTMLFormElement>("change-email-form");
 
 /** The address of `target`'s view, keeping `?authd=` when the page was given one. */
 function viewUrl(target: View): URL {
@@ -168,6 +169,8 @@ function showSession(): void {
     ? `Logged in. The access token is valid for ${Math.round(Number(tokens.expiresIn) / 60)} minutes.`
     : "Not logged in.";
   refreshButton.disabled = !tokens;
+  changeEmailForm.hidden = !tokens;
+  if (!tokens) clearFieldErrors(changeEmailForm);
   logoutButton.disabled = !tokens;
   // Each section shows in its view; logged in, the login and registration forms are no use:
   // hide them, and whatever they last complained about.
@@ -282,6 +285,22 @@ forgotForm.addEventListener("submit", async (event) => {
   }
 });
 
+changeEmailForm.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  clearFieldErrors(changeEmailForm);
+  const newEmail = field(changeEmailForm, "new_email");
+  try {
+    await users.changeEmail(
+      { newEmail, currentPassword: field(changeEmailForm, "current_password") },
+      { headers: bearer() },
+    );
+    changeEmailForm.reset();
+    say(`A link to confirm the change is on its way to ${newEmail.trim()}; nothing changes until it is opened.`, "ok");
+  } catch (reason) {
+    showError("Changing the email address", reason, changeEmailForm);
+  }
+});
+
 const noResetToken = "This page works from the link in a password reset mail: ask for a new one.";
 
 resetForm.addEventListener("submit", async (event) => {
@@ -337,7 +356,8 @@ async function confirmEmailChange(): Promise<void> {
   try {
     const { sessionsEnded } = await users.confirmEmailChange({ token: linkToken });
     showView("home");
-    say(`Your new email address is confirmed; ${sessionsEnded} other session(s) ended. Log in with it.`, "ok");
+    const ended = sessionsEnded === 1n ? "1 other session" : `${sessionsEnded} other sessions`;
+    say(`Your new email address is confirmed, and ${ended} of your account ended. Log in with it.`, "ok");
   } catch (reason) {
     showError("Confirming the new address", reason);
   }

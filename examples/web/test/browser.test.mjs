@@ -12,7 +12,7 @@
 //
 // Leaves in test-artifacts/: logged-in.png (the logged-in page), registration-errors.png,
 // refused-origin.png, verified.png, verify-by-code.png, forgot-password.png,
-// reset-password.png, password-reset.png and authd.log.
+// reset-password.png, password-reset.png, email-changed.png and authd.log.
 
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
@@ -486,5 +486,41 @@ describe("the account page in headless Chromium, over grpc-web from another orig
       await statusAfter(() => page.locator("#login-form button[type=submit]").click()),
       /Logging in failed: Invalid credentials/,
     );
+  });
+
+  it("changes the address: the link in the mail to the new one confirms it; screenshot email-changed.png", async () => {
+    const newEmail = `bea.new.${process.pid}@example.com`;
+    await page.goto(`${allowedOrigin}/?authd=${encodeURIComponent(authdUrl)}`);
+    assert.equal(await page.locator("#change-email-form").isVisible(), false, "offered while logged out");
+    await fill("login", { email: bea.email, password: bea.password });
+    assert.equal(await statusAfter(() => page.locator("#login-form button[type=submit]").click()), "Logged in.");
+    await fill("change-email", { new_email: newEmail, current_password: "not the password" });
+    const wrong = await statusAfter(() => page.locator("#change-email-form button[type=submit]").click());
+    assert.match(wrong, /^Changing the email address failed: please correct the highlighted fields/);
+    assert.notEqual(await fieldError("change-email", "current_password").innerText(), "");
+    await fill("change-email", { new_email: newEmail, current_password: bea.password });
+    assert.equal(
+      await statusAfter(() => page.locator("#change-email-form button[type=submit]").click()),
+      `A link to confirm the change is on its way to ${newEmail}; nothing changes until it is opened.`,
+    );
+    // The current address hears of it; the link goes to the new one.
+    await mailTo(bea.email, "A change of your email address was asked for");
+    const link = linkIn(await mailTo(newEmail, "Confirm your new email address"), "confirm-email-change");
+    assert.ok(link.startsWith(`${allowedOrigin}/confirm-email-change?token=`), `the link does not open the page: ${link}`);
+    // Opened in the same tab, as from a mail: the page forgets its session (which stays live).
+    const confirmed = await statusAfter(() => page.goto(link));
+    assert.equal(confirmed, "Your new email address is confirmed, and 0 other sessions of your account ended. Log in with it.");
+    assert.equal(page.url(), `${allowedOrigin}/`, "the token stayed in the address bar");
+    await page.screenshot({ path: join(artifacts, "email-changed.png"), fullPage: true });
+
+    await fill("login", { email: bea.email, password: bea.password });
+    assert.match(
+      await statusAfter(() => page.locator("#login-form button[type=submit]").click()),
+      /Logging in failed: Invalid credentials/,
+    );
+    await fill("login", { email: newEmail, password: bea.password });
+    assert.equal(await statusAfter(() => page.locator("#login-form button[type=submit]").click()), "Logged in.");
+    assert.equal(await text("#profile-email"), newEmail);
+    assert.equal(await text("#profile-email-verified"), "yes");
   });
 });
