@@ -3,9 +3,11 @@
 // (never in storage), so closing or reloading the page forgets them.
 //
 // The same page has a view per link that authd mails (PUBLIC_URL set to where the page is
-// served): /verify-email?token=… verifies at once (or takes the mail's six-digit code),
+// served): /verify-email?token=… verifies (or takes the mail's six-digit code),
 // /reset-password?token=… sets a new password, /confirm-email-change?token=… confirms a new
-// address, and /forgot-password asks for a reset mail. The path picks the view.
+// address, and /forgot-password asks for a reset mail. The path picks the view. A link's
+// token is used on a click, never on opening: mail scanners follow links, and some run
+// their scripts; one must not verify an address, or confirm a change, for whoever asked.
 
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcWebTransport } from "@connectrpc/connect-web";
@@ -74,6 +76,8 @@ const resetForm = byId<HTMLFormElement>("reset-form");
 const verifyForm = byId<HTMLFormElement>("verify-form");
 const resendButton = byId<HTMLButtonElement>("resend");
 const changeEmailForm = byId<HTMLFormElement>("change-email-form");
+const verifyLink = byId("verify-link");
+const confirmButton = byId<HTMLButtonElement>("confirm-button");
 
 /** The address of `target`'s view, keeping `?authd=` when the page was given one. */
 function viewUrl(target: View): URL {
@@ -330,9 +334,14 @@ async function verify(how: () => Promise<unknown>): Promise<void> {
     showView("home");
     say("Your email address is verified.", "ok");
   } catch (reason) {
+    // A spent or expired link: the code, or a new mail, is what is left.
+    verifyLink.hidden = true;
+    verifyForm.hidden = false;
     showError("Verifying the address", reason, verifyForm);
   }
 }
+
+byId("verify-link-button").addEventListener("click", () => verify(() => users.verifyEmail({ token: linkToken })));
 
 verifyForm.addEventListener("submit", async (event) => {
   event.preventDefault();
@@ -363,13 +372,15 @@ async function confirmEmailChange(): Promise<void> {
   }
 }
 
+confirmButton.addEventListener("click", confirmEmailChange);
+
 showSession();
-// A link from a mail does its work on opening, but for a reset, which waits for the new password.
-if (view === "verify-email" && linkToken) {
-  await verify(() => users.verifyEmail({ token: linkToken }));
-} else if (view === "confirm-email-change") {
-  if (linkToken) await confirmEmailChange();
-  else say("This page works from the link in the mail sent to the new address.", "error");
+// Opened from a link, a view offers its button; without the link's token it says where to get one.
+verifyLink.hidden = !linkToken;
+verifyForm.hidden = Boolean(linkToken);
+confirmButton.hidden = !linkToken;
+if (view === "confirm-email-change" && !linkToken) {
+  say("This page works from the link in the mail sent to the new address.", "error");
 } else if (view === "reset-password" && !linkToken) {
   say(noResetToken, "error");
 }

@@ -371,8 +371,17 @@ describe("the account page in headless Chromium, over grpc-web from another orig
     const mail = await mailTo(ada.email, "Verify your email address");
     const link = linkIn(mail, "verify-email");
     assert.ok(link.startsWith(`${allowedOrigin}/verify-email?token=`), `the link does not open the page: ${link}`);
-    // Opened as from a mail: no ?authd= on it, the page finds authd in config.json.
-    const status = await statusAfter(() => page.goto(link));
+    // Opened as from a mail: no ?authd= on it, the page finds authd in config.json. Nothing
+    // is verified before the click (a mail scanner opening the link verifies nothing).
+    await page.goto(link);
+    await page.locator("#verify-link-button").waitFor();
+    assert.equal(await page.locator("#verify-form").isVisible(), false);
+    await page.goto(`${allowedOrigin}/?authd=${encodeURIComponent(authdUrl)}`);
+    await fill("login", { email: ada.email, password: ada.password });
+    assert.equal(await statusAfter(() => page.locator("#login-form button[type=submit]").click()), "Logged in.");
+    assert.equal(await text("#profile-email-verified"), "no", "opening the link verified the address");
+    await page.goto(link);
+    const status = await statusAfter(() => page.locator("#verify-link-button").click());
     assert.equal(status, "Your email address is verified.");
     assert.equal(page.url(), `${allowedOrigin}/`, "the token stayed in the address bar");
     assert.equal(await page.locator("#login").isVisible(), true, "the login form is not shown");
@@ -384,7 +393,8 @@ describe("the account page in headless Chromium, over grpc-web from another orig
     assert.equal(await statusAfter(() => page.locator("#logout").click()), "Logged out.");
 
     // The link works once.
-    const again = await statusAfter(() => page.goto(link));
+    await page.goto(link);
+    const again = await statusAfter(() => page.locator("#verify-link-button").click());
     assert.match(again, /^Verifying the address failed: .*token: is invalid, expired or already used/);
     assert.equal(await page.locator("#verify").isVisible(), true, "the code form is not offered");
   });
@@ -508,7 +518,10 @@ describe("the account page in headless Chromium, over grpc-web from another orig
     const link = linkIn(await mailTo(newEmail, "Confirm your new email address"), "confirm-email-change");
     assert.ok(link.startsWith(`${allowedOrigin}/confirm-email-change?token=`), `the link does not open the page: ${link}`);
     // Opened in the same tab, as from a mail: the page forgets its session (which stays live).
-    const confirmed = await statusAfter(() => page.goto(link));
+    // Opening alone confirms nothing.
+    await page.goto(link);
+    await page.locator("#confirm-button").waitFor();
+    const confirmed = await statusAfter(() => page.locator("#confirm-button").click());
     assert.equal(confirmed, "Your new email address is confirmed, and 0 other sessions of your account ended. Log in with it.");
     assert.equal(page.url(), `${allowedOrigin}/`, "the token stayed in the address bar");
     await page.screenshot({ path: join(artifacts, "email-changed.png"), fullPage: true });
