@@ -26,8 +26,21 @@ const lastSegment = here.pathname.split("/").pop() ?? "";
 let view: View = isView(lastSegment) ? lastSegment : "home";
 /** Where the views live: the page's directory (`/` for `/verify-email`, `/` or `/account/`). */
 const base = new URL(".", here);
-/** `?authd=` as given on the page's URL, kept on the links between views. */
-const givenAuthd = here.searchParams.get("authd");
+/** Whether `url` is an http(s) address on this machine. */
+function isLoopback(url: string): boolean {
+  try {
+    const { protocol, hostname } = new URL(url);
+    return /^https?:$/.test(protocol) && ["127.0.0.1", "localhost", "[::1]"].includes(hostname);
+  } catch {
+    return false;
+  }
+}
+// `?authd=` is taken only for an authd on this machine (trying the page by hand, the test):
+// anyone can write a link to the page, and one with `?authd=https://elsewhere` would have the
+// page send the passwords typed into it there.
+const askedAuthd = here.searchParams.get("authd");
+/** `?authd=` as given on the page's URL, if taken; kept on the links between views. */
+const givenAuthd = askedAuthd !== null && isLoopback(askedAuthd) ? askedAuthd : null;
 
 // A token from a mail's link is read once and dropped from the address at once, so that it
 // stays out of the history, bookmarks and any Referer (index.html also sets no-referrer).
@@ -51,8 +64,8 @@ async function configuredAuthd(): Promise<string | undefined> {
 }
 
 /**
- * authd's address: `?authd=http://host:port` on the page's URL, else config.json's (a link
- * from a mail carries no `?authd=`), else authd's default.
+ * authd's address: `?authd=http://127.0.0.1:port` on the page's URL (a loopback address
+ * only), else config.json's (a link from a mail carries no `?authd=`), else authd's default.
  */
 const authdUrl = givenAuthd ?? (await configuredAuthd()) ?? "http://127.0.0.1:8000";
 const transport = createGrpcWebTransport({ baseUrl: authdUrl, defaultTimeoutMs: 15_000 });
@@ -383,4 +396,7 @@ if (view === "confirm-email-change" && !linkToken) {
   say("This page works from the link in the mail sent to the new address.", "error");
 } else if (view === "reset-password" && !linkToken) {
   say(noResetToken, "error");
+}
+if (askedAuthd !== null && !givenAuthd) {
+  say(`Ignored ?authd=${askedAuthd}: the page takes only an address on this machine from its URL.`, "error");
 }

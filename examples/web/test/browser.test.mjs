@@ -536,4 +536,19 @@ describe("the account page in headless Chromium, over grpc-web from another orig
     assert.equal(await text("#profile-email"), newEmail);
     assert.equal(await text("#profile-email-verified"), "yes");
   });
+
+  it("takes no authd address but a loopback one from its URL, so a link cannot send passwords elsewhere", async () => {
+    const elsewhere = "https://authd.evil.example";
+    await page.goto(`${allowedOrigin}/?authd=${encodeURIComponent(elsewhere)}`);
+    await page.locator("#status:not(:empty)").waitFor();
+    assert.equal(await text("#status"), `Ignored ?authd=${elsewhere}: the page takes only an address on this machine from its URL.`);
+    assert.equal(await text("#authd-url"), authdUrl, "not the configured authd");
+    const calls = [];
+    page.on("request", (request) => calls.push(request.url()));
+    await fill("login", { email: ada.email, password: "typed into a phishing link" });
+    const status = await statusAfter(() => page.locator("#login-form button[type=submit]").click());
+    assert.match(status, /Logging in failed: Invalid credentials/);
+    assert.ok(calls.every((url) => !url.startsWith(elsewhere)), `the page called ${elsewhere}`);
+    assert.ok(calls.some((url) => url.startsWith(`${authdUrl}/authd.v1.AuthService/Login`)), `${calls}`);
+  });
 });
