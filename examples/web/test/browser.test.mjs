@@ -380,8 +380,16 @@ describe("the account page in headless Chromium, over grpc-web from another orig
     await fill("login", { email: ada.email, password: ada.password });
     assert.equal(await statusAfter(() => page.locator("#login-form button[type=submit]").click()), "Logged in.");
     assert.equal(await text("#profile-email-verified"), "no", "opening the link verified the address");
+    // No request of the page's (its script, style, config.json, the calls to authd) carries
+    // the token in a Referer.
+    const referers = [];
+    const collect = async (request) => referers.push((await request.headerValue("referer")) ?? "");
+    page.on("request", collect);
     await page.goto(link);
     const status = await statusAfter(() => page.locator("#verify-link-button").click());
+    page.off("request", collect);
+    assert.ok(referers.length >= 3, `${referers.length} requests seen`);
+    assert.deepEqual(referers.filter((r) => r.includes("token")), [], "a Referer carried the token");
     assert.equal(status, "Your email address is verified.");
     assert.equal(page.url(), `${allowedOrigin}/`, "the token stayed in the address bar");
     assert.equal(await page.locator("#login").isVisible(), true, "the login form is not shown");
