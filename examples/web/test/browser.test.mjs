@@ -227,7 +227,7 @@ function getMeStatusFromPage(accessToken) {
   );
 }
 
-describe("the account page in headless Chromium, over grpc-web from another origin", { timeout: 90_000 }, () => {
+describe("the account page in headless Chromium, over grpc-web from another origin", { timeout: 180_000 }, () => {
   before(async () => {
     mkdirSync(artifacts, { recursive: true });
     assert.ok(existsSync(join(pageRoot, "dist", "main.js")), "dist/main.js is missing: run `npm run build` first");
