@@ -1,6 +1,13 @@
 // The account page: register, log in, see the profile, refresh the session, log out, all
 // over grpc-web from another origin than authd's. Tokens live in this module's memory only
 // (never in storage), so closing or reloading the page forgets them.
+//
+// The same page has a view per link that authd mails (PUBLIC_URL set to where the page is
+// served): /verify-email?token=… verifies (or takes the mail's six-digit code),
+// /reset-password?token=… sets a new password, /confirm-email-change?token=… confirms a new
+// address, and /forgot-password asks for a reset mail. The path picks the view. A link's
+// token is used on a click, never on opening: mail scanners follow links, and some run
+// their scripts; one must not verify an address, or confirm a change, for whoever asked.
 
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcWebTransport } from "@connectrpc/connect-web";
@@ -10,8 +17,57 @@ import { AuthService, type TokenResponse } from "./gen/authd/v1/auth_pb.js";
 import { UserService, type User } from "./gen/authd/v1/user_pb.js";
 import { BadRequestSchema } from "./gen/google/rpc/error_details_pb.js";
 
-/** authd's address: `?authd=http://host:port` on the page's URL, else authd's default. */
-const authdUrl = new URL(location.href).searchParams.get("authd") ?? "http://127.0.0.1:8000";
+const views = ["forgot-password", "reset-password", "verify-email", "confirm-email-change"] as const;
+type View = "home" | (typeof views)[number];
+const isView = (name: string): name is View => name === "home" || (views as readonly string[]).includes(name);
+
+const here = new URL(location.href);
+const lastSegment = here.pathname.split("/").pop() ?? "";
+let view: View = isView(lastSegment) ? lastSegment : "home";
+/** Where the views live: the page's directory (`/` for `/verify-email`, `/` or `/account/`). */
+const base = new URL(".", here);
+/** Whether `url` is an http(s) address on this machine. */
+function isLoopback(url: string): boolean {
+  try {
+    const { protocol, hostname } = new URL(url);
+    return /^https?:$/.test(protocol) && ["127.0.0.1", "localhost", "[::1]"].includes(hostname);
+  } catch {
+    return false;
+  }
+}
+// `?authd=` is taken only for an authd on this machine (trying the page by hand, the test):
+// anyone can write a link to the page, and one with `?authd=https://elsewhere` would have the
+// page send the passwords typed into it there.
+const askedAuthd = here.searchParams.get("authd");
+/** `?authd=` as given on the page's URL, if taken; kept on the links between views. */
+const givenAuthd = askedAuthd !== null && isLoopback(askedAuthd) ? askedAuthd : null;
+
+// A token from a mail's link is read once and dropped from the address at once, so that it
+// stays out of the history, bookmarks and any Referer (index.html also sets no-referrer).
+const linkToken = here.searchParams.get("token") ?? "";
+if (here.searchParams.has("token")) {
+  here.searchParams.delete("token");
+  history.replaceState(null, "", here);
+}
+
+/** authd's address from config.json beside the page (`{"authd": "http://host:port"}`), if any. */
+async function configuredAuthd(): Promise<string | undefined> {
+  try {
+    const response = await fetch(new URL("config.json", base), { cache: "no-store" });
+    if (!response.ok) return undefined;
+    const config: unknown = await response.json();
+    const url = (config as { authd?: unknown } | null)?.authd;
+    return typeof url === "string" && url ? url : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * authd's address: `?authd=http://127.0.0.1:port` on the page's URL (a loopback address
+ * only), else config.json's (a link from a mail carries no `?authd=`), else authd's default.
+ */
+const authdUrl = givenAuthd ?? (await configuredAuthd()) ?? "http://127.0.0.1:8000";
 const transport = createGrpcWebTransport({ baseUrl: authdUrl, defaultTimeoutMs: 15_000 });
 const users = createClient(UserService, transport);
 const auth = createClient(AuthService, transport);
@@ -28,6 +84,32 @@ const loginForm = byId<HTMLFormElement>("login-form");
 const showProfileButton = byId<HTMLButtonElement>("show-profile");
 const refreshButton = byId<HTMLButtonElement>("refresh");
 const logoutButton = byId<HTMLButtonElement>("logout");
+const forgotForm = byId<HTMLFormElement>("forgot-form");
+const resetForm = byId<HTMLFormElement>("reset-form");
+const verifyForm = byId<HTMLFormElement>("verify-form");
+const resendButton = byId<HTMLButtonElement>("resend");
+const changeEmailForm = byId<HTMLFormElement>("change-email-form");
+const verifyLink = byId("verify-link");
+const confirmButton = byId<HTMLButtonElement>("confirm-button");
+
+/** The address of `target`'s view, keeping `?authd=` when the page was given one. */
+function viewUrl(target: View): URL {
+  const url = new URL(target === "home" ? "." : target, base);
+  if (givenAuthd) url.searchParams.set("authd", givenAuthd);
+  return url;
+}
+
+for (const link of document.querySelectorAll<HTMLAnchorElement>("a[data-view]")) {
+  const target = link.dataset.view ?? "";
+  if (isView(target)) link.href = viewUrl(target).href;
+}
+
+/** Moves to `target`'s view without loading the page again (the tokens in memory stay). */
+function showView(target: View): void {
+  view = target;
+  history.replaceState(null, "", viewUrl(target));
+  showSession();
+}
 
 byId("authd-url").textContent = authdUrl;
 
@@ -75,7 +157,9 @@ function showError(action: string, reason: unknown, form?: HTMLFormElement): voi
     const unplaced = violations.filter((v) => !showFieldError(form, v.field, v.description));
     if (violations.length > 0) {
       const rest = unplaced.map((v) => `${v.field}: ${v.description}`).join("; ");
-      say(`${action} failed: please correct the highlighted fields.${rest ? ` ${rest}` : ""}`, "error");
+      // Nothing highlighted (a bad token from a link is no field of the form): just say why.
+      const ask = unplaced.length < violations.length ? " please correct the highlighted fields." : "";
+      say(`${action} failed:${ask}${rest ? ` ${rest}` : ""}`, "error");
       return;
     }
   }
@@ -102,10 +186,17 @@ function showSession(): void {
     ? `Logged in. The access token is valid for ${Math.round(Number(tokens.expiresIn) / 60)} minutes.`
     : "Not logged in.";
   refreshButton.disabled = !tokens;
+  changeEmailForm.hidden = !tokens;
+  if (!tokens) clearFieldErrors(changeEmailForm);
   logoutButton.disabled = !tokens;
-  // Logged in, the forms are no use: hide them, and whatever they last complained about.
+  // Each section shows in its view; logged in, the login and registration forms are no use:
+  // hide them, and whatever they last complained about.
+  for (const section of document.querySelectorAll<HTMLElement>("section[data-views]")) {
+    section.hidden = !(section.dataset.views ?? "").split(" ").includes(view);
+  }
   for (const form of [loginForm, registerForm]) {
-    byId(form.id.replace(/-form$/, "")).hidden = Boolean(tokens);
+    const section = byId(form.id.replace(/-form$/, ""));
+    section.hidden ||= Boolean(tokens);
     if (tokens) clearFieldErrors(form);
   }
 }
@@ -115,6 +206,7 @@ function showProfile(user: User | undefined): void {
   const text = (id: string, value: string) => (byId(id).textContent = value);
   text("profile-name", user?.name ?? "");
   text("profile-email", user?.email ?? "");
+  text("profile-email-verified", user ? (user.emailVerified ? "yes" : "no") : "");
   text("profile-location", user?.location ?? "");
   text("profile-about", user?.about ?? "—");
   text("profile-user-id", user ? String(user.userId) : "");
@@ -196,4 +288,115 @@ logoutButton.addEventListener("click", async () => {
   }
 });
 
+forgotForm.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  clearFieldErrors(forgotForm);
+  const email = field(forgotForm, "email");
+  try {
+    // The same answer whether the address has an account or not.
+    await auth.requestPasswordReset({ email });
+    forgotForm.reset();
+    say(`If ${email.trim()} has an account, a mail with a link to choose a new password is on its way.`, "ok");
+  } catch (reason) {
+    showError("Asking for a reset link", reason, forgotForm);
+  }
+});
+
+changeEmailForm.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  clearFieldErrors(changeEmailForm);
+  const newEmail = field(changeEmailForm, "new_email");
+  try {
+    await users.changeEmail(
+      { newEmail, currentPassword: field(changeEmailForm, "current_password") },
+      { headers: bearer() },
+    );
+    changeEmailForm.reset();
+    say(`A link to confirm the change is on its way to ${newEmail.trim()}; nothing changes until it is opened.`, "ok");
+  } catch (reason) {
+    showError("Changing the email address", reason, changeEmailForm);
+  }
+});
+
+const noResetToken = "This page works from the link in a password reset mail: ask for a new one.";
+
+resetForm.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  clearFieldErrors(resetForm);
+  if (!linkToken) {
+    say(noResetToken, "error");
+    return;
+  }
+  try {
+    await auth.resetPassword({ token: linkToken, newPassword: field(resetForm, "new_password") });
+    resetForm.reset();
+    tokens = undefined;
+    showProfile(undefined);
+    showView("home");
+    say("Your password was changed and every session of your account ended. Log in with the new password.", "ok");
+  } catch (reason) {
+    showError("Setting the new password", reason, resetForm);
+  }
+});
+
+/** Runs a verification; on success, back to the account page saying so. */
+async function verify(how: () => Promise<unknown>): Promise<void> {
+  try {
+    await how();
+    verifyForm.reset();
+    showView("home");
+    say("Your email address is verified.", "ok");
+  } catch (reason) {
+    // A spent or expired link: the code, or a new mail, is what is left.
+    verifyLink.hidden = true;
+    verifyForm.hidden = false;
+    showError("Verifying the address", reason, verifyForm);
+  }
+}
+
+byId("verify-link-button").addEventListener("click", () => verify(() => users.verifyEmail({ token: linkToken })));
+
+verifyForm.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  clearFieldErrors(verifyForm);
+  const email = field(verifyForm, "email");
+  await verify(() => users.verifyEmail({ email, code: field(verifyForm, "code").trim() }));
+});
+
+resendButton.addEventListener("click", async () => {
+  clearFieldErrors(verifyForm);
+  const email = field(verifyForm, "email");
+  try {
+    await users.resendVerificationEmail({ email });
+    say(`If ${email.trim()} has an account not verified yet, a new mail is on its way.`, "ok");
+  } catch (reason) {
+    showError("Sending a new mail", reason, verifyForm);
+  }
+});
+
+async function confirmEmailChange(): Promise<void> {
+  try {
+    const { sessionsEnded } = await users.confirmEmailChange({ token: linkToken });
+    showView("home");
+    const ended = sessionsEnded === 1n ? "1 other session" : `${sessionsEnded} other sessions`;
+    say(`Your new email address is confirmed, and ${ended} of your account ended. Log in with it.`, "ok");
+  } catch (reason) {
+    showError("Confirming the new address", reason);
+  }
+}
+
+confirmButton.addEventListener("click", confirmEmailChange);
+
 showSession();
+// Opened from a link, a view offers its button; without the link's token it says where to get one.
+verifyLink.hidden = !linkToken;
+verifyForm.hidden = Boolean(linkToken);
+confirmButton.hidden = !linkToken;
+if (view === "confirm-email-change" && !linkToken) {
+  say("This page works from the link in the mail sent to the new address.", "error");
+} else if (view === "reset-password" && !linkToken) {
+  say(noResetToken, "error");
+}
+if (askedAuthd !== null && !givenAuthd) {
+  say(`Ignored ?authd=${askedAuthd}: the page takes only an address on this machine from its URL.`, "error");
+}

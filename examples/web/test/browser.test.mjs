@@ -5,14 +5,21 @@
 //   npm run build && npm test          (AUTHD_BIN=<path> to use a given authd binary;
 //                                       by default ../../target/debug/authd, built if missing)
 //
+// authd mails through a real SMTP server the test starts (aiosmtpd, run by
+// ../../tests/api/fixtures/smtp_sink.py, the Rust tests' own), with PUBLIC_URL set to the
+// page's origin: the verification and reset links the test opens are the ones in the mails
+// that server received.
+//
 // Leaves in test-artifacts/: logged-in.png (the logged-in page), registration-errors.png,
-// refused-origin.png and authd.log.
+// refused-origin.png, verified.png, verify-by-code.png, forgot-password.png,
+// reset-password.png, password-reset.png, email-changed.png and authd.log.
 
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
 import { once } from "node:events";
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
@@ -42,9 +49,20 @@ const ada = {
   password: "correct horse battery",
 };
 
+const bea = {
+  name: "Bea Hopper",
+  email: `bea.${process.pid}@example.com`,
+  location: "Arlington",
+  password: "a stapled pony horse",
+};
+const newPassword = "new horse battery staple";
+
 /** A handle on everything started, so that `after` can stop it whatever failed. */
 const started = { servers: [], dirs: [] };
 let authdUrl;
+let smtp;
+/** What the page's origin serves as config.json: authd's address, once it is known. */
+const pageConfig = {};
 let allowedOrigin;
 let refusedOrigin;
 let page;
@@ -59,6 +77,59 @@ function authdBinary() {
   return binary;
 }
 
+/** A port nothing listens on right now. */
+async function freePort() {
+  const server = createServer().listen(0, "127.0.0.1");
+  await once(server, "listening");
+  const { port } = server.address();
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+/** A real SMTP server (aiosmtpd) writing each message it receives to a directory as JSON. */
+async function startSmtp() {
+  const dir = mkdtempSync(join(tmpdir(), "authd-web-mail-"));
+  started.dirs.push(dir);
+  const port = await freePort();
+  const script = join(repoRoot, "tests", "api", "fixtures", "smtp_sink.py");
+  const sink = spawn("python3", [script, String(port), dir], { stdio: ["pipe", "pipe", "inherit"] });
+  started.smtp = sink;
+  process.once("exit", () => sink.kill("SIGKILL"));
+  const exited = once(sink, "exit").then(([code, signal]) => {
+    throw new Error(`the SMTP server exited (${code ?? signal}): is aiosmtpd installed (pip install aiosmtpd)?`);
+  });
+  const [line] = await Promise.race([once(createInterface({ input: sink.stdout }), "line"), exited]);
+  assert.equal(line.trim(), "ready", "the SMTP server did not start");
+  return { url: `smtp://127.0.0.1:${port}`, dir };
+}
+
+/** The mails received so far, oldest first. */
+function mails() {
+  return readdirSync(smtp.dir)
+    .filter((name) => name.endsWith(".json"))
+    .sort()
+    .map((name) => JSON.parse(readFileSync(join(smtp.dir, name), "utf8")));
+}
+
+/** Waits for the `n`-th mail (1-based) to `to` whose subject contains `subject`. */
+async function mailTo(to, subject, n = 1) {
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    const found = mails().filter((m) => m.to.includes(to) && m.subject.includes(subject));
+    if (found.length >= n) return found[n - 1];
+    if (Date.now() > deadline) throw new Error(`no mail #${n} to ${to} about ${subject} within 20 s: ${JSON.stringify(mails())}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+/** The link to `page` in a mail's text, checked to be the same in its HTML. */
+function linkIn(mail, page) {
+  const link = new RegExp(`https?://\\S+/${page}\\?token=[A-Za-z0-9_-]+`).exec(mail.text)?.[0];
+  assert.ok(link, `no ${page} link in: ${mail.text}`);
+  assert.ok(mail.html.includes(`href="${link}"`), `the HTML part links elsewhere: ${mail.html}`);
+  return link;
+}
+
 /** Starts authd on a free port, allowing `origins`; resolves to its base URL once it listens. */
 async function startAuthd(origins) {
   const dataDir = mkdtempSync(join(tmpdir(), "authd-web-data-"));
@@ -71,6 +142,9 @@ async function startAuthd(origins) {
     LISTEN_ADDR: "127.0.0.1:0",
     DATA_DIR: dataDir,
     CORS_ALLOWED_ORIGINS: origins.join(","),
+    // The links in mail open the page on the allowed origin.
+    SMTP_URL: smtp.url,
+    PUBLIC_URL: origins[0],
     LOG_FORMAT: "json",
     RUST_LOG: "info",
   });
@@ -153,17 +227,19 @@ function getMeStatusFromPage(accessToken) {
   );
 }
 
-describe("the account page in headless Chromium, over grpc-web from another origin", { timeout: 90_000 }, () => {
+describe("the account page in headless Chromium, over grpc-web from another origin", { timeout: 180_000 }, () => {
   before(async () => {
     mkdirSync(artifacts, { recursive: true });
     assert.ok(existsSync(join(pageRoot, "dist", "main.js")), "dist/main.js is missing: run `npm run build` first");
     assert.ok(existsSync(chromiumPath), `${chromiumPath} is missing: apt-get install chromium`);
-    const allowed = await serveStatic();
+    smtp = await startSmtp();
+    const allowed = await serveStatic(0, pageRoot, pageConfig);
     const refused = await serveStatic();
     started.servers.push(allowed, refused);
     allowedOrigin = origin(allowed);
     refusedOrigin = origin(refused);
     authdUrl = await startAuthd([allowedOrigin]);
+    pageConfig.authd = authdUrl;
 
     const userDataDir = mkdtempSync(join(tmpdir(), "authd-web-chromium-"));
     started.dirs.push(userDataDir);
@@ -183,6 +259,7 @@ describe("the account page in headless Chromium, over grpc-web from another orig
   after(async () => {
     await started.browser?.close().catch(() => {});
     await stopAuthd();
+    started.smtp?.stdin.end();
     await Promise.all(started.servers.map((server) => new Promise((resolve) => server.close(resolve))));
     for (const dir of started.dirs) rmSync(dir, { recursive: true, force: true });
     if (existsSync(artifacts)) writeFileSync(join(artifacts, "authd.log"), `${authdLog.join("\n")}\n`);
@@ -288,5 +365,198 @@ describe("the account page in headless Chromium, over grpc-web from another orig
     await page.goto(`${allowedOrigin}/?authd=${encodeURIComponent(authdUrl)}`);
     const profile = await statusAfter(() => page.locator("#show-profile").click());
     assert.match(profile, /Not authenticated/);
+  });
+
+  it("verifies the address from the link in the verification mail; screenshot verified.png", async () => {
+    const mail = await mailTo(ada.email, "Verify your email address");
+    const link = linkIn(mail, "verify-email");
+    assert.ok(link.startsWith(`${allowedOrigin}/verify-email?token=`), `the link does not open the page: ${link}`);
+    // Opened as from a mail: no ?authd= on it, the page finds authd in config.json. Nothing
+    // is verified before the click (a mail scanner opening the link verifies nothing).
+    await page.goto(link);
+    await page.locator("#verify-link-button").waitFor();
+    assert.equal(await page.locator("#verify-form").isVisible(), false);
+    await page.goto(`${allowedOrigin}/?authd=${encodeURIComponent(authdUrl)}`);
+    await fill("login", { email: ada.email, password: ada.password });
+    assert.equal(await statusAfter(() => page.locator("#login-form button[type=submit]").click()), "Logged in.");
+    assert.equal(await text("#profile-email-verified"), "no", "opening the link verified the address");
+    // No request of the page's (its script, style, config.json, the calls to authd) carries
+    // the token in a Referer.
+    const referers = [];
+    const collect = async (request) => referers.push((await request.headerValue("referer")) ?? "");
+    page.on("request", collect);
+    await page.goto(link);
+    const status = await statusAfter(() => page.locator("#verify-link-button").click());
+    page.off("request", collect);
+    assert.ok(referers.length >= 3, `${referers.length} requests seen`);
+    assert.deepEqual(referers.filter((r) => r.includes("token")), [], "a Referer carried the token");
+    assert.equal(status, "Your email address is verified.");
+    assert.equal(page.url(), `${allowedOrigin}/`, "the token stayed in the address bar");
+    assert.equal(await page.locator("#login").isVisible(), true, "the login form is not shown");
+    await page.screenshot({ path: join(artifacts, "verified.png"), fullPage: true });
+
+    await fill("login", { email: ada.email, password: ada.password });
+    assert.equal(await statusAfter(() => page.locator("#login-form button[type=submit]").click()), "Logged in.");
+    assert.equal(await text("#profile-email-verified"), "yes");
+    assert.equal(await statusAfter(() => page.locator("#logout").click()), "Logged out.");
+
+    // The link works once.
+    await page.goto(link);
+    const again = await statusAfter(() => page.locator("#verify-link-button").click());
+    assert.match(again, /^Verifying the address failed: .*token: is invalid, expired or already used/);
+    assert.equal(await page.locator("#verify").isVisible(), true, "the code form is not offered");
+  });
+
+  it("verifies an address by the six-digit code of the mail; screenshot verify-by-code.png", async () => {
+    await page.goto(`${allowedOrigin}/?authd=${encodeURIComponent(authdUrl)}`);
+    await fill("register", bea);
+    assert.equal(
+      await statusAfter(() => page.locator("#register-form button[type=submit]").click()),
+      `Account created for ${bea.email}. You can log in now.`,
+    );
+    const mail = await mailTo(bea.email, "Verify your email address");
+    const code = /code: (\d{6})/.exec(mail.text)?.[1];
+    assert.ok(code, `no code in: ${mail.text}`);
+    await page.locator("#to-verify").click();
+    await page.waitForURL(`${allowedOrigin}/verify-email?authd=${encodeURIComponent(authdUrl)}`);
+    await fill("verify", { email: bea.email, code: code === "000000" ? "111111" : "000000" });
+    const wrong = await statusAfter(() => page.locator("#verify-form button[type=submit]").click());
+    assert.match(wrong, /^Verifying the address failed: please correct the highlighted fields/);
+    assert.match(await fieldError("verify", "code").innerText(), /wrong/);
+    await page.screenshot({ path: join(artifacts, "verify-by-code.png"), fullPage: true });
+    await fill("verify", { email: bea.email, code });
+    assert.equal(
+      await statusAfter(() => page.locator("#verify-form button[type=submit]").click()),
+      "Your email address is verified.",
+    );
+    await fill("login", { email: bea.email, password: bea.password });
+    assert.equal(await statusAfter(() => page.locator("#login-form button[type=submit]").click()), "Logged in.");
+    assert.equal(await text("#profile-email-verified"), "yes");
+    assert.equal(await statusAfter(() => page.locator("#logout").click()), "Logged out.");
+  });
+
+  let resetLink;
+
+  it("forgot password → the reset mail's link → a new password, which ends the sessions; screenshots", async () => {
+    // A session opened with the old password, whose access token must be refused afterwards.
+    const getMe = (request) => request.url().endsWith("/authd.v1.UserService/GetMe");
+    await fill("login", { email: ada.email, password: ada.password });
+    const [profileCall] = await Promise.all([
+      page.waitForRequest(getMe),
+      page.locator("#login-form button[type=submit]").click(),
+    ]);
+    await page.locator("#status", { hasText: "Logged in." }).waitFor();
+    const oldAccess = (await profileCall.allHeaders()).authorization?.replace(/^Bearer /, "");
+    assert.ok(oldAccess);
+    assert.equal(await getMeStatusFromPage(oldAccess), "0");
+    // Loading the page again forgets its tokens; the session stays open on the server.
+    await page.goto(`${allowedOrigin}/?authd=${encodeURIComponent(authdUrl)}`);
+
+    await page.locator("#to-forgot").click();
+    await page.waitForURL(`${allowedOrigin}/forgot-password?authd=${encodeURIComponent(authdUrl)}`);
+    assert.equal(await page.locator("#login").isVisible(), false);
+    await fill("forgot", { email: ada.email });
+    const asked = await statusAfter(() => page.locator("#forgot-form button[type=submit]").click());
+    assert.equal(asked, `If ${ada.email} has an account, a mail with a link to choose a new password is on its way.`);
+    await page.screenshot({ path: join(artifacts, "forgot-password.png"), fullPage: true });
+
+    const mail = await mailTo(ada.email, "Reset your password");
+    resetLink = linkIn(mail, "reset-password");
+    assert.ok(resetLink.startsWith(`${allowedOrigin}/reset-password?token=`), `the link does not open the page: ${resetLink}`);
+    await page.goto(resetLink);
+    await page.locator("#reset-form").waitFor();
+    assert.equal(page.url(), `${allowedOrigin}/reset-password`, "the token stayed in the address bar");
+    // The password rules, next to the field.
+    await fill("reset", { new_password: "short" });
+    const refused = await statusAfter(() => page.locator("#reset-form button[type=submit]").click());
+    assert.match(refused, /^Setting the new password failed: please correct the highlighted fields/);
+    assert.match(await fieldError("reset", "new_password").innerText(), /8/);
+    await page.screenshot({ path: join(artifacts, "reset-password.png"), fullPage: true });
+    await fill("reset", { new_password: newPassword });
+    const done = await statusAfter(() => page.locator("#reset-form button[type=submit]").click());
+    assert.equal(done, "Your password was changed and every session of your account ended. Log in with the new password.");
+    assert.equal(await page.locator("#login").isVisible(), true, "the login form is not shown");
+    await page.screenshot({ path: join(artifacts, "password-reset.png"), fullPage: true });
+
+    // The old password is refused, the new one logs in; the session opened before is over.
+    await fill("login", { email: ada.email, password: ada.password });
+    assert.match(
+      await statusAfter(() => page.locator("#login-form button[type=submit]").click()),
+      /Logging in failed: Invalid credentials/,
+    );
+    await fill("login", { email: ada.email, password: newPassword });
+    assert.equal(await statusAfter(() => page.locator("#login-form button[type=submit]").click()), "Logged in.");
+    assert.equal(await text("#profile-email"), ada.email);
+    assert.equal(await getMeStatusFromPage(oldAccess), "16"); // UNAUTHENTICATED
+    assert.equal(await statusAfter(() => page.locator("#logout").click()), "Logged out.");
+  });
+
+  it("refuses a reset link used once already", async () => {
+    await page.goto(resetLink);
+    await fill("reset", { new_password: "yet another horse battery" });
+    const status = await statusAfter(() => page.locator("#reset-form button[type=submit]").click());
+    assert.match(status, /^Setting the new password failed: .*token: is invalid, expired or already used/);
+    assert.equal(await page.locator("#reset").isVisible(), true);
+    // The password stays the one set before.
+    await page.goto(`${allowedOrigin}/?authd=${encodeURIComponent(authdUrl)}`);
+    await fill("login", { email: ada.email, password: "yet another horse battery" });
+    assert.match(
+      await statusAfter(() => page.locator("#login-form button[type=submit]").click()),
+      /Logging in failed: Invalid credentials/,
+    );
+  });
+
+  it("changes the address: the link in the mail to the new one confirms it; screenshot email-changed.png", async () => {
+    const newEmail = `bea.new.${process.pid}@example.com`;
+    await page.goto(`${allowedOrigin}/?authd=${encodeURIComponent(authdUrl)}`);
+    assert.equal(await page.locator("#change-email-form").isVisible(), false, "offered while logged out");
+    await fill("login", { email: bea.email, password: bea.password });
+    assert.equal(await statusAfter(() => page.locator("#login-form button[type=submit]").click()), "Logged in.");
+    await fill("change-email", { new_email: newEmail, current_password: "not the password" });
+    const wrong = await statusAfter(() => page.locator("#change-email-form button[type=submit]").click());
+    assert.match(wrong, /^Changing the email address failed: please correct the highlighted fields/);
+    assert.notEqual(await fieldError("change-email", "current_password").innerText(), "");
+    await fill("change-email", { new_email: newEmail, current_password: bea.password });
+    assert.equal(
+      await statusAfter(() => page.locator("#change-email-form button[type=submit]").click()),
+      `A link to confirm the change is on its way to ${newEmail}; nothing changes until it is opened.`,
+    );
+    // The current address hears of it; the link goes to the new one.
+    await mailTo(bea.email, "A change of your email address was asked for");
+    const link = linkIn(await mailTo(newEmail, "Confirm your new email address"), "confirm-email-change");
+    assert.ok(link.startsWith(`${allowedOrigin}/confirm-email-change?token=`), `the link does not open the page: ${link}`);
+    // Opened in the same tab, as from a mail: the page forgets its session (which stays live).
+    // Opening alone confirms nothing.
+    await page.goto(link);
+    await page.locator("#confirm-button").waitFor();
+    const confirmed = await statusAfter(() => page.locator("#confirm-button").click());
+    assert.equal(confirmed, "Your new email address is confirmed, and 0 other sessions of your account ended. Log in with it.");
+    assert.equal(page.url(), `${allowedOrigin}/`, "the token stayed in the address bar");
+    await page.screenshot({ path: join(artifacts, "email-changed.png"), fullPage: true });
+
+    await fill("login", { email: bea.email, password: bea.password });
+    assert.match(
+      await statusAfter(() => page.locator("#login-form button[type=submit]").click()),
+      /Logging in failed: Invalid credentials/,
+    );
+    await fill("login", { email: newEmail, password: bea.password });
+    assert.equal(await statusAfter(() => page.locator("#login-form button[type=submit]").click()), "Logged in.");
+    assert.equal(await text("#profile-email"), newEmail);
+    assert.equal(await text("#profile-email-verified"), "yes");
+  });
+
+  it("takes no authd address but a loopback one from its URL, so a link cannot send passwords elsewhere", async () => {
+    const elsewhere = "https://authd.evil.example";
+    await page.goto(`${allowedOrigin}/?authd=${encodeURIComponent(elsewhere)}`);
+    await page.locator("#status:not(:empty)").waitFor();
+    assert.equal(await text("#status"), `Ignored ?authd=${elsewhere}: the page takes only an address on this machine from its URL.`);
+    assert.equal(await text("#authd-url"), authdUrl, "not the configured authd");
+    const calls = [];
+    page.on("request", (request) => calls.push(request.url()));
+    await fill("login", { email: ada.email, password: "typed into a phishing link" });
+    const status = await statusAfter(() => page.locator("#login-form button[type=submit]").click());
+    assert.match(status, /Logging in failed: Invalid credentials/);
+    assert.ok(calls.every((url) => !url.startsWith(elsewhere)), `the page called ${elsewhere}`);
+    assert.ok(calls.some((url) => url.startsWith(`${authdUrl}/authd.v1.AuthService/Login`)), `${calls}`);
   });
 });
