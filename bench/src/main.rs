@@ -6,6 +6,7 @@
 //!     cargo run --release -p authd-bench -- --smoke   # 1 s per case, to keep it working
 //!     cargo run --release -p authd-bench -- --idle-connections   # only the memory held by idle connections
 //!     cargo run --release -p authd-bench -- --costs   # only the cost of each operation (CAPACITY.md)
+//!     cargo run --release -p authd-bench -- --client   # only the authd-client cases (local checks, logout to refusal)
 //!
 //! A second authd on the same database serves TLS (a certificate made here), for GetMe and
 //! REST `/me` over TLS as a ratio to cleartext, and the rate of full TLS handshakes.
@@ -95,6 +96,12 @@ async fn main() -> Result<()> {
         memory.print();
         return Ok(());
     }
+    if std::env::args().any(|a| a == "--client") {
+        for algorithm in ["ES256", "EdDSA"] {
+            client_cases(&binary, &admin_url, algorithm, timing, smoke).await?;
+        }
+        return Ok(());
+    }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
         "authd-bench: {} per case after {} warm-up; {cores} cores shared by server and load; binary {}",
@@ -152,6 +159,9 @@ async fn main() -> Result<()> {
     let idle_connections = idle_connections_rss(&binary).await?;
     report.print();
     idle_connections.print();
+    for algorithm in ["ES256", "EdDSA"] {
+        client_cases(&binary, &admin_url, algorithm, timing, smoke).await?;
+    }
     Ok(())
 }
 
@@ -315,7 +325,11 @@ struct BenchDatabase {
 
 impl BenchDatabase {
     async fn create(admin_url: &str) -> Result<Self> {
-        let name = format!("authd_bench_{}", std::process::id());
+        Self::create_named(admin_url, "").await
+    }
+
+    async fn create_named(admin_url: &str, suffix: &str) -> Result<Self> {
+        let name = format!("authd_bench_{}{suffix}", std::process::id());
         let mut admin = PgConnection::connect(admin_url)
             .await
             .with_context(|| format!("PostgreSQL at {admin_url} (set BENCH_DATABASE_URL)"))?;
@@ -671,9 +685,115 @@ fn active(channel: &Channel, introspector: &str, bearer: &str) -> impl Future<Ou
     async move { client.validate_token(request).await.is_ok_and(|r| r.into_inner().active) }
 }
 
+/// The client crate (`authd-client`) against an authd signing with `algorithm`: its local
+/// verification rate beside ValidateToken round trips (target: 5×), and the time from a
+/// logout at authd to the client refusing the token, over 200 logouts (target: p99 ≤
+/// 100 ms).
+async fn client_cases(binary: &Path, admin_url: &str, algorithm: &str, timing: Timing, smoke: bool) -> Result<()> {
+    const KEY: &str = "authd-bench-service-key-not-a-secret-0123456789";
+    let database = BenchDatabase::create_named(admin_url, &format!("_{}", algorithm.to_lowercase())).await?;
+    let service_keys = format!("bench:{KEY}");
+    let env = [
+        ("DATABASE_URL", database.url.as_str()),
+        ("TOKEN_CREATION_ALGORITHM", algorithm),
+        ("REVOCATIONS_SERVICE_KEYS", service_keys.as_str()),
+        ("LOGIN_IP_LIMIT", "0"),
+        ("REGISTER_IP_LIMIT", "0"),
+        ("MAX_SESSIONS_PER_USER", "1000"),
+    ];
+    let server = Server::start(binary, &env, None).await?;
+    let result = async {
+        let channel = server.channel().await?;
+        let email = "client@example.com".to_owned();
+        let register = RegisterUserRequest {
+            name: "Client".into(),
+            email: email.clone(),
+            location: "Loopback".into(),
+            about: None,
+            password: PASSWORD.into(),
+        };
+        UserServiceClient::new(channel.clone()).register_user(register).await?;
+        let login = || {
+            let (mut auth, email) = (AuthServiceClient::new(channel.clone()), email.clone());
+            async move {
+                let request = LoginRequest { email, password: PASSWORD.into(), ..Default::default() };
+                Ok::<_, tonic::Status>(auth.login(request).await?.into_inner().access_token)
+            }
+        };
+        let token = Arc::new(login().await?);
+        let config = authd_client::Config::new("authd", "authd").service_key(KEY);
+        let verifier = authd_client::Verifier::connect(channel.clone(), config).await?;
+
+        let introspector = introspector(binary, &database.url)?;
+        let round_trips = {
+            let (channel, token) = (channel.clone(), Arc::clone(&token));
+            load(CHEAP_CONCURRENCY, timing, move |_, _| active(&channel, &introspector, &token)).await
+        };
+        let local = {
+            let (verifier, token) = (verifier.clone(), Arc::clone(&token));
+            load(CHEAP_CONCURRENCY, timing, move |_, _| {
+                let ok = verifier.verify_local(&token).is_ok();
+                async move {
+                    tokio::task::yield_now().await;
+                    ok
+                }
+            })
+            .await
+        };
+        println!(
+            "authd-client, {algorithm}: local verification {:.0}/s, ValidateToken {:.0}/s: {:.1}× (target ≥ 5×)",
+            local.throughput(),
+            round_trips.throughput(),
+            local.throughput() / round_trips.throughput().max(1.0)
+        );
+
+        let logouts = if smoke { 20 } else { 200 };
+        let mut took = Vec::with_capacity(logouts);
+        for _ in 0..logouts {
+            let access = login().await?;
+            let mut request = Request::new(LogoutRequest { all_sessions: false });
+            request.metadata_mut().insert("authorization", format!("Bearer {access}").parse()?);
+            while verifier.verify_local(&access).is_err() {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            AuthServiceClient::new(channel.clone()).logout(request).await?;
+            let started = Instant::now();
+            while verifier.verify_local(&access).is_ok() {
+                if started.elapsed() > Duration::from_secs(5) {
+                    bail!("the client still accepts a token 5 s after its logout");
+                }
+                tokio::time::sleep(Duration::from_micros(200)).await;
+            }
+            took.push(started.elapsed());
+        }
+        took.sort();
+        let at = |q: f64| took[((took.len() - 1) as f64 * q).round() as usize];
+        println!(
+            "authd-client, {algorithm}: logout to refusal over {logouts} logouts: p50 {:?}, p99 {:?}, max {:?} (target p99 ≤ 100 ms)",
+            at(0.5),
+            at(0.99),
+            at(1.0)
+        );
+        Ok(())
+    }
+    .await;
+    drop(server);
+    database.drop().await;
+    result
+}
+
 /// The token of call `n` of `task`: every task walks the whole list, each from its own place.
 fn in_rotation(tokens: &[String], task: usize, n: u64) -> &str {
     &tokens[(n as usize).wrapping_mul(CHEAP_CONCURRENCY).wrapping_add(task) % tokens.len()]
+}
+
+/// What the server's metrics say of its user cache and revocation set.
+async fn cache_gauges(server: &Server) -> Result<String> {
+    let response = server.http_client(1)?.get(server.url("/metrics").parse()?).await?;
+    let text = String::from_utf8(response.into_body().collect().await?.to_bytes().to_vec())?;
+    let gauges =
+        text.lines().filter(|l| l.starts_with("authd_users_cached") || l.starts_with("authd_revocations_held"));
+    Ok(gauges.collect::<Vec<_>>().join(", "))
 }
 
 /// GetMe, ValidateToken and REST `/me`, each sending the tokens of `many` sessions in
@@ -876,8 +996,9 @@ async fn run_cases(
     let rss_before = server.rss_kib()?;
     many_sessions_cases(server, &channels, many, timing, introspector, &mut report).await?;
     println!(
-        "RSS grew by {} KiB while {sessions} sessions were checked (the user cache and the revocation set)",
-        server.rss_kib()?.saturating_sub(rss_before)
+        "RSS grew by {} KiB while {sessions} sessions were checked (the user cache and the revocation set); {}",
+        server.rss_kib()?.saturating_sub(rss_before),
+        cache_gauges(server).await.unwrap_or_else(|e| format!("no metrics: {e}"))
     );
 
     // Each call a new connection and a full handshake (no session resumption), closed at once.

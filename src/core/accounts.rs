@@ -219,8 +219,9 @@ impl Authd {
         self.check_password(caller, &user, &password, "password").await.inspect_err(|e| {
             wrong_password(e, || events::account_deleted(&self.audit, user.user_id, false, &caller.client))
         })?;
-        self.store.delete_user(user.user_id).await?;
+        let deleted = self.store.delete_user(user.user_id).await;
         self.cache.apply(SessionChange::User(user.user_id));
+        deleted?;
         events::account_deleted(&self.audit, user.user_id, true, &caller.client);
         Ok(())
     }

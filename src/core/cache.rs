@@ -299,9 +299,14 @@ impl UserLru {
         let Ok(mut entries) = self.entries.write() else { return };
         if entries.len() >= self.capacity && !entries.contains_key(&user.user_id) {
             let mut ages: Vec<u64> = entries.values().map(|(_, used)| used.load(Ordering::Relaxed)).collect();
-            let cut = (self.capacity / 8).max(1).min(ages.len() - 1);
-            let (_, &mut oldest_kept, _) = ages.select_nth_unstable(cut);
-            entries.retain(|_, (_, used)| used.load(Ordering::Relaxed) >= oldest_kept);
+            // Uses are numbered apart, so exactly `cut` entries are older than the one at `cut`.
+            let cut = (self.capacity / 8).max(1);
+            if cut < ages.len() {
+                let (_, &mut oldest_kept, _) = ages.select_nth_unstable(cut);
+                entries.retain(|_, (_, used)| used.load(Ordering::Relaxed) >= oldest_kept);
+            } else {
+                entries.clear();
+            }
         }
         let used = AtomicU64::new(self.clock.fetch_add(1, Ordering::Relaxed));
         entries.insert(user.user_id, (user, used));
@@ -459,6 +464,17 @@ mod tests {
         assert!(held <= 16, "{held}");
         assert!(cache.user(39).is_some(), "the newest is kept");
         assert!(cache.user(1).is_none(), "the least recently used went first");
+    }
+
+    #[test]
+    fn a_user_cache_of_one_holds_one() {
+        let cache = SessionCache::new(true, Duration::from_secs(60), Duration::from_secs(5), 1);
+        cache.resynced(&[]);
+        for id in 0..5 {
+            cache.put_user(user(id), cache.ask());
+            assert_eq!(cache.sizes().1, 1);
+        }
+        assert!(cache.user(4).is_some());
     }
 
     #[test]

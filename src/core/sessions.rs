@@ -187,8 +187,9 @@ impl Authd {
                     session
                 } else {
                     if live && session.generation > claim.generation {
-                        self.store.revoke_session(session.session_id, now).await?;
+                        let revoked = self.store.revoke_session(session.session_id, now).await;
                         self.cache.apply(SessionChange::Session(session.session_id));
+                        revoked?;
                         metrics::refresh_reuse_detected();
                         events::refresh_token_reused(&self.audit, session.user_id, session.session_id, client);
                         let (user_id, session_id) = (session.user_id, Some(session.session_id));
@@ -214,14 +215,16 @@ impl Authd {
         let Caller { access, user, client } = caller;
         let now = Utc::now();
         let (ended, change) = if all_sessions {
-            let ended =
-                self.store.end_all_sessions(user.user_id, access.session_id, now, now - DEVICE_LIFETIME).await?;
+            let ended = self.store.end_all_sessions(user.user_id, access.session_id, now, now - DEVICE_LIFETIME).await;
             (ended, SessionChange::User(user.user_id))
         } else {
-            let ended = self.store.revoke_session(access.session_id, now).await?;
+            let ended = self.store.revoke_session(access.session_id, now).await;
             (ended, SessionChange::Session(access.session_id))
         };
+        // Applied here even when the store failed: a revocation that committed but could
+        // not be logged and announced must still hold in this process.
         self.cache.apply(change);
+        let ended = ended?;
         let reason = if all_sessions { "logout_all" } else { "logout" };
         events::sessions_revoked(&self.audit, user.user_id, Some(access.session_id), ended, reason, client);
         Ok(LoggedOut { sessions_ended: ended })
@@ -277,8 +280,9 @@ impl Authd {
             return Ok(());
         };
         self.throttle.per_ip(Action::Revoke, client).await?;
-        let ended = self.store.end_session(session_id, Utc::now()).await?;
+        let ended = self.store.end_session(session_id, Utc::now()).await;
         self.cache.apply(SessionChange::Session(session_id));
+        let ended = ended?;
         if let Some(user_id) = ended {
             events::sessions_revoked(&self.audit, user_id, Some(session_id), 1, "token_revocation", client);
         }

@@ -482,7 +482,29 @@ async fn a_signing_key_rotation_reaches_the_feed() {
     assert!(keys.signing_kids.contains(&new_kid) && keys.signing_kids.contains(&s.signing_kids[0]));
 }
 
+/// A logout whose revocation commits but cannot be logged (the log's table is gone here;
+/// a database lost between the two statements in life) fails, and still holds in the
+/// process that served it: its memory refuses the token.
+async fn a_logout_that_could_not_be_logged_still_holds_here() {
+    let app = spawn_app().await;
+    let (access, _) = app.ada_tokens().await;
+    let everywhere = login(&app).await;
+    feed_up(&app.http, &app.url("")).await;
+    assert_eq!(me_status(&app.http, &app.url(""), &access).await, StatusCode::OK);
+    app.sql("alter table revocations rename to revocations_away", &[]).await;
+    let logout = app.http.post(app.url("/api/v1/auth/logout")).bearer_auth(&access).send().await.unwrap();
+    assert!(logout.status().is_server_error(), "{}", logout.status());
+    let all =
+        app.http.post(app.url("/api/v1/auth/logout")).bearer_auth(&everywhere).json(&json!({"all_sessions": true}));
+    assert!(all.send().await.unwrap().status().is_server_error());
+    for token in [&access, &everywhere] {
+        assert_eq!(me_status(&app.http, &app.url(""), token).await, StatusCode::UNAUTHORIZED);
+    }
+    app.sql("alter table revocations_away rename to revocations", &[]).await;
+}
+
 on_both_backends!(
+    a_logout_that_could_not_be_logged_still_holds_here,
     a_token_check_asks_no_database_once_memory_is_in_step,
     a_logout_is_refused_at_once_and_after_a_restart,
     a_deleted_users_tokens_are_refused_and_profile_changes_show_at_once,
