@@ -8,12 +8,13 @@ use chrono::{DateTime, Utc};
 use super::{
     Authd, ClientInfo, Error, Result,
     audit::{Actor, Event},
+    sessions::session_message,
     timestamp, user_message,
 };
 use crate::{
     domain::{FieldViolation, Role, Violations},
     pb,
-    store::{AdminUserRecord, AuditQuery, AuditRecord, NewUser, ProfileUpdate, SessionChange, UserQuery},
+    store::{AdminUserRecord, AuditQuery, AuditRecord, ProfileUpdate, SessionChange, UserQuery},
 };
 
 /// Page sizes of the lists: the default, and the most.
@@ -153,18 +154,8 @@ impl Authd {
         self.admin_did(admin, "admin_get_user", Some(user_id), None).await?;
         Ok(pb::GetUserResponse {
             user: Some(admin_user(&user, roles)),
-            sessions: sessions
-                .into_iter()
-                .map(|s| pb::Session {
-                    session_id: s.session_id.to_string(),
-                    created_at: Some(timestamp(s.created_at)),
-                    last_used_at: Some(timestamp(s.last_used_at)),
-                    expires_at: Some(timestamp(s.expires_at)),
-                    user_agent: s.user_agent.unwrap_or_default(),
-                    ip: s.ip.unwrap_or_default(),
-                    current: false,
-                })
-                .collect(),
+            // No session is the admin's own: the nil id marks none current.
+            sessions: sessions.into_iter().map(|s| session_message(s, uuid::Uuid::nil())).collect(),
             last_login_at: last_login.map(timestamp),
         })
     }
@@ -184,16 +175,7 @@ impl Authd {
         let r = self.validate_registration(&registration_of(req)).map_err(Error::InvalidInput)?;
         let roles = roles(&req.roles).map_err(|v| Error::InvalidInput(vec![v]))?;
         let hash = self.passwords.hash(None, &r.password).await?;
-        let user = self
-            .store
-            .insert_user(&NewUser {
-                name: r.name.as_str(),
-                email: r.email.as_str(),
-                location: r.location.as_str(),
-                about: r.about.as_deref(),
-                password_hash: &hash,
-            })
-            .await?;
+        let user = self.store.insert_user(&r.new_user(&hash)).await?;
         self.store.set_roles(user.user_id, &roles, Utc::now()).await?;
         if let Err(e) = self.send_verification(&user).await {
             e.log_if_internal();

@@ -20,6 +20,11 @@ async fn validate_as(app: &TestApp, authorization: Option<&str>, token: &str) ->
     if let Some(value) = authorization {
         request = request.header("authorization", value);
     }
+    answer(request).await
+}
+
+/// A request's status, JSON body and `WWW-Authenticate` challenge.
+async fn answer(request: reqwest::RequestBuilder) -> (StatusCode, Value, Option<String>) {
     let response = request.send().await.unwrap();
     let challenge = response.headers().get("www-authenticate").map(|v| v.to_str().unwrap().to_owned());
     let (status, body) = json_of(response).await;
@@ -45,10 +50,7 @@ async fn token_request(
     if let Some(value) = authorization {
         request = request.header("authorization", value);
     }
-    let response = request.send().await.unwrap();
-    let challenge = response.headers().get("www-authenticate").map(|v| v.to_str().unwrap().to_owned());
-    let (status, body) = json_of(response).await;
-    (status, body, challenge)
+    answer(request).await
 }
 
 async fn service_token(app: &TestApp, basic: &str) -> String {
