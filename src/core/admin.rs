@@ -291,6 +291,69 @@ impl Authd {
         Ok(pb::ListAuditEventsResponse { events: events.into_iter().map(audit_event).collect(), next_page_token })
     }
 
+    pub async fn list_clients(&self, admin: &Admin) -> Result<pb::ListClientsResponse> {
+        let clients = super::clients::list_clients(&self.store).await?;
+        self.admin_did(admin, "admin_list_clients", None, None).await?;
+        Ok(pb::ListClientsResponse {
+            clients: clients
+                .into_iter()
+                .map(|c| pb::ServiceClient {
+                    client_id: c.client_id,
+                    name: c.name,
+                    scopes: c.scopes.split_whitespace().map(str::to_owned).collect(),
+                    certificate: c.certificate_name.unwrap_or_default(),
+                    created_at: Some(timestamp(c.created_at)),
+                    rotated_at: c.rotated_at.map(timestamp),
+                })
+                .collect(),
+        })
+    }
+
+    /// A new client, audited (`client_create`) with the admin as actor.
+    pub async fn create_client(
+        &self,
+        admin: &Admin,
+        req: &pb::CreateClientRequest,
+    ) -> Result<pb::CreateClientResponse> {
+        let store = std::sync::Arc::clone(&self.store);
+        let certificate = Some(req.certificate.as_str());
+        let created = super::clients::create_client(
+            store,
+            admin.actor.clone(),
+            &req.name,
+            &req.scopes,
+            certificate,
+            &admin.client,
+        )
+        .await?;
+        Ok(pb::CreateClientResponse { client_id: created.client_id, client_secret: created.client_secret })
+    }
+
+    /// A new secret, audited (`client_rotate_secret`) with the admin as actor.
+    pub async fn rotate_client_secret(
+        &self,
+        admin: &Admin,
+        req: &pb::RotateClientSecretRequest,
+    ) -> Result<pb::RotateClientSecretResponse> {
+        let grace = match req.grace_seconds {
+            None => self.client_secret_grace(),
+            Some(s) => u64::try_from(s)
+                .map(std::time::Duration::from_secs)
+                .map_err(|_| Error::invalid("grace_seconds", "must not be negative"))?,
+        };
+        let store = std::sync::Arc::clone(&self.store);
+        let rotated =
+            super::clients::rotate_client_secret(store, admin.actor.clone(), &req.client_id, grace, &admin.client)
+                .await?;
+        Ok(pb::RotateClientSecretResponse { client_id: rotated.client_id, client_secret: rotated.client_secret })
+    }
+
+    /// Deletes a client, audited (`client_delete`) with the admin as actor.
+    pub async fn delete_client(&self, admin: &Admin, client_id: &str) -> Result<()> {
+        let store = std::sync::Arc::clone(&self.store);
+        super::clients::delete_client(store, admin.actor.clone(), client_id, &admin.client).await
+    }
+
     async fn admin_user_record(&self, user_id: i64) -> Result<AdminUserRecord> {
         if user_id <= 0 {
             return Err(Error::invalid("user_id", "must be a positive integer"));
