@@ -396,7 +396,7 @@ fn roles(requested: &[String]) -> Result<Vec<String>, FieldViolation> {
     Ok(roles)
 }
 
-fn page_size(size: i32) -> Result<i64, String> {
+pub(super) fn page_size(size: i32) -> Result<i64, String> {
     match i64::from(size) {
         0 => Ok(PAGE_SIZE),
         n if (1..=MAX_PAGE_SIZE).contains(&n) => Ok(n),
@@ -405,7 +405,7 @@ fn page_size(size: i32) -> Result<i64, String> {
 }
 
 /// A page token: the id the previous page ended at; `empty` for none.
-fn cursor(token: &str, empty: i64) -> Result<i64, String> {
+pub(super) fn cursor(token: &str, empty: i64) -> Result<i64, String> {
     match token.trim() {
         "" => Ok(empty),
         t => t.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| "is not a page token of this list".to_owned()),

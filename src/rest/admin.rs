@@ -57,10 +57,10 @@ fn user_id(path: Result<Path<i64>, PathRejection>) -> Result<i64, Error> {
 }
 
 /// The query string's parameters, each given at most once.
-struct Query(Vec<(String, String)>);
+pub(super) struct Query(Vec<(String, String)>);
 
 impl Query {
-    fn parse(raw: Option<String>) -> Result<Self, Error> {
+    pub(super) fn parse(raw: Option<String>) -> Result<Self, Error> {
         let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.as_deref().unwrap_or(""))
             .map_err(|_| Error::invalid("query", "is not a valid query string"))?;
         for (i, (key, _)) in pairs.iter().enumerate() {
@@ -71,11 +71,11 @@ impl Query {
         Ok(Self(pairs))
     }
 
-    fn text(&self, name: &str) -> String {
+    pub(super) fn text(&self, name: &str) -> String {
         self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap_or_default()
     }
 
-    fn parsed<T: std::str::FromStr>(&self, v: &mut Violations, name: &str, what: &str) -> Option<T> {
+    pub(super) fn parsed<T: std::str::FromStr>(&self, v: &mut Violations, name: &str, what: &str) -> Option<T> {
         let text = self.text(name);
         let text = text.trim();
         if text.is_empty() {

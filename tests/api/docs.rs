@@ -20,6 +20,7 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/api/v1/me", &["get", "patch", "delete"]),
     ("/api/v1/me/password", &["post"]),
     ("/api/v1/me/sessions", &["get"]),
+    ("/api/v1/me/activity", &["get"]),
     ("/api/v1/me/sessions/{session_id}", &["delete"]),
     ("/api/v1/me/email", &["post"]),
     ("/api/v1/auth/forgot-password", &["post"]),
