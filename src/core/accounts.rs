@@ -25,6 +25,19 @@ pub struct Registration {
     pub(super) password: Password,
 }
 
+impl Registration {
+    /// The user to insert, with the hash of the registration's password.
+    pub(super) fn new_user<'a>(&'a self, password_hash: &'a str) -> NewUser<'a> {
+        NewUser {
+            name: self.name.as_str(),
+            email: self.email.as_str(),
+            location: self.location.as_str(),
+            about: self.about.as_deref(),
+            password_hash,
+        }
+    }
+}
+
 /// A changed password: how many other sessions ended, and the new session.
 pub struct PasswordChanged {
     pub sessions_ended: u64,
@@ -68,16 +81,7 @@ impl Authd {
         let r = self.screen_registration(req, client)?;
         self.throttle.per_ip(Action::Register, client).await?;
         let hash = self.passwords.hash(None, &r.password).await?;
-        let inserted = self
-            .store
-            .insert_user(&NewUser {
-                name: r.name.as_str(),
-                email: r.email.as_str(),
-                location: r.location.as_str(),
-                about: r.about.as_deref(),
-                password_hash: &hash,
-            })
-            .await;
+        let inserted = self.store.insert_user(&r.new_user(&hash)).await;
         let hidden = self.mail.settings.require_verification;
         let user = match inserted {
             Ok(user) => user,

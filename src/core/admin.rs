@@ -8,12 +8,13 @@ use chrono::{DateTime, Utc};
 use super::{
     Authd, ClientInfo, Error, Result,
     audit::{Actor, Event},
+    sessions::session_message,
     timestamp, user_message,
 };
 use crate::{
     domain::{FieldViolation, Role, Violations},
     pb,
-    store::{AdminUserRecord, AuditQuery, AuditRecord, NewUser, ProfileUpdate, SessionChange, UserQuery},
+    store::{AdminUserRecord, AuditQuery, AuditRecord, ProfileUpdate, SessionChange, UserQuery},
 };
 
 /// Page sizes of the lists: the default, and the most.
@@ -153,18 +154,8 @@ impl Authd {
         self.admin_did(admin, "admin_get_user", Some(user_id), None).await?;
         Ok(pb::GetUserResponse {
             user: Some(admin_user(&user, roles)),
-            sessions: sessions
-                .into_iter()
-                .map(|s| pb::Session {
-                    session_id: s.session_id.to_string(),
-                    created_at: Some(timestamp(s.created_at)),
-                    last_used_at: Some(timestamp(s.last_used_at)),
-                    expires_at: Some(timestamp(s.expires_at)),
-                    user_agent: s.user_agent.unwrap_or_default(),
-                    ip: s.ip.unwrap_or_default(),
-                    current: false,
-                })
-                .collect(),
+            // No session is the admin's own: the nil id marks none current.
+            sessions: sessions.into_iter().map(|s| session_message(s, uuid::Uuid::nil())).collect(),
             last_login_at: last_login.map(timestamp),
         })
     }
@@ -184,16 +175,7 @@ impl Authd {
         let r = self.validate_registration(&registration_of(req)).map_err(Error::InvalidInput)?;
         let roles = roles(&req.roles).map_err(|v| Error::InvalidInput(vec![v]))?;
         let hash = self.passwords.hash(None, &r.password).await?;
-        let user = self
-            .store
-            .insert_user(&NewUser {
-                name: r.name.as_str(),
-                email: r.email.as_str(),
-                location: r.location.as_str(),
-                about: r.about.as_deref(),
-                password_hash: &hash,
-            })
-            .await?;
+        let user = self.store.insert_user(&r.new_user(&hash)).await?;
         self.store.set_roles(user.user_id, &roles, Utc::now()).await?;
         if let Err(e) = self.send_verification(&user).await {
             e.log_if_internal();
@@ -309,6 +291,69 @@ impl Authd {
         Ok(pb::ListAuditEventsResponse { events: events.into_iter().map(audit_event).collect(), next_page_token })
     }
 
+    pub async fn list_clients(&self, admin: &Admin) -> Result<pb::ListClientsResponse> {
+        let clients = super::clients::list_clients(&self.store).await?;
+        self.admin_did(admin, "admin_list_clients", None, None).await?;
+        Ok(pb::ListClientsResponse {
+            clients: clients
+                .into_iter()
+                .map(|c| pb::ServiceClient {
+                    client_id: c.client_id,
+                    name: c.name,
+                    scopes: c.scopes.split_whitespace().map(str::to_owned).collect(),
+                    certificate: c.certificate_name.unwrap_or_default(),
+                    created_at: Some(timestamp(c.created_at)),
+                    rotated_at: c.rotated_at.map(timestamp),
+                })
+                .collect(),
+        })
+    }
+
+    /// A new client, audited (`client_create`) with the admin as actor.
+    pub async fn create_client(
+        &self,
+        admin: &Admin,
+        req: &pb::CreateClientRequest,
+    ) -> Result<pb::CreateClientResponse> {
+        let store = std::sync::Arc::clone(&self.store);
+        let certificate = Some(req.certificate.as_str());
+        let created = super::clients::create_client(
+            store,
+            admin.actor.clone(),
+            &req.name,
+            &req.scopes,
+            certificate,
+            &admin.client,
+        )
+        .await?;
+        Ok(pb::CreateClientResponse { client_id: created.client_id, client_secret: created.client_secret })
+    }
+
+    /// A new secret, audited (`client_rotate_secret`) with the admin as actor.
+    pub async fn rotate_client_secret(
+        &self,
+        admin: &Admin,
+        req: &pb::RotateClientSecretRequest,
+    ) -> Result<pb::RotateClientSecretResponse> {
+        let grace = match req.grace_seconds {
+            None => self.client_secret_grace(),
+            Some(s) => u64::try_from(s)
+                .map(std::time::Duration::from_secs)
+                .map_err(|_| Error::invalid("grace_seconds", "must not be negative"))?,
+        };
+        let store = std::sync::Arc::clone(&self.store);
+        let rotated =
+            super::clients::rotate_client_secret(store, admin.actor.clone(), &req.client_id, grace, &admin.client)
+                .await?;
+        Ok(pb::RotateClientSecretResponse { client_id: rotated.client_id, client_secret: rotated.client_secret })
+    }
+
+    /// Deletes a client, audited (`client_delete`) with the admin as actor.
+    pub async fn delete_client(&self, admin: &Admin, client_id: &str) -> Result<()> {
+        let store = std::sync::Arc::clone(&self.store);
+        super::clients::delete_client(store, admin.actor.clone(), client_id, &admin.client).await
+    }
+
     async fn admin_user_record(&self, user_id: i64) -> Result<AdminUserRecord> {
         if user_id <= 0 {
             return Err(Error::invalid("user_id", "must be a positive integer"));
@@ -351,7 +396,7 @@ fn roles(requested: &[String]) -> Result<Vec<String>, FieldViolation> {
     Ok(roles)
 }
 
-fn page_size(size: i32) -> Result<i64, String> {
+pub(super) fn page_size(size: i32) -> Result<i64, String> {
     match i64::from(size) {
         0 => Ok(PAGE_SIZE),
         n if (1..=MAX_PAGE_SIZE).contains(&n) => Ok(n),
@@ -360,7 +405,7 @@ fn page_size(size: i32) -> Result<i64, String> {
 }
 
 /// A page token: the id the previous page ended at; `empty` for none.
-fn cursor(token: &str, empty: i64) -> Result<i64, String> {
+pub(super) fn cursor(token: &str, empty: i64) -> Result<i64, String> {
     match token.trim() {
         "" => Ok(empty),
         t => t.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| "is not a page token of this list".to_owned()),

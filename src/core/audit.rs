@@ -15,8 +15,16 @@ use std::sync::{
 use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 
-use super::{Authd, ClientInfo, Result};
-use crate::store::{NewAuditEvent, Store};
+use super::{
+    Authd, Caller, ClientInfo, Error, Result,
+    admin::{cursor, page_size},
+    timestamp,
+};
+use crate::{
+    domain::Violations,
+    pb,
+    store::{AuditQuery, NewAuditEvent, Store},
+};
 
 /// Events waiting to be written, at most.
 const QUEUE: usize = 10_000;
@@ -128,6 +136,44 @@ impl Authd {
                 tracing::warn!(error = format!("{e:#}"), action = event.action, "could not write an audit event");
             }
         }
+    }
+
+    /// The caller's own security activity, newest first, in pages: every event on their
+    /// account, without the actors' ids or the details.
+    pub async fn my_activity(
+        &self,
+        caller: &Caller,
+        req: &pb::GetMyActivityRequest,
+    ) -> Result<pb::GetMyActivityResponse> {
+        let mut v = Violations::default();
+        let limit = v.check("page_size", page_size(req.page_size));
+        let before = v.check("page_token", cursor(&req.page_token, i64::MAX));
+        let (limit, before) = v.finish(|| Some((limit?, before?))).map_err(Error::InvalidInput)?;
+        let query = AuditQuery {
+            subject_user_id: Some(caller.user.user_id),
+            before: Some(before),
+            limit: limit + 1,
+            ..AuditQuery::default()
+        };
+        let mut events = self.store.audit_events(&query).await?;
+        let more = events.len() as i64 > limit;
+        events.truncate(limit as usize);
+        let next_page_token = match (more, events.last()) {
+            (true, Some(last)) => last.event_id.to_string(),
+            _ => String::new(),
+        };
+        let events = events
+            .into_iter()
+            .map(|e| pb::ActivityEvent {
+                occurred_at: Some(timestamp(e.occurred_at)),
+                action: e.action,
+                outcome: e.outcome,
+                actor_kind: e.actor_kind,
+                client_ip: e.client_ip.unwrap_or_default(),
+                user_agent: e.user_agent.unwrap_or_default(),
+            })
+            .collect();
+        Ok(pb::GetMyActivityResponse { events, next_page_token })
     }
 
     /// Deletes the audit events past the retention; returns how many.

@@ -11,7 +11,7 @@ use crate::{
     domain::{Email, FieldViolation, Password, Violations},
     metrics, pb,
     security::{devices::DeviceHash, passwords::Verdict, refresh::RefreshClaim},
-    store::{NewSession, SessionChange, UserRecord},
+    store::{NewSession, SessionChange, SessionSummary, UserRecord},
 };
 
 /// A logout: how many sessions ended.
@@ -235,18 +235,7 @@ impl Authd {
         let Caller { access, user, .. } = caller;
         let now = Utc::now();
         let sessions = self.store.user_sessions(user.user_id, now, now - self.sessions.idle_timeout).await?;
-        Ok(sessions
-            .into_iter()
-            .map(|s| pb::Session {
-                session_id: s.session_id.to_string(),
-                created_at: Some(timestamp(s.created_at)),
-                last_used_at: Some(timestamp(s.last_used_at)),
-                expires_at: Some(timestamp(s.expires_at)),
-                user_agent: s.user_agent.unwrap_or_default(),
-                ip: s.ip.unwrap_or_default(),
-                current: s.session_id == access.session_id,
-            })
-            .collect())
+        Ok(sessions.into_iter().map(|s| session_message(s, access.session_id)).collect())
     }
 
     /// Ends one of the caller's sessions. Not the caller's, unknown, ended or not even an
@@ -352,5 +341,18 @@ impl Authd {
     /// The public keys that verify access tokens.
     pub fn jwks(&self) -> Vec<jsonwebtoken::jwk::Jwk> {
         self.access.jwks()
+    }
+}
+
+/// A session as its owner (or an admin) sees it; `current` marks the caller's own.
+pub(super) fn session_message(s: SessionSummary, current: Uuid) -> pb::Session {
+    pb::Session {
+        current: s.session_id == current,
+        session_id: s.session_id.to_string(),
+        created_at: Some(timestamp(s.created_at)),
+        last_used_at: Some(timestamp(s.last_used_at)),
+        expires_at: Some(timestamp(s.expires_at)),
+        user_agent: s.user_agent.unwrap_or_default(),
+        ip: s.ip.unwrap_or_default(),
     }
 }

@@ -4,11 +4,13 @@ use super::client_info;
 use crate::{
     core::{Admin, Authd},
     pb::{
-        CreateUserRequest, CreateUserResponse, DeleteUserRequest, DeleteUserResponse, DisableUserRequest,
-        DisableUserResponse, EnableUserRequest, EnableUserResponse, GetUserRequest, GetUserResponse,
-        ListAuditEventsRequest, ListAuditEventsResponse, ListUsersRequest, ListUsersResponse,
-        RevokeUserSessionsRequest, RevokeUserSessionsResponse, SetUserRolesRequest, SetUserRolesResponse,
-        UpdateUserRequest, UpdateUserResponse, admin_service_server::AdminService,
+        CreateClientRequest, CreateClientResponse, CreateUserRequest, CreateUserResponse, DeleteClientRequest,
+        DeleteClientResponse, DeleteUserRequest, DeleteUserResponse, DisableUserRequest, DisableUserResponse,
+        EnableUserRequest, EnableUserResponse, GetUserRequest, GetUserResponse, ListAuditEventsRequest,
+        ListAuditEventsResponse, ListClientsRequest, ListClientsResponse, ListUsersRequest, ListUsersResponse,
+        RevokeUserSessionsRequest, RevokeUserSessionsResponse, RotateClientSecretRequest, RotateClientSecretResponse,
+        SetUserRolesRequest, SetUserRolesResponse, UpdateUserRequest, UpdateUserResponse,
+        admin_service_server::AdminService,
     },
 };
 
@@ -88,5 +90,38 @@ impl AdminService for AdminApi {
     ) -> Result<Response<ListAuditEventsResponse>, Status> {
         let admin = admin(&self.0, &request).await?;
         Ok(Response::new(self.0.list_audit_events(&admin, request.get_ref()).await?))
+    }
+
+    async fn list_clients(
+        &self,
+        request: Request<ListClientsRequest>,
+    ) -> Result<Response<ListClientsResponse>, Status> {
+        let admin = admin(&self.0, &request).await?;
+        Ok(Response::new(self.0.list_clients(&admin).await?))
+    }
+
+    async fn create_client(
+        &self,
+        request: Request<CreateClientRequest>,
+    ) -> Result<Response<CreateClientResponse>, Status> {
+        let admin = admin(&self.0, &request).await?;
+        Ok(Response::new(self.0.create_client(&admin, request.get_ref()).await?))
+    }
+
+    async fn rotate_client_secret(
+        &self,
+        request: Request<RotateClientSecretRequest>,
+    ) -> Result<Response<RotateClientSecretResponse>, Status> {
+        let admin = admin(&self.0, &request).await?;
+        Ok(Response::new(self.0.rotate_client_secret(&admin, request.get_ref()).await?))
+    }
+
+    async fn delete_client(
+        &self,
+        request: Request<DeleteClientRequest>,
+    ) -> Result<Response<DeleteClientResponse>, Status> {
+        let admin = admin(&self.0, &request).await?;
+        self.0.delete_client(&admin, &request.get_ref().client_id).await?;
+        Ok(Response::new(DeleteClientResponse {}))
     }
 }

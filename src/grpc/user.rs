@@ -6,8 +6,9 @@ use crate::{
     pb::{
         ChangeEmailRequest, ChangeEmailResponse, ChangePasswordRequest, ChangePasswordResponse,
         ConfirmEmailChangeRequest, ConfirmEmailChangeResponse, DeleteMeRequest, DeleteMeResponse, GetMeRequest,
-        RegisterUserRequest, RegisterUserResponse, ResendVerificationEmailRequest, ResendVerificationEmailResponse,
-        UpdateMeRequest, User, VerifyEmailRequest, VerifyEmailResponse, user_service_server::UserService,
+        GetMyActivityRequest, GetMyActivityResponse, RegisterUserRequest, RegisterUserResponse,
+        ResendVerificationEmailRequest, ResendVerificationEmailResponse, UpdateMeRequest, User, VerifyEmailRequest,
+        VerifyEmailResponse, user_service_server::UserService,
     },
 };
 
@@ -25,6 +26,14 @@ impl UserService for UserApi {
 
     async fn get_me(&self, request: Request<GetMeRequest>) -> Result<Response<User>, Status> {
         Ok(Response::new(self.0.me(&caller(&self.0, &request).await?)))
+    }
+
+    async fn get_my_activity(
+        &self,
+        request: Request<GetMyActivityRequest>,
+    ) -> Result<Response<GetMyActivityResponse>, Status> {
+        let caller = caller(&self.0, &request).await?;
+        Ok(Response::new(self.0.my_activity(&caller, request.get_ref()).await?))
     }
 
     async fn update_me(&self, request: Request<UpdateMeRequest>) -> Result<Response<User>, Status> {

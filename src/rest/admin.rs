@@ -14,7 +14,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::{
     Reply,
     body::{Body, Patch},
-    error::{BodyRejected, Forbidden, ServerFailed, Unauthenticated, UserNotFound},
+    error::{BodyRejected, ClientNotFound, Forbidden, ServerFailed, Unauthenticated, UserNotFound},
     wire::{Message, SessionView, Sessions, SessionsEnded, rfc3339},
 };
 use crate::{
@@ -32,6 +32,9 @@ pub fn routes(router: OpenApiRouter<Authd>) -> OpenApiRouter<Authd> {
         .routes(routes!(revoke_user_sessions))
         .routes(routes!(set_user_roles))
         .routes(routes!(list_audit_events))
+        .routes(routes!(list_clients, create_client))
+        .routes(routes!(rotate_client_secret))
+        .routes(routes!(delete_client))
 }
 
 /// The caller of an admin route: runs before the body's extractor, so that a caller who may
@@ -54,10 +57,10 @@ fn user_id(path: Result<Path<i64>, PathRejection>) -> Result<i64, Error> {
 }
 
 /// The query string's parameters, each given at most once.
-struct Query(Vec<(String, String)>);
+pub(super) struct Query(Vec<(String, String)>);
 
 impl Query {
-    fn parse(raw: Option<String>) -> Result<Self, Error> {
+    pub(super) fn parse(raw: Option<String>) -> Result<Self, Error> {
         let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.as_deref().unwrap_or(""))
             .map_err(|_| Error::invalid("query", "is not a valid query string"))?;
         for (i, (key, _)) in pairs.iter().enumerate() {
@@ -68,11 +71,11 @@ impl Query {
         Ok(Self(pairs))
     }
 
-    fn text(&self, name: &str) -> String {
+    pub(super) fn text(&self, name: &str) -> String {
         self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap_or_default()
     }
 
-    fn parsed<T: std::str::FromStr>(&self, v: &mut Violations, name: &str, what: &str) -> Option<T> {
+    pub(super) fn parsed<T: std::str::FromStr>(&self, v: &mut Violations, name: &str, what: &str) -> Option<T> {
         let text = self.text(name);
         let text = text.trim();
         if text.is_empty() {
@@ -450,4 +453,124 @@ async fn list_audit_events(State(authd): State<Authd>, admin: Admin, RawQuery(ra
             .collect(),
         next_page_token: present(page.next_page_token),
     }))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ClientView {
+    client_id: String,
+    name: String,
+    scopes: Vec<String>,
+    /// The client certificate identity that authenticates as this client.
+    #[schema(required)]
+    certificate: Option<String>,
+    #[schema(format = DateTime)]
+    created_at: String,
+    #[schema(format = DateTime, required)]
+    rotated_at: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Clients {
+    clients: Vec<ClientView>,
+}
+
+/// A client's id and secret: the secret is shown this once.
+#[derive(Serialize, ToSchema)]
+pub struct ClientSecret {
+    client_id: String,
+    client_secret: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct CreateClientBody {
+    /// 1 to 100 characters.
+    pub name: String,
+    /// `introspect`, `revocations`, `admin`; at least one.
+    pub scopes: Vec<String>,
+    /// A client certificate identity (its common name, else first alternative name).
+    pub certificate: Option<String>,
+}
+
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // describes the query for the document; `Query` reads it
+struct RotateParams {
+    /// How long the old secret keeps working (default `CLIENT_SECRET_GRACE_SECONDS`).
+    grace_seconds: Option<i64>,
+}
+
+/// List service clients
+///
+/// The service clients, oldest first (never their secrets).
+#[utoipa::path(get, path = "/api/v1/admin/clients", tag = "admin",
+    responses((status = 200, description = "The clients", body = Clients), Unauthenticated, Forbidden, ServerFailed))]
+async fn list_clients(State(authd): State<Authd>, admin: Admin) -> Reply<Clients> {
+    let listed = authd.list_clients(&admin).await?;
+    let present = |s: String| (!s.is_empty()).then_some(s);
+    Ok(Json(Clients {
+        clients: listed
+            .clients
+            .into_iter()
+            .map(|c| ClientView {
+                client_id: c.client_id,
+                name: c.name,
+                scopes: c.scopes,
+                certificate: present(c.certificate),
+                created_at: rfc3339(c.created_at),
+                rotated_at: c.rotated_at.map(|t| rfc3339(Some(t))),
+            })
+            .collect(),
+    }))
+}
+
+/// Create a service client
+///
+/// A new service client with scopes; the answer holds its secret, shown this once.
+#[utoipa::path(post, path = "/api/v1/admin/clients", tag = "admin", request_body = CreateClientBody,
+    responses((status = 201, description = "Created", body = ClientSecret),
+        Unauthenticated, Forbidden, BodyRejected, ServerFailed))]
+async fn create_client(State(authd): State<Authd>, admin: Admin, body: Body) -> Result<impl IntoResponse, Error> {
+    let (body, bad_fields) = body.json::<CreateClientBody>()?;
+    bad_fields.finish(Ok(()))?;
+    let request = pb::CreateClientRequest {
+        name: body.name,
+        scopes: body.scopes,
+        certificate: body.certificate.unwrap_or_default(),
+    };
+    let created = authd.create_client(&admin, &request).await?;
+    Ok((StatusCode::CREATED, Json(ClientSecret { client_id: created.client_id, client_secret: created.client_secret })))
+}
+
+/// Rotate a client's secret
+///
+/// A new secret, shown this once; the old one keeps working for `grace_seconds`.
+#[utoipa::path(post, path = "/api/v1/admin/clients/{client_id}/rotate", tag = "admin",
+    params(("client_id" = String, Path, description = "The client's id"), RotateParams),
+    responses((status = 200, description = "The new secret", body = ClientSecret),
+        Unauthenticated, Forbidden, ClientNotFound, BodyRejected, ServerFailed))]
+async fn rotate_client_secret(
+    State(authd): State<Authd>,
+    admin: Admin,
+    Path(client_id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Reply<ClientSecret> {
+    let query = Query::parse(raw)?;
+    let mut v = Violations::default();
+    let grace_seconds = query.parsed::<i64>(&mut v, "grace_seconds", "a number of seconds");
+    v.finish(|| Some(())).map_err(Error::InvalidInput)?;
+    let request = pb::RotateClientSecretRequest { client_id, grace_seconds };
+    let rotated = authd.rotate_client_secret(&admin, &request).await?;
+    Ok(Json(ClientSecret { client_id: rotated.client_id, client_secret: rotated.client_secret }))
+}
+
+/// Delete a service client
+///
+/// Its secrets and service tokens stop working at once.
+#[utoipa::path(delete, path = "/api/v1/admin/clients/{client_id}", tag = "admin",
+    params(("client_id" = String, Path, description = "The client's id")),
+    responses((status = 200, description = "Deleted", body = Message),
+        Unauthenticated, Forbidden, ClientNotFound, ServerFailed))]
+async fn delete_client(State(authd): State<Authd>, admin: Admin, Path(client_id): Path<String>) -> Reply<Message> {
+    authd.delete_client(&admin, &client_id).await?;
+    Ok(Json(Message { message: "Client deleted." }))
 }

@@ -60,6 +60,7 @@ pub fn router(authd: Authd, allowed_origins: &[String]) -> Router {
         .routes(routes!(me, update_me, delete_me))
         .routes(routes!(change_password))
         .routes(routes!(list_sessions))
+        .routes(routes!(my_activity))
         .routes(routes!(revoke_session))
         .routes(routes!(forgot_password))
         .routes(routes!(reset_password))
@@ -369,6 +370,70 @@ async fn delete_me(State(authd): State<Authd>, caller: Caller, body: Body) -> Re
         Unauthenticated, ServerFailed))]
 async fn list_sessions(State(authd): State<Authd>, caller: Caller) -> Reply<Sessions> {
     Ok(Json(authd.list_sessions(&caller).await?.into()))
+}
+
+/// One event on the caller's account.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct ActivityView {
+    #[schema(format = DateTime)]
+    occurred_at: String,
+    /// Such as `login`, `password_change`, `session_revoked`.
+    action: String,
+    /// `success`, `failure` or `refused`.
+    outcome: String,
+    /// `user` (the caller), `admin`, `client`, `operator` or `anonymous`.
+    actor_kind: String,
+    #[schema(required)]
+    client_ip: Option<String>,
+    #[schema(required)]
+    user_agent: Option<String>,
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct Activity {
+    events: Vec<ActivityView>,
+    /// Pass as `page_token` for the next page; null on the last.
+    #[schema(required)]
+    next_page_token: Option<String>,
+}
+
+/// My security activity
+///
+/// The caller's own security activity, newest first, a page at a time (`page_size` 1 to 200,
+/// default 50; `page_token`): logins and failed ones, password and email changes, sessions ended,
+/// what admins did to the account; as far as the audit trail holds (`AUDIT_RETENTION_DAYS`).
+#[utoipa::path(get, path = "/api/v1/me/activity", tag = "users",
+    params(("page_size" = Option<i32>, Query, description = "1 to 200 (default 50)"),
+        ("page_token" = Option<String>, Query, description = "`next_page_token` of the previous page")),
+    responses((status = 200, description = "A page of events, newest first", body = Activity),
+        Unauthenticated, BodyRejected, ServerFailed))]
+async fn my_activity(
+    State(authd): State<Authd>,
+    caller: Caller,
+    axum::extract::RawQuery(raw): axum::extract::RawQuery,
+) -> Reply<Activity> {
+    let query = admin::Query::parse(raw)?;
+    let mut v = crate::domain::Violations::default();
+    let page_size = query.parsed::<i32>(&mut v, "page_size", "an integer").unwrap_or(0);
+    v.finish(|| Some(())).map_err(Error::InvalidInput)?;
+    let request = pb::GetMyActivityRequest { page_size, page_token: query.text("page_token") };
+    let page = authd.my_activity(&caller, &request).await?;
+    let present = |s: String| (!s.is_empty()).then_some(s);
+    Ok(Json(Activity {
+        events: page
+            .events
+            .into_iter()
+            .map(|e| ActivityView {
+                occurred_at: wire::rfc3339(e.occurred_at),
+                action: e.action,
+                outcome: e.outcome,
+                actor_kind: e.actor_kind,
+                client_ip: present(e.client_ip),
+                user_agent: present(e.user_agent),
+            })
+            .collect(),
+        next_page_token: present(page.next_page_token),
+    }))
 }
 
 /// End one of my sessions

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{Store, StoreResult, run};
+use super::{PRUNE_BATCH, Store, StoreResult, in_batches, run};
 
 /// One event to record; every field is free of secrets.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,23 +96,18 @@ impl Store {
     /// Deletes the events older than `before`; returns how many. In batches, so that no
     /// one statement holds the table for long.
     pub async fn delete_audit_events(&self, before: DateTime<Utc>) -> StoreResult<u64> {
-        const BATCH: i64 = 5000;
-        let mut deleted = 0;
-        loop {
-            let batch = run!(
+        in_batches(|| async {
+            run!(
                 self,
                 query(
                     "delete from audit_events where event_id in (
                        select event_id from audit_events where occurred_at < $1 limit $2)",
                     before,
-                    BATCH,
+                    PRUNE_BATCH,
                 )
                 .execute
-            )?;
-            deleted += batch;
-            if batch < BATCH as u64 {
-                return Ok(deleted);
-            }
-        }
+            )
+        })
+        .await
     }
 }

@@ -124,6 +124,22 @@ macro_rules! run {
 }
 use run;
 
+/// Rows one pruning statement deletes at most, so that none holds a table for long.
+const PRUNE_BATCH: i64 = 5000;
+
+/// Runs `delete_batch` (one statement deleting at most [`PRUNE_BATCH`] rows) until a run
+/// deletes fewer; returns how many rows went in all.
+async fn in_batches<F: Future<Output = StoreResult<u64>>>(mut delete_batch: impl FnMut() -> F) -> StoreResult<u64> {
+    let mut deleted = 0;
+    loop {
+        let batch = delete_batch().await?;
+        deleted += batch;
+        if batch < PRUNE_BATCH as u64 {
+            return Ok(deleted);
+        }
+    }
+}
+
 /// What opening a store does about the schema.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Migrations {

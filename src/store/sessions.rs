@@ -6,7 +6,8 @@ use uuid::Uuid;
 use anyhow::Context;
 
 use super::{
-    Pool, Store, StoreResult, UserRecord, classify, on_pool, on_statement, postgres, run, users::user_columns,
+    PRUNE_BATCH, Pool, Store, StoreResult, UserRecord, classify, in_batches, on_pool, on_statement, postgres, run,
+    users::user_columns,
 };
 
 /// The columns a `SessionRecord` is read from.
@@ -325,10 +326,8 @@ impl Store {
         ended_before: DateTime<Utc>,
         unused_since: DateTime<Utc>,
     ) -> StoreResult<u64> {
-        const BATCH: i64 = 5000;
-        let mut deleted = 0;
-        loop {
-            let batch = run!(
+        in_batches(|| async {
+            run!(
                 self,
                 query(
                     "delete from sessions where session_id in (
@@ -337,15 +336,12 @@ impl Store {
                         limit $3)",
                     ended_before,
                     unused_since,
-                    BATCH,
+                    PRUNE_BATCH,
                 )
                 .execute
-            )?;
-            deleted += batch;
-            if batch < BATCH as u64 {
-                return Ok(deleted);
-            }
-        }
+            )
+        })
+        .await
     }
 
     /// The user of a session that is live at `now` and belongs to `user_id`.

@@ -78,6 +78,10 @@ fn routes(user_id: i64) -> Vec<(Method, String, Option<Value>)> {
         (Method::DELETE, format!("{user}/sessions"), None),
         (Method::PUT, format!("{user}/roles"), Some(json!({"roles": ["admin"]}))),
         (Method::GET, "/api/v1/admin/audit-events".into(), None),
+        (Method::GET, "/api/v1/admin/clients".into(), None),
+        (Method::POST, "/api/v1/admin/clients".into(), Some(json!({"name": "x", "scopes": ["admin"]}))),
+        (Method::POST, "/api/v1/admin/clients/svc_0/rotate".into(), None),
+        (Method::DELETE, "/api/v1/admin/clients/svc_0".into(), None),
     ]
 }
 
@@ -109,6 +113,7 @@ async fn every_admin_route_refuses_a_caller_without_the_admin_role() {
         Some("Ada Lovelace")
     );
     assert_eq!(app.sql_text("select role from user_roles").await, None);
+    assert_eq!(app.sql_text("select client_id from service_clients").await, None);
 
     let mut grpc = AdminServiceClient::new(app.grpc_channel().await);
     let status = grpc.list_users(ListUsersRequest::default()).await.unwrap_err();

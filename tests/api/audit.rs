@@ -128,7 +128,65 @@ async fn audit_events_past_the_retention_are_pruned_in_the_background() {
     assert_eq!(kept.as_deref(), Some("recent"), "an event within the retention is kept");
 }
 
+async fn users_see_their_own_security_activity_and_no_one_elses() {
+    let app = spawn_app_with(|_| {}).await;
+    let client = reqwest::Client::builder().user_agent(AGENT).build().unwrap();
+    assert_eq!(
+        client.post(app.url("/api/v1/register-user")).json(&ada()).send().await.unwrap().status(),
+        StatusCode::CREATED
+    );
+    let bob = json!({"name": "Bob", "email": "bob@example.com", "location": "Paris", "password": "violet sunrise over hills"});
+    assert_eq!(app.register(&bob).await.status(), StatusCode::CREATED);
+    assert_eq!(login(&app, &client, "wrong password one").await.0, StatusCode::UNAUTHORIZED);
+    let (_, body) = login(&app, &client, PASSWORD).await;
+    let access = body["data"]["user_token"]["token"].as_str().unwrap().to_owned();
+    assert_eq!(app.login("bob@example.com", "violet sunrise over hills").await.status(), StatusCode::OK);
+    let activity = |query: &'static str| {
+        let request = app.http.get(app.url(&format!("/api/v1/me/activity{query}"))).bearer_auth(&access);
+        async move { json_of(request.send().await.unwrap()).await }
+    };
+    eventually(Duration::from_secs(5), "the login written", || async {
+        activity("").await.1["events"].as_array().is_some_and(|e| e.len() >= 2)
+    })
+    .await;
+    let (status, page) = activity("").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let seen = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["action"].as_str().unwrap(), e["outcome"].as_str().unwrap()))
+        .collect::<Vec<_>>();
+    assert_eq!(seen, [("login", "success"), ("login", "failure")], "Ada's, newest first, and not Bob's: {page}");
+    assert_eq!(
+        (&page["events"][0]["client_ip"], &page["events"][0]["user_agent"]),
+        (&json!("127.0.0.1"), &json!(AGENT))
+    );
+    assert!(page["events"][0].get("detail").is_none() && page["events"][0].get("actor_id").is_none());
+    let (_, first) = activity("?page_size=1").await;
+    assert_eq!(first["events"].as_array().unwrap().len(), 1);
+    assert!(first["next_page_token"].is_string());
+
+    assert_eq!(app.http.get(app.url("/api/v1/me/activity")).send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    let (status, body) = activity("?page_size=0x10").await;
+    assert_eq!(
+        (status, &body["error"][0]["page_size"].is_string()),
+        (StatusCode::UNPROCESSABLE_ENTITY, &true),
+        "{body}"
+    );
+    let (status, body) = activity("?page_token=-1").await;
+    assert_eq!(
+        (status, &body["error"][0]["page_token"].is_string()),
+        (StatusCode::UNPROCESSABLE_ENTITY, &true),
+        "{body}"
+    );
+    let request = crate::helpers::with_bearer(authd::pb::GetMyActivityRequest::default(), &access);
+    let grpc = app.users().await.get_my_activity(request).await.unwrap().into_inner();
+    assert_eq!(grpc.events.len(), 2);
+}
+
 on_both_backends!(
+    users_see_their_own_security_activity_and_no_one_elses,
     security_events_are_kept_in_the_audit_trail_with_who_and_from_where_and_no_secret,
     audit_events_past_the_retention_are_pruned_in_the_background,
 );

@@ -20,6 +20,11 @@ async fn validate_as(app: &TestApp, authorization: Option<&str>, token: &str) ->
     if let Some(value) = authorization {
         request = request.header("authorization", value);
     }
+    answer(request).await
+}
+
+/// A request's status, JSON body and `WWW-Authenticate` challenge.
+async fn answer(request: reqwest::RequestBuilder) -> (StatusCode, Value, Option<String>) {
     let response = request.send().await.unwrap();
     let challenge = response.headers().get("www-authenticate").map(|v| v.to_str().unwrap().to_owned());
     let (status, body) = json_of(response).await;
@@ -45,10 +50,7 @@ async fn token_request(
     if let Some(value) = authorization {
         request = request.header("authorization", value);
     }
-    let response = request.send().await.unwrap();
-    let challenge = response.headers().get("www-authenticate").map(|v| v.to_str().unwrap().to_owned());
-    let (status, body) = json_of(response).await;
-    (status, body, challenge)
+    answer(request).await
 }
 
 async fn service_token(app: &TestApp, basic: &str) -> String {
@@ -310,7 +312,60 @@ async fn a_client_with_the_admin_scope_may_use_the_admin_api() {
     assert_eq!(refused, [other.into_bytes()]);
 }
 
+async fn an_admin_manages_clients_through_the_admin_api_and_each_change_is_audited() {
+    let app = spawn_app().await;
+    let (access, _) = app.ada_tokens().await;
+    let (root_id, root) = crate::admin::admin_token(&app).await;
+    let admin = |method: reqwest::Method, path: &str| app.http.request(method, app.url(path)).bearer_auth(&root);
+
+    let (status, created, _) = answer(
+        admin(reqwest::Method::POST, "/api/v1/admin/clients")
+            .json(&json!({"name": "billing", "scopes": ["introspect"]})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["client_id"].as_str().unwrap().to_owned();
+    let first = TestApp::basic(&id, created["client_secret"].as_str().unwrap());
+    assert_eq!(validate_as(&app, Some(&first), &access).await.0, StatusCode::OK);
+
+    let (status, listed, _) = answer(admin(reqwest::Method::GET, "/api/v1/admin/clients")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (&listed["clients"][0]["client_id"], &listed["clients"][0]["scopes"]),
+        (&json!(id), &json!(["introspect"]))
+    );
+    assert!(listed.to_string().find("secret").is_none(), "no secret in a list: {listed}");
+
+    let (status, rotated, _) =
+        answer(admin(reqwest::Method::POST, &format!("/api/v1/admin/clients/{id}/rotate?grace_seconds=0"))).await;
+    assert_eq!(status, StatusCode::OK, "{rotated}");
+    let second = TestApp::basic(&id, rotated["client_secret"].as_str().unwrap());
+    assert_eq!(validate_as(&app, Some(&first), &access).await.0, StatusCode::UNAUTHORIZED, "no grace asked for");
+    assert_eq!(validate_as(&app, Some(&second), &access).await.0, StatusCode::OK);
+
+    let (status, body, _) =
+        answer(admin(reqwest::Method::POST, "/api/v1/admin/clients").json(&json!({"name": "x", "scopes": ["root"]})))
+            .await;
+    assert_eq!((status, &body["error"][0]["scope"].is_string()), (StatusCode::UNPROCESSABLE_ENTITY, &true), "{body}");
+    let (status, body, _) =
+        answer(admin(reqwest::Method::POST, &format!("/api/v1/admin/clients/{id}/rotate?grace_seconds=-1"))).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+
+    let mut grpc = AdminServiceClient::new(app.grpc_channel().await);
+    let request = crate::helpers::with_bearer(authd::pb::DeleteClientRequest { client_id: id.clone() }, &root);
+    grpc.delete_client(request).await.unwrap();
+    assert_eq!(validate_as(&app, Some(&second), &access).await.0, StatusCode::UNAUTHORIZED);
+    let (status, _, _) = answer(admin(reqwest::Method::DELETE, &format!("/api/v1/admin/clients/{id}"))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let rows = app.sql_column("select action || ':' || actor_kind || ':' || actor_id from audit_events where action like 'client_%' and outcome = 'success' order by audit_events.event_id", &[]).await;
+    let rows = rows.iter().map(|r| String::from_utf8_lossy(r).into_owned()).collect::<Vec<_>>();
+    let by = |action: &str| format!("{action}:admin:{root_id}");
+    assert_eq!(rows, [by("client_create"), by("client_rotate_secret"), by("client_delete")]);
+}
+
 on_both_backends!(
+    an_admin_manages_clients_through_the_admin_api_and_each_change_is_audited,
     validate_token_needs_a_client_with_the_introspect_scope,
     the_client_credentials_grant_gives_a_short_lived_service_token,
     a_rotated_secret_works_for_its_grace_and_a_deleted_client_stops_at_once,

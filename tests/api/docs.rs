@@ -20,6 +20,7 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/api/v1/me", &["get", "patch", "delete"]),
     ("/api/v1/me/password", &["post"]),
     ("/api/v1/me/sessions", &["get"]),
+    ("/api/v1/me/activity", &["get"]),
     ("/api/v1/me/sessions/{session_id}", &["delete"]),
     ("/api/v1/me/email", &["post"]),
     ("/api/v1/auth/forgot-password", &["post"]),
@@ -39,6 +40,9 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/api/v1/admin/users/{user_id}/sessions", &["delete"]),
     ("/api/v1/admin/users/{user_id}/roles", &["put"]),
     ("/api/v1/admin/audit-events", &["get"]),
+    ("/api/v1/admin/clients", &["get", "post"]),
+    ("/api/v1/admin/clients/{client_id}/rotate", &["post"]),
+    ("/api/v1/admin/clients/{client_id}", &["delete"]),
 ];
 
 async fn the_openapi_document_covers_every_route_and_the_security_schemes() {
