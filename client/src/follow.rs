@@ -162,7 +162,11 @@ async fn follow_once(inner: &Inner, cursor: &mut i64) -> Result<(), tonic::Statu
             revocations.apply(body);
             revocations.forget_before(unix_now() - inner.config.forget_after.as_secs() as i64);
         }
-        *cursor = event.cursor;
+        // A snapshot's parts each carry the log's newest cursor: until its last part has
+        // arrived, a reconnection must ask for the whole snapshot again, not resume past it.
+        if !matches!(body, Event::Snapshot(snapshot) if !snapshot.complete) {
+            *cursor = event.cursor;
+        }
         match body {
             Event::Snapshot(snapshot) if !snapshot.complete => {}
             Event::SigningKeysChanged(_) | Event::Snapshot(_) => inner.feed.up(),

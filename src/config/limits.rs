@@ -103,8 +103,8 @@ impl LimitSettings {
             max_connection_age: seconds("MAX_CONNECTION_AGE_SECONDS", env.max_connection_age_seconds, 3600)?,
             health_check_interval: Duration::from_millis(env.health_check_interval_ms.unwrap_or(5000).max(100)),
             audit_retention: match env.audit_retention_days.unwrap_or(DEFAULT_AUDIT_RETENTION_DAYS) {
-                0 => return Err(bad("AUDIT_RETENTION_DAYS", "must be at least 1 day")),
-                days => Duration::from_secs(days.saturating_mul(86_400)),
+                days @ 1..=36_500 => Duration::from_secs(days * 86_400),
+                _ => return Err(bad("AUDIT_RETENTION_DAYS", "must be 1 to 36500 days")),
             },
         })
     }

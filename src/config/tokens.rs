@@ -155,7 +155,10 @@ impl TokenSettings {
                 s @ 1..=3600 => Duration::from_secs(s),
                 _ => return Err(bad("SERVICE_TOKEN_LIFETIME_SECONDS", "must be 1 to 3600 seconds")),
             },
-            client_secret_grace: Duration::from_secs(env.client_secret_grace_seconds.unwrap_or(DAY)),
+            client_secret_grace: match env.client_secret_grace_seconds.unwrap_or(DAY) {
+                s @ 0..=2_592_000 => Duration::from_secs(s),
+                _ => return Err(bad("CLIENT_SECRET_GRACE_SECONDS", "must be at most 2592000 (30 days)")),
+            },
             service_keys: service_keys(env.revocations_service_keys.take())?,
         })
     }

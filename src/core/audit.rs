@@ -126,6 +126,10 @@ impl Audit {
     }
 }
 
+/// Admin actions that only read an account: left out of the account's own activity.
+const ADMIN_READS: [&str; 5] =
+    ["admin_access", "admin_get_user", "admin_list_users", "admin_list_audit_events", "admin_list_clients"];
+
 impl Authd {
     /// Writes the queued security events to the store, for as long as the server runs.
     pub async fn write_audit(&self) {
@@ -164,13 +168,20 @@ impl Authd {
         };
         let events = events
             .into_iter()
-            .map(|e| pb::ActivityEvent {
-                occurred_at: Some(timestamp(e.occurred_at)),
-                action: e.action,
-                outcome: e.outcome,
-                actor_kind: e.actor_kind,
-                client_ip: e.client_ip.unwrap_or_default(),
-                user_agent: e.user_agent.unwrap_or_default(),
+            // An operator looking at the account is not the account's activity.
+            .filter(|e| !ADMIN_READS.contains(&e.action.as_str()))
+            .map(|e| {
+                // Where an admin, a service or an operator acted from is theirs, not the
+                // user's to see; the user's own and strangers' (failed logins) are.
+                let own = matches!(e.actor_kind.as_str(), "user" | "anonymous");
+                pb::ActivityEvent {
+                    occurred_at: Some(timestamp(e.occurred_at)),
+                    action: e.action,
+                    outcome: e.outcome,
+                    actor_kind: e.actor_kind,
+                    client_ip: if own { e.client_ip.unwrap_or_default() } else { String::new() },
+                    user_agent: if own { e.user_agent.unwrap_or_default() } else { String::new() },
+                }
             })
             .collect();
         Ok(pb::GetMyActivityResponse { events, next_page_token })

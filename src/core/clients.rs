@@ -12,6 +12,7 @@ use super::{
     Authd, ClientInfo, Error, Result,
     audit::{Actor, Audit, Event},
     bearer_token,
+    throttle::Action,
 };
 use crate::{
     security::client_secrets,
@@ -111,7 +112,12 @@ pub async fn list_clients(store: &Store) -> Result<Vec<ClientRecord>> {
     Ok(store.list_clients().await?)
 }
 
-/// A new secret for the client; the old one works for `grace` more.
+/// The longest a rotated-out secret may keep working: a leaked secret is rotated out for
+/// good within a month at most.
+pub const MAX_SECRET_GRACE: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+
+/// A new secret for the client; the old one works for `grace` more (at most
+/// [`MAX_SECRET_GRACE`]).
 pub async fn rotate_client_secret(
     store: Arc<Store>,
     actor: Actor,
@@ -119,6 +125,9 @@ pub async fn rotate_client_secret(
     grace: Duration,
     client: &ClientInfo,
 ) -> Result<ClientCredentials> {
+    if grace > MAX_SECRET_GRACE {
+        return Err(Error::invalid("grace_seconds", "must be at most 2592000 (30 days)"));
+    }
     let (client_secret, hash) = client_secrets::new_secret();
     let now = Utc::now();
     if !store.rotate_client_secret(client_id, &hash, now + grace, now).await? {
@@ -198,6 +207,12 @@ impl Authd {
 
     /// A failed client authentication, logged and audited.
     fn client_refused(&self, client_id: Option<&str>, why: &'static str, client: &ClientInfo) -> Error {
+        // Refused credentials count against the address's allowance
+        // (UNAUTHENTICATED_IP_LIMIT): past it, wrong guesses are answered 429 and leave no
+        // audit row, so that a flood cannot fill the audit queue.
+        if let Err(refused) = self.addresses.check(Action::ClientAuth, client) {
+            return refused;
+        }
         tracing::warn!(target: "authd::security", event = "client_auth", outcome = "failure", client_id, reason = why,
             client_ip = client.ip.as_deref().unwrap_or("unknown"), "client authentication failed");
         let actor = client_id.map_or(Actor::Anonymous, |id| Actor::Client(id.to_owned()));

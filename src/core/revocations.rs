@@ -35,7 +35,14 @@ const POLL: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone)]
 pub struct Watcher {
     pub name: String,
+    /// A service client's credentials, asked again while its feed runs, so that a deleted
+    /// client, a rotated-out secret, a scope taken away or an expired service token ends
+    /// the feed (a configured service key needs no second look).
+    recheck: Option<(Option<String>, ClientInfo)>,
 }
+
+/// How often a service client's right to its feed is checked again.
+const RECHECK: Duration = Duration::from_secs(5);
 
 impl Authd {
     /// The service calling: one sending a key of `REVOCATIONS_SERVICE_KEYS`
@@ -46,14 +53,14 @@ impl Authd {
         if let Some(key) = authorization.and_then(bearer_token) {
             let digest: [u8; 32] = sha2::Sha256::digest(key.as_bytes()).into();
             if let Some(known) = self.token_settings.service_keys.iter().find(|k| same_digest(&k.digest, &digest)) {
-                return Ok(Watcher { name: known.name.clone() });
+                return Ok(Watcher { name: known.name.clone(), recheck: None });
             }
         }
         let caller = self.authenticate_client(authorization, client).await?;
         if !caller.has("revocations") {
             return Err(Error::PermissionDenied("WatchRevocations needs a client with the revocations scope."));
         }
-        Ok(Watcher { name: caller.client_id })
+        Ok(Watcher { name: caller.client_id, recheck: Some((authorization.map(str::to_owned), client.clone())) })
     }
 
     /// Starts following the revocations for `watcher`, from `cursor` (0: a snapshot);
@@ -71,7 +78,7 @@ impl Authd {
         tokio::spawn(async move {
             tracing::info!(service = watcher.name, cursor, "a service follows the revocations");
             let mut feed = Feed { sender, last_seq: 0, sent: HashMap::new() };
-            let result = authd.feed_revocations(&mut feed, cursor).await;
+            let result = authd.feed_revocations(&mut feed, cursor, &watcher).await;
             match result {
                 Ok(()) => tracing::info!(service = watcher.name, "the service stopped following the revocations"),
                 Err(e) => {
@@ -85,7 +92,7 @@ impl Authd {
 
     /// Sends the snapshot or what was missed since `cursor`, then each change. Returns
     /// when the service is gone; fails when the store does.
-    async fn feed_revocations(&self, feed: &mut Feed, cursor: i64) -> Result<()> {
+    async fn feed_revocations(&self, feed: &mut Feed, cursor: i64, watcher: &Watcher) -> Result<()> {
         let mut changes = self.cache.subscribe();
         let mut kids = self.kids.subscribe();
         let signing_kids = kids.borrow_and_update().clone();
@@ -97,12 +104,13 @@ impl Authd {
         match resumed_at {
             Some(at) => {
                 feed.last_seq = cursor;
-                let keys = Event::SigningKeysChanged(pb::SigningKeysChanged { signing_kids });
-                if !feed.send(cursor, keys).await {
-                    return Ok(());
-                }
                 let missed = self.store.revocations_after(cursor, at - RECENT, Utc::now() - window).await?;
                 if !feed.send_new(missed).await {
+                    return Ok(());
+                }
+                // Last: a service takes the keys as the sign that it has caught up.
+                let keys = Event::SigningKeysChanged(pb::SigningKeysChanged { signing_kids });
+                if !feed.send(feed.last_seq, keys).await {
                     return Ok(());
                 }
             }
@@ -116,6 +124,8 @@ impl Authd {
         }
         let mut poll = tokio::time::interval(POLL);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut recheck = tokio::time::interval_at(tokio::time::Instant::now() + RECHECK, RECHECK);
+        recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 () = feed.sender.closed() => return Ok(()),
@@ -132,6 +142,12 @@ impl Authd {
                     continue;
                 }
                 _ = poll.tick() => {}
+                _ = recheck.tick(), if watcher.recheck.is_some() => {
+                    if let Some((authorization, client)) = &watcher.recheck {
+                        self.authorize_watcher(authorization.as_deref(), client).await?;
+                    }
+                    continue;
+                }
             }
             let now = Utc::now();
             let new = self.store.revocations_after(feed.last_seq, now - RECENT, now - window).await?;

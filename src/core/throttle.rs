@@ -38,6 +38,8 @@ pub enum Action {
     ChangeEmail,
     /// Any mail asked for one address.
     Mail,
+    /// A service client's credentials refused.
+    ClientAuth,
 }
 
 impl Action {
@@ -55,6 +57,7 @@ impl Action {
             Self::ConfirmEmailChange => "confirm_email_change",
             Self::ChangeEmail => "change_email",
             Self::Mail => "mail",
+            Self::ClientAuth => "client_auth",
         }
     }
 }
@@ -152,6 +155,8 @@ impl Throttle {
             Action::ForgotPassword | Action::ResendVerification | Action::ChangeEmail | Action::Mail => {
                 self.settings.register_per_ip
             }
+            // Counted in process only, by the address limiter, and only when refused.
+            Action::ClientAuth => 0,
         };
         if limit == 0 {
             return Ok(());

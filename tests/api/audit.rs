@@ -185,7 +185,45 @@ async fn users_see_their_own_security_activity_and_no_one_elses() {
     assert_eq!(grpc.events.len(), 2);
 }
 
+/// What an admin did to an account shows in its owner's activity, but not where the admin
+/// did it from; an admin only looking at the account does not show at all.
+async fn an_admins_address_and_lookups_stay_out_of_the_users_activity() {
+    const CONSOLE: &str = "internal-admin-console/7.3 (ops-host-17.corp)";
+    let app = spawn_app_with(|_| {}).await;
+    let (_, root) = crate::admin::admin_token(&app).await;
+    let (access, _) = app.ada_tokens().await;
+    let ada_id: i64 = crate::roles::claims(&access)["sub"].as_str().unwrap().parse().unwrap();
+    let console = reqwest::Client::builder().user_agent(CONSOLE).build().unwrap();
+    let looked =
+        console.get(app.url(&format!("/api/v1/admin/users/{ada_id}"))).bearer_auth(&root).send().await.unwrap();
+    assert_eq!(looked.status(), StatusCode::OK);
+    let roles = console
+        .put(app.url(&format!("/api/v1/admin/users/{ada_id}/roles")))
+        .bearer_auth(&root)
+        .json(&json!({"roles": ["support"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(roles.status(), StatusCode::OK);
+    let activity = || async {
+        json_of(app.http.get(app.url("/api/v1/me/activity")).bearer_auth(&access).send().await.unwrap()).await
+    };
+    eventually(Duration::from_secs(5), "the role change written", || async {
+        activity().await.1.to_string().contains("admin_set_roles")
+    })
+    .await;
+    let (status, body) = activity().await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let events = body["events"].as_array().unwrap();
+    let set = events.iter().find(|e| e["action"] == "admin_set_roles").unwrap();
+    assert_eq!(set["actor_kind"], "admin", "{body}");
+    assert!(!body.to_string().contains(CONSOLE), "the admin's user agent is shown: {body}");
+    assert!(set["client_ip"].as_str().unwrap_or_default().is_empty(), "the admin's address is shown: {body}");
+    assert!(events.iter().all(|e| e["action"] != "admin_get_user"), "a lookup is shown: {body}");
+}
+
 on_both_backends!(
+    an_admins_address_and_lookups_stay_out_of_the_users_activity,
     users_see_their_own_security_activity_and_no_one_elses,
     security_events_are_kept_in_the_audit_trail_with_who_and_from_where_and_no_secret,
     audit_events_past_the_retention_are_pruned_in_the_background,

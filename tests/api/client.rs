@@ -222,3 +222,94 @@ on_both_backends!(
     a_stale_feed_asks_authd_or_refuses_as_the_service_chose,
     the_layer_and_the_interceptor_put_the_claims_into_the_request,
 );
+
+/// A proxy in front of authd's port that, on its first connection only, passes
+/// `limit` bytes from authd to the client and then closes; later connections pass all.
+async fn truncating_proxy(target: String, limit: usize) -> (String, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let mut first = true;
+        while let Ok((inbound, _)) = listener.accept().await {
+            let Ok(outbound) = tokio::net::TcpStream::connect(&target).await else { continue };
+            let truncate = std::mem::replace(&mut first, false);
+            tokio::spawn(async move {
+                let (mut in_read, mut in_write) = inbound.into_split();
+                let (mut out_read, mut out_write) = outbound.into_split();
+                let up = tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut in_read, &mut out_write).await;
+                });
+                let mut passed = 0usize;
+                let mut buffer = vec![0u8; 8192];
+                while let Ok(n) = out_read.read(&mut buffer).await {
+                    if n == 0 {
+                        break;
+                    }
+                    let n = if truncate { n.min(limit - passed) } else { n };
+                    if in_write.write_all(&buffer[..n]).await.is_err() {
+                        break;
+                    }
+                    passed += n;
+                    if truncate && passed >= limit {
+                        break;
+                    }
+                }
+                up.abort();
+            });
+        }
+    });
+    (format!("http://{addr}"), task)
+}
+
+/// A snapshot's parts each carry the log's newest cursor. A service whose stream breaks
+/// before the last part must ask for the whole snapshot again: resuming past that cursor
+/// would lose the rest, and a token whose logout was in a lost part would be accepted from
+/// memory with the feed counted as in step.
+async fn a_snapshot_cut_short_is_asked_for_again() {
+    let app = app_signing_with(Algorithm::ES256).await;
+    let (throwaway, _) = app.ada_tokens().await;
+    logout(&app, &throwaway, false).await;
+    let filler = "with recursive n(i) as (select 1 union all select i + 1 from n where i < 1998)
+        insert into revocations (kind, session_id, user_id, at)
+        select 'session', randomblob(16), 1, (select at from revocations order by seq limit 1) from n";
+    app.sql(filler, &[]).await;
+    let stolen = login(&app).await;
+    logout(&app, &stolen, false).await;
+    // A later revocation, more than the feed's 2 s look-back after the others: it is the
+    // cursor the snapshot's parts carry.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let last = login(&app).await;
+    logout(&app, &last, false).await;
+    // Control: a service connected straight to authd refuses the logged-out token.
+    let direct = verifier(&app, config(&app)).await;
+    assert!(direct.feed_fresh());
+    assert_eq!(direct.verify_local(&stolen), Err(Rejection::Revoked));
+    // Through the proxy: the first connection is cut after `limit` bytes from authd,
+    // somewhere in the snapshot; later connections pass everything.
+    let target = app.url("").trim_start_matches("http://").trim_end_matches('/').to_owned();
+    let mut accepted = Vec::new();
+    for limit in (30_000..=150_000).step_by(10_000) {
+        let (proxied, proxy) = truncating_proxy(target.clone(), limit).await;
+        let channel = tonic::transport::Channel::from_shared(proxied).unwrap().connect_lazy();
+        let service = Verifier::connect(channel, config(&app)).await.expect("connects");
+        let started = Instant::now();
+        while !service.feed_fresh() && started.elapsed() < Duration::from_secs(10) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let verdict = service.verify_local(&stolen);
+        eprintln!("cut at {limit}: fresh {}, the logged-out token: {verdict:?}", service.feed_fresh());
+        if verdict.is_ok() {
+            accepted.push(limit);
+        }
+        proxy.abort();
+    }
+    assert!(accepted.is_empty(), "a logged-out token is accepted from memory after a snapshot cut at {accepted:?}");
+}
+
+/// On SQLite only: the filler revocations are written with SQLite's `randomblob`.
+#[tokio::test]
+async fn a_snapshot_cut_short_is_asked_for_again_sqlite() {
+    crate::helpers::on_sqlite(a_snapshot_cut_short_is_asked_for_again()).await
+}

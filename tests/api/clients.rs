@@ -350,6 +350,16 @@ async fn an_admin_manages_clients_through_the_admin_api_and_each_change_is_audit
     let (status, body, _) =
         answer(admin(reqwest::Method::POST, &format!("/api/v1/admin/clients/{id}/rotate?grace_seconds=-1"))).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    // A grace past any sensible one (here past what a date can hold) is refused, naming it.
+    for grace in ["2592001", "9223372036854775807"] {
+        let rotate = format!("/api/v1/admin/clients/{id}/rotate?grace_seconds={grace}");
+        let (status, body, _) = answer(admin(reqwest::Method::POST, &rotate)).await;
+        assert_eq!(
+            (status, &body["error"][0]["grace_seconds"]),
+            (StatusCode::UNPROCESSABLE_ENTITY, &json!("must be at most 2592000 (30 days)")),
+            "{grace}: {body}"
+        );
+    }
 
     let mut grpc = AdminServiceClient::new(app.grpc_channel().await);
     let request = crate::helpers::with_bearer(authd::pb::DeleteClientRequest { client_id: id.clone() }, &root);
@@ -364,7 +374,42 @@ async fn an_admin_manages_clients_through_the_admin_api_and_each_change_is_audit
     assert_eq!(rows, [by("client_create"), by("client_rotate_secret"), by("client_delete")]);
 }
 
+/// Refused client credentials count against the address's allowance: past it, wrong
+/// secrets are answered 429 with Retry-After (and leave no audit row), while the right
+/// secret still gets its token.
+async fn wrong_client_secrets_are_limited_per_address() {
+    const LIMIT: usize = 10;
+    let app = crate::helpers::spawn_app_with(|s| s.throttle.address_limit = LIMIT as u32).await;
+    let (id, secret) = app.create_client("billing", "introspect");
+    let form = [("grant_type", "client_credentials")];
+    for i in 0..LIMIT {
+        let basic = TestApp::basic(&id, &format!("guess-{i}"));
+        assert_eq!(token_request(&app, Some(&basic), &form).await.0, StatusCode::UNAUTHORIZED, "guess {i}");
+    }
+    let response = app
+        .http
+        .post(app.url("/oauth/token"))
+        .header("authorization", TestApp::basic(&id, "one guess too many"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(response.headers().contains_key("retry-after"));
+    let (status, body, _) = token_request(&app, Some(&TestApp::basic(&id, &secret)), &form).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // Written in the background: one row per refused guess within the allowance, none past it.
+    let failures =
+        || async { app.sql_column("select action from audit_events where action = 'client_auth'", &[]).await.len() };
+    crate::helpers::eventually(std::time::Duration::from_secs(5), "the refusals written", || async {
+        failures().await >= LIMIT
+    })
+    .await;
+    assert_eq!(failures().await, LIMIT);
+}
+
 on_both_backends!(
+    wrong_client_secrets_are_limited_per_address,
     an_admin_manages_clients_through_the_admin_api_and_each_change_is_audited,
     validate_token_needs_a_client_with_the_introspect_scope,
     the_client_credentials_grant_gives_a_short_lived_service_token,

@@ -391,6 +391,32 @@ async fn a_service_client_needs_the_revocations_scope_to_watch() {
     assert!(matches!(next(&mut events).await.event, Some(Event::Snapshot(s)) if s.complete));
 }
 
+/// A service client's right to its feed is asked again while the feed runs: once the
+/// client is deleted, its open stream ends with UNAUTHENTICATED instead of carrying on.
+async fn a_deleted_clients_feed_ends() {
+    let app = spawn_app().await;
+    let (id, secret) = app.create_client("feeds", "revocations");
+    let mut request = tonic::Request::new(WatchRevocationsRequest { cursor: 0 });
+    request.metadata_mut().insert("authorization", TestApp::basic(&id, &secret).parse().unwrap());
+    let mut events = app.auth().await.watch_revocations(request).await.unwrap().into_inner();
+    assert!(matches!(next(&mut events).await.event, Some(Event::Snapshot(s)) if s.complete));
+    let (ok, out, err) = app.authd_command(&["client", "delete", &id]);
+    assert!(ok, "{out}{err}");
+    // Within the recheck interval (5 s), with room for a loaded machine.
+    let ended = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            match events.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => return None,
+                Err(status) => return Some(status.code()),
+            }
+        }
+    })
+    .await
+    .expect("the feed ends once its client is deleted");
+    assert_eq!(ended, Some(tonic::Code::Unauthenticated));
+}
+
 /// The snapshot holds what ended before; then each revocation arrives as it happens (a
 /// session ended, every session of the user, the user deleted); a service that resumes
 /// with the cursor of an event gets what came after it, and a fresh snapshot for a
@@ -432,14 +458,15 @@ async fn the_feed_sends_a_snapshot_then_each_revocation_and_resumes_from_a_curso
     assert_eq!(deleted.event, Some(Event::UserDeleted(authd::pb::UserDeleted { user_id, ..deleted_of(&deleted) })));
     drop(events);
 
-    // Resumed from the logout everywhere: the keys, then what came after it (after those
-    // of the two seconds before the cursor again, which may repeat: nothing can be lost
-    // to a row that committed after one of a greater number).
+    // Resumed from the logout everywhere: what came after it (after those of the two
+    // seconds before the cursor again, which may repeat: nothing can be lost to a row that
+    // committed after one of a greater number), then the keys, which tell the service it
+    // has caught up.
     let mut resumed = watch(&app, Some(SERVICE_KEY), everywhere.cursor).await.unwrap();
-    assert!(matches!(next(&mut resumed).await.event, Some(Event::SigningKeysChanged(_))));
     let mut repeated = 0;
     let missed = loop {
         let event = next(&mut resumed).await;
+        assert!(!matches!(event.event, Some(Event::SigningKeysChanged(_))), "the keys before what was missed");
         if event.cursor > everywhere.cursor {
             break event;
         }
@@ -447,6 +474,9 @@ async fn the_feed_sends_a_snapshot_then_each_revocation_and_resumes_from_a_curso
         assert!(repeated <= 3, "only what came before the cursor repeats: {event:?}");
     };
     assert_eq!((missed.cursor, missed.event), (deleted.cursor, deleted.event));
+    let caught_up = next(&mut resumed).await;
+    assert!(matches!(caught_up.event, Some(Event::SigningKeysChanged(_))), "{caught_up:?}");
+    assert_eq!(caught_up.cursor, deleted.cursor);
     // A cursor the log does not hold: a snapshot, with all four.
     let mut fresh = watch(&app, Some(SERVICE_KEY), deleted.cursor + 1000).await.unwrap();
     let Some(Event::Snapshot(s)) = next(&mut fresh).await.event else { panic!("a fresh snapshot") };
@@ -510,6 +540,7 @@ on_both_backends!(
     a_deleted_users_tokens_are_refused_and_profile_changes_show_at_once,
     only_services_may_watch_revocations,
     a_service_client_needs_the_revocations_scope_to_watch,
+    a_deleted_clients_feed_ends,
     the_feed_sends_a_snapshot_then_each_revocation_and_resumes_from_a_cursor,
     a_signing_key_rotation_reaches_the_feed,
 );
