@@ -162,7 +162,8 @@ impl Authd {
 
     /// Checks the fields of a user created by an admin: registration's rules, and roles.
     pub fn validate_user_creation(&self, req: &pb::CreateUserRequest) -> Result<(), Vec<FieldViolation>> {
-        let registration = self.validate_registration(&registration_of(req)).err().unwrap_or_default();
+        let registration =
+            self.validate_registration(&registration_of(req, &unknown_password())).err().unwrap_or_default();
         let roles = roles(&req.roles).err();
         match registration.into_iter().chain(roles).collect::<Vec<_>>() {
             violations if violations.is_empty() => Ok(()),
@@ -172,12 +173,15 @@ impl Authd {
 
     pub async fn create_user(&self, admin: &Admin, req: &pb::CreateUserRequest) -> Result<pb::CreateUserResponse> {
         self.validate_user_creation(req).map_err(Error::InvalidInput)?;
-        let r = self.validate_registration(&registration_of(req)).map_err(Error::InvalidInput)?;
+        // Without a password: one nobody knows, and an invitation to choose one.
+        let invited = req.password.is_empty();
+        let r = self.validate_registration(&registration_of(req, &unknown_password())).map_err(Error::InvalidInput)?;
         let roles = roles(&req.roles).map_err(|v| Error::InvalidInput(vec![v]))?;
         let hash = self.passwords.hash(None, &r.password).await?;
         let user = self.store.insert_user(&r.new_user(&hash)).await?;
         self.store.set_roles(user.user_id, &roles, Utc::now()).await?;
-        if let Err(e) = self.send_verification(&user).await {
+        let mailed = if invited { self.send_invitation(&user).await } else { self.send_verification(&user).await };
+        if let Err(e) = mailed {
             e.log_if_internal();
         }
         self.admin_did(admin, "admin_create_user", Some(user.user_id), Some(format!("roles={}", roles.join(","))))
@@ -362,14 +366,21 @@ impl Authd {
     }
 }
 
-fn registration_of(req: &pb::CreateUserRequest) -> pb::RegisterUserRequest {
+/// The registration an admin's request makes; an empty password (an invitation) is
+/// replaced by `unknown`.
+fn registration_of(req: &pb::CreateUserRequest, unknown: &str) -> pb::RegisterUserRequest {
     pb::RegisterUserRequest {
         name: req.name.clone(),
         email: req.email.clone(),
         location: req.location.clone(),
         about: req.about.clone(),
-        password: req.password.clone(),
+        password: if req.password.is_empty() { unknown.to_owned() } else { req.password.clone() },
     }
+}
+
+/// A password no one knows (244 random bits), for an invited user until they choose one.
+fn unknown_password() -> String {
+    format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())
 }
 
 fn update_of(req: &pb::UpdateUserRequest) -> pb::UpdateMeRequest {

@@ -133,6 +133,17 @@ impl Authd {
         self.enqueue(Template::VerifyEmail, &user.email, &vars).await
     }
 
+    /// Mails a user an admin created without a password a link to choose one (a reset
+    /// token, valid as long as a verification link): using it also verifies the address.
+    pub(super) async fn send_invitation(&self, user: &UserRecord) -> Result<()> {
+        let m = Arc::clone(self.mailer());
+        let lifetime = m.settings.verification_token_lifetime;
+        let token = self.issue_token(user, Purpose::Reset, &user.email, None, None, lifetime).await?;
+        let link = m.link("reset-password", &token);
+        let vars = [("name", user.name.as_str()), ("link", &link), ("hours", &hours(lifetime))];
+        self.enqueue(Template::Invitation, &user.email, &vars).await
+    }
+
     /// With verification required, someone registered an address that has an account:
     /// its owner hears of it (within the address's mail limit), and the caller learns nothing.
     pub(super) async fn registered_again(&self, email: &str, client: &ClientInfo) -> Result<()> {

@@ -24,16 +24,20 @@ pub enum Template {
     /// To an address that already has an account, when another account asks to make it
     /// its own (in place of the confirmation link). `{{name}}` (the address's own account)
     EmailChangeTaken,
+    /// To a user an admin created without a password: a link to choose one.
+    /// `{{name}} {{link}} {{hours}}`
+    Invitation,
 }
 
 impl Template {
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::VerifyEmail,
         Self::RegisteredAgain,
         Self::ResetPassword,
         Self::ConfirmEmailChange,
         Self::EmailChangeRequested,
         Self::EmailChangeTaken,
+        Self::Invitation,
     ];
 
     pub fn name(self) -> &'static str {
@@ -44,6 +48,7 @@ impl Template {
             Self::ConfirmEmailChange => "confirm_email_change",
             Self::EmailChangeRequested => "email_change_requested",
             Self::EmailChangeTaken => "email_change_taken",
+            Self::Invitation => "invitation",
         }
     }
 
@@ -105,6 +110,16 @@ impl Template {
                 "<p>Hello {{name}},</p><p>Someone asked to make this email address, which already has \
                  an account, the address of another account. Nothing has changed, and nothing will: \
                  ignore this mail.</p>",
+            ),
+            Self::Invitation => (
+                "You have an account: choose your password",
+                "Hello {{name}},\n\nAn account was made for you with this email address. To choose \
+                 its password, open this link:\n\n{{link}}\n\nIt works once, for {{hours}} hours. If \
+                 you did not expect this, ignore this mail.\n",
+                "<p>Hello {{name}},</p><p>An account was made for you with this email address. To \
+                 choose its password, open this link:</p><p><a href=\"{{link}}\">{{link}}</a></p>\
+                 <p>It works once, for {{hours}} hours. If you did not expect this, ignore this \
+                 mail.</p>",
             ),
         };
         Parts { subject: subject.into(), text: text.into(), html: html.into() }

@@ -184,8 +184,10 @@ pub struct CreateUserBody {
     pub email: String,
     pub location: String,
     pub about: Option<String>,
-    #[schema(min_length = 8, max_length = 128)]
-    pub password: String,
+    /// As at registration; absent (or empty): an invitation is mailed, a link to choose
+    /// the password, which also verifies the address.
+    #[schema(max_length = 128)]
+    pub password: Option<String>,
     /// Roles to give at once.
     pub roles: Option<Vec<String>>,
 }
@@ -284,7 +286,7 @@ async fn create_user(State(authd): State<Authd>, admin: Admin, body: Body) -> Re
         email: body.email,
         location: body.location,
         about: body.about,
-        password: body.password,
+        password: body.password.unwrap_or_default(),
         roles: body.roles.unwrap_or_default(),
     };
     bad_fields.finish(authd.validate_user_creation(&request))?;

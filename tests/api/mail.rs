@@ -624,7 +624,32 @@ async fn required_verification_also_refuses_refresh_and_password_change() {
     assert_eq!(app.login(ADA, NEW_PASSWORD).await.status(), StatusCode::UNAUTHORIZED, "the password stays");
 }
 
+/// An admin creates a user without a password: the user is mailed an invitation whose link
+/// lets them choose one (the address then counts as verified); until then no password logs
+/// in, the one the admin did not give included.
+async fn an_invited_user_chooses_their_password_from_the_mail() {
+    const GRACE: &str = "grace@example.com";
+    let smtp = SmtpServer::start();
+    let app = app_mailing_to(&smtp.url(), |_| {}).await;
+    let (_, root) = crate::admin::admin_token(&app).await;
+    let create = json!({"name": "Grace", "email": GRACE, "location": "Arlington"});
+    let (status, body) = post_bearer(&app, "/api/v1/admin/users", &root, create).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(app.login(GRACE, "").await.status(), StatusCode::UNAUTHORIZED);
+    let invitation = smtp.mail_to(GRACE, "choose your password").await;
+    assert!(invitation.text.contains("https://app.example/reset-password?token="), "{}", invitation.text);
+    assert!(smtp.messages_to(GRACE).iter().all(|m| !m.subject.contains("Verify")), "no verification mail as well");
+    let reset = json!({"token": invitation.token(), "new_password": NEW_PASSWORD});
+    let (status, body) = post(&app, "/api/v1/auth/reset-password", reset.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (access, _) = login_tokens(&app, GRACE, NEW_PASSWORD).await;
+    assert_eq!(me(&app, &access).await.1["email_verified"], true, "the mail reached the address");
+    let (status, _) = post(&app, "/api/v1/auth/reset-password", reset).await;
+    assert_ne!(status, StatusCode::OK, "the invitation works once");
+}
+
 on_both_backends!(
+    an_invited_user_chooses_their_password_from_the_mail,
     required_verification_also_refuses_refresh_and_password_change,
     an_email_change_tells_nothing_of_the_new_address,
     email_changes_are_limited_per_account_and_per_client,
