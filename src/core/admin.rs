@@ -6,7 +6,7 @@
 use chrono::{DateTime, Utc};
 
 use super::{
-    Authd, ClientInfo, Error, Result,
+    Authd, ClientInfo, Error, Registration, Result,
     audit::{Actor, Event},
     sessions::session_message,
     timestamp, user_message,
@@ -124,12 +124,7 @@ impl Authd {
             limit: limit + 1,
         };
         let mut users = self.store.list_users(&query).await?;
-        let more = users.len() as i64 > limit;
-        users.truncate(limit as usize);
-        let next_page_token = match (more, users.last()) {
-            (true, Some(last)) => last.user.user_id.to_string(),
-            _ => String::new(),
-        };
+        let next_page_token = next_page(&mut users, limit, |u| u.user.user_id);
         let roles = match (users.first(), users.last()) {
             (Some(first), Some(last)) => self.store.roles_between(first.user.user_id, last.user.user_id).await?,
             _ => Vec::new(),
@@ -162,21 +157,25 @@ impl Authd {
 
     /// Checks the fields of a user created by an admin: registration's rules, and roles.
     pub fn validate_user_creation(&self, req: &pb::CreateUserRequest) -> Result<(), Vec<FieldViolation>> {
-        let registration =
-            self.validate_registration(&registration_of(req, &unknown_password())).err().unwrap_or_default();
-        let roles = roles(&req.roles).err();
-        match registration.into_iter().chain(roles).collect::<Vec<_>>() {
-            violations if violations.is_empty() => Ok(()),
-            violations => Err(violations),
+        self.parse_user_creation(req).map(|_| ())
+    }
+
+    fn parse_user_creation(
+        &self,
+        req: &pb::CreateUserRequest,
+    ) -> Result<(Registration, Vec<String>), Vec<FieldViolation>> {
+        match (self.validate_registration(&registration_of(req, &unknown_password())), roles(&req.roles)) {
+            (Ok(registration), Ok(roles)) => Ok((registration, roles)),
+            (registration, roles) => {
+                Err(registration.err().unwrap_or_default().into_iter().chain(roles.err()).collect())
+            }
         }
     }
 
     pub async fn create_user(&self, admin: &Admin, req: &pb::CreateUserRequest) -> Result<pb::CreateUserResponse> {
-        self.validate_user_creation(req).map_err(Error::InvalidInput)?;
+        let (r, roles) = self.parse_user_creation(req).map_err(Error::InvalidInput)?;
         // Without a password: one nobody knows, and an invitation to choose one.
         let invited = req.password.is_empty();
-        let r = self.validate_registration(&registration_of(req, &unknown_password())).map_err(Error::InvalidInput)?;
-        let roles = roles(&req.roles).map_err(|v| Error::InvalidInput(vec![v]))?;
         let hash = self.passwords.hash(None, &r.password).await?;
         let user = self.store.insert_user(&r.new_user(&hash)).await?;
         self.store.set_roles(user.user_id, &roles, Utc::now()).await?;
@@ -284,12 +283,7 @@ impl Authd {
             limit: limit + 1,
         };
         let mut events = self.store.audit_events(&query).await?;
-        let more = events.len() as i64 > limit;
-        events.truncate(limit as usize);
-        let next_page_token = match (more, events.last()) {
-            (true, Some(last)) => last.event_id.to_string(),
-            _ => String::new(),
-        };
+        let next_page_token = next_page(&mut events, limit, |e| e.event_id);
         let subject = query.subject_user_id;
         self.admin_did(admin, "admin_list_audit_events", subject, None).await?;
         Ok(pb::ListAuditEventsResponse { events: events.into_iter().map(audit_event).collect(), next_page_token })
@@ -412,6 +406,17 @@ pub(super) fn page_size(size: i32) -> Result<i64, String> {
         0 => Ok(PAGE_SIZE),
         n if (1..=MAX_PAGE_SIZE).contains(&n) => Ok(n),
         _ => Err(format!("must be between 1 and {MAX_PAGE_SIZE} (0: {PAGE_SIZE})")),
+    }
+}
+
+/// Cuts `rows` (fetched with one more than `limit`) to the page, and returns the token of
+/// the next page: the id its last row ends at (`key`), or empty on the last page.
+pub(super) fn next_page<T>(rows: &mut Vec<T>, limit: i64, key: impl Fn(&T) -> i64) -> String {
+    let more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    match (more, rows.last()) {
+        (true, Some(last)) => key(last).to_string(),
+        _ => String::new(),
     }
 }
 

@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 
 use super::{
     Authd, Caller, ClientInfo, Error, Result,
-    admin::{cursor, page_size},
+    admin::{cursor, next_page, page_size},
     timestamp,
 };
 use crate::{
@@ -160,12 +160,7 @@ impl Authd {
             ..AuditQuery::default()
         };
         let mut events = self.store.audit_events(&query).await?;
-        let more = events.len() as i64 > limit;
-        events.truncate(limit as usize);
-        let next_page_token = match (more, events.last()) {
-            (true, Some(last)) => last.event_id.to_string(),
-            _ => String::new(),
-        };
+        let next_page_token = next_page(&mut events, limit, |e| e.event_id);
         let events = events
             .into_iter()
             // An operator looking at the account is not the account's activity.
