@@ -19,6 +19,7 @@ const POOL_CONNECTIONS: &str = "authd_db_pool_connections";
 const CHANGE_FEED_UP: &str = "authd_change_feed_up";
 const CONNECTIONS_CLOSED: &str = "authd_connections_closed_total";
 const TOKEN_CHECKS: &str = "authd_token_checks_total";
+const CLIENT_CHECKS: &str = "authd_client_checks_total";
 const REVOCATIONS_HELD: &str = "authd_revocations_held";
 const USERS_CACHED: &str = "authd_users_cached";
 
@@ -145,4 +146,10 @@ pub fn token_checked(by: CheckedBy) {
         CheckedBy::Database => "database",
     };
     metrics::counter!(TOKEN_CHECKS, "answered_by" => by).increment(1);
+}
+
+/// What gave a service client's record: `memory` (the client cache) or `database`.
+pub fn client_checked(from_memory: bool) {
+    let by = if from_memory { "memory" } else { "database" };
+    metrics::counter!(CLIENT_CHECKS, "answered_by" => by).increment(1);
 }

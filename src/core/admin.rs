@@ -342,14 +342,19 @@ impl Authd {
         let store = std::sync::Arc::clone(&self.store);
         let rotated =
             super::clients::rotate_client_secret(store, admin.actor.clone(), &req.client_id, grace, &admin.client)
-                .await?;
+                .await;
+        // At once here, whatever followed the change (the audit row) did.
+        self.client_changed(&req.client_id);
+        let rotated = rotated?;
         Ok(pb::RotateClientSecretResponse { client_id: rotated.client_id, client_secret: rotated.client_secret })
     }
 
     /// Deletes a client, audited (`client_delete`) with the admin as actor.
     pub async fn delete_client(&self, admin: &Admin, client_id: &str) -> Result<()> {
         let store = std::sync::Arc::clone(&self.store);
-        super::clients::delete_client(store, admin.actor.clone(), client_id, &admin.client).await
+        let deleted = super::clients::delete_client(store, admin.actor.clone(), client_id, &admin.client).await;
+        self.client_changed(client_id);
+        deleted
     }
 
     async fn admin_user_record(&self, user_id: i64) -> Result<AdminUserRecord> {

@@ -21,7 +21,7 @@ use std::{
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::store::{Revocation, SessionChange, UserRecord};
+use crate::store::{ClientKey, ClientRecord, Revocation, SessionChange, UserRecord};
 
 /// How often expired entries are swept, at most.
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
@@ -38,10 +38,17 @@ pub struct SessionCache {
     /// Counts every change applied, so that an answer read from the store before a change
     /// is not trusted after it (a GetMe racing a logout must not revive the session).
     changes: AtomicU64,
-    /// Counts the times the user cache was emptied, for the same reason.
+    /// Counts the times the user and client caches were emptied, for the same reason.
     epoch: AtomicU64,
     state: RwLock<State>,
-    users: UserLru,
+    users: Lru<i64, UserRecord>,
+    /// Service clients by id, and by the client certificate identity mapped to them.
+    clients: Lru<ClientLookup, ClientRecord>,
+    /// Whether a change to a client made by another process is heard: not on SQLite, where
+    /// `authd client ...` changes the file with no feed to tell the server.
+    clients_heard: bool,
+    /// Counts the client changes applied, as `changes` does for every change.
+    client_changes: AtomicU64,
     /// Bumped with every change applied, for the services' revocation feeds to look.
     signal: tokio::sync::watch::Sender<u64>,
 }
@@ -67,8 +74,19 @@ struct State {
 #[derive(Debug, Clone, Copy)]
 pub struct Asked {
     changes: u64,
+    client_changes: u64,
     epoch: u64,
 }
+
+/// How a service client is looked up: by its id, or by its client certificate's identity.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ClientLookup {
+    Id(String),
+    Certificate(String),
+}
+
+/// Service clients cached at most: few services call one authd.
+const CLIENTS_CACHED: usize = 1024;
 
 /// What memory says of a token's session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,8 +101,10 @@ pub enum Liveness {
 }
 
 impl SessionCache {
-    /// `enabled` false asks the store for every check; `users` bounds the user cache.
-    pub fn new(enabled: bool, window: Duration, resync_margin: Duration, users: usize) -> Self {
+    /// `enabled` false asks the store for every check; `users` bounds the user cache;
+    /// `clients_heard` says whether other processes' changes to service clients are heard
+    /// (else every client check asks the store).
+    pub fn new(enabled: bool, window: Duration, resync_margin: Duration, users: usize, clients_heard: bool) -> Self {
         let duration = |d: Duration| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
         Self {
             enabled,
@@ -94,7 +114,10 @@ impl SessionCache {
             changes: AtomicU64::new(0),
             epoch: AtomicU64::new(0),
             state: RwLock::new(State::default()),
-            users: UserLru::new(users),
+            users: Lru::new(users),
+            clients: Lru::new(CLIENTS_CACHED),
+            clients_heard,
+            client_changes: AtomicU64::new(0),
             signal: tokio::sync::watch::Sender::new(0),
         }
     }
@@ -133,12 +156,45 @@ impl SessionCache {
         if !self.enabled || !self.listening.load(Ordering::Acquire) {
             return None;
         }
-        self.users.get(user_id)
+        self.users.get(&user_id)
+    }
+
+    /// The cached record of a service client, while every change to clients is heard.
+    pub fn client(&self, lookup: &ClientLookup) -> Option<Arc<ClientRecord>> {
+        if !self.trusts_clients() {
+            return None;
+        }
+        self.clients.get(lookup)
+    }
+
+    /// Keeps a client's `record` as the store gave it for `lookup` in a look-up begun at
+    /// `asked`, unless a client changed since, or the cache was emptied.
+    pub fn put_client(&self, lookup: ClientLookup, record: Arc<ClientRecord>, asked: Asked) {
+        if !self.trusts_clients() {
+            return;
+        }
+        // Under the lock that `apply`, `deafen` and `resynced` take before changing anything.
+        let Ok(state) = self.state.read() else { return };
+        if self.client_changes.load(Ordering::Acquire) != asked.client_changes
+            || self.epoch.load(Ordering::Acquire) != asked.epoch
+        {
+            return;
+        }
+        self.clients.put(lookup, record);
+        drop(state);
+    }
+
+    fn trusts_clients(&self) -> bool {
+        self.enabled && self.clients_heard && self.listening.load(Ordering::Acquire)
     }
 
     /// Taken just before asking the store, and handed back with its answer.
     pub fn ask(&self) -> Asked {
-        Asked { changes: self.changes.load(Ordering::Acquire), epoch: self.epoch.load(Ordering::Acquire) }
+        Asked {
+            changes: self.changes.load(Ordering::Acquire),
+            client_changes: self.client_changes.load(Ordering::Acquire),
+            epoch: self.epoch.load(Ordering::Acquire),
+        }
     }
 
     /// Keeps `user` as the store gave it in a look-up begun at `asked`, unless the user
@@ -154,7 +210,7 @@ impl SessionCache {
         if changed_since || self.epoch.load(Ordering::Acquire) != asked.epoch {
             return;
         }
-        self.users.put(user);
+        self.users.put(user.user_id, user);
         drop(state);
     }
 
@@ -190,6 +246,11 @@ impl SessionCache {
     fn apply_at(&self, change: SessionChange, at: DateTime<Utc>) {
         let until = at + self.window;
         let Ok(mut state) = self.state.write() else { return };
+        if let SessionChange::Client(key) = change {
+            // Whenever it was made: a cached record may predate it.
+            self.client_changes.fetch_add(1, Ordering::AcqRel);
+            self.clients.retain(|record| ClientKey::of(&record.client_id) != key);
+        }
         let now = Utc::now();
         if until <= now {
             return;
@@ -203,8 +264,10 @@ impl SessionCache {
             SessionChange::User(user_id) => {
                 let entry = state.changed.entry(user_id).or_insert((count, until));
                 *entry = (count, entry.1.max(until));
-                self.users.remove(user_id);
+                self.users.remove(&user_id);
             }
+            // Applied above.
+            SessionChange::Client(_) => {}
             // The feed's own state: see `deafen` and `resynced`.
             SessionChange::Listening | SessionChange::Unheard => {}
         }
@@ -228,6 +291,7 @@ impl SessionCache {
         }
         self.epoch.fetch_add(1, Ordering::AcqRel);
         self.users.clear();
+        self.clients.clear();
     }
 
     /// From when a resync must read the log: a little before this process went deaf, or
@@ -257,6 +321,7 @@ impl SessionCache {
         // A profile read before now may predate a change that was not heard.
         self.epoch.fetch_add(1, Ordering::AcqRel);
         self.users.clear();
+        self.clients.clear();
         self.listening.store(true, Ordering::Release);
     }
 
@@ -272,32 +337,36 @@ impl SessionCache {
     }
 }
 
-/// Users by id, bounded: past the capacity the least recently used eighth is dropped at
-/// once (a sort every capacity/8 insertions), so that a read needs only a read lock.
-struct UserLru {
+/// Records by key, bounded: past the capacity the least recently used eighth is dropped
+/// at once (a sort every capacity/8 insertions), so that a read needs only a read lock.
+struct Lru<K, V> {
     capacity: usize,
     clock: AtomicU64,
-    entries: RwLock<HashMap<i64, (Arc<UserRecord>, AtomicU64)>>,
+    entries: RwLock<HashMap<K, (Arc<V>, AtomicU64)>>,
 }
 
-impl UserLru {
+impl<K: std::hash::Hash + Eq, V> Lru<K, V> {
     fn new(capacity: usize) -> Self {
         Self { capacity, clock: AtomicU64::new(0), entries: RwLock::new(HashMap::new()) }
     }
 
-    fn get(&self, user_id: i64) -> Option<Arc<UserRecord>> {
+    fn get<Q>(&self, key: &Q) -> Option<Arc<V>>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ?Sized,
+    {
         let entries = self.entries.read().ok()?;
-        let (user, used) = entries.get(&user_id)?;
+        let (value, used) = entries.get(key)?;
         used.store(self.clock.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
-        Some(Arc::clone(user))
+        Some(Arc::clone(value))
     }
 
-    fn put(&self, user: Arc<UserRecord>) {
+    fn put(&self, key: K, value: Arc<V>) {
         if self.capacity == 0 {
             return;
         }
         let Ok(mut entries) = self.entries.write() else { return };
-        if entries.len() >= self.capacity && !entries.contains_key(&user.user_id) {
+        if entries.len() >= self.capacity && !entries.contains_key(&key) {
             let mut ages: Vec<u64> = entries.values().map(|(_, used)| used.load(Ordering::Relaxed)).collect();
             // Uses are numbered apart, so exactly `cut` entries are older than the one at `cut`.
             let cut = (self.capacity / 8).max(1);
@@ -309,12 +378,19 @@ impl UserLru {
             }
         }
         let used = AtomicU64::new(self.clock.fetch_add(1, Ordering::Relaxed));
-        entries.insert(user.user_id, (user, used));
+        entries.insert(key, (value, used));
     }
 
-    fn remove(&self, user_id: i64) {
+    fn remove(&self, key: &K) {
         if let Ok(mut entries) = self.entries.write() {
-            entries.remove(&user_id);
+            entries.remove(key);
+        }
+    }
+
+    /// Keeps only the entries whose value `keep` says to.
+    fn retain(&self, keep: impl Fn(&V) -> bool) {
+        if let Ok(mut entries) = self.entries.write() {
+            entries.retain(|_, (value, _)| keep(value));
         }
     }
 
@@ -351,7 +427,7 @@ mod tests {
     }
 
     fn cache() -> SessionCache {
-        SessionCache::new(true, Duration::from_secs(60), Duration::from_secs(5), 100)
+        SessionCache::new(true, Duration::from_secs(60), Duration::from_secs(5), 100, true)
     }
 
     #[test]
@@ -435,10 +511,17 @@ mod tests {
             kind: RevocationKind::Session,
             session_id: Some(session),
             user_id: None,
+            client_id: None,
             at: at(ago),
         };
-        let deleted =
-            Revocation { seq: 3, kind: RevocationKind::UserDeleted, session_id: None, user_id: Some(7), at: at(1) };
+        let deleted = Revocation {
+            seq: 3,
+            kind: RevocationKind::UserDeleted,
+            session_id: None,
+            user_id: Some(7),
+            client_id: None,
+            at: at(1),
+        };
         cache.resynced(&[revocation(1, old, 120), revocation(2, recent, 10), deleted]);
         assert_eq!(cache.liveness(recent, 1), Liveness::Ended);
         assert_eq!(cache.liveness(old, 1), Liveness::Live, "older than the window: its tokens expired");
@@ -451,7 +534,7 @@ mod tests {
 
     #[test]
     fn the_user_cache_is_bounded_and_keeps_the_recently_used() {
-        let cache = SessionCache::new(true, Duration::from_secs(60), Duration::from_secs(5), 16);
+        let cache = SessionCache::new(true, Duration::from_secs(60), Duration::from_secs(5), 16, true);
         cache.resynced(&[]);
         for id in 0..16 {
             cache.put_user(user(id), cache.ask());
@@ -468,7 +551,7 @@ mod tests {
 
     #[test]
     fn a_user_cache_of_one_holds_one() {
-        let cache = SessionCache::new(true, Duration::from_secs(60), Duration::from_secs(5), 1);
+        let cache = SessionCache::new(true, Duration::from_secs(60), Duration::from_secs(5), 1, true);
         cache.resynced(&[]);
         for id in 0..5 {
             cache.put_user(user(id), cache.ask());
@@ -479,10 +562,73 @@ mod tests {
 
     #[test]
     fn turned_off_it_always_asks() {
-        let cache = SessionCache::new(false, Duration::from_secs(60), Duration::from_secs(5), 16);
+        let cache = SessionCache::new(false, Duration::from_secs(60), Duration::from_secs(5), 16, true);
         cache.resynced(&[]);
         assert_eq!(cache.liveness(Uuid::new_v4(), 1), Liveness::Unknown);
         cache.put_user(user(1), cache.ask());
         assert!(cache.user(1).is_none());
+    }
+
+    fn client(client_id: &str) -> Arc<ClientRecord> {
+        Arc::new(ClientRecord {
+            client_id: client_id.into(),
+            name: "billing".into(),
+            scopes: "introspect".into(),
+            secret_hash: vec![1; 32],
+            previous_secret_hash: None,
+            previous_valid_until: None,
+            certificate_name: Some("billing.example".into()),
+            created_at: Utc::now(),
+            rotated_at: None,
+        })
+    }
+
+    #[test]
+    fn a_client_is_cached_while_heard_and_forgotten_at_its_change() {
+        let cache = cache();
+        let (by_id, by_certificate) =
+            (ClientLookup::Id("svc_a".into()), ClientLookup::Certificate("billing.example".into()));
+        cache.put_client(by_id.clone(), client("svc_a"), cache.ask());
+        assert!(cache.client(&by_id).is_none(), "nothing is trusted before a resync");
+        cache.resynced(&[]);
+        cache.put_client(by_id.clone(), client("svc_a"), cache.ask());
+        cache.put_client(by_certificate.clone(), client("svc_a"), cache.ask());
+        cache.put_client(ClientLookup::Id("svc_b".into()), client("svc_b"), cache.ask());
+        assert!(cache.client(&by_id).is_some() && cache.client(&by_certificate).is_some());
+        cache.apply(SessionChange::client("svc_a"));
+        assert!(cache.client(&by_id).is_none() && cache.client(&by_certificate).is_none(), "both lookups go");
+        assert!(cache.client(&ClientLookup::Id("svc_b".into())).is_some(), "another client stays");
+        // An answer read before a change is not kept.
+        let asked = cache.ask();
+        cache.apply(SessionChange::client("svc_a"));
+        cache.put_client(by_id.clone(), client("svc_a"), asked);
+        assert!(cache.client(&by_id).is_none());
+        // A change heard in a resync, however old, still applies.
+        cache.put_client(by_id.clone(), client("svc_a"), cache.ask());
+        let old = Revocation {
+            seq: 9,
+            kind: RevocationKind::Client,
+            session_id: None,
+            user_id: None,
+            client_id: Some("svc_a".into()),
+            at: Utc::now() - chrono::Duration::days(1),
+        };
+        cache.apply_at(old.change().unwrap(), old.at);
+        assert!(cache.client(&by_id).is_none());
+        // Deaf: nothing is trusted, and all is forgotten.
+        cache.put_client(by_id.clone(), client("svc_a"), cache.ask());
+        cache.deafen();
+        assert!(cache.client(&by_id).is_none());
+        cache.resynced(&[]);
+        assert!(cache.client(&by_id).is_none());
+    }
+
+    #[test]
+    fn clients_are_not_cached_where_other_processes_go_unheard() {
+        let cache = SessionCache::new(true, Duration::from_secs(60), Duration::from_secs(5), 16, false);
+        cache.resynced(&[]);
+        let by_id = ClientLookup::Id("svc_a".into());
+        cache.put_client(by_id.clone(), client("svc_a"), cache.ask());
+        assert!(cache.client(&by_id).is_none());
     }
 }

@@ -12,11 +12,13 @@ use super::{
     Authd, ClientInfo, Error, Result,
     audit::{Actor, Audit, Event},
     bearer_token,
+    cache::ClientLookup,
     throttle::Action,
 };
 use crate::{
+    metrics,
     security::client_secrets,
-    store::{ClientRecord, NewClient, Store},
+    store::{ClientRecord, NewClient, SessionChange, Store},
 };
 
 /// The scopes a client may hold: `introspect` (ValidateToken), `revocations` (the
@@ -158,20 +160,20 @@ impl Authd {
     pub async fn authenticate_client(&self, authorization: Option<&str>, client: &ClientInfo) -> Result<ServiceCaller> {
         let Some(header) = authorization else {
             let Some(certificate) = &client.certificate else { return Err(Error::ClientRequired) };
-            let record = self.store.client_by_certificate(certificate.name()).await?;
+            let record = self.client_record(ClientLookup::Certificate(certificate.name().to_owned())).await?;
             return record.map(|r| caller_of(&r)).ok_or(Error::ClientRequired);
         };
         if let Some(token) = bearer_token(header) {
             let Some(service) = self.access.verify_service(token) else {
                 return Err(self.client_refused(None, "not a service token", client));
             };
-            let Some(record) = self.store.client(&service.client_id).await? else {
+            let Some(record) = self.client_record(ClientLookup::Id(service.client_id.clone())).await? else {
                 return Err(self.client_refused(Some(&service.client_id), "unknown or deleted client", client));
             };
             // What the token was granted, as far as the client still holds it.
             let held = caller_of(&record);
             let scopes = service.scopes.into_iter().filter(|s| held.has(s)).collect();
-            return Ok(ServiceCaller { client_id: record.client_id, scopes });
+            return Ok(ServiceCaller { client_id: record.client_id.clone(), scopes });
         }
         self.client_by_secret(header, client).await
     }
@@ -193,16 +195,53 @@ impl Authd {
         secret: &str,
         client: &ClientInfo,
     ) -> Result<ServiceCaller> {
-        let Some(record) = self.store.client(client_id).await? else {
+        let lookup = ClientLookup::Id(client_id.to_owned());
+        // A secret that the cached record does not take may be one that a rotation made
+        // elsewhere just issued: only the store may refuse it.
+        if let Some(record) = self.cache.client(&lookup)
+            && takes_secret(&record, secret)
+        {
+            metrics::client_checked(true);
+            return Ok(caller_of(&record));
+        }
+        let Some(record) = self.stored_client_record(lookup).await? else {
             return Err(self.client_refused(None, "unknown or deleted client", client));
         };
-        let current = client_secrets::matches(secret, &record.secret_hash);
-        let previous = record.previous_secret_hash.as_deref().is_some_and(|hash| client_secrets::matches(secret, hash))
-            && record.previous_valid_until.is_some_and(|until| until > Utc::now());
-        if !(current || previous) {
+        if !takes_secret(&record, secret) {
             return Err(self.client_refused(Some(client_id), "wrong or expired secret", client));
         }
         Ok(caller_of(&record))
+    }
+
+    /// A service client's record: from memory while every change to clients is heard (see
+    /// [`super::cache::SessionCache::client`]), else from the store.
+    async fn client_record(&self, lookup: ClientLookup) -> Result<Option<Arc<ClientRecord>>> {
+        if let Some(record) = self.cache.client(&lookup) {
+            metrics::client_checked(true);
+            return Ok(Some(record));
+        }
+        self.stored_client_record(lookup).await
+    }
+
+    /// A service client's record as the store has it now, kept in memory if it may be.
+    async fn stored_client_record(&self, lookup: ClientLookup) -> Result<Option<Arc<ClientRecord>>> {
+        metrics::client_checked(false);
+        let asked = self.cache.ask();
+        let record = match &lookup {
+            ClientLookup::Id(client_id) => self.store.client(client_id).await?,
+            ClientLookup::Certificate(name) => self.store.client_by_certificate(name).await?,
+        };
+        let record = record.map(Arc::new);
+        if let Some(record) = &record {
+            self.cache.put_client(lookup, Arc::clone(record), asked);
+        }
+        Ok(record)
+    }
+
+    /// Forgets the cached record of a client this process just changed (other processes
+    /// hear of it through the change feed).
+    pub(super) fn client_changed(&self, client_id: &str) {
+        self.cache.apply(SessionChange::client(client_id));
     }
 
     /// A failed client authentication, logged and audited.
@@ -244,6 +283,15 @@ impl Authd {
     pub fn client_secret_grace(&self) -> Duration {
         self.token_settings.client_secret_grace
     }
+}
+
+/// Whether `secret` is the client's secret, or its previous one within the rotation's grace
+/// (judged now: a cached record's grace ends on time).
+fn takes_secret(record: &ClientRecord, secret: &str) -> bool {
+    let current = client_secrets::matches(secret, &record.secret_hash);
+    let previous = record.previous_secret_hash.as_deref().is_some_and(|hash| client_secrets::matches(secret, hash))
+        && record.previous_valid_until.is_some_and(|until| until > Utc::now());
+    current || previous
 }
 
 fn caller_of(record: &ClientRecord) -> ServiceCaller {

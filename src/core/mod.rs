@@ -208,6 +208,7 @@ impl Authd {
             );
         }
         let access = AccessTokens::new(tokens, access_keys.signing, access_keys.retired)?;
+        let clients_heard = store.hears_other_processes();
         Ok(Self {
             audit_retention: settings.limits.audit_retention,
             kids: Arc::new(tokio::sync::watch::Sender::new(access.published_kids())),
@@ -241,6 +242,7 @@ impl Authd {
                 tokens.access_lifetime + LEEWAY + CLOCK_SKEW,
                 settings.database.heartbeat_interval * 3 + CLOCK_SKEW,
                 tokens.user_cache_size,
+                clients_heard,
             )),
         })
     }

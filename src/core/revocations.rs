@@ -238,6 +238,8 @@ fn event(revocation: &Revocation) -> Option<Event> {
         RevocationKind::UserDeleted => {
             Event::UserDeleted(pb::UserDeleted { user_id: revocation.user_id?, deleted_at: at })
         }
+        // A change to one of authd's own service clients: nothing for services to refuse.
+        RevocationKind::Client => return None,
     })
 }
 

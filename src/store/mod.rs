@@ -38,7 +38,7 @@ pub use email_tokens::{CODE_ATTEMPTS, EmailChanged, EmailTokenRecord, NewEmailTo
 pub use outbox::{MailRecord, NewMail};
 pub use postgres::shares_sessions;
 pub use revocations::{Revocation, RevocationKind};
-pub use sessions::{NewSession, SessionChange, SessionRecord, SessionSummary};
+pub use sessions::{ClientKey, NewSession, SessionChange, SessionRecord, SessionSummary};
 pub use signing_keys::SigningKeyRecord;
 pub use throttle::{Allowance, CeilingHit, ThrottleCount};
 pub use users::{NewUser, PasswordChange, ProfileUpdate, UserRecord};

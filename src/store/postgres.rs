@@ -129,7 +129,7 @@ pub(super) async fn announce(pool: &PgPool, prepared: bool, change: SessionChang
     let payload = match change {
         SessionChange::Session(id) => format!("session:{id}"),
         SessionChange::User(id) => format!("user:{id}"),
-        SessionChange::Listening | SessionChange::Unheard => return Ok(()),
+        SessionChange::Listening | SessionChange::Unheard | SessionChange::Client(_) => return Ok(()),
     };
     notify(pool, prepared, CHANGES_CHANNEL, &payload).await
 }
@@ -146,7 +146,7 @@ pub(super) async fn log_and_announce(
     let (session_id, user_id, payload) = match change {
         SessionChange::Session(id) => (Some(id), None, format!("session:{id}")),
         SessionChange::User(id) => (None, Some(id), format!("user:{id}")),
-        SessionChange::Listening | SessionChange::Unheard => return Ok(()),
+        SessionChange::Listening | SessionChange::Unheard | SessionChange::Client(_) => return Ok(()),
     };
     let query = sqlx::query(
         "with logged as (insert into revocations (kind, session_id, user_id, at) values ($1, $2, $3, $4) returning seq)
@@ -316,6 +316,7 @@ fn parse_change(payload: &str) -> Option<SessionChange> {
     match payload.split_once(':')? {
         ("session", id) => id.parse().ok().map(SessionChange::Session),
         ("user", id) => id.parse().ok().map(SessionChange::User),
+        ("client", id) => Some(SessionChange::client(id)),
         _ => None,
     }
 }

@@ -17,6 +17,9 @@ pub enum RevocationKind {
     User,
     /// The user (`user_id`) was deleted, with every session.
     UserDeleted,
+    /// The service client (`client_id`) changed or was deleted: processes forget its cached
+    /// record. Logged by a trigger on `service_clients`; services are not told.
+    Client,
 }
 
 impl RevocationKind {
@@ -25,6 +28,7 @@ impl RevocationKind {
             Self::Session => "session",
             Self::User => "user",
             Self::UserDeleted => "user_deleted",
+            Self::Client => "client",
         }
     }
 
@@ -33,6 +37,7 @@ impl RevocationKind {
             "session" => Some(Self::Session),
             "user" => Some(Self::User),
             "user_deleted" => Some(Self::UserDeleted),
+            "client" => Some(Self::Client),
             _ => None,
         }
     }
@@ -47,6 +52,7 @@ pub struct Revocation {
     pub kind: RevocationKind,
     pub session_id: Option<Uuid>,
     pub user_id: Option<i64>,
+    pub client_id: Option<String>,
     pub at: DateTime<Utc>,
 }
 
@@ -56,6 +62,7 @@ impl Revocation {
         match self.kind {
             RevocationKind::Session => self.session_id.map(SessionChange::Session),
             RevocationKind::User | RevocationKind::UserDeleted => self.user_id.map(SessionChange::User),
+            RevocationKind::Client => self.client_id.as_deref().map(SessionChange::client),
         }
     }
 }
@@ -66,6 +73,7 @@ struct Row {
     kind: String,
     session_id: Option<Uuid>,
     user_id: Option<i64>,
+    client_id: Option<String>,
     at: DateTime<Utc>,
 }
 
@@ -75,7 +83,8 @@ impl Row {
         if kind.is_none() {
             tracing::warn!(seq = self.seq, kind = self.kind, "unknown kind of revocation, skipped");
         }
-        Some(Revocation { seq: self.seq, kind: kind?, session_id: self.session_id, user_id: self.user_id, at: self.at })
+        let Self { seq, session_id, user_id, client_id, at, .. } = self;
+        Some(Revocation { seq, kind: kind?, session_id, user_id, client_id, at })
     }
 }
 
@@ -88,7 +97,7 @@ impl Store {
         let kind = match change {
             SessionChange::Session(_) => RevocationKind::Session,
             SessionChange::User(_) => RevocationKind::User,
-            SessionChange::Listening | SessionChange::Unheard => return Ok(()),
+            SessionChange::Listening | SessionChange::Unheard | SessionChange::Client(_) => return Ok(()),
         };
         self.log_revocation(kind, change).await
     }
@@ -113,7 +122,7 @@ impl Store {
         let (session_id, user_id) = match change {
             SessionChange::Session(id) => (Some(id), None),
             SessionChange::User(id) => (None, Some(id)),
-            SessionChange::Listening | SessionChange::Unheard => return Ok(()),
+            SessionChange::Listening | SessionChange::Unheard | SessionChange::Client(_) => return Ok(()),
         };
         let at = Utc::now();
         match &self.pool {
@@ -145,7 +154,7 @@ impl Store {
         let rows: Vec<Row> = run!(
             self,
             query_as(
-                "select seq, kind, session_id, user_id, at from revocations
+                "select seq, kind, session_id, user_id, client_id, at from revocations
                   where (seq > $1 or at > $2) and at > $3
                   order by seq",
                 seq,

@@ -65,6 +65,30 @@ pub enum SessionChange {
     Session(Uuid),
     /// Something about a user changed, or every session of theirs ended.
     User(i64),
+    /// A service client changed or was deleted, by [`ClientKey::of`] its id.
+    Client(ClientKey),
+}
+
+impl SessionChange {
+    /// The change of the service client `client_id`.
+    pub fn client(client_id: &str) -> Self {
+        Self::Client(ClientKey::of(client_id))
+    }
+}
+
+/// A service client's id, hashed to a number, so that a change stays `Copy`: two ids that
+/// hash alike only make a change forget both cached records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClientKey(u64);
+
+impl ClientKey {
+    pub fn of(client_id: &str) -> Self {
+        use std::hash::{Hash, Hasher};
+        // SipHash with fixed keys: the same number in every process and at every start.
+        let mut hasher = std::hash::DefaultHasher::new();
+        client_id.hash(&mut hasher);
+        Self(hasher.finish())
+    }
 }
 
 /// After a password change or a logout everywhere (user `$1`, whose credentials version is
@@ -372,6 +396,13 @@ impl Store {
     /// Calls `on_change` for every session change made by any process on this database,
     /// starting with [`SessionChange::Listening`]; returns only on failure, after which
     /// changes may have been missed.
+    /// Whether [`Store::follow_session_changes`] hears the changes other processes make:
+    /// on PostgreSQL; on SQLite it hears only this process's, and another process (such as
+    /// `authd client ...`) may change the file unheard.
+    pub fn hears_other_processes(&self) -> bool {
+        matches!(self.pool, Pool::Postgres(_))
+    }
+
     pub async fn follow_session_changes(
         &self,
         on_change: &(dyn Fn(SessionChange) + Send + Sync),

@@ -9,10 +9,31 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tonic::Code;
 
-use crate::helpers::{TestApp, json_of, spawn_app};
+use std::time::{Duration, Instant};
+
+use crate::helpers::{Backend, TestApp, backend, eventually, json_of, spawn_app};
 
 const CLIENT_REQUIRED: &str = "This call needs a service client: authorization: Basic <client_id:client_secret>, or \
                                Bearer <service token from POST /oauth/token>.";
+
+/// How long a change to a client made by another process (`authd client ...`, or SQL) may
+/// take to reach a running server: none on SQLite, where servers keep no client in memory;
+/// on PostgreSQL the change feed's delay, which README bounds at 1 s.
+fn cross_process_delay() -> Duration {
+    match backend() {
+        Backend::Sqlite => Duration::ZERO,
+        Backend::Postgres(_) => Duration::from_secs(1),
+    }
+}
+
+/// Waits until the server trusts memory (its change feed is up and caught up).
+async fn feed_up(app: &TestApp) {
+    eventually(Duration::from_secs(10), "the change feed is up", || async {
+        let (_, body) = json_of(app.http.get(app.url("/readyz")).send().await.unwrap()).await;
+        body["change_feed"] == "up"
+    })
+    .await;
+}
 
 /// REST ValidateToken with this `authorization` (or none).
 async fn validate_as(app: &TestApp, authorization: Option<&str>, token: &str) -> (StatusCode, Value, Option<String>) {
@@ -215,7 +236,7 @@ async fn the_client_credentials_grant_gives_a_short_lived_service_token() {
     assert_eq!((status, &body["error"]), (StatusCode::BAD_REQUEST, &json!("invalid_request")));
 }
 
-async fn a_rotated_secret_works_for_its_grace_and_a_deleted_client_stops_at_once() {
+async fn a_rotated_secret_works_for_its_grace_and_a_deleted_client_stops_within_a_second() {
     let app = spawn_app().await;
     let (access, _) = app.ada_tokens().await;
     let (id, first) = app.create_client("billing", "introspect");
@@ -233,7 +254,9 @@ async fn a_rotated_secret_works_for_its_grace_and_a_deleted_client_stops_at_once
     let (ok, out, _) = app.authd_command(&["client", "rotate", &id, "--grace-seconds", "0"]);
     assert!(ok);
     let third = out.lines().find_map(|l| l.strip_prefix("client_secret: ")).unwrap().to_owned();
-    assert!(!works(second.clone()).await, "the previous secret past its grace");
+    // Rotated by another process: refused once the server hears of it.
+    eventually(cross_process_delay(), "the previous secret past its grace", || async { !works(second.clone()).await })
+        .await;
     assert!(!works(first).await, "two rotations ago");
     assert!(works(third.clone()).await);
 
@@ -244,7 +267,9 @@ async fn a_rotated_secret_works_for_its_grace_and_a_deleted_client_stops_at_once
     assert!(ok && out.contains(&id) && out.contains("name=\"billing\" scopes=introspect"), "{out}");
     let (ok, out, _) = app.authd_command(&["client", "delete", &id]);
     assert!(ok && out.contains("deleted"), "{out}");
-    assert!(!works(third).await, "a deleted client's secret");
+    // Deleted by another process: refused once the server hears of it (at once on SQLite).
+    eventually(cross_process_delay(), "a deleted client's secret refused", || async { !works(third.clone()).await })
+        .await;
     assert_eq!(validate_as(&app, Some(&bearer), &access).await.0, StatusCode::UNAUTHORIZED, "a deleted client's token");
     let (ok, out, _) = app.authd_command(&["client", "list"]);
     assert!(ok && !out.contains(&id), "{out}");
@@ -408,11 +433,114 @@ async fn wrong_client_secrets_are_limited_per_address() {
     assert_eq!(failures().await, LIMIT);
 }
 
+/// Removes a client's row with no trace in the revocation log (its triggers are set
+/// aside), as a lost change would: what a server then says shows where it looked.
+async fn delete_unlogged(app: &TestApp, client_id: &str) {
+    match backend() {
+        Backend::Postgres(_) => {
+            app.sql("alter table service_clients disable trigger service_clients_changed", &[]).await;
+            app.sql(&format!("delete from service_clients where client_id = '{client_id}'"), &[]).await;
+            app.sql("alter table service_clients enable trigger service_clients_changed", &[]).await;
+        }
+        Backend::Sqlite => {
+            app.sql("drop trigger service_clients_deleted", &[]).await;
+            app.sql(&format!("delete from service_clients where client_id = '{client_id}'"), &[]).await;
+        }
+    }
+}
+
+/// Once memory is in step, a client check asks no database on PostgreSQL: with the client's
+/// row gone behind authd's back (and unlogged), its secret still works there. On SQLite,
+/// where `authd client ...` changes the file unheard, every check asks the store.
+async fn a_client_check_asks_no_database_once_memory_is_in_step() {
+    let app = spawn_app().await;
+    let (access, _) = app.ada_tokens().await;
+    let (id, secret) = app.create_client("billing", "introspect");
+    let basic = TestApp::basic(&id, &secret);
+    feed_up(&app).await;
+    assert_eq!(validate_as(&app, Some(&basic), &access).await.0, StatusCode::OK);
+    delete_unlogged(&app, &id).await;
+    let expected = match backend() {
+        Backend::Postgres(_) => StatusCode::OK,
+        Backend::Sqlite => StatusCode::UNAUTHORIZED,
+    };
+    assert_eq!(validate_as(&app, Some(&basic), &access).await.0, expected);
+}
+
+/// A client deleted by the command (another process) while a server holds it in memory:
+/// refused within a second, by its secret and by its service token.
+async fn a_client_deleted_by_the_command_is_refused_within_a_second() {
+    let app = spawn_app().await;
+    let (access, _) = app.ada_tokens().await;
+    let (id, secret) = app.create_client("billing", "introspect");
+    let basic = TestApp::basic(&id, &secret);
+    let bearer = format!("Bearer {}", service_token(&app, &basic).await);
+    feed_up(&app).await;
+    for authorization in [&basic, &bearer] {
+        assert_eq!(validate_as(&app, Some(authorization), &access).await.0, StatusCode::OK);
+    }
+    let (ok, out, err) = app.authd_command(&["client", "delete", &id]);
+    assert!(ok, "{out}{err}");
+    let deleted = Instant::now();
+    eventually(cross_process_delay(), "the deleted client's secret refused", || async {
+        validate_as(&app, Some(&basic), &access).await.0 == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    assert_eq!(validate_as(&app, Some(&bearer), &access).await.0, StatusCode::UNAUTHORIZED);
+    assert!(deleted.elapsed() <= Duration::from_secs(1) + Duration::from_millis(200), "{:?}", deleted.elapsed());
+}
+
+/// A rotated secret's grace ends on time even for a record held in memory: nothing has
+/// to be heard for the previous secret to stop.
+async fn a_previous_secret_stops_at_the_end_of_its_grace_even_from_memory() {
+    let app = spawn_app().await;
+    let (access, _) = app.ada_tokens().await;
+    let (id, first) = app.create_client("billing", "introspect");
+    feed_up(&app).await;
+    let (ok, out, err) = app.authd_command(&["client", "rotate", &id, "--grace-seconds", "2"]);
+    assert!(ok, "{out}{err}");
+    let rotated = Instant::now();
+    let second = out.lines().find_map(|l| l.strip_prefix("client_secret: ")).unwrap().to_owned();
+    let (first, second) = (TestApp::basic(&id, &first), TestApp::basic(&id, &second));
+    // Both work within the grace, the record (with both hashes) now in memory.
+    for authorization in [&second, &first, &first] {
+        assert_eq!(validate_as(&app, Some(authorization), &access).await.0, StatusCode::OK);
+    }
+    assert!(rotated.elapsed() < Duration::from_millis(1500), "too slow to test the grace");
+    tokio::time::sleep(Duration::from_secs(2).saturating_sub(rotated.elapsed()) + Duration::from_millis(200)).await;
+    assert_eq!(validate_as(&app, Some(&first), &access).await.0, StatusCode::UNAUTHORIZED, "past its grace");
+    assert_eq!(validate_as(&app, Some(&second), &access).await.0, StatusCode::OK);
+}
+
+/// A scope taken from a client (here by SQL: no command does it) stops working within a
+/// second, for its secret and for a service token granted with it.
+async fn a_removed_scope_stops_working_within_a_second() {
+    let app = spawn_app().await;
+    let (access, _) = app.ada_tokens().await;
+    let (id, secret) = app.create_client("billing", "introspect,revocations");
+    let basic = TestApp::basic(&id, &secret);
+    let bearer = format!("Bearer {}", service_token(&app, &basic).await);
+    feed_up(&app).await;
+    for authorization in [&basic, &bearer] {
+        assert_eq!(validate_as(&app, Some(authorization), &access).await.0, StatusCode::OK);
+    }
+    app.sql(&format!("update service_clients set scopes = 'revocations' where client_id = '{id}'"), &[]).await;
+    eventually(cross_process_delay(), "the removed scope refused", || async {
+        validate_as(&app, Some(&basic), &access).await.0 == StatusCode::FORBIDDEN
+    })
+    .await;
+    assert_eq!(validate_as(&app, Some(&bearer), &access).await.0, StatusCode::FORBIDDEN);
+}
+
 on_both_backends!(
     wrong_client_secrets_are_limited_per_address,
     an_admin_manages_clients_through_the_admin_api_and_each_change_is_audited,
     validate_token_needs_a_client_with_the_introspect_scope,
     the_client_credentials_grant_gives_a_short_lived_service_token,
-    a_rotated_secret_works_for_its_grace_and_a_deleted_client_stops_at_once,
+    a_rotated_secret_works_for_its_grace_and_a_deleted_client_stops_within_a_second,
+    a_client_check_asks_no_database_once_memory_is_in_step,
+    a_client_deleted_by_the_command_is_refused_within_a_second,
+    a_previous_secret_stops_at_the_end_of_its_grace_even_from_memory,
+    a_removed_scope_stops_working_within_a_second,
     a_client_with_the_admin_scope_may_use_the_admin_api,
 );

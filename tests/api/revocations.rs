@@ -297,6 +297,37 @@ async fn with_the_feed_down_checks_ask_the_database() {
     .await
 }
 
+/// While A's feed is down, A asks the database for every client check too: a client
+/// deleted by the command (which A cannot hear) is refused by A at once, though A held it
+/// in memory; and still once the feed is back.
+#[tokio::test]
+async fn with_the_feed_down_client_checks_ask_the_database() {
+    on_postgres("revocations::with_the_feed_down_client_checks_ask_the_database", async {
+        let (a, _b, proxy) = a_behind_a_cuttable_feed().await;
+        let (access, _) = a.ada_tokens().await;
+        let (id, secret) = a.create_client("billing", "introspect");
+        let basic = TestApp::basic(&id, &secret);
+        let validate = || async {
+            let request = a.http.post(a.url("/api/v1/auth/validate")).header("authorization", &basic);
+            request.json(&json!({"token": access})).send().await.unwrap().status()
+        };
+        assert_eq!(validate().await, StatusCode::OK, "and now held in memory");
+
+        proxy.set_cut(true);
+        eventually(Duration::from_secs(5), "A's feed is found down", || async {
+            feed(&a.http, &a.url("")).await == "down"
+        })
+        .await;
+        let (ok, out, err) = a.authd_command(&["client", "delete", &id]);
+        assert!(ok, "{out}{err}");
+        assert_eq!(validate().await, StatusCode::UNAUTHORIZED, "asked the database");
+        proxy.set_cut(false);
+        feed_up(&a.http, &a.url("")).await;
+        assert_eq!(validate().await, StatusCode::UNAUTHORIZED);
+    })
+    .await
+}
+
 pub const SERVICE_KEY: &str = "billing-service-key-0123456789abcdef";
 
 /// A server that lets the `billing` service follow the revocations with [`SERVICE_KEY`].
