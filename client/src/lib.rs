@@ -22,6 +22,7 @@
 //! authd's `ValidateToken` for each token, or refuse them all.
 
 mod follow;
+mod keys;
 mod layer;
 
 use std::{
@@ -44,6 +45,10 @@ pub mod pb {
 
 /// Leeway on `exp` and `nbf`, as authd allows.
 pub const LEEWAY: Duration = Duration::from_secs(30);
+/// Clock difference tolerated between authd's processes, as authd keeps its own revocations.
+pub const CLOCK_SKEW: Duration = Duration::from_secs(30);
+/// authd's default access-token lifetime (`TOKEN_EXPIRY_LIMIT`, 15 minutes).
+pub const TOKEN_LIFETIME: Duration = Duration::from_secs(15 * 60);
 const TOKEN_TYPE: &str = "at+jwt";
 
 /// What to do while the revocation feed has been down longer than [`Config::stale_after`].
@@ -75,8 +80,21 @@ pub struct Config {
     pub when_stale: WhenStale,
     /// At most one JWKS fetch for unknown `kid`s per this interval.
     pub refetch_interval: Duration,
-    /// How long a revocation is kept: longer than authd's access-token lifetime.
+    /// How long a revocation is kept: authd's access-token lifetime plus [`LEEWAY`] and
+    /// [`CLOCK_SKEW`], as authd keeps its own (set by [`Config::token_lifetime`]); a token
+    /// older than that is refused on its `exp` anyway.
     pub forget_after: Duration,
+    /// How long a key authd stopped publishing is still accepted after a fetch found it
+    /// gone, for tokens in flight: at most the access-token lifetime (authd unpublishes a
+    /// key only once every token it signed has expired). 30 s by default.
+    pub unpublished_key_grace: Duration,
+    /// Clock difference allowed between authd's processes when a user's revocation is
+    /// judged against a token's `iat`: a token issued up to this long after the revocation
+    /// (by another process's clock) is asked about rather than trusted. 5 s by default.
+    pub revocation_leeway: Duration,
+    /// The feed counts as dead when no message (authd sends a heartbeat every 5 s) came for
+    /// this long: it is then reconnected. 15 s by default.
+    pub heartbeat_timeout: Duration,
 }
 
 impl Config {
@@ -91,8 +109,19 @@ impl Config {
             stale_after: Duration::from_secs(10),
             when_stale: WhenStale::AskAuthd,
             refetch_interval: Duration::from_secs(10),
-            forget_after: Duration::from_secs(24 * 60 * 60),
+            forget_after: TOKEN_LIFETIME + LEEWAY + CLOCK_SKEW,
+            unpublished_key_grace: Duration::from_secs(30),
+            revocation_leeway: Duration::from_secs(5),
+            heartbeat_timeout: Duration::from_secs(15),
         }
+    }
+
+    /// authd's access-token lifetime (`TOKEN_EXPIRY_LIMIT`), if not the default 15 minutes:
+    /// revocations are kept that long plus leeway, and an unpublished key's grace is cut to it.
+    pub fn token_lifetime(mut self, lifetime: Duration) -> Self {
+        self.forget_after = lifetime + LEEWAY + CLOCK_SKEW;
+        self.unpublished_key_grace = self.unpublished_key_grace.min(lifetime);
+        self
     }
 
     /// Calls authd as the service client `client_id` (HTTP Basic, RFC 6749 §2.3.1).
@@ -180,7 +209,7 @@ pub struct Verifier {
 struct Inner {
     config: Config,
     channel: Channel,
-    keys: RwLock<HashMap<String, (Algorithm, DecodingKey)>>,
+    keys: RwLock<keys::KeySet>,
     last_fetch: Mutex<Option<Instant>>,
     revocations: RwLock<follow::Revocations>,
     feed: follow::FeedState,
@@ -201,11 +230,14 @@ impl Verifier {
         if config.algorithms.is_empty() {
             return Err(Error::Config("at least one algorithm must be accepted".into()));
         }
+        if config.forget_after < config.unpublished_key_grace {
+            return Err(Error::Config("an unpublished key's grace must not outlast the tokens it signed".into()));
+        }
         let verifier = Self {
             inner: Arc::new(Inner {
                 config,
                 channel,
-                keys: RwLock::new(HashMap::new()),
+                keys: RwLock::new(keys::KeySet::default()),
                 last_fetch: Mutex::new(None),
                 revocations: RwLock::new(follow::Revocations::default()),
                 feed: follow::FeedState::default(),
@@ -284,7 +316,8 @@ impl Verifier {
         let kid = header.kid.ok_or(Rejection::Invalid)?;
         let claims = {
             let keys = self.inner.keys.read().map_err(|_| Rejection::Invalid)?;
-            let (algorithm, key) = keys.get(&kid).ok_or(Rejection::Invalid)?;
+            let (algorithm, key) =
+                keys.get(&kid, Instant::now(), config.unpublished_key_grace).ok_or(Rejection::Invalid)?;
             if *algorithm != header.alg {
                 return Err(Rejection::Invalid);
             }
@@ -298,7 +331,8 @@ impl Verifier {
         };
         let user_id = claims.user_id().ok_or(Rejection::Invalid)?;
         let revocations = self.inner.revocations.read().map_err(|_| Rejection::Invalid)?;
-        match revocations.judge(&claims.sid, user_id, claims.iat) {
+        let leeway = config.revocation_leeway.as_secs() as i64;
+        match revocations.judge(&claims.sid, user_id, claims.iat, leeway) {
             follow::Judgement::Revoked => Err(Rejection::Revoked),
             follow::Judgement::UserChanged => Ok(Local::Unsure(claims)),
             follow::Judgement::NotRevoked if !self.feed_fresh() => Ok(Local::Unsure(claims)),
@@ -319,7 +353,7 @@ impl Verifier {
     fn kid_unknown(&self, token: &str) -> bool {
         let Ok(header) = jsonwebtoken::decode_header(token) else { return false };
         let Some(kid) = header.kid else { return false };
-        self.inner.keys.read().is_ok_and(|keys| !keys.contains_key(&kid))
+        !self.inner.knows_key(&kid)
     }
 
     /// Whether a refetch is allowed now (and if so, counts it).
@@ -335,7 +369,12 @@ impl Verifier {
 
 impl Inner {
     fn knows_key(&self, kid: &str) -> bool {
-        self.keys.read().is_ok_and(|keys| keys.contains_key(kid))
+        self.keys.read().is_ok_and(|keys| keys.get(kid, Instant::now(), self.config.unpublished_key_grace).is_some())
+    }
+
+    /// Whether the keys published, by `kid`, differ from those held as published.
+    fn keys_differ(&self, published: &[String]) -> bool {
+        self.keys.read().is_ok_and(|keys| keys.published_differ(published))
     }
 
     /// Fetches authd's public keys (GetJwks) and keeps those of an accepted algorithm.
@@ -350,7 +389,7 @@ impl Inner {
             }
         }
         if let Ok(mut known) = self.keys.write() {
-            *known = keys;
+            known.replace(keys, Instant::now(), self.config.unpublished_key_grace);
         }
         Ok(())
     }

@@ -20,8 +20,12 @@ use crate::{
 };
 
 /// How far back each look at the log reaches beyond the last revocation sent: a row may
-/// commit a moment after one with a greater number.
-const RECENT: chrono::Duration = chrono::Duration::seconds(2);
+/// commit after one with a greater number, as long after its own time as its transaction
+/// takes to commit, bounded by [`crate::store::LONGEST_COMMIT_DELAY`].
+const RECENT: chrono::Duration = chrono::Duration::seconds(crate::store::LONGEST_COMMIT_DELAY.as_secs() as i64 + 2);
+/// How often a heartbeat is sent on every feed, so that a service finds a dead stream out
+/// (authd-client waits 15 s, three heartbeats).
+const HEARTBEAT: Duration = Duration::from_secs(5);
 /// How long a sent revocation is remembered, so that a second look does not send it again.
 const REMEMBERED: chrono::Duration = chrono::Duration::seconds(60);
 /// Entries per snapshot message: 1,000 entries are about 60 KiB, well under any
@@ -126,6 +130,8 @@ impl Authd {
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut recheck = tokio::time::interval_at(tokio::time::Instant::now() + RECHECK, RECHECK);
         recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 () = feed.sender.closed() => return Ok(()),
@@ -137,6 +143,12 @@ impl Authd {
                     let signing_kids = kids.borrow_and_update().clone();
                     let keys = Event::SigningKeysChanged(pb::SigningKeysChanged { signing_kids });
                     if !feed.send(feed.last_seq, keys).await {
+                        return Ok(());
+                    }
+                    continue;
+                }
+                _ = heartbeat.tick() => {
+                    if !feed.send(feed.last_seq, Event::Heartbeat(pb::Heartbeat {})).await {
                         return Ok(());
                     }
                     continue;

@@ -221,8 +221,9 @@ impl Authd {
             let ended = self.store.revoke_session(access.session_id, now).await;
             (ended, SessionChange::Session(access.session_id))
         };
-        // Applied here even when the store failed: a revocation that committed but could
-        // not be logged and announced must still hold in this process.
+        // Applied here even when the store failed (fail closed): the session's end and its
+        // log row commit together or not at all, but a commit whose answer was lost may
+        // have happened.
         self.cache.apply(change);
         let ended = ended?;
         let reason = if all_sessions { "logout_all" } else { "logout" };

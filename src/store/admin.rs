@@ -4,7 +4,9 @@
 use chrono::{DateTime, Utc};
 
 use super::{
-    SessionChange, Store, StoreResult, classify, on_pool, run,
+    SessionChange, Store, StoreResult, classify, on_pool,
+    revocations::{RevocationKind, RevocationLog},
+    run,
     sessions::{FORGET_DEVICES, REVOKE_USER_SESSIONS},
     users::{UserRecord, user_columns},
 };
@@ -111,19 +113,35 @@ impl Store {
                 .persistent(prepared)
                 .execute(&mut *tx)
                 .await?;
+            tx.log_revocation(prepared, RevocationKind::User, SessionChange::User(user_id)).await?;
             tx.commit().await?;
             Ok::<_, sqlx::Error>(Some(ended.rows_affected()))
         }
         .await)
         .map_err(classify)?;
-        self.announce(SessionChange::User(user_id)).await?;
         Ok(ended)
     }
 
-    /// Lets a disabled account log in again; `false` when there is no such user.
+    /// Lets a disabled account log in again, logged as a change of the user in the same
+    /// transaction; `false` when there is no such user.
     pub async fn enable_user(&self, user_id: i64) -> StoreResult<bool> {
-        let done = run!(self, query("update users set disabled_at = null where user_id = $1", user_id).execute)?;
-        self.announce(SessionChange::User(user_id)).await?;
+        let prepared = self.prepared_statements;
+        let done = on_pool!(self, |pool| async {
+            let mut tx = pool.begin().await?;
+            let done = sqlx::query("update users set disabled_at = null where user_id = $1")
+                .bind(user_id)
+                .persistent(prepared)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if done > 0 {
+                tx.log_revocation(prepared, RevocationKind::User, SessionChange::User(user_id)).await?;
+            }
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(done)
+        }
+        .await)
+        .map_err(classify)?;
         Ok(done == 1)
     }
 

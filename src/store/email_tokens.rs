@@ -4,8 +4,12 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{
-    CeilingHit, SessionChange, Store, StoreError, StoreResult, classify, on_pool, run, throttle::HIT_UNDER_CEILING,
-    users::is_email_taken, users::replace_password,
+    CeilingHit, SessionChange, Store, StoreError, StoreResult, classify, on_pool,
+    revocations::{RevocationKind, RevocationLog},
+    run,
+    throttle::HIT_UNDER_CEILING,
+    users::is_email_taken,
+    users::replace_password,
 };
 
 /// What a token is for; the column's values.
@@ -270,12 +274,12 @@ impl Store {
                 .persistent(prepared)
                 .execute(&mut *tx)
                 .await?;
+            tx.log_revocation(prepared, RevocationKind::User, SessionChange::User(user_id)).await?;
             tx.commit().await?;
             Ok::<_, sqlx::Error>(Some(ended))
         }
         .await)
         .map_err(classify)?;
-        self.announce(SessionChange::User(user_id)).await?;
         Ok(ended)
     }
 
@@ -328,6 +332,7 @@ impl Store {
             .persistent(prepared)
             .execute(&mut *tx)
             .await?;
+            tx.log_revocation(prepared, RevocationKind::User, SessionChange::User(used.user_id)).await?;
             tx.commit().await?;
             Ok::<_, sqlx::Error>(Some(EmailChanged {
                 user_id: used.user_id,
@@ -338,9 +343,6 @@ impl Store {
         }
         .await);
         let changed = changed.map_err(|e| if is_email_taken(&e) { StoreError::EmailTaken } else { classify(e) })?;
-        if let Some(changed) = &changed {
-            self.announce(SessionChange::User(changed.user_id)).await?;
-        }
         Ok(changed)
     }
 

@@ -124,6 +124,12 @@ macro_rules! run {
 }
 use run;
 
+/// The longest a revocation's log row may take from its time (`at`) to its commit, which
+/// readers of the log look back over: the row is written last in its transaction, just
+/// before the commit, and no store waits longer than this for a connection (PostgreSQL 3 s,
+/// SQLite 6 s) or a write lock.
+pub const LONGEST_COMMIT_DELAY: std::time::Duration = std::time::Duration::from_secs(6);
+
 /// Rows one pruning statement deletes at most, so that none holds a table for long.
 const PRUNE_BATCH: i64 = 5000;
 
@@ -398,6 +404,7 @@ mod tests {
 
     #[test]
     fn the_scheme_picks_the_backend() {
+        assert!(LONGEST_COMMIT_DELAY >= postgres::ACQUIRE_TIMEOUT && LONGEST_COMMIT_DELAY >= sqlite::ACQUIRE_TIMEOUT);
         assert_eq!(Backend::of("postgres://x/y").unwrap(), Backend::Postgres);
         assert_eq!(Backend::of("postgresql://x/y").unwrap(), Backend::Postgres);
         assert_eq!(Backend::of("sqlite:///tmp/a.db").unwrap(), Backend::Sqlite);

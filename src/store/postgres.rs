@@ -15,14 +15,18 @@ use sqlx::{
 };
 use tokio::sync::mpsc;
 
-use super::{Migrations, SessionChange, users::DELETE_USER};
+use super::{
+    Migrations, SessionChange,
+    revocations::{RevocationKind, RevocationLog},
+    users::DELETE_USER,
+};
 use crate::config::DatabaseSettings;
 
 pub(super) static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// Waiting longer than this for a connection means the database is in trouble: answer
 /// UNAVAILABLE rather than hang.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+pub(super) const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The NOTIFY channel on which every process announces session changes.
 const CHANGES_CHANNEL: &str = "authd_session_changes";
@@ -134,10 +138,11 @@ pub(super) async fn announce(pool: &PgPool, prepared: bool, change: SessionChang
     notify(pool, prepared, CHANGES_CHANNEL, &payload).await
 }
 
-/// Logs a revocation and announces it, in one statement: the row and the NOTIFY are
-/// committed together, so no process hears of a change it then cannot read back.
+/// Logs a revocation and announces it, in one statement, on `connection` (inside the
+/// transaction of the change it records): the row and the NOTIFY are committed with the
+/// change, so no process hears of a change it then cannot read back, nor misses one.
 pub(super) async fn log_and_announce(
-    pool: &PgPool,
+    connection: &mut PgConnection,
     prepared: bool,
     kind: &str,
     change: SessionChange,
@@ -148,7 +153,7 @@ pub(super) async fn log_and_announce(
         SessionChange::User(id) => (None, Some(id), format!("user:{id}")),
         SessionChange::Listening | SessionChange::Unheard | SessionChange::Client(_) => return Ok(()),
     };
-    let query = sqlx::query(
+    sqlx::query(
         "with logged as (insert into revocations (kind, session_id, user_id, at) values ($1, $2, $3, $4) returning seq)
          select pg_notify($5, $6) from logged",
     )
@@ -157,8 +162,11 @@ pub(super) async fn log_and_announce(
     .bind(user_id)
     .bind(at)
     .bind(CHANGES_CHANNEL)
-    .bind(payload);
-    alone(pool, prepared, query).await
+    .bind(payload)
+    .persistent(prepared)
+    .execute(connection)
+    .await
+    .map(|_| ())
 }
 
 /// The change feed: LISTEN on a connection of its own (made from `listen`), and a
@@ -322,8 +330,8 @@ fn parse_change(payload: &str) -> Option<SessionChange> {
 }
 
 /// Deletes a user, first clearing its rows in the old app's `refreshaccesstokens` where an
-/// adopted database keeps that table (its foreign key to users has no `on delete cascade`);
-/// returns how many users were deleted.
+/// adopted database keeps that table (its foreign key to users has no `on delete cascade`),
+/// and logs the deletion in the same transaction; returns how many users were deleted.
 pub(super) async fn delete_user_and_old_tokens(pool: &PgPool, prepared: bool, user_id: i64) -> sqlx::Result<u64> {
     let mut tx = pool.begin().await?;
     let old_tokens: bool = sqlx::query_scalar("select to_regclass('refreshaccesstokens') is not null")
@@ -338,6 +346,9 @@ pub(super) async fn delete_user_and_old_tokens(pool: &PgPool, prepared: bool, us
             .await?;
     }
     let done = sqlx::query(DELETE_USER).bind(user_id).persistent(prepared).execute(&mut *tx).await?;
+    if done.rows_affected() > 0 {
+        tx.log_revocation(prepared, RevocationKind::UserDeleted, SessionChange::User(user_id)).await?;
+    }
     tx.commit().await?;
     Ok(done.rows_affected())
 }

@@ -91,22 +91,45 @@ impl Row {
 pub(super) const INSERT_REVOCATION: &str =
     "insert into revocations (kind, session_id, user_id, at) values ($1, $2, $3, $4) returning seq";
 
-impl Store {
-    /// Logs `change` and tells every process listening (this one included) of it.
-    pub(super) async fn announce(&self, change: SessionChange) -> StoreResult<()> {
-        let kind = match change {
-            SessionChange::Session(_) => RevocationKind::Session,
-            SessionChange::User(_) => RevocationKind::User,
+/// Logging a revocation inside the transaction of the change it records, so that the
+/// change and its log row commit together or not at all: no process, and no service, can
+/// miss a revocation that committed. On PostgreSQL the same statement announces it with
+/// NOTIFY, which is delivered at commit (and never for a rolled-back change).
+pub(super) trait RevocationLog {
+    /// Logs `change` (a [`SessionChange::Session`] or [`SessionChange::User`]) as `kind`.
+    async fn log_revocation(&mut self, prepared: bool, kind: RevocationKind, change: SessionChange)
+    -> sqlx::Result<()>;
+}
+
+impl RevocationLog for sqlx::PgConnection {
+    async fn log_revocation(
+        &mut self,
+        prepared: bool,
+        kind: RevocationKind,
+        change: SessionChange,
+    ) -> sqlx::Result<()> {
+        postgres::log_and_announce(self, prepared, kind.as_str(), change, Utc::now()).await
+    }
+}
+
+impl RevocationLog for sqlx::SqliteConnection {
+    async fn log_revocation(
+        &mut self,
+        prepared: bool,
+        kind: RevocationKind,
+        change: SessionChange,
+    ) -> sqlx::Result<()> {
+        let (session_id, user_id) = match change {
+            SessionChange::Session(id) => (Some(id), None),
+            SessionChange::User(id) => (None, Some(id)),
             SessionChange::Listening | SessionChange::Unheard | SessionChange::Client(_) => return Ok(()),
         };
-        self.log_revocation(kind, change).await
+        let query = sqlx::query(INSERT_REVOCATION).bind(kind.as_str()).bind(session_id).bind(user_id).bind(Utc::now());
+        query.persistent(prepared).execute(self).await.map(|_| ())
     }
+}
 
-    /// Logs a user's deletion and tells every process, as [`SessionChange::User`].
-    pub(super) async fn announce_deleted(&self, user_id: i64) -> StoreResult<()> {
-        self.log_revocation(RevocationKind::UserDeleted, SessionChange::User(user_id)).await
-    }
-
+impl Store {
     /// Tells every process that a user's profile changed (no session ended): nothing is
     /// logged, since a process that may have missed it forgets every cached profile anyway.
     pub(super) async fn announce_profile(&self, user_id: i64) -> StoreResult<()> {
@@ -115,26 +138,6 @@ impl Store {
                 postgres::announce(pool, self.prepared_statements, SessionChange::User(user_id)).await.map_err(classify)
             }
             Pool::Sqlite(_) => Ok(()),
-        }
-    }
-
-    async fn log_revocation(&self, kind: RevocationKind, change: SessionChange) -> StoreResult<()> {
-        let (session_id, user_id) = match change {
-            SessionChange::Session(id) => (Some(id), None),
-            SessionChange::User(id) => (None, Some(id)),
-            SessionChange::Listening | SessionChange::Unheard | SessionChange::Client(_) => return Ok(()),
-        };
-        let at = Utc::now();
-        match &self.pool {
-            Pool::Postgres(pool) => {
-                postgres::log_and_announce(pool, self.prepared_statements, kind.as_str(), change, at)
-                    .await
-                    .map_err(classify)
-            }
-            Pool::Sqlite(_) => {
-                run!(self, query_scalar(INSERT_REVOCATION, kind.as_str(), session_id, user_id, at).fetch_one)
-                    .map(|_: i64| ())
-            }
         }
     }
 

@@ -6,7 +6,9 @@ use uuid::Uuid;
 use anyhow::Context;
 
 use super::{
-    PRUNE_BATCH, Pool, Store, StoreResult, UserRecord, classify, in_batches, on_pool, on_statement, postgres, run,
+    PRUNE_BATCH, Pool, Store, StoreResult, UserRecord, classify, in_batches, on_pool, on_statement, postgres,
+    revocations::{RevocationKind, RevocationLog},
+    run,
     users::user_columns,
 };
 
@@ -194,28 +196,30 @@ impl Store {
 
     /// Ends one session; returns how many were live (0 or 1).
     pub async fn revoke_session(&self, session_id: Uuid, now: DateTime<Utc>) -> StoreResult<u64> {
-        let ended = run!(
-            self,
-            query("update sessions set revoked_at = $2 where session_id = $1 and revoked_at is null", session_id, now)
-                .execute
-        )?;
-        self.announce(SessionChange::Session(session_id)).await?;
-        Ok(ended)
+        Ok(self.end_session(session_id, now).await?.map_or(0, |_| 1))
     }
 
-    /// Ends one session; returns its user if it was live.
+    /// Ends one session, logging it in the same transaction; returns its user if it was live.
     pub async fn end_session(&self, session_id: Uuid, now: DateTime<Utc>) -> StoreResult<Option<i64>> {
-        let ended = run!(
-            self,
-            query_scalar(
+        let prepared = self.prepared_statements;
+        on_pool!(self, |pool| async {
+            let mut tx = pool.begin().await?;
+            let ended: Option<i64> = sqlx::query_scalar(
                 "update sessions set revoked_at = $2 where session_id = $1 and revoked_at is null returning user_id",
-                session_id,
-                now,
             )
-            .fetch_optional
-        )?;
-        self.announce(SessionChange::Session(session_id)).await?;
-        Ok(ended)
+            .bind(session_id)
+            .bind(now)
+            .persistent(prepared)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if ended.is_some() {
+                tx.log_revocation(prepared, RevocationKind::Session, SessionChange::Session(session_id)).await?;
+            }
+            tx.commit().await?;
+            Ok(ended)
+        }
+        .await)
+        .map_err(classify)
     }
 
     /// Ends every session of a user, those whose login is still under way included: the
@@ -254,33 +258,43 @@ impl Store {
                 .await?;
             let void = sqlx::query(super::email_tokens::VOID_USER_TOKENS).bind(user_id).bind(now);
             void.persistent(prepared).execute(&mut *tx).await?;
+            if version.is_some() {
+                tx.log_revocation(prepared, RevocationKind::User, SessionChange::User(user_id)).await?;
+            }
             tx.commit().await?;
             Ok(ended.rows_affected())
         }
         .await)
         .map_err(classify)?;
-        self.announce(SessionChange::User(user_id)).await?;
         Ok(ended)
     }
 
-    /// Ends one session if it is live and belongs to `user_id`; returns how many (0 or 1).
+    /// Ends one session if it is live and belongs to `user_id`, logging it in the same
+    /// transaction; returns how many (0 or 1).
     pub async fn revoke_user_session(&self, session_id: Uuid, user_id: i64, now: DateTime<Utc>) -> StoreResult<u64> {
-        let ended = run!(
-            self,
-            query(
+        let prepared = self.prepared_statements;
+        on_pool!(self, |pool| async {
+            let mut tx = pool.begin().await?;
+            let ended = sqlx::query(
                 "update sessions set revoked_at = $3
                   where session_id = $1 and user_id = $2 and revoked_at is null and expires_at > $3",
-                session_id,
-                user_id,
-                now,
             )
-            .execute
-        )?;
-        // Only a session of this user: another's must not end, even in memory.
-        if ended > 0 {
-            self.announce(SessionChange::Session(session_id)).await?;
+            .bind(session_id)
+            .bind(user_id)
+            .bind(now)
+            .persistent(prepared)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            // Only a session of this user: another's must not end, even in memory.
+            if ended > 0 {
+                tx.log_revocation(prepared, RevocationKind::Session, SessionChange::Session(session_id)).await?;
+            }
+            tx.commit().await?;
+            Ok(ended)
         }
-        Ok(ended)
+        .await)
+        .map_err(classify)
     }
 
     /// The sessions of a user that are live at `now` and used since `idle_cutoff`, most
@@ -317,9 +331,10 @@ impl Store {
         now: DateTime<Utc>,
         idle_cutoff: DateTime<Utc>,
     ) -> StoreResult<Vec<Uuid>> {
-        let ended: Vec<Uuid> = run!(
-            self,
-            query_scalar(
+        let prepared = self.prepared_statements;
+        on_pool!(self, |pool| async {
+            let mut tx = pool.begin().await?;
+            let ended: Vec<Uuid> = sqlx::query_scalar(
                 "update sessions set revoked_at = $2
                   where session_id in (
                     select session_id from (
@@ -329,17 +344,22 @@ impl Store {
                     ) ranked
                      where n > $4)
                  returning session_id",
-                user_id,
-                now,
-                idle_cutoff,
-                i64::from(keep),
             )
-            .fetch_all
-        )?;
-        for &session_id in &ended {
-            self.announce(SessionChange::Session(session_id)).await?;
+            .bind(user_id)
+            .bind(now)
+            .bind(idle_cutoff)
+            .bind(i64::from(keep))
+            .persistent(prepared)
+            .fetch_all(&mut *tx)
+            .await?;
+            for &session_id in &ended {
+                tx.log_revocation(prepared, RevocationKind::Session, SessionChange::Session(session_id)).await?;
+            }
+            tx.commit().await?;
+            Ok(ended)
         }
-        Ok(ended)
+        .await)
+        .map_err(classify)
     }
 
     /// Deletes the sessions revoked or expired before `ended_before`, or last used before

@@ -21,7 +21,7 @@ pub(super) static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 /// How long a writer waits for another to finish before giving up (UNAVAILABLE).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Waiting longer than this for a connection means trouble: answer UNAVAILABLE rather than hang.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(6);
+pub(super) const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(6);
 
 /// Opens the database file, creating it and its directory when migrations may be applied.
 pub(super) async fn connect(url: &str, max_connections: u32, migrations: Migrations) -> anyhow::Result<SqlitePool> {

@@ -4,7 +4,9 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{
-    NewSession, Pool, SessionChange, Store, StoreError, StoreResult, classify, on_pool, on_statement, postgres, run,
+    NewSession, Pool, SessionChange, Store, StoreError, StoreResult, classify, on_pool, on_statement, postgres,
+    revocations::{RevocationKind, RevocationLog},
+    run,
     sessions::insert_session,
 };
 
@@ -236,12 +238,12 @@ impl Store {
             let device_hash = kept.as_deref();
             let new_session = NewSession { credentials_version: version, device_hash, ..*new_session };
             insert_session!(new_session).persistent(prepared).execute(&mut *tx).await?;
+            tx.log_revocation(prepared, RevocationKind::User, SessionChange::User(*user_id)).await?;
             tx.commit().await?;
             Ok(Some(others))
         }
         .await)
         .map_err(classify)?;
-        self.announce(SessionChange::User(*user_id)).await?;
         Ok(ended)
     }
 
@@ -279,14 +281,24 @@ impl Store {
     /// Deletes a user with every session, and with the rows that the old app's
     /// `refreshaccesstokens` table (if any) holds for it; `false` when there was no such user.
     pub async fn delete_user(&self, user_id: i64) -> StoreResult<bool> {
+        let prepared = self.prepared_statements;
         let deleted = match &self.pool {
-            Pool::Postgres(pool) => {
-                postgres::delete_user_and_old_tokens(pool, self.prepared_statements, user_id).await.map_err(classify)?
-            }
+            Pool::Postgres(pool) => postgres::delete_user_and_old_tokens(pool, prepared, user_id).await,
             // SQLite databases are authd's own: no table of the old app to clear.
-            Pool::Sqlite(_) => run!(self, query(DELETE_USER, user_id).execute)?,
-        };
-        self.announce_deleted(user_id).await?;
+            Pool::Sqlite(pool) => {
+                async {
+                    let mut tx = pool.begin().await?;
+                    let deleted = sqlx::query(DELETE_USER).bind(user_id).persistent(prepared).execute(&mut *tx).await?;
+                    if deleted.rows_affected() > 0 {
+                        tx.log_revocation(prepared, RevocationKind::UserDeleted, SessionChange::User(user_id)).await?;
+                    }
+                    tx.commit().await?;
+                    Ok(deleted.rows_affected())
+                }
+                .await
+            }
+        }
+        .map_err(classify)?;
         Ok(deleted > 0)
     }
 }

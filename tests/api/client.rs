@@ -87,7 +87,10 @@ async fn a_service_verifies_locally_and_refuses_a_logout_within_a_second() {
         tokio::time::sleep(Duration::from_millis(1100)).await;
         let after_later = login(&app).await;
         assert!(service.verify(&after).await.is_ok(), "asked at authd: live");
-        assert!(service.verify_local(&after_later).is_ok(), "issued after the change: from memory");
+        // Issued within the revocation leeway (5 s) of the change: it might be older, on a
+        // clock behind, so it is asked about rather than trusted.
+        assert_eq!(service.verify_local(&after_later), Err(Rejection::Stale), "within the leeway");
+        assert!(service.verify(&after_later).await.is_ok(), "asked at authd: live");
     }
 }
 
@@ -221,6 +224,7 @@ on_both_backends!(
     a_rotated_key_is_found_by_its_kid,
     a_stale_feed_asks_authd_or_refuses_as_the_service_chose,
     the_layer_and_the_interceptor_put_the_claims_into_the_request,
+    a_stalled_feed_is_found_out_by_its_missing_heartbeats,
 );
 
 /// A proxy in front of authd's port that, on its first connection only, passes
@@ -312,4 +316,75 @@ async fn a_snapshot_cut_short_is_asked_for_again() {
 #[tokio::test]
 async fn a_snapshot_cut_short_is_asked_for_again_sqlite() {
     crate::helpers::on_sqlite(a_snapshot_cut_short_is_asked_for_again()).await
+}
+
+/// A proxy in front of authd's port that can stall: while stalled it passes no byte either
+/// way but keeps every connection open, as a hung peer or a wedged middlebox does.
+async fn stalling_proxy(target: String) -> (String, tokio::sync::watch::Sender<bool>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    async fn pump(
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        mut stalled: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let mut buffer = vec![0u8; 16384];
+        loop {
+            let n = match from.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            // What was read while stalled is held until the stall ends.
+            if stalled.wait_for(|stalled| !*stalled).await.is_err() || to.write_all(&buffer[..n]).await.is_err() {
+                return;
+            }
+        }
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stall, _) = tokio::sync::watch::channel(false);
+    let stalls = stall.clone();
+    tokio::spawn(async move {
+        while let Ok((inbound, _)) = listener.accept().await {
+            let Ok(outbound) = tokio::net::TcpStream::connect(&target).await else { continue };
+            let (in_read, in_write) = inbound.into_split();
+            let (out_read, out_write) = outbound.into_split();
+            tokio::spawn(pump(in_read, out_write, stalls.subscribe()));
+            tokio::spawn(pump(out_read, in_write, stalls.subscribe()));
+        }
+    });
+    (format!("http://{addr}"), stall)
+}
+
+/// authd's heartbeat keeps an idle feed alive past the client's timeout, and a feed that
+/// stops hearing anything (the stream stalled, the connection still open) is found dead
+/// within the timeout: the verifier stops trusting memory, and trusts it again once the
+/// feed is back.
+async fn a_stalled_feed_is_found_out_by_its_missing_heartbeats() {
+    let app = app_signing_with(Algorithm::ES256).await;
+    let (url, stall) = stalling_proxy(app.addr.to_string()).await;
+    let channel = tonic::transport::Channel::from_shared(url).unwrap().connect().await.unwrap();
+    let mut config =
+        Config::new("authd", "authd").service_key(SERVICE_KEY).when_stale(Duration::ZERO, WhenStale::Refuse);
+    config.heartbeat_timeout = Duration::from_secs(7);
+    let verifier = Verifier::connect(channel, config).await.expect("the verifier connects");
+    let started = Instant::now();
+    while !verifier.feed_fresh() {
+        assert!(started.elapsed() < Duration::from_secs(10), "the feed never came up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert!(verifier.feed_fresh(), "heartbeats keep an idle feed in step");
+    stall.send_replace(true);
+    let stalled = Instant::now();
+    while verifier.feed_fresh() {
+        assert!(stalled.elapsed() < Duration::from_secs(9), "a stalled feed still counts as in step");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(stalled.elapsed() >= Duration::from_secs(2), "found out by its silence, not at once");
+    stall.send_replace(false);
+    let resumed = Instant::now();
+    while !verifier.feed_fresh() {
+        assert!(resumed.elapsed() < Duration::from_secs(15), "the feed did not come back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -352,12 +352,18 @@ async fn watch(
     app.auth().await.watch_revocations(request).await.map(tonic::Response::into_inner)
 }
 
+/// The next event that is not a heartbeat.
 async fn next(events: &mut tonic::Streaming<RevocationEvent>) -> RevocationEvent {
-    tokio::time::timeout(Duration::from_secs(5), events.message())
-        .await
-        .expect("an event within 5 s")
-        .expect("the feed goes on")
-        .expect("the feed is open")
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(5), events.message())
+            .await
+            .expect("an event within 5 s")
+            .expect("the feed goes on")
+            .expect("the feed is open");
+        if !matches!(event.event, Some(Event::Heartbeat(_))) {
+            return event;
+        }
+    }
 }
 
 fn session_of(access: &str) -> String {
@@ -543,10 +549,12 @@ async fn a_signing_key_rotation_reaches_the_feed() {
     assert!(keys.signing_kids.contains(&new_kid) && keys.signing_kids.contains(&s.signing_kids[0]));
 }
 
-/// A logout whose revocation commits but cannot be logged (the log's table is gone here;
-/// a database lost between the two statements in life) fails, and still holds in the
-/// process that served it: its memory refuses the token.
-async fn a_logout_that_could_not_be_logged_still_holds_here() {
+/// A logout whose revocation cannot be logged (the log's table is gone here; a database
+/// lost mid-way in life) fails as a whole: the session's end and its log row commit
+/// together or not at all, so no other process (nor service) can miss a revocation that
+/// committed. The process that served the single logout still refuses its token (it fails
+/// closed).
+async fn a_logout_that_could_not_be_logged_is_not_committed_and_still_holds_here() {
     let app = spawn_app().await;
     let (access, _) = app.ada_tokens().await;
     let everywhere = login(&app).await;
@@ -558,14 +566,101 @@ async fn a_logout_that_could_not_be_logged_still_holds_here() {
     let all =
         app.http.post(app.url("/api/v1/auth/logout")).bearer_auth(&everywhere).json(&json!({"all_sessions": true}));
     assert!(all.send().await.unwrap().status().is_server_error());
-    for token in [&access, &everywhere] {
-        assert_eq!(me_status(&app.http, &app.url(""), token).await, StatusCode::UNAUTHORIZED);
-    }
+    // The ended session stays ended in this process's memory (fail closed); the user's
+    // change sends its checks to the store, which tells the truth: nothing changed.
+    assert_eq!(me_status(&app.http, &app.url(""), &access).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(me_status(&app.http, &app.url(""), &everywhere).await, StatusCode::OK, "the logout-all failed");
     app.sql("alter table revocations_away rename to revocations", &[]).await;
+    let ended = app.sql_text("select cast(count(*) as text) from sessions where revoked_at is not null").await;
+    assert_eq!(ended.as_deref(), Some("0"), "no session ended without its log row");
+    let version = app.sql_text("select cast(credentials_version as text) from users").await;
+    let logged = app.sql_text("select cast(count(*) as text) from revocations").await;
+    assert_eq!(logged.as_deref(), Some("0"));
+    // Once the log is back, a logout commits with its row.
+    let logout = app.http.post(app.url("/api/v1/auth/logout")).bearer_auth(&everywhere).send().await.unwrap();
+    assert_eq!(logout.status(), StatusCode::OK);
+    assert_eq!(kinds(&app).await, ["session"]);
+    assert_eq!(
+        app.sql_text("select cast(credentials_version as text) from users").await,
+        version,
+        "logout-all rolled back"
+    );
+}
+
+/// The kinds of the rows of the revocation log, in order.
+async fn kinds(app: &TestApp) -> Vec<String> {
+    let rows = app.sql_column("select kind from revocations order by seq", &[]).await;
+    rows.iter().map(|kind| String::from_utf8_lossy(kind).into_owned()).collect()
+}
+
+/// Every revoking change writes its log row in its own transaction: a logout, a token
+/// revocation (RFC 7009), a session ended by its owner, a logout everywhere, a password
+/// change, an account disabled and enabled again, a deletion.
+async fn each_revoking_change_commits_its_log_row() {
+    let app = spawn_app().await;
+    let (first, _) = app.ada_tokens().await;
+    let (id, secret) = app.create_client("ops", "admin");
+    let ops = TestApp::basic(&id, &secret);
+    let refresh_of = |body: &Value| body["data"]["user_token"]["refreshToken"].as_str().unwrap().to_owned();
+    let session = |password: &str| {
+        let app = &app;
+        let password = password.to_owned();
+        async move {
+            let (status, body) = json_of(app.login("ada@example.com", &password).await).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            (access_of(&body), refresh_of(&body))
+        }
+    };
+    let mut expected: Vec<&str> = Vec::new();
+    let mut step = |kind: &'static str| {
+        expected.push(kind);
+        expected.clone()
+    };
+
+    let logout = app.http.post(app.url("/api/v1/auth/logout")).bearer_auth(&first).send().await.unwrap();
+    assert_eq!(logout.status(), StatusCode::OK);
+    assert_eq!(kinds(&app).await, step("session"), "logout");
+
+    let (_, refresh) = session(PASSWORD).await;
+    let revoke = app.http.post(app.url("/api/v1/auth/revoke")).json(&json!({"token": refresh}));
+    assert_eq!(revoke.send().await.unwrap().status(), StatusCode::OK);
+    assert_eq!(kinds(&app).await, step("session"), "token revocation");
+
+    let (other, _) = session(PASSWORD).await;
+    let (mine, _) = session(PASSWORD).await;
+    let path = format!("/api/v1/me/sessions/{}", session_of(&other));
+    let ended = app.http.delete(app.url(&path)).bearer_auth(&mine).send().await.unwrap();
+    assert!(ended.status().is_success(), "{}", ended.status());
+    assert_eq!(kinds(&app).await, step("session"), "a session ended by its owner");
+
+    let all = app.http.post(app.url("/api/v1/auth/logout")).bearer_auth(&mine).json(&json!({"all_sessions": true}));
+    assert_eq!(all.send().await.unwrap().status(), StatusCode::OK);
+    assert_eq!(kinds(&app).await, step("user"), "logout everywhere");
+
+    let (mine, _) = session(PASSWORD).await;
+    let change = json!({"current_password": PASSWORD, "new_password": "a new passphrase"});
+    let changed = app.http.post(app.url("/api/v1/me/password")).bearer_auth(&mine).json(&change);
+    assert_eq!(changed.send().await.unwrap().status(), StatusCode::OK);
+    assert_eq!(kinds(&app).await, step("user"), "password change");
+
+    let user_id = app.sql_text("select cast(user_id as text) from users").await.unwrap();
+    for action in ["disable", "enable"] {
+        let path = format!("/api/v1/admin/users/{user_id}/{action}");
+        let done = app.http.post(app.url(&path)).header("authorization", &ops).send().await.unwrap();
+        assert!(done.status().is_success(), "{action}: {}", done.status());
+        assert_eq!(kinds(&app).await, step("user"), "{action}");
+    }
+
+    let (mine, _) = session("a new passphrase").await;
+    let delete =
+        app.http.delete(app.url("/api/v1/me")).bearer_auth(&mine).json(&json!({"password": "a new passphrase"}));
+    assert!(delete.send().await.unwrap().status().is_success());
+    assert_eq!(kinds(&app).await, step("user_deleted"), "deletion");
 }
 
 on_both_backends!(
-    a_logout_that_could_not_be_logged_still_holds_here,
+    a_logout_that_could_not_be_logged_is_not_committed_and_still_holds_here,
+    each_revoking_change_commits_its_log_row,
     a_token_check_asks_no_database_once_memory_is_in_step,
     a_logout_is_refused_at_once_and_after_a_restart,
     a_deleted_users_tokens_are_refused_and_profile_changes_show_at_once,
@@ -592,6 +687,37 @@ async fn a_revocation_on_another_replica_reaches_the_feed() {
         let Some(Event::SessionRevoked(revoked)) = next(&mut events).await.event else { panic!("a revoked session") };
         assert_eq!(revoked.session_id, session_of(&access));
         assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+    })
+    .await
+}
+
+/// A revocation whose transaction commits well after its row took its number (and after
+/// a later revocation was sent) still reaches a running feed: the feed looks back over
+/// the longest commit delay (`LONGEST_COMMIT_DELAY`), not 2 s.
+#[tokio::test]
+async fn a_revocation_committed_late_still_reaches_the_feed() {
+    on_postgres("revocations::a_revocation_committed_late_still_reaches_the_feed", async {
+        use sqlx::Connection;
+        let app = with_a_service_key(|_| {}).await;
+        let (access, _) = app.ada_tokens().await;
+        let mut events = watch(&app, Some(SERVICE_KEY), 0).await.unwrap();
+        next(&mut events).await;
+        let mut slow = sqlx::PgConnection::connect(app.database_url()).await.unwrap();
+        let mut late = slow.begin().await.unwrap();
+        let session = uuid::Uuid::new_v4();
+        sqlx::query("insert into revocations (kind, session_id, at) values ('session', $1, clock_timestamp())")
+            .bind(session)
+            .execute(&mut *late)
+            .await
+            .unwrap();
+        let logout = app.http.post(app.url("/api/v1/auth/logout")).bearer_auth(&access).send().await.unwrap();
+        assert_eq!(logout.status(), StatusCode::OK);
+        let Some(Event::SessionRevoked(sent)) = next(&mut events).await.event else { panic!("the later one") };
+        assert_eq!(sent.session_id, session_of(&access));
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        late.commit().await.unwrap();
+        let Some(Event::SessionRevoked(sent)) = next(&mut events).await.event else { panic!("the late one") };
+        assert_eq!(sent.session_id, session.to_string());
     })
     .await
 }
