@@ -45,6 +45,16 @@ pub enum Error {
     /// An authenticated caller not allowed to make this call; the message says why.
     #[error("permission denied")]
     PermissionDenied(&'static str),
+    /// The right password of a user with an active second factor: no tokens, but this
+    /// challenge to answer (`Authd::complete_login`).
+    #[error("second factor required")]
+    SecondFactorRequired(Box<super::factors::LoginChallenge>),
+    /// A login challenge that is unknown, expired, answered already or past its attempts.
+    #[error("login challenge rejected")]
+    ChallengeRejected,
+    /// No such factor of the caller's (another user's looks the same).
+    #[error("factor not found")]
+    FactorNotFound,
     #[error("overloaded")]
     Overloaded { retry_after: Duration },
     #[error("database unavailable")]

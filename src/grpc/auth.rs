@@ -4,11 +4,11 @@ use super::{caller, client_info};
 use crate::{
     core::Authd,
     pb::{
-        GetJwksRequest, GetJwksResponse, Jwk, ListSessionsRequest, ListSessionsResponse, LoginRequest, LogoutRequest,
-        LogoutResponse, RefreshTokenRequest, RequestPasswordResetRequest, RequestPasswordResetResponse,
-        ResetPasswordRequest, ResetPasswordResponse, RevocationEvent, RevokeSessionRequest, RevokeSessionResponse,
-        RevokeTokenRequest, RevokeTokenResponse, TokenResponse, ValidateTokenRequest, ValidateTokenResponse,
-        WatchRevocationsRequest, auth_service_server::AuthService,
+        CompleteLoginRequest, GetJwksRequest, GetJwksResponse, Jwk, ListSessionsRequest, ListSessionsResponse,
+        LoginRequest, LogoutRequest, LogoutResponse, RefreshTokenRequest, RequestPasswordResetRequest,
+        RequestPasswordResetResponse, ResetPasswordRequest, ResetPasswordResponse, RevocationEvent,
+        RevokeSessionRequest, RevokeSessionResponse, RevokeTokenRequest, RevokeTokenResponse, TokenResponse,
+        ValidateTokenRequest, ValidateTokenResponse, WatchRevocationsRequest, auth_service_server::AuthService,
     },
 };
 
@@ -43,6 +43,11 @@ impl AuthService for AuthApi {
 
     async fn login(&self, request: Request<LoginRequest>) -> Result<Response<TokenResponse>, Status> {
         let signed_in = self.0.login(request.get_ref(), &client_info(&request)).await?;
+        Ok(Response::new(signed_in.tokens))
+    }
+
+    async fn complete_login(&self, request: Request<CompleteLoginRequest>) -> Result<Response<TokenResponse>, Status> {
+        let signed_in = self.0.complete_login(request.get_ref(), &client_info(&request)).await?;
         Ok(Response::new(signed_in.tokens))
     }
 

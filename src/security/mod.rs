@@ -5,6 +5,7 @@ pub mod access;
 pub mod accounts;
 pub mod client_secrets;
 pub mod devices;
+pub mod factors;
 pub mod keys;
 pub mod mail_tokens;
 pub mod passwords;
