@@ -5,13 +5,13 @@ create table webauthn_users (
 ) strict;
 
 create table passkey_ceremonies (
-    ceremony_id blob primary key,
     purpose text not null check (purpose in ('register', 'challenge', 'login')),
+    bound_to text not null,
     user_id integer references users (user_id) on delete cascade,
-    bound_to text,
     state text not null,
     created_at text not null,
-    expires_at text not null
+    expires_at text not null,
+    primary key (purpose, bound_to)
 ) strict;
 
 create index passkey_ceremonies_expires_idx on passkey_ceremonies (expires_at);

@@ -141,7 +141,10 @@ impl Authd {
             bad.push(crate::domain::FieldViolation::new("challenge", "must not be empty"));
         }
         match &req.answer {
-            None => bad.push(crate::domain::FieldViolation::new("answer", "give one of totp_code, recovery_code")),
+            None => bad.push(crate::domain::FieldViolation::new(
+                "answer",
+                "give one of totp_code, recovery_code, passkey_credential",
+            )),
             Some(Answer::TotpCode(code)) if !looks_like_totp(code) => {
                 bad.push(crate::domain::FieldViolation::new("totp_code", "must be 6 digits"))
             }
@@ -150,6 +153,9 @@ impl Authd {
                     "recovery_code",
                     "must be 16 letters and digits (XXXX-XXXX-XXXX-XXXX)",
                 ))
+            }
+            Some(Answer::PasskeyCredential(credential)) if credential.trim().is_empty() => {
+                bad.push(crate::domain::FieldViolation::new("passkey_credential", "must not be empty"))
             }
             Some(_) => {}
         }
@@ -173,7 +179,8 @@ impl Authd {
         let (method, field) = match &req.answer {
             Some(Answer::TotpCode(_)) => (TOTP, "totp_code"),
             Some(Answer::RecoveryCode(_)) => (RECOVERY_CODE, "recovery_code"),
-            None => return Err(Error::invalid("answer", "give one of totp_code, recovery_code")),
+            Some(Answer::PasskeyCredential(_)) => (super::passkeys::PASSKEY, "passkey_credential"),
+            None => return Err(Error::invalid("answer", "give one of totp_code, recovery_code, passkey_credential")),
         };
         if !allowed(method) {
             return Err(Error::invalid(field, "cannot answer this challenge"));
@@ -182,6 +189,9 @@ impl Authd {
         let right = match &req.answer {
             Some(Answer::TotpCode(code)) => self.check_totp(user_id, code, now).await,
             Some(Answer::RecoveryCode(code)) => self.use_recovery_code(user_id, code, now).await,
+            Some(Answer::PasskeyCredential(credential)) => {
+                self.check_passkey_answer(user_id, &hash, credential, now).await
+            }
             None => Ok(Err("is missing")),
         };
         let right = match right {
@@ -204,7 +214,7 @@ impl Authd {
         let user = self.store.user_by_id(user_id).await?.ok_or(Error::ChallengeRejected)?;
         self.check_verified(&user, client)?;
         let device = challenge.device_hash.as_deref().and_then(|d| DeviceHash::try_from(d).ok()).map(|d| ("", d));
-        let amr = with_method(&challenge.amr, "otp");
+        let amr = with_method(&challenge.amr, if method == super::passkeys::PASSKEY { "hwk" } else { "otp" });
         self.start_session(&user, Verdict::Match, device, client, Proved { amr: &amr, auth_time: Some(now) }).await
     }
 
@@ -468,12 +478,12 @@ impl Authd {
 
 /// The throttle's account for second-factor guesses of `user_id`: apart from its password
 /// guesses, with the same limits.
-fn factor_account(user_id: i64) -> Account {
+pub(super) fn factor_account(user_id: i64) -> Account {
     Account::with_digest(format!("factor:{user_id}"))
 }
 
 /// The name a factor's secret is sealed under.
-fn secret_name(factor_id: Uuid) -> String {
+pub(super) fn secret_name(factor_id: Uuid) -> String {
     format!("factor:{factor_id}")
 }
 
@@ -489,7 +499,7 @@ fn looks_like_totp(code: &str) -> bool {
 
 /// A factor's name as given: trimmed, 1 to 64 characters, no control characters;
 /// "Authenticator" when empty.
-fn factor_name(name: &str) -> Result<String, &'static str> {
+pub(super) fn factor_name(name: &str) -> Result<String, &'static str> {
     let name = name.trim();
     if name.is_empty() {
         return Ok("Authenticator".into());

@@ -10,12 +10,13 @@ mod admin;
 mod audit;
 mod cache;
 mod clients;
-mod error;
+pub mod error;
 mod events;
 mod factors;
 pub mod keys;
 mod limiter;
 mod mail;
+mod passkeys;
 mod revocations;
 mod roles;
 mod sessions;
@@ -44,6 +45,7 @@ pub use clients::{
 pub use error::{Error, Result};
 pub use factors::{LoginChallenge, TotpActivated};
 use limiter::AddressLimiter;
+pub use passkeys::PasskeyRegistered;
 pub use revocations::Watcher;
 pub use roles::{RoleChange, change_role_as_operator};
 pub use sessions::{DEVICE_CANDIDATES, DEVICE_LIFETIME, LoggedOut};
@@ -61,6 +63,7 @@ use crate::{
         passwords::Passwords,
         refresh::{RefreshClaim, RefreshTokens},
         sealing::Sealer,
+        webauthn::Passkeys,
     },
     store::{NewSession, SessionChange, Store, UserRecord},
 };
@@ -186,6 +189,8 @@ pub struct Authd {
     public_url: Arc<str>,
     /// Seals the second factors' secrets (`KEY_ENCRYPTION_KEY`).
     sealer: Sealer,
+    /// The WebAuthn relying party; `None` when passkeys are not configured.
+    passkeys: Option<Passkeys>,
 }
 
 /// What RFC 8414 metadata says of this service: its issuer, where its endpoints are (under
@@ -230,6 +235,7 @@ impl Authd {
             public_url: settings.mail.public_url.as_str().into(),
             mail: Arc::new(mail::Mailer::new(&settings.mail, &mail_secret, sealer.clone())?),
             sealer,
+            passkeys: settings.webauthn.as_ref().map(Passkeys::new).transpose()?,
             addresses: Arc::new(AddressLimiter::new(settings.throttle.address_limit)),
             accounts: AccountDigests::new(&account_secret)?,
             database_up: Arc::new(AtomicBool::new(true)),

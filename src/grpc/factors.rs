@@ -4,9 +4,10 @@ use super::caller;
 use crate::{
     core::Authd,
     pb::{
-        ActivateTotpRequest, ActivateTotpResponse, EnrollTotpRequest, EnrollTotpResponse, ListFactorsRequest,
-        ListFactorsResponse, RegenerateRecoveryCodesRequest, RegenerateRecoveryCodesResponse, RemoveFactorRequest,
-        RemoveFactorResponse, factor_service_server::FactorService,
+        ActivateTotpRequest, ActivateTotpResponse, EnrollTotpRequest, EnrollTotpResponse,
+        FinishPasskeyRegistrationRequest, FinishPasskeyRegistrationResponse, ListFactorsRequest, ListFactorsResponse,
+        RegenerateRecoveryCodesRequest, RegenerateRecoveryCodesResponse, RemoveFactorRequest, RemoveFactorResponse,
+        StartPasskeyRegistrationRequest, StartPasskeyRegistrationResponse, factor_service_server::FactorService,
     },
 };
 
@@ -55,5 +56,27 @@ impl FactorService for FactorApi {
         let caller = caller(&self.0, &request).await?;
         let recovery_codes = self.0.regenerate_recovery_codes(&caller, request.get_ref()).await?;
         Ok(Response::new(RegenerateRecoveryCodesResponse { recovery_codes }))
+    }
+
+    async fn start_passkey_registration(
+        &self,
+        request: Request<StartPasskeyRegistrationRequest>,
+    ) -> Result<Response<StartPasskeyRegistrationResponse>, Status> {
+        let caller = caller(&self.0, &request).await?;
+        Ok(Response::new(self.0.start_passkey_registration(&caller, request.get_ref()).await?))
+    }
+
+    async fn finish_passkey_registration(
+        &self,
+        request: Request<FinishPasskeyRegistrationRequest>,
+    ) -> Result<Response<FinishPasskeyRegistrationResponse>, Status> {
+        let caller = caller(&self.0, &request).await?;
+        let registered = self.0.finish_passkey_registration(&caller, request.get_ref()).await?;
+        Ok(Response::new(FinishPasskeyRegistrationResponse {
+            factor_id: registered.factor_id.to_string(),
+            recovery_codes: registered.recovery_codes,
+            tokens: Some(registered.signed_in.tokens),
+            sessions_ended: registered.sessions_ended as i64,
+        }))
     }
 }

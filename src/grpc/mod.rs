@@ -21,7 +21,7 @@ pub use factors::FactorApi;
 pub use user::UserApi;
 
 use crate::{
-    core::{Authd, Caller, ClientInfo, Error},
+    core::{Authd, Caller, ClientInfo, Error, error},
     pb::{
         admin_service_server::AdminServiceServer, auth_service_server::AuthServiceServer,
         factor_service_server::FactorServiceServer, user_service_server::UserServiceServer,
@@ -139,6 +139,11 @@ impl From<Error> for Status {
             }
             Error::ChallengeRejected => Status::unauthenticated("Login challenge expired or used. Log in again."),
             Error::FactorNotFound => Status::not_found("Factor not found."),
+            Error::PasskeysNotConfigured => {
+                failed_precondition(error::PASSKEYS_NOT_CONFIGURED, "PASSKEYS_NOT_CONFIGURED")
+            }
+            Error::PasskeyLoginDisabled => failed_precondition(error::PASSKEY_LOGIN_DISABLED, "PASSKEY_LOGIN_DISABLED"),
+            Error::CeremonyNotFound => failed_precondition(error::CEREMONY_NOT_FOUND, "PASSKEY_CEREMONY_NOT_FOUND"),
             Error::Overloaded { retry_after } => Status::with_error_details(
                 Code::ResourceExhausted,
                 "Too many requests; try again later.",
@@ -148,6 +153,12 @@ impl From<Error> for Status {
             Error::Unexpected(_) => Status::internal("Internal server error."),
         }
     }
+}
+
+/// FAILED_PRECONDITION with `google.rpc.ErrorInfo` naming `reason`, for clients to branch on.
+fn failed_precondition(message: &'static str, reason: &str) -> Status {
+    let info = ErrorDetails::with_error_info(reason, "authd", std::collections::HashMap::new());
+    Status::with_error_details(Code::FailedPrecondition, message, info)
 }
 
 fn client_info<T>(request: &Request<T>) -> ClientInfo {

@@ -13,7 +13,7 @@ use serde::Serialize;
 use utoipa::{IntoResponses, ToSchema, openapi::RefOr};
 
 use crate::{
-    core::{CLIENT_REQUIRED, Error},
+    core::{CLIENT_REQUIRED, Error, error},
     domain::FieldViolation,
 };
 
@@ -38,6 +38,12 @@ impl ErrorBody {
 #[derive(Serialize, ToSchema)]
 pub struct CodedError {
     error: CodedText,
+}
+
+impl CodedError {
+    fn new(error: &'static str, code: &'static str) -> Self {
+        Self { error: CodedText { error, code } }
+    }
 }
 
 #[derive(Serialize, ToSchema)]
@@ -194,6 +200,16 @@ error_response!(
     FactorNotFound(ErrorBody) = NOT_FOUND
 );
 error_response!(
+    /// Passkeys are not configured on this server, or a passkey alone may not log in here
+    /// (`PASSKEY_LOGIN`): `code` `passkeys_not_configured` or `passkey_login_disabled`
+    PasskeysUnavailable(CodedError) = NOT_IMPLEMENTED
+);
+error_response!(
+    /// No passkey ceremony waiting: never started, expired (5 minutes) or used already
+    /// (`code` `passkey_ceremony_not_found`)
+    CeremonyNotFound(CodedError) = CONFLICT
+);
+error_response!(
     /// Internal error
     Internal(ErrorBody) = INTERNAL_SERVER_ERROR
 );
@@ -267,6 +283,18 @@ impl IntoResponse for Error {
                 challenge(ChallengeRejected(ErrorBody::new("Login challenge expired or used. Log in again.")))
             }
             Error::FactorNotFound => FactorNotFound(ErrorBody::new("Factor not found.")).into_response(),
+            Error::PasskeysNotConfigured => {
+                PasskeysUnavailable(CodedError::new(error::PASSKEYS_NOT_CONFIGURED, "passkeys_not_configured"))
+                    .into_response()
+            }
+            Error::PasskeyLoginDisabled => {
+                PasskeysUnavailable(CodedError::new(error::PASSKEY_LOGIN_DISABLED, "passkey_login_disabled"))
+                    .into_response()
+            }
+            Error::CeremonyNotFound => {
+                CeremonyNotFound(CodedError::new(error::CEREMONY_NOT_FOUND, "passkey_ceremony_not_found"))
+                    .into_response()
+            }
             Error::Overloaded { retry_after } => {
                 let mut response = Overloaded(ErrorBody::new("Too many requests. Try again later.")).into_response();
                 response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after.as_secs().max(1)));

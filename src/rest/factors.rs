@@ -49,6 +49,9 @@ pub struct CompleteLoginBody {
     /// One of the recovery codes (case, spaces and dashes do not matter).
     #[schema(example = "ABCD-EFGH-JKLM-NPQR")]
     pub recovery_code: Option<String>,
+    /// The browser's credential for the options of
+    /// `POST /api/v1/auth/login/second-factor/passkey-options`: `JSON.stringify(credential.toJSON())`.
+    pub passkey_credential: Option<String>,
 }
 
 /// Answer a login's second-factor challenge
@@ -70,11 +73,14 @@ async fn complete_login(
 ) -> Result<Response, Error> {
     let (body, bad_fields) = body.json::<CompleteLoginBody>()?;
     use pb::complete_login_request::Answer;
-    let answer = match (body.totp_code, body.recovery_code) {
-        (Some(code), None) => Some(Answer::TotpCode(code)),
-        (None, Some(code)) => Some(Answer::RecoveryCode(code)),
-        (Some(_), Some(_)) => return Err(Error::invalid("answer", "give one of totp_code, recovery_code, not both")),
-        (None, None) => None,
+    let answer = match (body.totp_code, body.recovery_code, body.passkey_credential) {
+        (Some(code), None, None) => Some(Answer::TotpCode(code)),
+        (None, Some(code), None) => Some(Answer::RecoveryCode(code)),
+        (None, None, Some(credential)) => Some(Answer::PasskeyCredential(credential)),
+        (None, None, None) => None,
+        _ => {
+            return Err(Error::invalid("answer", "give one of totp_code, recovery_code, passkey_credential, not two"));
+        }
     };
     let request = pb::CompleteLoginRequest { challenge: body.challenge, answer };
     bad_fields.finish(authd.validate_complete_login(&request))?;

@@ -8,6 +8,7 @@ mod error;
 mod factors;
 mod oauth;
 mod openapi;
+mod passkeys;
 mod wire;
 
 use std::convert::Infallible;
@@ -51,7 +52,7 @@ type Reply<T> = Result<Json<T>, Error>;
 /// on each of its paths.
 pub fn router(authd: Authd, allowed_origins: &[String]) -> Router {
     let documented = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi());
-    let (routes, document) = factors::routes(admin::routes(documented))
+    let (routes, document) = passkeys::routes(factors::routes(admin::routes(documented)))
         .routes(routes!(register_user))
         .routes(routes!(login))
         .routes(routes!(refresh_token))

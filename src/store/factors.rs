@@ -15,6 +15,7 @@ macro_rules! factor_columns {
         "factor_id, user_id, kind, name, secret, credential_id, created_at, activated_at, last_used_at, last_used_step"
     };
 }
+pub(super) use factor_columns;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct FactorRecord {
