@@ -21,8 +21,8 @@ use crate::{
         passwords::Verdict,
         refresh::RefreshClaim,
         webauthn::{
-            CEREMONY_LIFETIME, CeremonyError, Passkey, Passkeys, PublicKeyCredential, decode_passkey, encode_passkey,
-            parse_credential,
+            CEREMONY_LIFETIME, CeremonyError, Passkey, Passkeys, PublicKeyCredential, RegisterPublicKeyCredential,
+            decode_passkey, encode_passkey, parse_credential,
         },
     },
     store::{CeremonyPurpose, FactorActivation, FactorRecord, NewCeremony, NewFactor, NewSession, SessionChange},
@@ -112,13 +112,19 @@ impl Authd {
         if req.credential.trim().is_empty() {
             bad.push(FieldViolation::new("credential", "must not be empty"));
         }
-        let (Ok(name), true) = (name, bad.is_empty()) else { return Err(Error::InvalidInput(bad)) };
+        let credential = parse_credential::<RegisterPublicKeyCredential>(&req.credential);
+        if let (Err(e), true) = (&credential, bad.is_empty()) {
+            bad.push(FieldViolation::new("credential", e.to_string()));
+        }
+        let (Ok(name), Ok(credential), true) = (name, credential, bad.is_empty()) else {
+            return Err(Error::InvalidInput(bad));
+        };
         let user = self.fresh(&caller.user).await?;
         let now = Utc::now();
         let session = caller.access.session_id.to_string();
         let ceremony = self.store.take_ceremony(CeremonyPurpose::Register, &session, now).await?;
         let ceremony = ceremony.filter(|c| c.user_id == Some(user.user_id)).ok_or(Error::CeremonyNotFound)?;
-        let passkey = passkeys.finish_registration(&req.credential, &ceremony.state).map_err(|e| match e {
+        let passkey = passkeys.finish_registration(&credential, &ceremony.state).map_err(|e| match e {
             CeremonyError::Malformed(why) => Error::invalid("credential", &why),
             CeremonyError::Refused(e) => Error::invalid("credential", &format!("was refused: {e}")),
             CeremonyError::State(e) => Error::Unexpected(e),
@@ -229,19 +235,20 @@ impl Authd {
         now: DateTime<Utc>,
     ) -> Result<Result<(), &'static str>> {
         let passkeys = self.passkeys()?;
-        let ceremony = self.store.take_ceremony(CeremonyPurpose::Challenge, &hex(challenge_hash), now).await?;
-        let Some(ceremony) = ceremony.filter(|c| c.user_id == Some(user_id)) else {
-            return Ok(Err("has no passkey ceremony waiting: call StartPasskeyChallenge first (it serves once)"));
-        };
         let refused = |why: &dyn std::fmt::Display, says| {
             tracing::info!(reason = %why, "passkey answer refused");
             Ok(Err(says))
         };
+        // Read before the ceremony is taken: what is not even a credential leaves it waiting.
         let credential: PublicKeyCredential = match parse_credential(credential_json) {
             Ok(credential) => credential,
             Err(e) => {
                 return refused(&e, "is not a WebAuthn credential (the JSON of the browser's credential.toJSON())");
             }
+        };
+        let ceremony = self.store.take_ceremony(CeremonyPurpose::Challenge, &hex(challenge_hash), now).await?;
+        let Some(ceremony) = ceremony.filter(|c| c.user_id == Some(user_id)) else {
+            return Ok(Err("has no passkey ceremony waiting: call StartPasskeyChallenge first (it serves once)"));
         };
         let result = match passkeys.finish_authentication(&credential, &ceremony.state) {
             Ok(result) => result,

@@ -27,6 +27,7 @@ mod me;
 mod metrics;
 mod nginx;
 mod old_clients;
+mod passkeys;
 mod pgbouncer;
 mod pooler;
 mod proxies;
