@@ -15,7 +15,8 @@ import { timestampDate } from "@bufbuild/protobuf/wkt";
 
 import { AuthService, type TokenResponse } from "./gen/authd/v1/auth_pb.js";
 import { UserService, type User } from "./gen/authd/v1/user_pb.js";
-import { BadRequestSchema } from "./gen/google/rpc/error_details_pb.js";
+import { FactorService } from "./gen/authd/v1/factors_pb.js";
+import { BadRequestSchema, ErrorInfoSchema } from "./gen/google/rpc/error_details_pb.js";
 
 const views = ["forgot-password", "reset-password", "verify-email", "confirm-email-change"] as const;
 type View = "home" | (typeof views)[number];
@@ -71,6 +72,7 @@ const authdUrl = givenAuthd ?? (await configuredAuthd()) ?? "http://127.0.0.1:80
 const transport = createGrpcWebTransport({ baseUrl: authdUrl, defaultTimeoutMs: 15_000 });
 const users = createClient(UserService, transport);
 const auth = createClient(AuthService, transport);
+const factors = createClient(FactorService, transport);
 
 let tokens: TokenResponse | undefined;
 
@@ -199,6 +201,7 @@ function showSession(): void {
     section.hidden ||= Boolean(tokens);
     if (tokens) clearFieldErrors(form);
   }
+  showPasskeys();
 }
 
 function showProfile(user: User | undefined): void {
@@ -253,6 +256,7 @@ loginForm.addEventListener("submit", async (event) => {
     showSession();
     if (await loadProfile()) say("Logged in.", "ok");
   } catch (reason) {
+    if (offerPasskeyChallenge(reason)) return;
     showError("Logging in", reason, loginForm);
   }
 });
@@ -386,6 +390,117 @@ async function confirmEmailChange(): Promise<void> {
 }
 
 confirmButton.addEventListener("click", confirmEmailChange);
+
+// --- Passkeys (WebAuthn) ---------------------------------------------------------------------
+// authd sends webauthn-rs's options as JSON ({"publicKey": {...}}), which the browser parses
+// with PublicKeyCredential.parseCreationOptionsFromJSON / parseRequestOptionsFromJSON; the
+// credential goes back as JSON.stringify(credential.toJSON()).
+
+const passkeyForm = byId<HTMLFormElement>("passkey-form");
+const passkeyChallenge = byId("passkey-challenge");
+/** The challenge of a login that waits for its second factor, while one does. */
+let pendingChallenge: string | undefined;
+
+const webauthnJson = PublicKeyCredential as unknown as {
+  parseCreationOptionsFromJSON(options: unknown): PublicKeyCredentialCreationOptions;
+  parseRequestOptionsFromJSON(options: unknown): PublicKeyCredentialRequestOptions;
+};
+
+function credentialJson(credential: Credential | null): string {
+  if (!credential) throw new Error("the browser gave no passkey");
+  return JSON.stringify((credential as unknown as { toJSON(): unknown }).toJSON());
+}
+
+async function createPasskey(optionsJson: string): Promise<string> {
+  const { publicKey } = JSON.parse(optionsJson) as { publicKey: unknown };
+  return credentialJson(await navigator.credentials.create({ publicKey: webauthnJson.parseCreationOptionsFromJSON(publicKey) }));
+}
+
+async function getPasskey(optionsJson: string): Promise<string> {
+  const { publicKey } = JSON.parse(optionsJson) as { publicKey: unknown };
+  return credentialJson(await navigator.credentials.get({ publicKey: webauthnJson.parseRequestOptionsFromJSON(publicKey) }));
+}
+
+/** What the session's access token says it proved (its `amr`, RFC 8176), shown on the page. */
+function showPasskeys(): void {
+  passkeyForm.hidden = !tokens;
+  byId("passkey-login").hidden = Boolean(tokens);
+  if (tokens) passkeyChallenge.hidden = true;
+  let amr: string[] = [];
+  try {
+    const payload = tokens?.accessToken.split(".")[1];
+    if (payload) amr = JSON.parse(atob(payload.replace(/-/g, "+").replace(/_/g, "/"))).amr ?? [];
+  } catch {
+    amr = [];
+  }
+  byId("session-amr").textContent = tokens ? `Signed in with: ${amr.join(", ")}` : "";
+}
+
+/** After a right password: offers the passkey when authd asks for a second factor it may answer. */
+function offerPasskeyChallenge(reason: unknown): boolean {
+  const error = ConnectError.from(reason);
+  const info = error.findDetails(ErrorInfoSchema).find((detail) => detail.reason === "SECOND_FACTOR_REQUIRED");
+  if (!info || !(info.metadata.methods ?? "").split(",").includes("passkey")) return false;
+  pendingChallenge = info.metadata.challenge;
+  passkeyChallenge.hidden = false;
+  say("Your account has a second factor: use your passkey.", "ok");
+  return true;
+}
+
+async function signedInWith(tokensGot: TokenResponse | undefined, message: string): Promise<void> {
+  tokens = tokensGot;
+  pendingChallenge = undefined;
+  loginForm.reset();
+  showSession();
+  if (await loadProfile()) say(message, "ok");
+}
+
+byId("passkey-answer").addEventListener("click", async () => {
+  const challenge = pendingChallenge;
+  if (!challenge) return;
+  try {
+    const { optionsJson } = await auth.startPasskeyChallenge({ challenge });
+    const credential = await getPasskey(optionsJson);
+    const got = await auth.completeLogin({ challenge, answer: { case: "passkeyCredential", value: credential } });
+    await signedInWith(got, "Logged in with your password and your passkey.");
+  } catch (reason) {
+    showError("Answering with the passkey", reason);
+  }
+});
+
+byId("passkey-login").addEventListener("click", async () => {
+  try {
+    const { ceremonyId, optionsJson } = await auth.startPasskeyLogin({});
+    const credential = await getPasskey(optionsJson);
+    await signedInWith(await auth.finishPasskeyLogin({ ceremonyId, credential }), "Logged in with your passkey.");
+  } catch (reason) {
+    showError("Logging in with a passkey", reason);
+  }
+});
+
+passkeyForm.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  clearFieldErrors(passkeyForm);
+  try {
+    const { optionsJson } = await factors.startPasskeyRegistration(
+      { password: field(passkeyForm, "password") },
+      { headers: bearer() },
+    );
+    const credential = await createPasskey(optionsJson);
+    const added = await factors.finishPasskeyRegistration(
+      { name: field(passkeyForm, "name"), credential },
+      { headers: bearer() },
+    );
+    passkeyForm.reset();
+    // Adding a factor ends every session: go on in the new one.
+    tokens = added.tokens;
+    showSession();
+    const codes = added.recoveryCodes.length ? ` Your recovery codes (shown once): ${added.recoveryCodes.join(" ")}` : "";
+    say(`Passkey added; other sessions ended.${codes}`, "ok");
+  } catch (reason) {
+    showError("Adding a passkey", reason, passkeyForm);
+  }
+});
 
 showSession();
 // Opened from a link, a view offers its button; without the link's token it says where to get one.

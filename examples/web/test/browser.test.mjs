@@ -12,7 +12,7 @@
 //
 // Leaves in test-artifacts/: logged-in.png (the logged-in page), registration-errors.png,
 // refused-origin.png, verified.png, verify-by-code.png, forgot-password.png,
-// reset-password.png, password-reset.png, email-changed.png and authd.log.
+// reset-password.png, password-reset.png, email-changed.png, passkeys.png and authd.log.
 
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
@@ -65,6 +65,10 @@ let smtp;
 const pageConfig = {};
 let allowedOrigin;
 let refusedOrigin;
+/** The page's origin for passkeys: WebAuthn takes http on localhost only, never 127.0.0.1. */
+let passkeyOrigin;
+/** authd's passkey settings, set once the page's port is known. */
+const passkeyEnv = {};
 let page;
 const authdLog = [];
 
@@ -145,6 +149,7 @@ async function startAuthd(origins) {
     // The links in mail open the page on the allowed origin.
     SMTP_URL: smtp.url,
     PUBLIC_URL: origins[0],
+    ...passkeyEnv,
     LOG_FORMAT: "json",
     RUST_LOG: "info",
   });
@@ -238,7 +243,9 @@ describe("the account page in headless Chromium, over grpc-web from another orig
     started.servers.push(allowed, refused);
     allowedOrigin = origin(allowed);
     refusedOrigin = origin(refused);
-    authdUrl = await startAuthd([allowedOrigin]);
+    passkeyOrigin = `http://localhost:${allowed.address().port}`;
+    Object.assign(passkeyEnv, { WEBAUTHN_ORIGIN: passkeyOrigin, PASSKEY_LOGIN: "true" });
+    authdUrl = await startAuthd([allowedOrigin, passkeyOrigin]);
     pageConfig.authd = authdUrl;
 
     const userDataDir = mkdtempSync(join(tmpdir(), "authd-web-chromium-"));
@@ -558,5 +565,73 @@ describe("the account page in headless Chromium, over grpc-web from another orig
     assert.match(status, /Logging in failed: Invalid credentials/);
     assert.ok(calls.every((url) => !url.startsWith(elsewhere)), `the page called ${elsewhere}`);
     assert.ok(calls.some((url) => url.startsWith(`${authdUrl}/authd.v1.AuthService/Login`)), `${calls}`);
+  });
+
+  // Passkeys: Chromium's virtual authenticator (the DevTools WebAuthn domain) holds the passkey,
+  // with a resident key and user verification, on a page of the localhost origin.
+  it("enrols a passkey, then logs in with password and passkey, and with the passkey alone; passkeys.png", async () => {
+    const cy = { name: "Cy Passkey", email: `cy.${process.pid}@example.com`, location: "Paris", password: "a passkey horse battery" };
+    const response = await fetch(`${authdUrl}/api/v1/register-user`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify(cy),
+    });
+    assert.equal(response.status, 201);
+    const tab = await started.browser.newPage();
+    const cdp = await started.browser.newCDPSession(tab);
+    await cdp.send("WebAuthn.enable", { enableUI: false });
+    const { authenticatorId } = await cdp.send("WebAuthn.addVirtualAuthenticator", {
+      options: {
+        protocol: "ctap2",
+        ctap2Version: "ctap2_1",
+        transport: "internal",
+        hasResidentKey: true,
+        hasUserVerification: true,
+        isUserVerified: true,
+        automaticPresenceSimulation: true,
+      },
+    });
+    const previous = page;
+    page = tab;
+    try {
+      await tab.goto(`${passkeyOrigin}/?authd=${encodeURIComponent(authdUrl)}`);
+      const logIn = async () => {
+        await fill("login", { email: cy.email, password: cy.password });
+        return statusAfter(() => tab.locator("#login-form button[type=submit]").click());
+      };
+      assert.equal(await logIn(), "Logged in.");
+
+      // Enrolment: the password again, then the authenticator makes a resident passkey.
+      await fill("passkey", { name: "Virtual key", password: cy.password });
+      const added = await statusAfter(() => tab.locator("#passkey-form button[type=submit]").click());
+      assert.match(added, /^Passkey added; other sessions ended\. Your recovery codes \(shown once\): (\S+ ){9}\S+$/);
+      assert.equal(await text("#session-amr"), "Signed in with: pwd, hwk");
+      const { credentials } = await cdp.send("WebAuthn.getCredentials", { authenticatorId });
+      assert.equal(credentials.length, 1);
+      assert.equal(credentials[0].isResidentCredential, true, "the passkey is not discoverable");
+      assert.equal(credentials[0].rpId, "localhost");
+      const countAfterEnrolment = credentials[0].signCount;
+
+      assert.equal(await statusAfter(() => tab.locator("#logout").click()), "Logged out.");
+      // The password alone no longer logs in: the page offers the passkey for the challenge.
+      assert.equal(await logIn(), "Your account has a second factor: use your passkey.");
+      assert.equal(await text("#session"), "Not logged in.");
+      const answered = await statusAfter(() => tab.locator("#passkey-answer").click());
+      assert.equal(answered, "Logged in with your password and your passkey.");
+      assert.equal(await text("#session-amr"), "Signed in with: pwd, hwk");
+      assert.equal(await text("#profile-email"), cy.email);
+
+      assert.equal(await statusAfter(() => tab.locator("#logout").click()), "Logged out.");
+      const alone = await statusAfter(() => tab.locator("#passkey-login").click());
+      assert.equal(alone, "Logged in with your passkey.");
+      assert.equal(await text("#session-amr"), "Signed in with: hwk");
+      assert.equal(await text("#profile-email"), cy.email);
+      const after = (await cdp.send("WebAuthn.getCredentials", { authenticatorId })).credentials[0];
+      assert.ok(after.signCount > countAfterEnrolment, `the counter did not move: ${after.signCount}`);
+      await tab.screenshot({ path: join(artifacts, "passkeys.png"), fullPage: true });
+    } finally {
+      page = previous;
+      await tab.close();
+    }
   });
 });
