@@ -473,7 +473,7 @@ fn factor_account(user_id: i64) -> Account {
 }
 
 /// The name a factor's secret is sealed under.
-fn secret_name(factor_id: Uuid) -> String {
+pub(super) fn secret_name(factor_id: Uuid) -> String {
     format!("factor:{factor_id}")
 }
 
