@@ -317,6 +317,8 @@ impl Authd {
         // The revocation log goes as far back as ended sessions are kept: what a service
         // resuming the feed can be told of without a fresh snapshot.
         self.store.prune_revocations(ended_before).await?;
+        // Login challenges live minutes; an expired one is of no use to anyone.
+        self.store.delete_expired_challenges(now - super::factors::CHALLENGE_LIFETIME).await?;
         Ok(self.store.delete_ended_sessions(ended_before, ended_before - self.sessions.idle_timeout).await?)
     }
 

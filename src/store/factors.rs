@@ -168,6 +168,22 @@ impl Store {
         )
     }
 
+    /// Every factor's id and stored secret (for sealing them when a key-encryption key is
+    /// first set).
+    pub async fn factor_secrets(&self) -> StoreResult<Vec<(Uuid, Vec<u8>)>> {
+        run!(self, query_as("select factor_id, secret from factors").fetch_all)
+    }
+
+    /// Replaces a factor's stored secret, if it is still `current`; returns whether it did.
+    pub async fn replace_factor_secret(&self, factor_id: Uuid, current: &[u8], new: &[u8]) -> StoreResult<bool> {
+        let replaced = run!(
+            self,
+            query("update factors set secret = $3 where factor_id = $1 and secret = $2", factor_id, current, new)
+                .execute
+        )?;
+        Ok(replaced == 1)
+    }
+
     /// Whether the user has an active factor.
     pub async fn has_active_factor(&self, user_id: i64) -> StoreResult<bool> {
         run!(

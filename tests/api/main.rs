@@ -19,6 +19,7 @@ mod credentials;
 mod credentials_under_attack;
 mod docs;
 mod embedded;
+mod factors;
 mod flood;
 mod keys_at_rest;
 mod login;
