@@ -648,13 +648,13 @@ describe("the account page in headless Chromium, over grpc-web from another orig
   // Passkeys: Chromium's virtual authenticator (the DevTools WebAuthn domain) holds the passkey,
   // with a resident key and user verification, on a page of the localhost origin.
   it("enrols a passkey, then logs in with password and passkey, and with the passkey alone; passkeys.png", async () => {
-    const dee = { name: "Dee Passkey", email: `dee.${process.pid}@example.com`, location: "Paris", password: "a passkey horse battery" };
+    const dee = { name: "Dee Passkey", email: `dee.${process.pid}@example.com`, location: "Paris", password: "a lattice of quiet ferns" };
     const response = await fetch(`${authdUrl}/api/v1/register-user`, {
       method: "POST",
       headers: { "content-type": "application/json" },
       body: JSON.stringify(dee),
     });
-    assert.equal(response.status, 201);
+    assert.equal(response.status, 201, await response.text());
     const tab = await started.browser.newPage();
     const cdp = await started.browser.newCDPSession(tab);
     await cdp.send("WebAuthn.enable", { enableUI: false });
