@@ -5,7 +5,8 @@ use std::{env, fs, path::PathBuf};
 
 use prost::Message;
 
-const PROTOS: &[&str] = &["authd/v1/user.proto", "authd/v1/auth.proto", "authd/v1/admin.proto"];
+const PROTOS: &[&str] =
+    &["authd/v1/user.proto", "authd/v1/auth.proto", "authd/v1/admin.proto", "authd/v1/factors.proto"];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");

@@ -264,6 +264,7 @@ async fn watch_database(authd: Authd, health: HealthReporter, interval: Duration
                 authd.prune_throttle().await,
                 authd.prune_sessions().await,
                 authd.prune_mail().await,
+                authd.prune_passkey_ceremonies().await,
                 authd.prune_audit().await,
             ];
             for pruned in pruned {

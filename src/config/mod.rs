@@ -9,6 +9,7 @@ mod passwords;
 mod server;
 mod tls;
 mod tokens;
+mod webauthn;
 
 use std::{path::PathBuf, time::Duration};
 
@@ -22,6 +23,7 @@ pub use passwords::PasswordSettings;
 pub use server::{ForwardedHeader, LogFormat, ServerSettings};
 pub use tls::{ClientAuth, TlsSettings};
 pub use tokens::{ServiceKey, TokenSettings};
+pub use webauthn::WebauthnSettings;
 
 /// A setting that could not be used; the message names the variable.
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +117,10 @@ struct Env {
     open_introspection: Option<String>,
     service_token_lifetime_seconds: Option<u64>,
     client_secret_grace_seconds: Option<u64>,
+    webauthn_rp_id: Option<String>,
+    webauthn_origin: Option<String>,
+    webauthn_rp_name: Option<String>,
+    passkey_login: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -129,6 +135,8 @@ pub struct Settings {
     pub throttle: ThrottleSettings,
     pub limits: LimitSettings,
     pub mail: MailSettings,
+    /// Passkeys; `None` when not configured (then every passkey call says so).
+    pub webauthn: Option<WebauthnSettings>,
 }
 
 impl Settings {
@@ -150,6 +158,8 @@ impl Settings {
             log_format: LogFormat::from_env(&mut env)?,
             tokens: TokenSettings::from_env(&mut env)?,
             passwords: PasswordSettings::from_env(&mut env)?,
+            // Before the mail's, which takes PUBLIC_URL.
+            webauthn: WebauthnSettings::from_env(&mut env)?,
             // Before the database's, which takes the data directory's variables.
             mail: MailSettings::from_env(&mut env)?,
             database: DatabaseSettings::from_env(&mut env)?,

@@ -1,10 +1,10 @@
 //! The caller's own account: registration, profile, password and deletion.
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{
-    Authd, Caller, ClientInfo, Error, Result, SignedIn, events,
+    Authd, Caller, ClientInfo, Error, PASSWORD_ONLY, Proved, Result, SignedIn, events,
     sessions::DEVICE_LIFETIME,
     throttle::{Action, Source},
     user_message,
@@ -13,7 +13,7 @@ use crate::{
     domain::{About, Email, FieldViolation, Location, Password, PasswordOwner, UserName, Violations},
     pb,
     security::{passwords::Verdict, refresh::RefreshClaim},
-    store::{NewUser, PasswordChange, ProfileUpdate, SessionChange, StoreError, UserRecord},
+    store::{NewSession, NewUser, PasswordChange, ProfileUpdate, SessionChange, StoreError, UserRecord},
 };
 
 /// A registration whose every field is valid.
@@ -183,6 +183,10 @@ impl Authd {
         let hash = self.passwords.hash(Some(&owner(&user)), &new).await?;
         let now = Utc::now();
         let session_id = Uuid::new_v4();
+        // The new session proved what the caller's had.
+        let amr = caller.access.amr.join(" ");
+        let auth_time = caller.access.auth_time.and_then(|t| DateTime::from_timestamp(t, 0));
+        let proved = Proved { amr: if amr.is_empty() { PASSWORD_ONLY } else { &amr }, auth_time };
         // Every device is forgotten but the one the caller's session logged in with, if it
         // is still known; it keeps its token. No new device token: an access token alone
         // (stolen, say) must never yield a device that passes the account's ceiling.
@@ -191,7 +195,7 @@ impl Authd {
             current_hash: &user.password,
             new_hash: &hash,
             current_session: caller.access.session_id,
-            new_session: self.new_session(&user, session_id, client, now),
+            new_session: NewSession { amr: proved.amr, auth_time, ..self.new_session(&user, session_id, client, now) },
             devices_seen_since: now - DEVICE_LIFETIME,
         };
         // Another change got in first: the password checked is no longer the password.
@@ -203,7 +207,7 @@ impl Authd {
         self.cache.apply(SessionChange::User(user.user_id));
         events::password_changed(&self.audit, user.user_id, true, ended, client);
         let ends = change.new_session.expires_at;
-        let signed_in = self.signed_in(&user, RefreshClaim { session_id, generation: 0 }, now, ends).await?;
+        let signed_in = self.signed_in(&user, RefreshClaim { session_id, generation: 0 }, now, ends, proved).await?;
         Ok(PasswordChanged { sessions_ended: ended, signed_in })
     }
 

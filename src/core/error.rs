@@ -45,6 +45,26 @@ pub enum Error {
     /// An authenticated caller not allowed to make this call; the message says why.
     #[error("permission denied")]
     PermissionDenied(&'static str),
+    /// The right password of a user with an active second factor: no tokens, but this
+    /// challenge to answer (`Authd::complete_login`).
+    #[error("second factor required")]
+    SecondFactorRequired(Box<super::factors::LoginChallenge>),
+    /// A login challenge that is unknown, expired, answered already or past its attempts.
+    #[error("login challenge rejected")]
+    ChallengeRejected,
+    /// No such factor of the caller's (another user's looks the same).
+    #[error("factor not found")]
+    FactorNotFound,
+    /// A passkey call on a server with no relying party configured (`WEBAUTHN_ORIGIN`).
+    #[error("passkeys are not configured")]
+    PasskeysNotConfigured,
+    /// A passkey login (a passkey alone) where `PASSKEY_LOGIN` is off.
+    #[error("passkey login is disabled")]
+    PasskeyLoginDisabled,
+    /// The second half of a passkey ceremony with no first half waiting: never started,
+    /// expired, used already, or started for another session or challenge.
+    #[error("passkey ceremony not found")]
+    CeremonyNotFound,
     #[error("overloaded")]
     Overloaded { retry_after: Duration },
     #[error("database unavailable")]
@@ -89,3 +109,13 @@ impl From<HashError> for Error {
         }
     }
 }
+
+/// What a passkey call on a server without passkeys is told.
+pub const PASSKEYS_NOT_CONFIGURED: &str =
+    "Passkeys are not configured on this server (WEBAUTHN_ORIGIN and WEBAUTHN_RP_ID, or PUBLIC_URL).";
+/// What a passkey login is told where `PASSKEY_LOGIN` is off.
+pub const PASSKEY_LOGIN_DISABLED: &str =
+    "Logging in with a passkey alone is not enabled on this server (PASSKEY_LOGIN): log in with your password.";
+/// What the second half of a ceremony with no first half waiting is told.
+pub const CEREMONY_NOT_FOUND: &str =
+    "No passkey ceremony is waiting: start again (a ceremony lasts 5 minutes and serves once).";

@@ -198,3 +198,59 @@ pub fn email_changed(trail: &Audit, user_id: i64, sessions_ended: u64, client: &
     let detail = Some(format!("sessions_ended={sessions_ended}"));
     audit(trail, Actor::User(user_id), Some(user_id), "email_change", "success", client, detail);
 }
+
+/// A right password for a user with a second factor: a challenge was issued, answerable
+/// by `methods`.
+pub fn second_factor_challenged(trail: &Audit, user_id: i64, methods: &str, client: &ClientInfo) {
+    tracing::info!(target: "authd::security", event = "second_factor_challenge", outcome = "success", user_id,
+        methods, client_ip = ip(client), "password right: second factor challenged");
+    let detail = Some(format!("methods={methods}"));
+    audit(trail, Actor::User(user_id), Some(user_id), "second_factor_challenge", "success", client, detail);
+}
+
+/// A login's challenge answered with `method` (`totp`, `recovery_code`, ...), right or wrong.
+pub fn second_factor_answered(trail: &Audit, user_id: i64, method: &str, right: bool, client: &ClientInfo) {
+    if right {
+        tracing::info!(target: "authd::security", event = "second_factor", outcome = "success", user_id, method,
+            client_ip = ip(client), "second factor accepted");
+    } else {
+        tracing::warn!(target: "authd::security", event = "second_factor", outcome = "failure", user_id, method,
+            client_ip = ip(client), "second factor refused");
+    }
+    // Whoever holds the challenge answers it: the user, once it is right.
+    let actor = if right { Actor::User(user_id) } else { Actor::Anonymous };
+    let detail = Some(format!("method={method}"));
+    audit(trail, actor, Some(user_id), "second_factor", outcome(right), client, detail);
+}
+
+/// A factor enrolled, activated or removed (`action`: `factor_enrolled`,
+/// `factor_activated`, `factor_removed`).
+pub fn factor_changed(
+    trail: &Audit,
+    user_id: i64,
+    action: &'static str,
+    factor_id: Uuid,
+    kind: &str,
+    client: &ClientInfo,
+) {
+    tracing::info!(target: "authd::security", event = action, outcome = "success", user_id, %factor_id, kind,
+        client_ip = ip(client), "second factor changed");
+    let detail = Some(format!("factor_id={factor_id} kind={kind}"));
+    audit(trail, Actor::User(user_id), Some(user_id), action, "success", client, detail);
+}
+
+/// A change of factors (`action` as for [`factor_changed`], or
+/// `recovery_codes_regenerated`) refused: a wrong code or proof.
+pub fn factor_changed_failed(trail: &Audit, user_id: i64, action: &'static str, client: &ClientInfo) {
+    tracing::warn!(target: "authd::security", event = action, outcome = "failure", user_id,
+        client_ip = ip(client), "second factor change refused: no valid proof");
+    audit(trail, Actor::User(user_id), Some(user_id), action, "failure", client, None);
+}
+
+/// New recovery codes issued (`why`: `activation` or `regenerated`), the old ones void.
+pub fn recovery_codes_issued(trail: &Audit, user_id: i64, why: &str, client: &ClientInfo) {
+    tracing::info!(target: "authd::security", event = "recovery_codes_regenerated", outcome = "success", user_id,
+        why, client_ip = ip(client), "recovery codes issued");
+    let detail = Some(format!("reason={why}"));
+    audit(trail, Actor::User(user_id), Some(user_id), "recovery_codes_regenerated", "success", client, detail);
+}

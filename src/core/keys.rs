@@ -72,6 +72,17 @@ pub async fn seal_stored(store: &Store, sealer: &Sealer) -> anyhow::Result<()> {
     if sealed_now > 0 {
         tracing::info!(keys = sealed_now, "sealed the stored keys that were in the clear with KEY_ENCRYPTION_KEY");
     }
+    // Second factors' secrets enrolled before the key was set: sealed with the keys.
+    let mut factors_sealed = 0;
+    for (factor_id, secret) in store.factor_secrets().await.context("reading the factors' secrets")? {
+        if !Sealer::is_sealed(&secret) {
+            let sealed = sealer.seal(&super::factors::secret_name(factor_id), &secret)?;
+            factors_sealed += u32::from(store.replace_factor_secret(factor_id, &secret, &sealed).await?);
+        }
+    }
+    if factors_sealed > 0 {
+        tracing::info!(factors = factors_sealed, "sealed the second factors' secrets that were in the clear");
+    }
     Ok(())
 }
 

@@ -10,11 +10,13 @@ mod admin;
 mod audit;
 mod cache;
 mod clients;
-mod error;
+pub mod error;
 mod events;
+mod factors;
 pub mod keys;
 mod limiter;
 mod mail;
+mod passkeys;
 mod revocations;
 mod roles;
 mod sessions;
@@ -41,7 +43,9 @@ pub use clients::{
     list_clients, parse_scopes, rotate_client_secret,
 };
 pub use error::{Error, Result};
+pub use factors::{LoginChallenge, TotpActivated};
 use limiter::AddressLimiter;
+pub use passkeys::PasskeyRegistered;
 pub use revocations::Watcher;
 pub use roles::{RoleChange, change_role_as_operator};
 pub use sessions::{DEVICE_CANDIDATES, DEVICE_LIFETIME, LoggedOut};
@@ -53,14 +57,27 @@ use crate::{
     metrics, pb,
     security::access::LEEWAY,
     security::{
-        access::{AccessTokens, VerifiedAccess},
+        access::{AccessTokens, UserClaims, VerifiedAccess},
         accounts::AccountDigests,
         devices::DeviceTokens,
         passwords::Passwords,
         refresh::{RefreshClaim, RefreshTokens},
+        sealing::Sealer,
+        webauthn::Passkeys,
     },
     store::{NewSession, SessionChange, Store, UserRecord},
 };
+
+/// The `amr` of a session begun with a password alone.
+const PASSWORD_ONLY: &str = "pwd";
+
+/// What a session proved, for the tokens it is given: its `amr` (space-separated RFC 8176
+/// values) and when it last proved a second factor.
+#[derive(Debug, Clone, Copy)]
+struct Proved<'a> {
+    amr: &'a str,
+    auth_time: Option<DateTime<Utc>>,
+}
 
 /// Clock difference tolerated between processes on one database, in how long a
 /// revocation is kept and how far back a resync reads.
@@ -170,6 +187,10 @@ pub struct Authd {
     kids: Arc<tokio::sync::watch::Sender<Vec<String>>>,
     /// Where callers reach this service (`PUBLIC_URL`), for the metadata it publishes.
     public_url: Arc<str>,
+    /// Seals the second factors' secrets (`KEY_ENCRYPTION_KEY`).
+    sealer: Sealer,
+    /// The WebAuthn relying party; `None` when passkeys are not configured.
+    passkeys: Option<Passkeys>,
 }
 
 /// What RFC 8414 metadata says of this service: its issuer, where its endpoints are (under
@@ -213,7 +234,9 @@ impl Authd {
             audit_retention: settings.limits.audit_retention,
             kids: Arc::new(tokio::sync::watch::Sender::new(access.published_kids())),
             public_url: settings.mail.public_url.as_str().into(),
-            mail: Arc::new(mail::Mailer::new(&settings.mail, &mail_secret, sealer)?),
+            mail: Arc::new(mail::Mailer::new(&settings.mail, &mail_secret, sealer.clone())?),
+            sealer,
+            passkeys: settings.webauthn.as_ref().map(Passkeys::new).transpose()?,
             addresses: Arc::new(AddressLimiter::new(settings.throttle.address_limit)),
             accounts: AccountDigests::new(&account_secret)?,
             database_up: Arc::new(AtomicBool::new(true)),
@@ -429,24 +452,41 @@ impl Authd {
             user_agent: client.user_agent.as_deref(),
             ip: client.ip.as_deref(),
             device_hash: None,
+            amr: PASSWORD_ONLY,
+            auth_time: None,
         }
     }
 
     /// Tokens for the session of `refresh`, which ends at `session_ends`; the access token
     /// carries the user's roles as the store has them now, so a refresh picks up a change
     /// of roles.
+    ///
+    /// Every user token is minted here, and here only: a session whose `amr` proves no
+    /// second factor gets none for a user who has an active one (a session begun before
+    /// the factor was activated, or a login that raced its activation).
     async fn signed_in(
         &self,
         user: &UserRecord,
         refresh: RefreshClaim,
         now: DateTime<Utc>,
         session_ends: DateTime<Utc>,
+        proved: Proved<'_>,
     ) -> Result<SignedIn> {
+        if !factors::proves_second_factor(proved.amr) && self.store.has_active_factor(user.user_id).await? {
+            tracing::warn!(user_id = user.user_id, session_id = %refresh.session_id,
+                "no tokens for a session without a second factor: the user has one now");
+            return Err(Error::RefreshRejected);
+        }
         let roles = self.store.user_roles(user.user_id).await?;
-        let verified = user.email_verified_at.is_some();
+        let claims = UserClaims {
+            email_verified: user.email_verified_at.is_some(),
+            roles: &roles,
+            amr: proved.amr,
+            auth_time: proved.auth_time.map(|t| t.timestamp()),
+        };
         let access_token = self
             .access
-            .issue_until(user.user_id, refresh.session_id, now.timestamp(), verified, &roles, session_ends.timestamp())
+            .issue_until(user.user_id, refresh.session_id, now.timestamp(), &claims, session_ends.timestamp())
             .context("signing an access token")?;
         Ok(SignedIn {
             user: user_message(user),

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::throttle::{Action, Source};
-use super::{Authd, Caller, ClientInfo, Error, Result, SignedIn, events, timestamp};
+use super::{Authd, Caller, ClientInfo, Error, PASSWORD_ONLY, Proved, Result, SignedIn, events, timestamp};
 use crate::{
     domain::{Email, FieldViolation, Password, Violations},
     metrics, pb,
@@ -82,7 +82,10 @@ impl Authd {
         };
         attempt.passed().await?;
         self.check_verified(&user, client)?;
-        let signed_in = self.start_session(&user, verdict, device, client).await?;
+        self.upgrade_hash(&user, verdict).await?;
+        self.challenge_second_factor(&user, device.as_ref().map(|(_, hash)| hash), client).await?;
+        let proved = Proved { amr: PASSWORD_ONLY, auth_time: None };
+        let signed_in = self.start_session(&user, Verdict::Match, device, client, proved).await?;
         metrics::login_succeeded();
         Ok(signed_in)
     }
@@ -107,22 +110,31 @@ impl Authd {
         Ok(None)
     }
 
-    /// Starts a session for `user`, whose password was right in the credentials read into
-    /// `user`; none if those changed since (a password change, or a logout everywhere,
-    /// done while the password was being checked). Upgrades the hash if `verdict` says so.
-    async fn start_session(
-        &self,
-        user: &UserRecord,
-        verdict: Verdict,
-        device: Option<(&str, DeviceHash)>,
-        client: &ClientInfo,
-    ) -> Result<SignedIn> {
-        // Only over the hash that was checked: a password changed meanwhile stays changed.
+    /// Stores the new hash of a right password if `verdict` says so, only over the hash
+    /// that was checked: a password changed meanwhile stays changed.
+    async fn upgrade_hash(&self, user: &UserRecord, verdict: Verdict) -> Result<()> {
         if let Verdict::MatchNeedsRehash(hash) = verdict
             && self.store.upgrade_password_hash(user.user_id, &user.password, &hash).await?
         {
             tracing::info!(user_id = user.user_id, "password hash upgraded");
         }
+        Ok(())
+    }
+
+    /// Starts a session for `user`, whose password was right in the credentials read into
+    /// `user`; none if those changed since (a password change, or a logout everywhere,
+    /// done while the password was being checked). `proved` is what the login proved.
+    /// A known `device` given without its token (a login finished by a second factor) is
+    /// touched and keeps the token it has: the answer's `device_token` is then empty.
+    pub(super) async fn start_session(
+        &self,
+        user: &UserRecord,
+        verdict: Verdict,
+        device: Option<(&str, DeviceHash)>,
+        client: &ClientInfo,
+        proved: Proved<'_>,
+    ) -> Result<SignedIn> {
+        self.upgrade_hash(user, verdict).await?;
         let now = Utc::now();
         let session_id = Uuid::new_v4();
         let (device_token, device_hash, is_new) = match device {
@@ -132,7 +144,12 @@ impl Authd {
                 (token, hash, true)
             }
         };
-        let session = NewSession { device_hash: Some(&device_hash), ..self.new_session(user, session_id, client, now) };
+        let session = NewSession {
+            device_hash: Some(&device_hash),
+            amr: proved.amr,
+            auth_time: proved.auth_time,
+            ..self.new_session(user, session_id, client, now)
+        };
         if !self.store.insert_session(&session).await? {
             if self.store.user_disabled(user.user_id).await? == Some(true) {
                 // Told apart in the log and the audit trail only: the caller hears what a
@@ -154,8 +171,8 @@ impl Authd {
             self.store.touch_device(user.user_id, &device_hash, now).await?;
         }
         events::login_succeeded(&self.audit, user.user_id, session_id, client);
-        let mut signed_in =
-            self.signed_in(user, RefreshClaim { session_id, generation: 0 }, now, session.expires_at).await?;
+        let claim = RefreshClaim { session_id, generation: 0 };
+        let mut signed_in = self.signed_in(user, claim, now, session.expires_at, proved).await?;
         signed_in.tokens.device_token = device_token;
         Ok(signed_in)
     }
@@ -203,7 +220,8 @@ impl Authd {
         // A session opened before verification was required goes no further.
         self.check_verified(&user, client)?;
         let claim = RefreshClaim { session_id: session.session_id, generation: session.generation };
-        self.signed_in(&user, claim, now, session.expires_at).await
+        let proved = Proved { amr: &session.amr, auth_time: session.auth_time };
+        self.signed_in(&user, claim, now, session.expires_at, proved).await
     }
 
     /// Ends the caller's session, or all of the user's. All of them: every known device of
@@ -300,6 +318,8 @@ impl Authd {
         // The revocation log goes as far back as ended sessions are kept: what a service
         // resuming the feed can be told of without a fresh snapshot.
         self.store.prune_revocations(ended_before).await?;
+        // Login challenges live minutes; an expired one is of no use to anyone.
+        self.store.delete_expired_challenges(now - super::factors::CHALLENGE_LIFETIME).await?;
         Ok(self.store.delete_ended_sessions(ended_before, ended_before - self.sessions.idle_timeout).await?)
     }
 

@@ -40,6 +40,8 @@ pub enum Action {
     Mail,
     /// A service client's credentials refused.
     ClientAuth,
+    /// A second factor's code offered (a login's challenge answered).
+    SecondFactor,
 }
 
 impl Action {
@@ -58,6 +60,7 @@ impl Action {
             Self::ChangeEmail => "change_email",
             Self::Mail => "mail",
             Self::ClientAuth => "client_auth",
+            Self::SecondFactor => "second_factor",
         }
     }
 }
@@ -151,7 +154,9 @@ impl Throttle {
             Action::ChangePassword => 0,
             // Calls that redeem a token or a code count as logins; calls that send mail as
             // registrations.
-            Action::ResetPassword | Action::VerifyEmail | Action::ConfirmEmailChange => self.settings.login_per_ip,
+            Action::ResetPassword | Action::VerifyEmail | Action::ConfirmEmailChange | Action::SecondFactor => {
+                self.settings.login_per_ip
+            }
             Action::ForgotPassword | Action::ResendVerification | Action::ChangeEmail | Action::Mail => {
                 self.settings.register_per_ip
             }

@@ -4,11 +4,13 @@ use super::{caller, client_info};
 use crate::{
     core::Authd,
     pb::{
-        GetJwksRequest, GetJwksResponse, Jwk, ListSessionsRequest, ListSessionsResponse, LoginRequest, LogoutRequest,
-        LogoutResponse, RefreshTokenRequest, RequestPasswordResetRequest, RequestPasswordResetResponse,
-        ResetPasswordRequest, ResetPasswordResponse, RevocationEvent, RevokeSessionRequest, RevokeSessionResponse,
-        RevokeTokenRequest, RevokeTokenResponse, TokenResponse, ValidateTokenRequest, ValidateTokenResponse,
-        WatchRevocationsRequest, auth_service_server::AuthService,
+        CompleteLoginRequest, FinishPasskeyLoginRequest, GetJwksRequest, GetJwksResponse, Jwk, ListSessionsRequest,
+        ListSessionsResponse, LoginRequest, LogoutRequest, LogoutResponse, RefreshTokenRequest,
+        RequestPasswordResetRequest, RequestPasswordResetResponse, ResetPasswordRequest, ResetPasswordResponse,
+        RevocationEvent, RevokeSessionRequest, RevokeSessionResponse, RevokeTokenRequest, RevokeTokenResponse,
+        StartPasskeyChallengeRequest, StartPasskeyChallengeResponse, StartPasskeyLoginRequest,
+        StartPasskeyLoginResponse, TokenResponse, ValidateTokenRequest, ValidateTokenResponse, WatchRevocationsRequest,
+        auth_service_server::AuthService,
     },
 };
 
@@ -43,6 +45,33 @@ impl AuthService for AuthApi {
 
     async fn login(&self, request: Request<LoginRequest>) -> Result<Response<TokenResponse>, Status> {
         let signed_in = self.0.login(request.get_ref(), &client_info(&request)).await?;
+        Ok(Response::new(signed_in.tokens))
+    }
+
+    async fn complete_login(&self, request: Request<CompleteLoginRequest>) -> Result<Response<TokenResponse>, Status> {
+        let signed_in = self.0.complete_login(request.get_ref(), &client_info(&request)).await?;
+        Ok(Response::new(signed_in.tokens))
+    }
+
+    async fn start_passkey_challenge(
+        &self,
+        request: Request<StartPasskeyChallengeRequest>,
+    ) -> Result<Response<StartPasskeyChallengeResponse>, Status> {
+        Ok(Response::new(self.0.start_passkey_challenge(request.get_ref(), &client_info(&request)).await?))
+    }
+
+    async fn start_passkey_login(
+        &self,
+        request: Request<StartPasskeyLoginRequest>,
+    ) -> Result<Response<StartPasskeyLoginResponse>, Status> {
+        Ok(Response::new(self.0.start_passkey_login(&client_info(&request)).await?))
+    }
+
+    async fn finish_passkey_login(
+        &self,
+        request: Request<FinishPasskeyLoginRequest>,
+    ) -> Result<Response<TokenResponse>, Status> {
+        let signed_in = self.0.finish_passkey_login(request.get_ref(), &client_info(&request)).await?;
         Ok(Response::new(signed_in.tokens))
     }
 

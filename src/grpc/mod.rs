@@ -3,6 +3,7 @@
 mod admin;
 mod auth;
 pub mod codec;
+mod factors;
 mod user;
 
 use std::{collections::HashSet, sync::LazyLock};
@@ -16,13 +17,14 @@ use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
 
 pub use admin::AdminApi;
 pub use auth::AuthApi;
+pub use factors::FactorApi;
 pub use user::UserApi;
 
 use crate::{
-    core::{Authd, Caller, ClientInfo, Error},
+    core::{Authd, Caller, ClientInfo, Error, error},
     pb::{
         admin_service_server::AdminServiceServer, auth_service_server::AuthServiceServer,
-        user_service_server::UserServiceServer,
+        factor_service_server::FactorServiceServer, user_service_server::UserServiceServer,
     },
     server::{ClientAddr, MAX_MESSAGE_BYTES, TlsConnection},
 };
@@ -38,7 +40,8 @@ pub fn router(authd: Authd, health: HealthServer<impl Health>) -> anyhow::Result
     };
     Ok(Routes::new(UserServiceServer::new(UserApi(authd.clone())).max_decoding_message_size(MAX_MESSAGE_BYTES))
         .add_service(AuthServiceServer::new(AuthApi(authd.clone())).max_decoding_message_size(MAX_MESSAGE_BYTES))
-        .add_service(AdminServiceServer::new(AdminApi(authd)).max_decoding_message_size(MAX_MESSAGE_BYTES))
+        .add_service(AdminServiceServer::new(AdminApi(authd.clone())).max_decoding_message_size(MAX_MESSAGE_BYTES))
+        .add_service(FactorServiceServer::new(FactorApi(authd)).max_decoding_message_size(MAX_MESSAGE_BYTES))
         .add_service(health)
         .add_service(reflection().build_v1().context("reflection v1")?)
         .add_service(reflection().build_v1alpha().context("reflection v1alpha")?)
@@ -122,6 +125,25 @@ impl From<Error> for Status {
             Error::ClientRequired => Status::unauthenticated(crate::core::CLIENT_REQUIRED),
             Error::InvalidClient => Status::unauthenticated("Invalid client credentials."),
             Error::ClientNotFound => Status::not_found("Client not found."),
+            Error::SecondFactorRequired(challenge) => {
+                let metadata = std::collections::HashMap::from([
+                    ("challenge".to_owned(), challenge.token),
+                    ("methods".to_owned(), challenge.methods.join(",")),
+                    ("expires_in".to_owned(), challenge.expires_in.as_secs().to_string()),
+                ]);
+                Status::with_error_details(
+                    Code::Unauthenticated,
+                    "A second factor is required: answer the challenge with CompleteLogin.",
+                    ErrorDetails::with_error_info("SECOND_FACTOR_REQUIRED", "authd", metadata),
+                )
+            }
+            Error::ChallengeRejected => Status::unauthenticated("Login challenge expired or used. Log in again."),
+            Error::FactorNotFound => Status::not_found("Factor not found."),
+            Error::PasskeysNotConfigured => {
+                failed_precondition(error::PASSKEYS_NOT_CONFIGURED, "PASSKEYS_NOT_CONFIGURED")
+            }
+            Error::PasskeyLoginDisabled => failed_precondition(error::PASSKEY_LOGIN_DISABLED, "PASSKEY_LOGIN_DISABLED"),
+            Error::CeremonyNotFound => failed_precondition(error::CEREMONY_NOT_FOUND, "PASSKEY_CEREMONY_NOT_FOUND"),
             Error::Overloaded { retry_after } => Status::with_error_details(
                 Code::ResourceExhausted,
                 "Too many requests; try again later.",
@@ -131,6 +153,12 @@ impl From<Error> for Status {
             Error::Unexpected(_) => Status::internal("Internal server error."),
         }
     }
+}
+
+/// FAILED_PRECONDITION with `google.rpc.ErrorInfo` naming `reason`, for clients to branch on.
+fn failed_precondition(message: &'static str, reason: &str) -> Status {
+    let info = ErrorDetails::with_error_info(reason, "authd", std::collections::HashMap::new());
+    Status::with_error_details(Code::FailedPrecondition, message, info)
 }
 
 fn client_info<T>(request: &Request<T>) -> ClientInfo {

@@ -13,7 +13,7 @@ use serde::Serialize;
 use utoipa::{IntoResponses, ToSchema, openapi::RefOr};
 
 use crate::{
-    core::{CLIENT_REQUIRED, Error},
+    core::{CLIENT_REQUIRED, Error, error},
     domain::FieldViolation,
 };
 
@@ -38,6 +38,12 @@ impl ErrorBody {
 #[derive(Serialize, ToSchema)]
 pub struct CodedError {
     error: CodedText,
+}
+
+impl CodedError {
+    fn new(error: &'static str, code: &'static str) -> Self {
+        Self { error: CodedText { error, code } }
+    }
 }
 
 #[derive(Serialize, ToSchema)]
@@ -78,6 +84,23 @@ pub struct EmailTaken {
 pub struct EmailError {
     #[schema(example = "Email already registered. Try logging in.")]
     email: &'static str,
+}
+
+/// A login that needs a second factor: the old app's `detail`, and what to answer.
+#[derive(Serialize, ToSchema)]
+pub struct SecondFactorChallenge {
+    #[schema(example = "Second factor required.")]
+    detail: &'static str,
+    /// Always true: tells this answer from a wrong password's.
+    mfa_required: bool,
+    /// Send it back with the answer; single use.
+    challenge: String,
+    /// What may answer it: `totp`, `recovery_code` (later `passkey`).
+    #[schema(example = json!(["totp", "recovery_code"]))]
+    methods: Vec<String>,
+    /// Seconds left to answer.
+    #[schema(example = 300)]
+    expires_in: u64,
 }
 
 /// FastAPI's shape: 401 on bearer-token routes (`Not authenticated` without a token,
@@ -163,6 +186,30 @@ error_response!(
     Overloaded(ErrorBody) = TOO_MANY_REQUESTS, headers(("Retry-After" = u64, description = "Seconds to wait"))
 );
 error_response!(
+    /// The right password, but the user has a second factor: no tokens, a challenge to
+    /// answer at `POST /api/v1/auth/login/second-factor`
+    SecondFactorRequired(SecondFactorChallenge) = UNAUTHORIZED,
+        headers(("WWW-Authenticate" = String, description = "Bearer"))
+);
+error_response!(
+    /// A login challenge that is unknown, expired, answered already or past its attempts
+    ChallengeRejected(ErrorBody) = UNAUTHORIZED, headers(("WWW-Authenticate" = String, description = "Bearer"))
+);
+error_response!(
+    /// No such factor of the caller's (another user's looks the same)
+    FactorNotFound(ErrorBody) = NOT_FOUND
+);
+error_response!(
+    /// Passkeys are not configured on this server, or a passkey alone may not log in here
+    /// (`PASSKEY_LOGIN`): `code` `passkeys_not_configured` or `passkey_login_disabled`
+    PasskeysUnavailable(CodedError) = NOT_IMPLEMENTED
+);
+error_response!(
+    /// No passkey ceremony waiting: never started, expired (5 minutes) or used already
+    /// (`code` `passkey_ceremony_not_found`)
+    CeremonyNotFound(CodedError) = CONFLICT
+);
+error_response!(
     /// Internal error
     Internal(ErrorBody) = INTERNAL_SERVER_ERROR
 );
@@ -225,6 +272,29 @@ impl IntoResponse for Error {
                 basic_challenge(ClientUnauthenticated(ErrorBody::new("Invalid client credentials.")))
             }
             Error::ClientNotFound => ClientNotFound(ErrorBody::new("Client not found.")).into_response(),
+            Error::SecondFactorRequired(c) => challenge(SecondFactorRequired(SecondFactorChallenge {
+                detail: "Second factor required.",
+                mfa_required: true,
+                challenge: c.token,
+                methods: c.methods,
+                expires_in: c.expires_in.as_secs(),
+            })),
+            Error::ChallengeRejected => {
+                challenge(ChallengeRejected(ErrorBody::new("Login challenge expired or used. Log in again.")))
+            }
+            Error::FactorNotFound => FactorNotFound(ErrorBody::new("Factor not found.")).into_response(),
+            Error::PasskeysNotConfigured => {
+                PasskeysUnavailable(CodedError::new(error::PASSKEYS_NOT_CONFIGURED, "passkeys_not_configured"))
+                    .into_response()
+            }
+            Error::PasskeyLoginDisabled => {
+                PasskeysUnavailable(CodedError::new(error::PASSKEY_LOGIN_DISABLED, "passkey_login_disabled"))
+                    .into_response()
+            }
+            Error::CeremonyNotFound => {
+                CeremonyNotFound(CodedError::new(error::CEREMONY_NOT_FOUND, "passkey_ceremony_not_found"))
+                    .into_response()
+            }
             Error::Overloaded { retry_after } => {
                 let mut response = Overloaded(ErrorBody::new("Too many requests. Try again later.")).into_response();
                 response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after.as_secs().max(1)));

@@ -5,8 +5,10 @@
 mod admin;
 mod body;
 mod error;
+mod factors;
 mod oauth;
 mod openapi;
+mod passkeys;
 mod wire;
 
 use std::convert::Infallible;
@@ -49,7 +51,8 @@ type Reply<T> = Result<Json<T>, Error>;
 /// `/redoc`). Same-path handlers only share a `routes!`: it mounts each of its handlers
 /// on each of its paths.
 pub fn router(authd: Authd, allowed_origins: &[String]) -> Router {
-    let (routes, document) = admin::routes(OpenApiRouter::with_openapi(openapi::ApiDoc::openapi()))
+    let documented = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi());
+    let (routes, document) = passkeys::routes(factors::routes(admin::routes(documented)))
         .routes(routes!(register_user))
         .routes(routes!(login))
         .routes(routes!(refresh_token))

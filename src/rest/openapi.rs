@@ -38,6 +38,7 @@ pub const DOCUMENT_PATH: &str = "/openapi.json";
     tags(
         (name = "users", description = "Registration and the caller's own account"),
         (name = "auth", description = "Login, tokens and sessions"),
+        (name = "factors", description = "The caller's second factors: TOTP and recovery codes"),
         (name = "operations", description = "Health, readiness, metrics and keys"),
         (name = "admin", description = "The operator's API: a user with the `admin` role"),
     )

@@ -34,6 +34,24 @@ pub struct AccessClaims {
     /// The user's roles when the token was issued.
     #[serde(default)]
     pub roles: Vec<String>,
+    /// How the session's user authenticated (RFC 8176): `pwd`, then `otp` or `hwk` for a
+    /// second factor.
+    #[serde(default)]
+    pub amr: Vec<String>,
+    /// When the session last proved a second factor (OpenID Connect's `auth_time`), for a
+    /// session that did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_time: Option<i64>,
+}
+
+/// What a user's access token says of the user and the session besides who they are.
+#[derive(Debug, Clone, Copy)]
+pub struct UserClaims<'a> {
+    pub email_verified: bool,
+    pub roles: &'a [String],
+    /// Space-separated RFC 8176 values, as the session keeps them.
+    pub amr: &'a str,
+    pub auth_time: Option<i64>,
 }
 
 /// The claims of a service access token (client credentials grant): `sub` and
@@ -68,6 +86,10 @@ pub struct VerifiedAccess {
     pub expires_at: i64,
     /// The roles the token carries (as they were when it was issued).
     pub roles: Vec<String>,
+    /// Its `amr` (RFC 8176).
+    pub amr: Vec<String>,
+    /// Its `auth_time`: when the session last proved a second factor.
+    pub auth_time: Option<i64>,
 }
 
 /// The key that signs new tokens, and every key whose tokens are still accepted.
@@ -158,7 +180,8 @@ impl AccessTokens {
         email_verified: bool,
         roles: &[String],
     ) -> anyhow::Result<String> {
-        self.issue_until(user_id, session_id, now, email_verified, roles, i64::MAX)
+        let claims = UserClaims { email_verified, roles, amr: "pwd", auth_time: None };
+        self.issue_until(user_id, session_id, now, &claims, i64::MAX)
     }
 
     /// Like [`AccessTokens::issue`], expiring no later than `session_ends` (the session's
@@ -169,8 +192,7 @@ impl AccessTokens {
         user_id: i64,
         session_id: Uuid,
         now: i64,
-        email_verified: bool,
-        roles: &[String],
+        user: &UserClaims<'_>,
         session_ends: i64,
     ) -> anyhow::Result<String> {
         let claims = AccessClaims {
@@ -182,8 +204,10 @@ impl AccessTokens {
             nbf: now,
             exp: (now + self.lifetime.as_secs() as i64).min(session_ends),
             jti: Uuid::new_v4(),
-            email_verified,
-            roles: roles.to_vec(),
+            email_verified: user.email_verified,
+            roles: user.roles.to_vec(),
+            amr: user.amr.split_whitespace().map(str::to_owned).collect(),
+            auth_time: user.auth_time,
         };
         self.sign(&claims)
     }
@@ -252,6 +276,8 @@ impl AccessTokens {
             session_id: claims.sid,
             expires_at: claims.exp,
             roles: claims.roles,
+            amr: claims.amr,
+            auth_time: claims.auth_time,
         })
     }
 }

@@ -1,15 +1,17 @@
 //! Cryptography: password hashing, the two kinds of session token, device tokens, keyed
-//! digests of accounts, and secrets sealed at rest.
+//! digests of accounts, secrets sealed at rest, and passkeys (WebAuthn).
 
 pub mod access;
 pub mod accounts;
 pub mod client_secrets;
 pub mod devices;
+pub mod factors;
 pub mod keys;
 pub mod mail_tokens;
 pub mod passwords;
 pub mod refresh;
 pub mod sealing;
+pub mod webauthn;
 
 /// Bytes of a generated HMAC key: as long as SHA-512's output, the longest hash authd
 /// signs with (RFC 7518 §3.2 asks for at least the hash's output).

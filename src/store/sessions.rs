@@ -15,7 +15,7 @@ use super::{
 /// The columns a `SessionRecord` is read from.
 macro_rules! session_columns {
     () => {
-        "session_id, user_id, generation, created_at, last_used_at, rotated_at, expires_at, revoked_at"
+        "session_id, user_id, generation, created_at, last_used_at, rotated_at, expires_at, revoked_at, amr, auth_time"
     };
 }
 
@@ -29,6 +29,10 @@ pub struct SessionRecord {
     pub rotated_at: Option<DateTime<Utc>>,
     pub expires_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
+    /// What the session's login proved (RFC 8176 `amr` values, space-separated).
+    pub amr: String,
+    /// When a second factor was last proved in it, if ever.
+    pub auth_time: Option<DateTime<Utc>>,
 }
 
 pub struct NewSession<'a> {
@@ -42,6 +46,10 @@ pub struct NewSession<'a> {
     pub ip: Option<&'a str>,
     /// The known device (its token's hash) the session logged in with.
     pub device_hash: Option<&'a [u8]>,
+    /// What the login proved (RFC 8176 `amr` values, space-separated): `pwd`, `pwd otp`.
+    pub amr: &'a str,
+    /// When a second factor was proved, for a session that proved one.
+    pub auth_time: Option<DateTime<Utc>>,
 }
 
 /// A session as its owner sees it in a list.
@@ -116,8 +124,8 @@ pub(super) const REVOKE_USER_SESSIONS: &str =
 /// not disabled.
 pub(super) const INSERT_SESSION: &str =
     "insert into sessions (session_id, user_id, created_at, last_used_at, expires_at, user_agent, ip, credentials_version,
-                           device_hash)
-     select $1, $2, $3, $3, $4, $5, $6, $7, $8
+                           device_hash, amr, auth_time)
+     select $1, $2, $3, $3, $4, $5, $6, $7, $8, $9, $10
       where exists (select 1 from users where user_id = $2 and credentials_version = $7 and disabled_at is null)";
 
 /// Binds a [`NewSession`] to [`INSERT_SESSION`].
@@ -132,6 +140,8 @@ macro_rules! insert_session {
             .bind($s.ip)
             .bind($s.credentials_version)
             .bind($s.device_hash)
+            .bind($s.amr)
+            .bind($s.auth_time)
     };
 }
 pub(super) use insert_session;

@@ -14,8 +14,9 @@ import { createGrpcWebTransport } from "@connectrpc/connect-web";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 
 import { AuthService, type TokenResponse } from "./gen/authd/v1/auth_pb.js";
+import { FactorService } from "./gen/authd/v1/factors_pb.js";
 import { UserService, type User } from "./gen/authd/v1/user_pb.js";
-import { BadRequestSchema } from "./gen/google/rpc/error_details_pb.js";
+import { BadRequestSchema, ErrorInfoSchema } from "./gen/google/rpc/error_details_pb.js";
 
 const views = ["forgot-password", "reset-password", "verify-email", "confirm-email-change"] as const;
 type View = "home" | (typeof views)[number];
@@ -71,8 +72,13 @@ const authdUrl = givenAuthd ?? (await configuredAuthd()) ?? "http://127.0.0.1:80
 const transport = createGrpcWebTransport({ baseUrl: authdUrl, defaultTimeoutMs: 15_000 });
 const users = createClient(UserService, transport);
 const auth = createClient(AuthService, transport);
+const factors = createClient(FactorService, transport);
 
 let tokens: TokenResponse | undefined;
+/** The challenge of a login whose password was right, waiting for its second factor. */
+let challenge: string | undefined;
+/** The TOTP enrolment waiting for its first code. */
+let enrolledFactor: string | undefined;
 
 const byId = <T extends HTMLElement>(id: string): T => {
   const element = document.getElementById(id);
@@ -91,6 +97,9 @@ const resendButton = byId<HTMLButtonElement>("resend");
 const changeEmailForm = byId<HTMLFormElement>("change-email-form");
 const verifyLink = byId("verify-link");
 const confirmButton = byId<HTMLButtonElement>("confirm-button");
+const secondFactorForm = byId<HTMLFormElement>("second-factor-form");
+const enrollTotpButton = byId<HTMLButtonElement>("enroll-totp");
+const activateTotpForm = byId<HTMLFormElement>("activate-totp-form");
 
 /** The address of `target`'s view, keeping `?authd=` when the page was given one. */
 function viewUrl(target: View): URL {
@@ -188,6 +197,12 @@ function showSession(): void {
   refreshButton.disabled = !tokens;
   changeEmailForm.hidden = !tokens;
   if (!tokens) clearFieldErrors(changeEmailForm);
+  byId("factors").hidden = !tokens;
+  if (!tokens) {
+    byId("totp-enrolment").hidden = true;
+    byId("recovery-codes").hidden = true;
+  }
+  secondFactorForm.hidden = Boolean(tokens) || !challenge;
   logoutButton.disabled = !tokens;
   // Each section shows in its view; logged in, the login and registration forms are no use:
   // hide them, and whatever they last complained about.
@@ -199,6 +214,7 @@ function showSession(): void {
     section.hidden ||= Boolean(tokens);
     if (tokens) clearFieldErrors(form);
   }
+  showPasskeys();
 }
 
 function showProfile(user: User | undefined): void {
@@ -253,7 +269,99 @@ loginForm.addEventListener("submit", async (event) => {
     showSession();
     if (await loadProfile()) say("Logged in.", "ok");
   } catch (reason) {
+    // The right password of an account with two-step login: a challenge, to answer with a code.
+    const error = ConnectError.from(reason);
+    const info = error.findDetails(ErrorInfoSchema).find((i) => i.reason === "SECOND_FACTOR_REQUIRED");
+    if (error.code === Code.Unauthenticated && info?.metadata.challenge) {
+      challenge = info.metadata.challenge;
+      loginForm.reset();
+      showSession();
+      byId<HTMLInputElement>("second-factor-code").focus();
+      passkeyMethods = (info.metadata.methods ?? "").split(",");
+      showPasskeys();
+      const orPasskey = passkeyMethods.includes("passkey") ? ", or use your passkey" : "";
+      say(`Password accepted. Give the code of your authenticator app${orPasskey}.`, "ok");
+      return;
+    }
     showError("Logging in", reason, loginForm);
+  }
+});
+
+secondFactorForm.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  clearFieldErrors(secondFactorForm);
+  if (!challenge) return;
+  const code = field(secondFactorForm, "code").trim();
+  // Six digits are the app's code; anything else is taken for a recovery code.
+  const answer = /^\d{3} ?\d{3}$/.test(code)
+    ? { case: "totpCode" as const, value: code }
+    : { case: "recoveryCode" as const, value: code };
+  try {
+    tokens = await auth.completeLogin({ challenge, answer });
+    challenge = undefined;
+    secondFactorForm.reset();
+    showSession();
+    if (await loadProfile()) say("Logged in.", "ok");
+  } catch (reason) {
+    const error = ConnectError.from(reason);
+    if (error.code === Code.InvalidArgument) {
+      // The code's field is `totp_code` or `recovery_code`: this form has one field for both.
+      const why = error.findDetails(BadRequestSchema).flatMap((d) => d.fieldViolations)[0]?.description;
+      showFieldError(secondFactorForm, "code", why ?? error.rawMessage);
+      say(`Logging in failed: the code ${why ?? "is refused"}.`, "error");
+      return;
+    }
+    if (error.code === Code.Unauthenticated) {
+      // The challenge expired or was used up: start over with the password.
+      challenge = undefined;
+      showSession();
+    }
+    showError("Logging in", reason);
+  }
+});
+
+enrollTotpButton.addEventListener("click", async () => {
+  try {
+    const enrolment = await factors.enrollTotp({ name: "" }, { headers: bearer() });
+    enrolledFactor = enrolment.factorId;
+    // The SVG as an image: its markup is never put into the page.
+    byId<HTMLImageElement>("totp-qr").src = `data:image/svg+xml;base64,${btoa(enrolment.qrSvg)}`;
+    byId("totp-secret").textContent = enrolment.secret;
+    byId("totp-enrolment").hidden = false;
+    byId("recovery-codes").hidden = true;
+    say("Scan the QR code, then give the app's code.", "ok");
+  } catch (reason) {
+    showError("Setting up the authenticator", reason);
+  }
+});
+
+activateTotpForm.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  clearFieldErrors(activateTotpForm);
+  if (!enrolledFactor) return;
+  try {
+    const activated = await factors.activateTotp(
+      { factorId: enrolledFactor, code: field(activateTotpForm, "code") },
+      { headers: bearer() },
+    );
+    // Every session of the account ended, this one too: go on with the new one's tokens.
+    tokens = activated.tokens;
+    enrolledFactor = undefined;
+    activateTotpForm.reset();
+    byId("totp-enrolment").hidden = true;
+    const list = byId("recovery-codes-list");
+    list.replaceChildren(
+      ...activated.recoveryCodes.map((code) => {
+        const item = document.createElement("li");
+        item.textContent = code;
+        return item;
+      }),
+    );
+    byId("recovery-codes").hidden = activated.recoveryCodes.length === 0;
+    showSession();
+    say(`Two-step login is on; ${activated.sessionsEnded} other sessions of your account ended.`, "ok");
+  } catch (reason) {
+    showError("Turning on two-step login", reason, activateTotpForm);
   }
 });
 
@@ -283,6 +391,7 @@ logoutButton.addEventListener("click", async () => {
     showError("Logging out", reason);
   } finally {
     tokens = undefined;
+    challenge = undefined;
     showSession();
     showProfile(undefined);
   }
@@ -386,6 +495,108 @@ async function confirmEmailChange(): Promise<void> {
 }
 
 confirmButton.addEventListener("click", confirmEmailChange);
+
+// --- Passkeys (WebAuthn) ---------------------------------------------------------------------
+// authd sends webauthn-rs's options as JSON ({"publicKey": {...}}), which the browser parses
+// with PublicKeyCredential.parseCreationOptionsFromJSON / parseRequestOptionsFromJSON; the
+// credential goes back as JSON.stringify(credential.toJSON()).
+
+const passkeyForm = byId<HTMLFormElement>("passkey-form");
+const passkeyChallenge = byId("passkey-challenge");
+/** What may answer the login's `challenge` (its `methods`), while one waits. */
+let passkeyMethods: string[] = [];
+
+const webauthnJson = PublicKeyCredential as unknown as {
+  parseCreationOptionsFromJSON(options: unknown): PublicKeyCredentialCreationOptions;
+  parseRequestOptionsFromJSON(options: unknown): PublicKeyCredentialRequestOptions;
+};
+
+function credentialJson(credential: Credential | null): string {
+  if (!credential) throw new Error("the browser gave no passkey");
+  return JSON.stringify((credential as unknown as { toJSON(): unknown }).toJSON());
+}
+
+async function createPasskey(optionsJson: string): Promise<string> {
+  const { publicKey } = JSON.parse(optionsJson) as { publicKey: unknown };
+  return credentialJson(await navigator.credentials.create({ publicKey: webauthnJson.parseCreationOptionsFromJSON(publicKey) }));
+}
+
+async function getPasskey(optionsJson: string): Promise<string> {
+  const { publicKey } = JSON.parse(optionsJson) as { publicKey: unknown };
+  return credentialJson(await navigator.credentials.get({ publicKey: webauthnJson.parseRequestOptionsFromJSON(publicKey) }));
+}
+
+/** What the session's access token says it proved (its `amr`, RFC 8176), shown on the page. */
+function showPasskeys(): void {
+  passkeyForm.hidden = !tokens;
+  byId("passkey-login").hidden = Boolean(tokens);
+  passkeyChallenge.hidden = Boolean(tokens) || !challenge || !passkeyMethods.includes("passkey");
+  let amr: string[] = [];
+  try {
+    const payload = tokens?.accessToken.split(".")[1];
+    if (payload) amr = JSON.parse(atob(payload.replace(/-/g, "+").replace(/_/g, "/"))).amr ?? [];
+  } catch {
+    amr = [];
+  }
+  byId("session-amr").textContent = tokens ? `Signed in with: ${amr.join(", ")}` : "";
+}
+
+async function signedInWith(tokensGot: TokenResponse | undefined, message: string): Promise<void> {
+  tokens = tokensGot;
+  challenge = undefined;
+  passkeyMethods = [];
+  loginForm.reset();
+  showSession();
+  if (await loadProfile()) say(message, "ok");
+}
+
+byId("passkey-answer").addEventListener("click", async () => {
+  const answering = challenge;
+  if (!answering) return;
+  try {
+    const { optionsJson } = await auth.startPasskeyChallenge({ challenge: answering });
+    const credential = await getPasskey(optionsJson);
+    const answer = { case: "passkeyCredential" as const, value: credential };
+    const got = await auth.completeLogin({ challenge: answering, answer });
+    await signedInWith(got, "Logged in with your password and your passkey.");
+  } catch (reason) {
+    showError("Answering with the passkey", reason);
+  }
+});
+
+byId("passkey-login").addEventListener("click", async () => {
+  try {
+    const { ceremonyId, optionsJson } = await auth.startPasskeyLogin({});
+    const credential = await getPasskey(optionsJson);
+    await signedInWith(await auth.finishPasskeyLogin({ ceremonyId, credential }), "Logged in with your passkey.");
+  } catch (reason) {
+    showError("Logging in with a passkey", reason);
+  }
+});
+
+passkeyForm.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  clearFieldErrors(passkeyForm);
+  try {
+    const { optionsJson } = await factors.startPasskeyRegistration(
+      { password: field(passkeyForm, "password") },
+      { headers: bearer() },
+    );
+    const credential = await createPasskey(optionsJson);
+    const added = await factors.finishPasskeyRegistration(
+      { name: field(passkeyForm, "name"), credential },
+      { headers: bearer() },
+    );
+    passkeyForm.reset();
+    // Adding a factor ends every session: go on in the new one.
+    tokens = added.tokens;
+    showSession();
+    const codes = added.recoveryCodes.length ? ` Your recovery codes (shown once): ${added.recoveryCodes.join(" ")}` : "";
+    say(`Passkey added; other sessions ended.${codes}`, "ok");
+  } catch (reason) {
+    showError("Adding a passkey", reason, passkeyForm);
+  }
+});
 
 showSession();
 // Opened from a link, a view offers its button; without the link's token it says where to get one.

@@ -12,11 +12,13 @@
 //
 // Leaves in test-artifacts/: logged-in.png (the logged-in page), registration-errors.png,
 // refused-origin.png, verified.png, verify-by-code.png, forgot-password.png,
-// reset-password.png, password-reset.png, email-changed.png and authd.log.
+// reset-password.png, password-reset.png, email-changed.png, totp-enrolment.png,
+// two-step-login.png, passkeys.png and authd.log.
 
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
+import { createHmac } from "node:crypto";
 import { once } from "node:events";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
@@ -57,6 +59,31 @@ const bea = {
 };
 const newPassword = "new horse battery staple";
 
+const cy = {
+  name: "Cy Twombly",
+  email: `cy.${process.pid}@example.com`,
+  location: "Rome",
+  password: "a blackboard of loops",
+};
+
+/** The bytes of an RFC 4648 base32 string (no padding), as authenticator apps read a key. */
+function base32Bytes(text) {
+  const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+  let bits = "";
+  for (const c of text.replace(/=+$/, "")) bits += alphabet.indexOf(c).toString(2).padStart(5, "0");
+  return Buffer.from(bits.match(/.{8}/g).map((byte) => parseInt(byte, 2)));
+}
+
+/** The TOTP code (RFC 6238: HMAC-SHA-1, 6 digits, 30 s) of `secret`, `steps` steps from now. */
+function totp(secret, steps = 0) {
+  const counter = Buffer.alloc(8);
+  counter.writeBigUInt64BE(BigInt(Math.floor(Date.now() / 30_000) + steps));
+  const mac = createHmac("sha1", base32Bytes(secret)).update(counter).digest();
+  const at = mac[19] & 0xf;
+  const value = ((mac[at] & 0x7f) << 24) | (mac[at + 1] << 16) | (mac[at + 2] << 8) | mac[at + 3];
+  return String(value % 1_000_000).padStart(6, "0");
+}
+
 /** A handle on everything started, so that `after` can stop it whatever failed. */
 const started = { servers: [], dirs: [] };
 let authdUrl;
@@ -65,6 +92,10 @@ let smtp;
 const pageConfig = {};
 let allowedOrigin;
 let refusedOrigin;
+/** The page's origin for passkeys: WebAuthn takes http on localhost only, never 127.0.0.1. */
+let passkeyOrigin;
+/** authd's passkey settings, set once the page's port is known. */
+const passkeyEnv = {};
 let page;
 const authdLog = [];
 
@@ -145,6 +176,7 @@ async function startAuthd(origins) {
     // The links in mail open the page on the allowed origin.
     SMTP_URL: smtp.url,
     PUBLIC_URL: origins[0],
+    ...passkeyEnv,
     LOG_FORMAT: "json",
     RUST_LOG: "info",
   });
@@ -238,7 +270,9 @@ describe("the account page in headless Chromium, over grpc-web from another orig
     started.servers.push(allowed, refused);
     allowedOrigin = origin(allowed);
     refusedOrigin = origin(refused);
-    authdUrl = await startAuthd([allowedOrigin]);
+    passkeyOrigin = `http://localhost:${allowed.address().port}`;
+    Object.assign(passkeyEnv, { WEBAUTHN_ORIGIN: passkeyOrigin, PASSKEY_LOGIN: "true" });
+    authdUrl = await startAuthd([allowedOrigin, passkeyOrigin]);
     pageConfig.authd = authdUrl;
 
     const userDataDir = mkdtempSync(join(tmpdir(), "authd-web-chromium-"));
@@ -558,5 +592,124 @@ describe("the account page in headless Chromium, over grpc-web from another orig
     assert.match(status, /Logging in failed: Invalid credentials/);
     assert.ok(calls.every((url) => !url.startsWith(elsewhere)), `the page called ${elsewhere}`);
     assert.ok(calls.some((url) => url.startsWith(`${authdUrl}/authd.v1.AuthService/Login`)), `${calls}`);
+  });
+
+  it("turns on two-step login with an authenticator app, then asks for its code; screenshots", async () => {
+    await page.goto(`${allowedOrigin}/?authd=${encodeURIComponent(authdUrl)}`);
+    await fill("register", cy);
+    assert.match(await statusAfter(() => page.locator("#register-form button[type=submit]").click()), /Account created/);
+    await fill("login", { email: cy.email, password: cy.password });
+    assert.equal(await statusAfter(() => page.locator("#login-form button[type=submit]").click()), "Logged in.");
+
+    const enrolled = await statusAfter(() => page.locator("#enroll-totp").click());
+    assert.equal(enrolled, "Scan the QR code, then give the app's code.");
+    const qrShown = await page.locator("#totp-qr").evaluate((img) => img.complete && img.naturalWidth > 0);
+    assert.ok(qrShown, "the QR code did not render");
+    const secret = await text("#totp-secret");
+    assert.match(secret, /^[A-Z2-7]{32}$/);
+    await page.screenshot({ path: join(artifacts, "totp-enrolment.png"), fullPage: true });
+    const wrong = totp(secret) === "000000" ? "111111" : "000000";
+    await fill("activate-totp", { code: wrong });
+    const refused = await statusAfter(() => page.locator("#activate-totp-form button[type=submit]").click());
+    assert.match(refused, /Turning on two-step login failed/);
+    assert.equal(await fieldError("activate-totp", "code").innerText(), "is incorrect");
+    await fill("activate-totp", { code: totp(secret) });
+    const on = await statusAfter(() => page.locator("#activate-totp-form button[type=submit]").click());
+    assert.equal(on, "Two-step login is on; 0 other sessions of your account ended.");
+    const codes = await page.locator("#recovery-codes-list li").allInnerTexts();
+    assert.equal(codes.length, 10);
+    assert.ok(codes.every((code) => /^[A-Z2-9]{4}(-[A-Z2-9]{4}){3}$/.test(code)), `${codes}`);
+    assert.equal(await statusAfter(() => page.locator("#show-profile").click()), "Profile loaded.", "the new session works");
+
+    await statusAfter(() => page.locator("#logout").click());
+    await fill("login", { email: cy.email, password: cy.password });
+    const asked = await statusAfter(() => page.locator("#login-form button[type=submit]").click());
+    assert.equal(asked, "Password accepted. Give the code of your authenticator app.");
+    assert.equal(await text("#session"), "Not logged in.");
+    assert.ok(await page.locator("#second-factor-form").isVisible());
+    await fill("second-factor", { code: wrong });
+    const wrongCode = await statusAfter(() => page.locator("#second-factor-form button[type=submit]").click());
+    assert.equal(wrongCode, "Logging in failed: the code is incorrect.");
+    // The next step's code: the activation used this one's.
+    await fill("second-factor", { code: totp(secret, 1) });
+    assert.equal(await statusAfter(() => page.locator("#second-factor-form button[type=submit]").click()), "Logged in.");
+    assert.equal(await text("#profile-email"), cy.email);
+    assert.equal(await page.locator("#second-factor-form").isVisible(), false);
+    await page.screenshot({ path: join(artifacts, "two-step-login.png"), fullPage: true });
+
+    // A recovery code works once, typed into the same field.
+    await statusAfter(() => page.locator("#logout").click());
+    await fill("login", { email: cy.email, password: cy.password });
+    await statusAfter(() => page.locator("#login-form button[type=submit]").click());
+    await fill("second-factor", { code: codes[0] });
+    assert.equal(await statusAfter(() => page.locator("#second-factor-form button[type=submit]").click()), "Logged in.");
+  });
+
+  // Passkeys: Chromium's virtual authenticator (the DevTools WebAuthn domain) holds the passkey,
+  // with a resident key and user verification, on a page of the localhost origin.
+  it("enrols a passkey, then logs in with password and passkey, and with the passkey alone; passkeys.png", async () => {
+    const dee = { name: "Dee Passkey", email: `dee.${process.pid}@example.com`, location: "Paris", password: "a lattice of quiet ferns" };
+    const response = await fetch(`${authdUrl}/api/v1/register-user`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify(dee),
+    });
+    assert.equal(response.status, 201, await response.text());
+    const tab = await started.browser.newPage();
+    const cdp = await started.browser.newCDPSession(tab);
+    await cdp.send("WebAuthn.enable", { enableUI: false });
+    const { authenticatorId } = await cdp.send("WebAuthn.addVirtualAuthenticator", {
+      options: {
+        protocol: "ctap2",
+        ctap2Version: "ctap2_1",
+        transport: "internal",
+        hasResidentKey: true,
+        hasUserVerification: true,
+        isUserVerified: true,
+        automaticPresenceSimulation: true,
+      },
+    });
+    const previous = page;
+    page = tab;
+    try {
+      await tab.goto(`${passkeyOrigin}/?authd=${encodeURIComponent(authdUrl)}`);
+      const logIn = async () => {
+        await fill("login", { email: dee.email, password: dee.password });
+        return statusAfter(() => tab.locator("#login-form button[type=submit]").click());
+      };
+      assert.equal(await logIn(), "Logged in.");
+
+      // Enrolment: the password again, then the authenticator makes a resident passkey.
+      await fill("passkey", { name: "Virtual key", password: dee.password });
+      const added = await statusAfter(() => tab.locator("#passkey-form button[type=submit]").click());
+      assert.match(added, /^Passkey added; other sessions ended\. Your recovery codes \(shown once\): (\S+ ){9}\S+$/);
+      assert.equal(await text("#session-amr"), "Signed in with: pwd, hwk");
+      const { credentials } = await cdp.send("WebAuthn.getCredentials", { authenticatorId });
+      assert.equal(credentials.length, 1);
+      assert.equal(credentials[0].isResidentCredential, true, "the passkey is not discoverable");
+      assert.equal(credentials[0].rpId, "localhost");
+      const countAfterEnrolment = credentials[0].signCount;
+
+      assert.equal(await statusAfter(() => tab.locator("#logout").click()), "Logged out.");
+      // The password alone no longer logs in: the page offers the passkey for the challenge.
+      assert.equal(await logIn(), "Password accepted. Give the code of your authenticator app, or use your passkey.");
+      assert.equal(await text("#session"), "Not logged in.");
+      const answered = await statusAfter(() => tab.locator("#passkey-answer").click());
+      assert.equal(answered, "Logged in with your password and your passkey.");
+      assert.equal(await text("#session-amr"), "Signed in with: pwd, hwk");
+      assert.equal(await text("#profile-email"), dee.email);
+
+      assert.equal(await statusAfter(() => tab.locator("#logout").click()), "Logged out.");
+      const alone = await statusAfter(() => tab.locator("#passkey-login").click());
+      assert.equal(alone, "Logged in with your passkey.");
+      assert.equal(await text("#session-amr"), "Signed in with: hwk");
+      assert.equal(await text("#profile-email"), dee.email);
+      const after = (await cdp.send("WebAuthn.getCredentials", { authenticatorId })).credentials[0];
+      assert.ok(after.signCount > countAfterEnrolment, `the counter did not move: ${after.signCount}`);
+      await tab.screenshot({ path: join(artifacts, "passkeys.png"), fullPage: true });
+    } finally {
+      page = previous;
+      await tab.close();
+    }
   });
 });
