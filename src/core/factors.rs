@@ -215,7 +215,10 @@ impl Authd {
         self.check_verified(&user, client)?;
         let device = challenge.device_hash.as_deref().and_then(|d| DeviceHash::try_from(d).ok()).map(|d| ("", d));
         let amr = with_method(&challenge.amr, if method == super::passkeys::PASSKEY { "hwk" } else { "otp" });
-        self.start_session(&user, Verdict::Match, device, client, Proved { amr: &amr, auth_time: Some(now) }).await
+        let proved = Proved { amr: &amr, auth_time: Some(now) };
+        let signed_in = self.start_session(&user, Verdict::Match, device, client, proved).await?;
+        crate::metrics::login_succeeded();
+        Ok(signed_in)
     }
 
     /// Checks a TOTP code against the user's active TOTP factors, and uses its step.

@@ -163,6 +163,10 @@ async fn a_totp_factor_is_enrolled_activated_and_asked_for_at_login() {
     assert_eq!(body["message"], "Login successful.");
     let (access, refresh) = tokens(&body);
     assert_eq!(amr(&access), json!(["pwd", "otp"]));
+    // Services asking about the token hear it too.
+    let (status, validation) = app.validate(&access).await;
+    assert_eq!((status, &validation["amr"]), (StatusCode::OK, &json!(["pwd", "otp"])));
+    assert_eq!(app.grpc_validate(&access).await.unwrap().amr, ["pwd", "otp"]);
     // A refreshed token carries the same amr.
     let (status, body) = json_of(app.refresh(&refresh).await).await;
     assert_eq!(status, StatusCode::OK);
