@@ -5,7 +5,9 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{
-    NewSession, PRUNE_BATCH, SessionChange, Store, StoreResult, classify, in_batches, on_pool, run,
+    NewSession, PRUNE_BATCH, SessionChange, Store, StoreResult, classify, in_batches, on_pool,
+    revocations::{RevocationKind, RevocationLog},
+    run,
     sessions::insert_session,
 };
 
@@ -276,14 +278,12 @@ impl Store {
                 .rows_affected();
             let new_session = NewSession { credentials_version: version, ..a.new_session };
             insert_session!(new_session).persistent(prepared).execute(&mut *tx).await?;
+            tx.log_revocation(prepared, RevocationKind::User, SessionChange::User(a.user_id)).await?;
             tx.commit().await?;
             Ok(Some(others))
         }
         .await)
         .map_err(classify)?;
-        if ended.is_some() {
-            self.announce(SessionChange::User(a.user_id)).await?;
-        }
         Ok(ended)
     }
 
