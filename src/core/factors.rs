@@ -215,7 +215,10 @@ impl Authd {
         self.check_verified(&user, client)?;
         let device = challenge.device_hash.as_deref().and_then(|d| DeviceHash::try_from(d).ok()).map(|d| ("", d));
         let amr = with_method(&challenge.amr, if method == super::passkeys::PASSKEY { "hwk" } else { "otp" });
-        self.start_session(&user, Verdict::Match, device, client, Proved { amr: &amr, auth_time: Some(now) }).await
+        let proved = Proved { amr: &amr, auth_time: Some(now) };
+        let signed_in = self.start_session(&user, Verdict::Match, device, client, proved).await?;
+        crate::metrics::login_succeeded();
+        Ok(signed_in)
     }
 
     /// Checks a TOTP code against the user's active TOTP factors, and uses its step.
@@ -260,7 +263,11 @@ impl Authd {
     #[tracing::instrument(skip_all)]
     pub async fn enroll_totp(&self, caller: &Caller, req: &pb::EnrollTotpRequest) -> Result<pb::EnrollTotpResponse> {
         let name = factor_name(&req.name).map_err(|why| Error::invalid("name", why))?;
-        let user = &caller.user;
+        let user = self.fresh(&caller.user).await?;
+        let user = &user;
+        self.check_enrolment_proof(caller, user, &req.password, req.proof.as_ref()).await.inspect_err(|_| {
+            events::factor_changed_failed(&self.audit, user.user_id, "factor_enrolled", &caller.client)
+        })?;
         let secret = crypto::new_secret();
         let enrolment = crypto::enrolment(&secret, &user.email)?;
         let factor_id = Uuid::new_v4();
@@ -333,10 +340,11 @@ impl Authd {
         let codes = if first { crypto::new_recovery_codes() } else { Vec::new() };
         let hashes: Vec<[u8; 32]> = codes.iter().map(|(_, hash)| *hash).collect();
         let amr = with_method(&caller.access.amr.join(" "), "otp");
+        let auth_time = caller_auth_time(caller);
         let session_id = Uuid::new_v4();
         let new_session = crate::store::NewSession {
             amr: &amr,
-            auth_time: Some(now),
+            auth_time,
             ..self.new_session(&user, session_id, &caller.client, now)
         };
         let activation = FactorActivation {
@@ -356,7 +364,7 @@ impl Authd {
         }
         let ends = activation.new_session.expires_at;
         let claim = RefreshClaim { session_id, generation: 0 };
-        let signed_in = self.signed_in(&user, claim, now, ends, Proved { amr: &amr, auth_time: Some(now) }).await?;
+        let signed_in = self.signed_in(&user, claim, now, ends, Proved { amr: &amr, auth_time }).await?;
         Ok(TotpActivated {
             recovery_codes: codes.into_iter().map(|(code, _)| code).collect(),
             sessions_ended: ended,
@@ -411,6 +419,28 @@ impl Authd {
         self.store.replace_recovery_codes(user.user_id, &hashes, Utc::now()).await?;
         events::recovery_codes_issued(&self.audit, user.user_id, "regenerated", &caller.client);
         Ok(codes.into_iter().map(|(code, _)| code).collect())
+    }
+
+    /// The re-authentication that adding a factor takes: the password while `user` has no
+    /// active factor; once they have one, a recent proof with an existing factor (see
+    /// [`Self::check_proof`]), so that a stolen access token can neither add the first
+    /// factor nor use a new one to stand in for the old ones.
+    pub(super) async fn check_enrolment_proof(
+        &self,
+        caller: &Caller,
+        user: &UserRecord,
+        password: &str,
+        proof: Option<&pb::FactorProof>,
+    ) -> Result<()> {
+        if self.store.has_active_factor(user.user_id).await? {
+            return self.check_proof(caller, user, proof).await;
+        }
+        if password.is_empty() {
+            return Err(Error::invalid("password", "is needed to add a second factor"));
+        }
+        let password =
+            crate::domain::Password::parse_offered(password).map_err(|why| Error::invalid("password", &why))?;
+        self.check_password(caller, user, &password, "password").await
     }
 
     /// A recent second-factor proof: a TOTP code, or the password and a recovery code, in
@@ -480,6 +510,12 @@ impl Authd {
 /// guesses, with the same limits.
 pub(super) fn factor_account(user_id: i64) -> Account {
     Account::with_digest(format!("factor:{user_id}"))
+}
+
+/// The caller's `auth_time`, kept by the session a new factor's activation starts: the new
+/// factor is no fresh proof of the factors the user had.
+pub(super) fn caller_auth_time(caller: &Caller) -> Option<DateTime<Utc>> {
+    caller.access.auth_time.and_then(|t| DateTime::from_timestamp(t, 0))
 }
 
 /// The name a factor's secret is sealed under.

@@ -355,6 +355,7 @@ impl Authd {
             expires_at: Some(prost_types::Timestamp { seconds: access.expires_at, nanos: 0 }),
             email_verified: user.email_verified_at.is_some(),
             roles: access.roles,
+            amr: access.amr,
         })
     }
 

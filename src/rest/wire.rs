@@ -366,6 +366,9 @@ pub struct Validation {
     /// The roles the token carries.
     #[serde(skip_serializing_if = "Option::is_none")]
     roles: Option<Vec<String>>,
+    /// How the session's user authenticated (RFC 8176): `pwd`, then `otp` or `hwk`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    amr: Option<Vec<String>>,
 }
 
 impl From<pb::ValidateTokenResponse> for Validation {
@@ -378,8 +381,17 @@ impl From<pb::ValidateTokenResponse> for Validation {
                 exp: Some(expires_at.seconds),
                 email_verified: Some(answer.email_verified),
                 roles: Some(answer.roles),
+                amr: Some(answer.amr),
             },
-            _ => Self { active: false, user_id: None, session_id: None, exp: None, email_verified: None, roles: None },
+            _ => Self {
+                active: false,
+                user_id: None,
+                session_id: None,
+                exp: None,
+                email_verified: None,
+                roles: None,
+                amr: None,
+            },
         }
     }
 }
