@@ -185,7 +185,14 @@ impl Authd {
         if !allowed(method) {
             return Err(Error::invalid(field, "cannot answer this challenge"));
         }
-        let attempt = self.throttle.begin_check(&factor_account(user_id), Source::Address(client), client).await?;
+        // A challenge of a known device counts as that device's logins do: past the account's
+        // ceiling, which guesses from elsewhere may reach, its owner may still answer.
+        let device = challenge.device_hash.as_deref().and_then(|d| DeviceHash::try_from(d).ok());
+        let source = device.as_ref().map_or(Source::Address(client), Source::Device);
+        // A passkey's answer is no guess at a code: its failures are counted apart.
+        let account =
+            if method == super::passkeys::PASSKEY { passkey_account(user_id) } else { factor_account(user_id) };
+        let attempt = self.throttle.begin_check(&account, source, client).await?;
         let right = match &req.answer {
             Some(Answer::TotpCode(code)) => self.check_totp(user_id, code, now).await,
             Some(Answer::RecoveryCode(code)) => self.use_recovery_code(user_id, code, now).await,
@@ -213,7 +220,7 @@ impl Authd {
         events::second_factor_answered(&self.audit, user_id, method, true, client);
         let user = self.store.user_by_id(user_id).await?.ok_or(Error::ChallengeRejected)?;
         self.check_verified(&user, client)?;
-        let device = challenge.device_hash.as_deref().and_then(|d| DeviceHash::try_from(d).ok()).map(|d| ("", d));
+        let device = device.map(|d| ("", d));
         let amr = with_method(&challenge.amr, if method == super::passkeys::PASSKEY { "hwk" } else { "otp" });
         let proved = Proved { amr: &amr, auth_time: Some(now) };
         let signed_in = self.start_session(&user, Verdict::Match, device, client, proved).await?;
@@ -319,7 +326,7 @@ impl Authd {
             return Err(Error::invalid("factor_id", "is active already"));
         }
         let now = Utc::now();
-        let source = Source::Session(caller.access.session_id);
+        let source = Source::SessionGuess(caller.access.session_id);
         let attempt = self.throttle.begin_check(&factor_account(user.user_id), source, &caller.client).await?;
         let verdict = match self.open_secret(&factor).and_then(|secret| {
             crypto::check_code(&secret, &req.code, unix(now), factor.last_used_step).map_err(Error::from)
@@ -456,7 +463,7 @@ impl Authd {
             if !looks_like_totp(given.totp_code) {
                 return Err(Error::invalid("proof.totp_code", "must be 6 digits"));
             }
-            let source = Source::Session(caller.access.session_id);
+            let source = Source::SessionGuess(caller.access.session_id);
             let attempt = self.throttle.begin_check(&factor_account(user.user_id), source, &caller.client).await?;
             return match self.check_totp(user.user_id, given.totp_code, now).await {
                 Ok(Ok(())) => attempt.passed().await,
@@ -516,6 +523,12 @@ pub(super) fn factor_account(user_id: i64) -> Account {
 /// factor is no fresh proof of the factors the user had.
 pub(super) fn caller_auth_time(caller: &Caller) -> Option<DateTime<Utc>> {
     caller.access.auth_time.and_then(|t| DateTime::from_timestamp(t, 0))
+}
+
+/// The throttle's account for refused passkey answers of `user_id` (a challenge's, or a
+/// passkey login's): apart from the TOTP and recovery code guesses, which they say nothing of.
+pub(super) fn passkey_account(user_id: i64) -> Account {
+    Account::with_digest(format!("passkey:{user_id}"))
 }
 
 /// The name a factor's secret is sealed under.

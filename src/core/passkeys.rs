@@ -9,7 +9,7 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::factors::{MAX_FACTORS, factor_account, factor_name, secret_name, with_method};
+use super::factors::{MAX_FACTORS, factor_name, passkey_account, secret_name, with_method};
 use super::throttle::{Action, Source};
 use super::{Authd, Caller, ClientInfo, Error, Proved, Result, SignedIn, events};
 use crate::{
@@ -318,7 +318,7 @@ impl Authd {
             return Err(refused(&"the user handle is not the passkey's user's"));
         }
         let attempt =
-            self.throttle.begin_check(&factor_account(factor.user_id), Source::Address(client), client).await?;
+            self.throttle.begin_check(&passkey_account(factor.user_id), Source::Address(client), client).await?;
         let passkey = match self.open_passkey(&factor) {
             Ok(passkey) => passkey,
             Err(e) => {

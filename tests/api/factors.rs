@@ -561,6 +561,77 @@ async fn a_new_factor_is_no_fresh_proof_of_the_old_ones() {
     assert_eq!((listed["factors"].as_array().unwrap().len(), &listed["recovery_codes_left"]), (2, &json!(10)));
 }
 
+/// M2: second-factor guesses from a signed-in session (here proofs for new recovery codes)
+/// meet the account's ceiling: a stolen session cannot guess codes for ever.
+async fn wrong_codes_from_a_session_meet_the_account_ceiling() {
+    let app = spawn_app_with(|s| {
+        s.throttle.free_failures = 100;
+        s.throttle.account_failure_limit = 3;
+    })
+    .await;
+    let ada = ada_with_totp(&app).await;
+    let wrong = if code(&ada.secret, 1) == "000000" { "111111" } else { "000000" };
+    let mut statuses = Vec::new();
+    for _ in 0..8 {
+        let (status, _) =
+            post(&app, "/api/v1/me/factors/recovery-codes", &ada.access, json!({"totp_code": wrong})).await;
+        statuses.push(status);
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            break;
+        }
+    }
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::UNPROCESSABLE_ENTITY,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            StatusCode::TOO_MANY_REQUESTS
+        ]
+    );
+    // Past the ceiling the right code is not even looked at.
+    let right = json!({"totp_code": code(&ada.secret, 1)});
+    assert_eq!(
+        post(&app, "/api/v1/me/factors/recovery-codes", &ada.access, right).await.0,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
+
+/// M1: whoever has the password cannot lock the owner's known device out of second-factor
+/// logins: past the account's ceiling, reached by wrong codes from elsewhere, a challenge
+/// of a known device is still answered.
+async fn wrong_codes_from_elsewhere_do_not_lock_out_a_known_device() {
+    let app = spawn_app_with(|s| {
+        s.throttle.free_failures = 100;
+        s.throttle.account_failure_limit = 3;
+    })
+    .await;
+    let ada = ada_with_totp(&app).await;
+    // The owner's device becomes known by a login it completes (a recovery code, so that the
+    // authenticator's next step is left for the end).
+    let answer = json!({"challenge": challenge(&app).await, "recovery_code": ada.recovery_codes[0]});
+    let (status, body) = json_of(complete(&app, answer).await).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let device = body["device_token"].as_str().expect("a device token").to_owned();
+
+    // The attacker, with the password, answers wrong codes until the ceiling refuses them.
+    let attacker = challenge(&app).await;
+    let wrong = if code(&ada.secret, 1) == "000000" { "111111" } else { "000000" };
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(complete(&app, json!({"challenge": attacker, "totp_code": wrong})).await.status());
+    }
+    assert_eq!(statuses.last(), Some(&StatusCode::TOO_MANY_REQUESTS), "{statuses:?}");
+
+    // The owner's device still logs in with the right code.
+    let body = json!({"email": "ada@example.com", "password": PASSWORD, "device_token": device});
+    let (status, body) = json_of(app.post_json("/api/v1/auth/login", &body).await).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    let answer = json!({"challenge": body["challenge"], "totp_code": code(&ada.secret, 1)});
+    let (status, body) = json_of(complete(&app, answer).await).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
 on_both_backends!(
     a_totp_factor_is_enrolled_activated_and_asked_for_at_login,
     wrong_replayed_and_expired_codes_are_refused_over_grpc_and_rest,
@@ -573,4 +644,6 @@ on_both_backends!(
     a_secret_enrolled_before_the_key_encryption_key_is_sealed_by_its_first_start,
     adding_the_first_factor_takes_the_password,
     a_new_factor_is_no_fresh_proof_of_the_old_ones,
+    wrong_codes_from_a_session_meet_the_account_ceiling,
+    wrong_codes_from_elsewhere_do_not_lock_out_a_known_device,
 );
