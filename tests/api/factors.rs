@@ -561,14 +561,19 @@ async fn a_new_factor_is_no_fresh_proof_of_the_old_ones() {
     assert_eq!((listed["factors"].as_array().unwrap().len(), &listed["recovery_codes_left"]), (2, &json!(10)));
 }
 
-/// M2: second-factor guesses from a signed-in session (here proofs for new recovery codes)
-/// meet the account's ceiling: a stolen session cannot guess codes for ever.
-async fn wrong_codes_from_a_session_meet_the_account_ceiling() {
-    let app = spawn_app_with(|s| {
+/// An app whose account ceiling is 3 failures, with no backoff per source before it.
+async fn ceiling_of_three() -> TestApp {
+    spawn_app_with(|s| {
         s.throttle.free_failures = 100;
         s.throttle.account_failure_limit = 3;
     })
-    .await;
+    .await
+}
+
+/// M2: second-factor guesses from a signed-in session (here proofs for new recovery codes)
+/// meet the account's ceiling: a stolen session cannot guess codes for ever.
+async fn wrong_codes_from_a_session_meet_the_account_ceiling() {
+    let app = ceiling_of_three().await;
     let ada = ada_with_totp(&app).await;
     let wrong = if code(&ada.secret, 1) == "000000" { "111111" } else { "000000" };
     let mut statuses = Vec::new();
@@ -601,11 +606,7 @@ async fn wrong_codes_from_a_session_meet_the_account_ceiling() {
 /// logins: past the account's ceiling, reached by wrong codes from elsewhere, a challenge
 /// of a known device is still answered.
 async fn wrong_codes_from_elsewhere_do_not_lock_out_a_known_device() {
-    let app = spawn_app_with(|s| {
-        s.throttle.free_failures = 100;
-        s.throttle.account_failure_limit = 3;
-    })
-    .await;
+    let app = ceiling_of_three().await;
     let ada = ada_with_totp(&app).await;
     // The owner's device becomes known by a login it completes (a recovery code, so that the
     // authenticator's next step is left for the end).
