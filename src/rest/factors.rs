@@ -78,6 +78,9 @@ async fn complete_login(
         (None, Some(code), None) => Some(Answer::RecoveryCode(code)),
         (None, None, Some(credential)) => Some(Answer::PasskeyCredential(credential)),
         (None, None, None) => None,
+        (Some(_), Some(_), None) => {
+            return Err(Error::invalid("answer", "give one of totp_code, recovery_code, not both"));
+        }
         _ => {
             return Err(Error::invalid("answer", "give one of totp_code, recovery_code, passkey_credential, not two"));
         }
