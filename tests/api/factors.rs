@@ -435,7 +435,7 @@ async fn bad_input_names_the_field() {
     let both = json!({"challenge": "c", "totp_code": "123456", "recovery_code": "AAAA-AAAA-AAAA-AAAA"});
     assert_eq!(
         json_of(complete(&app, both).await).await.1["error"][0]["answer"],
-        "give one of totp_code, recovery_code, passkey_credential, not two"
+        "give one of totp_code, recovery_code, not both"
     );
     // A well-formed answer to a challenge that is no challenge.
     let (status, _) = json_of(complete(&app, json!({"challenge": "c", "totp_code": "123456"})).await).await;
