@@ -122,6 +122,7 @@ impl Authd {
                 methods: &joined,
                 amr: super::PASSWORD_ONLY,
                 device_hash: device.map(|d| &d[..]),
+                credentials_version: user.credentials_version,
                 now,
                 expires_at: now + CHALLENGE_LIFETIME,
             })
@@ -185,6 +186,13 @@ impl Authd {
         if !allowed(method) {
             return Err(Error::invalid(field, "cannot answer this challenge"));
         }
+        // A password change, a reset or a logout everywhere since the password was proved
+        // voids the challenge, before any code is looked at (or used up); the session is
+        // inserted against that version, so a change meanwhile voids it too.
+        let proved_version = self.store.user_by_id(user_id).await?.map(|u| u.credentials_version);
+        if proved_version != Some(challenge.credentials_version) {
+            return Err(Error::ChallengeRejected);
+        }
         // A challenge of a known device counts as that device's logins do: past the account's
         // ceiling, which guesses from elsewhere may reach, its owner may still answer.
         let device = challenge.device_hash.as_deref().and_then(|d| DeviceHash::try_from(d).ok());
@@ -219,6 +227,7 @@ impl Authd {
         }
         events::second_factor_answered(&self.audit, user_id, method, true, client);
         let user = self.store.user_by_id(user_id).await?.ok_or(Error::ChallengeRejected)?;
+        let user = UserRecord { credentials_version: challenge.credentials_version, ..user };
         self.check_verified(&user, client)?;
         let device = device.map(|d| ("", d));
         let amr = with_method(&challenge.amr, if method == super::passkeys::PASSKEY { "hwk" } else { "otp" });

@@ -633,6 +633,21 @@ async fn wrong_codes_from_elsewhere_do_not_lock_out_a_known_device() {
     assert_eq!(status, StatusCode::OK, "{body}");
 }
 
+/// L1: a challenge is tied to the credentials it proved: after a logout everywhere (which
+/// bumps them, as a password change does) a phisher's challenge is no longer answered.
+async fn a_logout_everywhere_voids_outstanding_challenges() {
+    let app = spawn_app().await;
+    let ada = ada_with_totp(&app).await;
+    let phished = challenge(&app).await;
+    let (status, body) = post(&app, "/api/v1/auth/logout", &ada.access, json!({"all_sessions": true})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let answer = json!({"challenge": phished, "totp_code": code(&ada.secret, 1)});
+    assert_eq!(complete(&app, answer).await.status(), StatusCode::UNAUTHORIZED);
+    // A challenge made since is answered.
+    let answer = json!({"challenge": challenge(&app).await, "totp_code": code(&ada.secret, 1)});
+    assert_eq!(complete(&app, answer).await.status(), StatusCode::OK);
+}
+
 on_both_backends!(
     a_totp_factor_is_enrolled_activated_and_asked_for_at_login,
     wrong_replayed_and_expired_codes_are_refused_over_grpc_and_rest,
@@ -647,4 +662,5 @@ on_both_backends!(
     a_new_factor_is_no_fresh_proof_of_the_old_ones,
     wrong_codes_from_a_session_meet_the_account_ceiling,
     wrong_codes_from_elsewhere_do_not_lock_out_a_known_device,
+    a_logout_everywhere_voids_outstanding_challenges,
 );
