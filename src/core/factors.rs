@@ -122,6 +122,7 @@ impl Authd {
                 methods: &joined,
                 amr: super::PASSWORD_ONLY,
                 device_hash: device.map(|d| &d[..]),
+                credentials_version: user.credentials_version,
                 now,
                 expires_at: now + CHALLENGE_LIFETIME,
             })
@@ -185,7 +186,21 @@ impl Authd {
         if !allowed(method) {
             return Err(Error::invalid(field, "cannot answer this challenge"));
         }
-        let attempt = self.throttle.begin_check(&factor_account(user_id), Source::Address(client), client).await?;
+        // A password change, a reset or a logout everywhere since the password was proved
+        // voids the challenge, before any code is looked at (or used up); the session is
+        // inserted against that version, so a change meanwhile voids it too.
+        let proved_version = self.store.user_by_id(user_id).await?.map(|u| u.credentials_version);
+        if proved_version != Some(challenge.credentials_version) {
+            return Err(Error::ChallengeRejected);
+        }
+        // A challenge of a known device counts as that device's logins do: past the account's
+        // ceiling, which guesses from elsewhere may reach, its owner may still answer.
+        let device = challenge.device_hash.as_deref().and_then(|d| DeviceHash::try_from(d).ok());
+        let source = device.as_ref().map_or(Source::Address(client), Source::Device);
+        // A passkey's answer is no guess at a code: its failures are counted apart.
+        let account =
+            if method == super::passkeys::PASSKEY { passkey_account(user_id) } else { factor_account(user_id) };
+        let attempt = self.throttle.begin_check(&account, source, client).await?;
         let right = match &req.answer {
             Some(Answer::TotpCode(code)) => self.check_totp(user_id, code, now).await,
             Some(Answer::RecoveryCode(code)) => self.use_recovery_code(user_id, code, now).await,
@@ -212,8 +227,9 @@ impl Authd {
         }
         events::second_factor_answered(&self.audit, user_id, method, true, client);
         let user = self.store.user_by_id(user_id).await?.ok_or(Error::ChallengeRejected)?;
+        let user = UserRecord { credentials_version: challenge.credentials_version, ..user };
         self.check_verified(&user, client)?;
-        let device = challenge.device_hash.as_deref().and_then(|d| DeviceHash::try_from(d).ok()).map(|d| ("", d));
+        let device = device.map(|d| ("", d));
         let amr = with_method(&challenge.amr, if method == super::passkeys::PASSKEY { "hwk" } else { "otp" });
         let proved = Proved { amr: &amr, auth_time: Some(now) };
         let signed_in = self.start_session(&user, Verdict::Match, device, client, proved).await?;
@@ -263,7 +279,11 @@ impl Authd {
     #[tracing::instrument(skip_all)]
     pub async fn enroll_totp(&self, caller: &Caller, req: &pb::EnrollTotpRequest) -> Result<pb::EnrollTotpResponse> {
         let name = factor_name(&req.name).map_err(|why| Error::invalid("name", why))?;
-        let user = &caller.user;
+        let user = self.fresh(&caller.user).await?;
+        let user = &user;
+        self.check_enrolment_proof(caller, user, &req.password, req.proof.as_ref()).await.inspect_err(|_| {
+            events::factor_changed_failed(&self.audit, user.user_id, "factor_enrolled", &caller.client)
+        })?;
         let secret = crypto::new_secret();
         let enrolment = crypto::enrolment(&secret, &user.email)?;
         let factor_id = Uuid::new_v4();
@@ -315,7 +335,7 @@ impl Authd {
             return Err(Error::invalid("factor_id", "is active already"));
         }
         let now = Utc::now();
-        let source = Source::Session(caller.access.session_id);
+        let source = Source::SessionGuess(caller.access.session_id);
         let attempt = self.throttle.begin_check(&factor_account(user.user_id), source, &caller.client).await?;
         let verdict = match self.open_secret(&factor).and_then(|secret| {
             crypto::check_code(&secret, &req.code, unix(now), factor.last_used_step).map_err(Error::from)
@@ -336,10 +356,11 @@ impl Authd {
         let codes = if first { crypto::new_recovery_codes() } else { Vec::new() };
         let hashes: Vec<[u8; 32]> = codes.iter().map(|(_, hash)| *hash).collect();
         let amr = with_method(&caller.access.amr.join(" "), "otp");
+        let auth_time = caller_auth_time(caller);
         let session_id = Uuid::new_v4();
         let new_session = crate::store::NewSession {
             amr: &amr,
-            auth_time: Some(now),
+            auth_time,
             ..self.new_session(&user, session_id, &caller.client, now)
         };
         let activation = FactorActivation {
@@ -359,7 +380,7 @@ impl Authd {
         }
         let ends = activation.new_session.expires_at;
         let claim = RefreshClaim { session_id, generation: 0 };
-        let signed_in = self.signed_in(&user, claim, now, ends, Proved { amr: &amr, auth_time: Some(now) }).await?;
+        let signed_in = self.signed_in(&user, claim, now, ends, Proved { amr: &amr, auth_time }).await?;
         Ok(TotpActivated {
             recovery_codes: codes.into_iter().map(|(code, _)| code).collect(),
             sessions_ended: ended,
@@ -416,6 +437,28 @@ impl Authd {
         Ok(codes.into_iter().map(|(code, _)| code).collect())
     }
 
+    /// The re-authentication that adding a factor takes: the password while `user` has no
+    /// active factor; once they have one, a recent proof with an existing factor (see
+    /// [`Self::check_proof`]), so that a stolen access token can neither add the first
+    /// factor nor use a new one to stand in for the old ones.
+    pub(super) async fn check_enrolment_proof(
+        &self,
+        caller: &Caller,
+        user: &UserRecord,
+        password: &str,
+        proof: Option<&pb::FactorProof>,
+    ) -> Result<()> {
+        if self.store.has_active_factor(user.user_id).await? {
+            return self.check_proof(caller, user, proof).await;
+        }
+        if password.is_empty() {
+            return Err(Error::invalid("password", "is needed to add a second factor"));
+        }
+        let password =
+            crate::domain::Password::parse_offered(password).map_err(|why| Error::invalid("password", &why))?;
+        self.check_password(caller, user, &password, "password").await
+    }
+
     /// A recent second-factor proof: a TOTP code, or the password and a recovery code, in
     /// `proof`; else the caller's session proved a factor within [`PROOF_WINDOW`].
     async fn check_proof(&self, caller: &Caller, user: &UserRecord, proof: Option<&pb::FactorProof>) -> Result<()> {
@@ -429,7 +472,7 @@ impl Authd {
             if !looks_like_totp(given.totp_code) {
                 return Err(Error::invalid("proof.totp_code", "must be 6 digits"));
             }
-            let source = Source::Session(caller.access.session_id);
+            let source = Source::SessionGuess(caller.access.session_id);
             let attempt = self.throttle.begin_check(&factor_account(user.user_id), source, &caller.client).await?;
             return match self.check_totp(user.user_id, given.totp_code, now).await {
                 Ok(Ok(())) => attempt.passed().await,
@@ -483,6 +526,18 @@ impl Authd {
 /// guesses, with the same limits.
 pub(super) fn factor_account(user_id: i64) -> Account {
     Account::with_digest(format!("factor:{user_id}"))
+}
+
+/// The caller's `auth_time`, kept by the session a new factor's activation starts: the new
+/// factor is no fresh proof of the factors the user had.
+pub(super) fn caller_auth_time(caller: &Caller) -> Option<DateTime<Utc>> {
+    caller.access.auth_time.and_then(|t| DateTime::from_timestamp(t, 0))
+}
+
+/// The throttle's account for refused passkey answers of `user_id` (a challenge's, or a
+/// passkey login's): apart from the TOTP and recovery code guesses, which they say nothing of.
+pub(super) fn passkey_account(user_id: i64) -> Account {
+    Account::with_digest(format!("passkey:{user_id}"))
 }
 
 /// The name a factor's secret is sealed under.

@@ -9,13 +9,11 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::factors::{
-    MAX_FACTORS, PROOF_WINDOW, factor_account, factor_name, proves_second_factor, secret_name, with_method,
-};
+use super::factors::{MAX_FACTORS, factor_name, passkey_account, secret_name, with_method};
 use super::throttle::{Action, Source};
 use super::{Authd, Caller, ClientInfo, Error, Proved, Result, SignedIn, events};
 use crate::{
-    domain::{FieldViolation, Password},
+    domain::FieldViolation,
     pb,
     security::{
         passwords::Verdict,
@@ -46,9 +44,9 @@ impl Authd {
         self.passkeys.as_ref().ok_or(Error::PasskeysNotConfigured)
     }
 
-    /// Starts registering a passkey for the caller, bound to the caller's session. Needs
-    /// the password unless the session proved a second factor lately: an access token
-    /// alone must not be enough to add a key that may later log in by itself.
+    /// Starts registering a passkey for the caller, bound to the caller's session. Takes
+    /// the re-authentication any new factor takes (`check_enrolment_proof`): an access
+    /// token alone must not be enough to add a key that may later log in by itself.
     #[tracing::instrument(skip_all)]
     pub async fn start_passkey_registration(
         &self,
@@ -59,17 +57,9 @@ impl Authd {
         let user = self.fresh(&caller.user).await?;
         let now = Utc::now();
         let access = &caller.access;
-        let recent = access.auth_time.is_some_and(|t| t >= (now - PROOF_WINDOW).timestamp());
-        if !(recent && proves_second_factor(&access.amr.join(" "))) {
-            if req.password.is_empty() {
-                return Err(Error::invalid(
-                    "password",
-                    "is needed to add a passkey (unless you proved a second factor in the last 10 minutes)",
-                ));
-            }
-            let password = Password::parse_offered(&req.password).map_err(|why| Error::invalid("password", &why))?;
-            self.check_password(caller, &user, &password, "password").await?;
-        }
+        self.check_enrolment_proof(caller, &user, &req.password, req.proof.as_ref()).await.inspect_err(|_| {
+            events::factor_changed_failed(&self.audit, user.user_id, "factor_enrolled", &caller.client)
+        })?;
         let factors = self.store.user_factors(user.user_id).await?;
         if factors.len() as i64 >= MAX_FACTORS {
             return Err(Error::PermissionDenied("At most 10 second factors per user: remove one first."));
@@ -98,7 +88,7 @@ impl Authd {
 
     /// Finishes the caller's passkey registration: the passkey becomes an active factor at
     /// once, which ends every session of the user, the caller going on in a new one that
-    /// proved `hwk` (as a TOTP factor's activation does).
+    /// proved `hwk` (as a TOTP factor's activation does), with the caller's `auth_time`.
     #[tracing::instrument(skip_all)]
     pub async fn finish_passkey_registration(
         &self,
@@ -153,8 +143,9 @@ impl Authd {
         let hashes: Vec<[u8; 32]> = codes.iter().map(|(_, hash)| *hash).collect();
         let amr = with_method(&caller.access.amr.join(" "), HWK);
         let session_id = Uuid::new_v4();
+        let auth_time = super::factors::caller_auth_time(caller);
         let new_session =
-            NewSession { amr: &amr, auth_time: Some(now), ..self.new_session(&user, session_id, &caller.client, now) };
+            NewSession { amr: &amr, auth_time, ..self.new_session(&user, session_id, &caller.client, now) };
         let activation = FactorActivation {
             factor_id,
             user_id: user.user_id,
@@ -171,7 +162,7 @@ impl Authd {
             events::recovery_codes_issued(&self.audit, user.user_id, "activation", &caller.client);
         }
         let claim = RefreshClaim { session_id, generation: 0 };
-        let proved = Proved { amr: &amr, auth_time: Some(now) };
+        let proved = Proved { amr: &amr, auth_time };
         let signed_in = self.signed_in(&user, claim, now, activation.new_session.expires_at, proved).await?;
         Ok(PasskeyRegistered {
             factor_id,
@@ -327,7 +318,7 @@ impl Authd {
             return Err(refused(&"the user handle is not the passkey's user's"));
         }
         let attempt =
-            self.throttle.begin_check(&factor_account(factor.user_id), Source::Address(client), client).await?;
+            self.throttle.begin_check(&passkey_account(factor.user_id), Source::Address(client), client).await?;
         let passkey = match self.open_passkey(&factor) {
             Ok(passkey) => passkey,
             Err(e) => {

@@ -108,6 +108,10 @@ pub enum Source<'a> {
     Device(&'a DeviceHash),
     /// A check behind a signed-in session: a password change or an account deletion.
     Session(Uuid),
+    /// A second-factor guess behind a signed-in session (a factor's activation, a proof for
+    /// managing factors): subject to the account's ceiling, unlike a password check, so that
+    /// a stolen session cannot guess codes slowly for ever.
+    SessionGuess(Uuid),
 }
 
 /// A password check counted before it runs. Say how it went: a wrong password keeps its
@@ -231,6 +235,7 @@ impl Throttle {
             Source::Address(client) => (format!("login-account-ip:{}:{}", account.0, address(client)), true),
             Source::Device(hash) => (format!("login-account-device:{}:{}", account.0, hex(&hash[..16])), false),
             Source::Session(id) => (format!("login-account-session:{}:{id}", account.0), false),
+            Source::SessionGuess(id) => (format!("login-account-session:{}:{id}", account.0), true),
         };
         let backoff = Allowance::Backoff {
             free: i64::from(self.settings.free_failures),

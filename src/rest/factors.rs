@@ -102,6 +102,14 @@ pub struct EnrollTotpBody {
     /// A name for the authenticator, 1 to 64 characters; "Authenticator" when left out.
     #[schema(max_length = 64, example = "Phone")]
     pub name: Option<String>,
+    /// While the user has no active factor: their password. Once they have one: with
+    /// `recovery_code`, a proof (see the route).
+    pub password: Option<String>,
+    /// A recent proof with an existing factor (see the route).
+    #[schema(example = "123456")]
+    pub totp_code: Option<String>,
+    #[schema(example = "ABCD-EFGH-JKLM-NPQR")]
+    pub recovery_code: Option<String>,
 }
 
 /// A TOTP enrolment waiting for its first code.
@@ -126,6 +134,11 @@ pub struct TotpEnrolment {
 /// A new TOTP secret for the caller (160 bits, SHA-1, 6 digits, 30 s), its `otpauth://` URI and a
 /// QR code of it (SVG). Nothing changes at login until the factor is activated with a first code;
 /// enrolling again drops an enrolment not activated yet. At most 10 factors per user (403).
+///
+/// Takes re-authentication: the `password` while the user has no active factor (a 422 naming it
+/// when missing or wrong); once they have one, the proof that removing a factor takes (a session
+/// that proved a factor within the last 10 minutes, or `totp_code`, or `password` and an unused
+/// `recovery_code`; 403 without one).
 #[utoipa::path(post, path = "/api/v1/me/factors/totp", tag = "factors",
     request_body(content = EnrollTotpBody, description = "Optional"),
     responses((status = 200, description = "Enrolled, not active yet", body = TotpEnrolment),
@@ -133,7 +146,11 @@ pub struct TotpEnrolment {
 async fn enroll_totp(State(authd): State<Authd>, caller: Caller, body: Body) -> Reply<TotpEnrolment> {
     let (body, bad_fields) = body.json_or_empty::<EnrollTotpBody>()?;
     bad_fields.finish(Ok(()))?;
-    let e = authd.enroll_totp(&caller, &pb::EnrollTotpRequest { name: body.name.unwrap_or_default() }).await?;
+    let proof = ProofBody { totp_code: body.totp_code, password: body.password, recovery_code: body.recovery_code };
+    let password = proof.password.clone().unwrap_or_default();
+    let request =
+        pb::EnrollTotpRequest { name: body.name.unwrap_or_default(), password, proof: Some(proof.into_proof()) };
+    let e = authd.enroll_totp(&caller, &request).await.map_err(|e| rename_fields(e, PROOF_FIELDS))?;
     Ok(Json(TotpEnrolment {
         factor_id: e.factor_id,
         secret: e.secret,
@@ -167,7 +184,8 @@ pub struct TotpActivated {
 /// Activate a TOTP factor
 ///
 /// Activates an enrolled TOTP factor with a correct current code. Every session of the user ends,
-/// the caller's too: the answer carries the tokens of a new session (`amr` `["pwd","otp"]`). The
+/// the caller's too: the answer carries the tokens of a new session (`otp` added to the caller's
+/// `amr`, the caller's `auth_time` kept: a new factor is no fresh proof for removing another). The
 /// first active factor also yields ten recovery codes, shown this once. A wrong code is a 422
 /// naming `code`; wrong codes count as password guesses do (429 past them).
 #[utoipa::path(post, path = "/api/v1/me/factors/{factor_id}/activate", tag = "factors",
@@ -254,7 +272,7 @@ pub struct ProofBody {
 }
 
 impl ProofBody {
-    fn into_proof(self) -> pb::FactorProof {
+    pub(super) fn into_proof(self) -> pb::FactorProof {
         pb::FactorProof {
             totp_code: self.totp_code.unwrap_or_default(),
             password: self.password.unwrap_or_default(),
@@ -264,7 +282,7 @@ impl ProofBody {
 }
 
 /// The core names a proof's fields `proof.<field>`; the REST body has them at the top.
-const PROOF_FIELDS: &[(&str, &str)] =
+pub(super) const PROOF_FIELDS: &[(&str, &str)] =
     &[("proof.totp_code", "totp_code"), ("proof.password", "password"), ("proof.recovery_code", "recovery_code")];
 
 #[derive(Serialize, ToSchema)]

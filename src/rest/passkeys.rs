@@ -21,6 +21,8 @@ use super::{
         BodyRejected, CeremonyNotFound, ChallengeRejected, EmailNotVerified, Forbidden, Overloaded,
         PasskeysUnavailable, ServerFailed, Unauthenticated, WrongCredentials,
     },
+    factors::{PROOF_FIELDS, ProofBody},
+    rename_fields,
     wire::{SignedIn, UserToken},
 };
 use crate::{
@@ -51,17 +53,24 @@ pub struct PasskeyOptions {
 
 #[derive(Deserialize, ToSchema)]
 pub struct StartPasskeyRegistrationBody {
-    /// The caller's password; not needed when the session proved a second factor within the
-    /// last 10 minutes.
+    /// While the user has no active factor: their password. Once they have one: with
+    /// `recovery_code`, a proof (see the route).
     pub password: Option<String>,
+    /// A recent proof with an existing factor (see the route).
+    #[schema(example = "123456")]
+    pub totp_code: Option<String>,
+    #[schema(example = "ABCD-EFGH-JKLM-NPQR")]
+    pub recovery_code: Option<String>,
 }
 
 /// Start registering a passkey
 ///
 /// The options for the browser's `navigator.credentials.create`, for a passkey of the caller.
-/// The ceremony is bound to the caller's session, lasts 5 minutes and serves once. Needs the
-/// `password` unless the session proved a second factor within the last 10 minutes (a wrong one is
-/// a 422 naming it). 501 when passkeys are not configured on this server.
+/// The ceremony is bound to the caller's session, lasts 5 minutes and serves once. Takes
+/// re-authentication: the `password` while the user has no active factor (a 422 naming it when
+/// missing or wrong); once they have one, the proof that removing a factor takes (a session that
+/// proved a factor within the last 10 minutes, or `totp_code`, or `password` and an unused
+/// `recovery_code`; 403 without one). 501 when passkeys are not configured on this server.
 #[utoipa::path(post, path = "/api/v1/me/factors/passkeys/options", tag = "factors",
     request_body(content = StartPasskeyRegistrationBody, description = "Optional"),
     responses((status = 200, description = "Options for the browser", body = PasskeyOptions),
@@ -69,8 +78,11 @@ pub struct StartPasskeyRegistrationBody {
 async fn start_passkey_registration(State(authd): State<Authd>, caller: Caller, body: Body) -> Reply<PasskeyOptions> {
     let (body, bad_fields) = body.json_or_empty::<StartPasskeyRegistrationBody>()?;
     bad_fields.finish(Ok(()))?;
-    let request = pb::StartPasskeyRegistrationRequest { password: body.password.unwrap_or_default() };
-    let started = authd.start_passkey_registration(&caller, &request).await?;
+    let proof = ProofBody { totp_code: body.totp_code, password: body.password, recovery_code: body.recovery_code };
+    let password = proof.password.clone().unwrap_or_default();
+    let request = pb::StartPasskeyRegistrationRequest { password, proof: Some(proof.into_proof()) };
+    let started =
+        authd.start_passkey_registration(&caller, &request).await.map_err(|e| rename_fields(e, PROOF_FIELDS))?;
     Ok(Json(PasskeyOptions { options_json: started.options_json, ceremony_id: None }))
 }
 
@@ -99,7 +111,8 @@ pub struct PasskeyRegistered {
 /// Finish registering a passkey
 ///
 /// The passkey is an active second factor at once: every session of the user ends, the caller's
-/// too, and the answer carries the tokens of a new session (`amr` `["pwd","hwk"]`); the first
+/// too, and the answer carries the tokens of a new session (`hwk` added to the caller's `amr`, the
+/// caller's `auth_time` kept); the first
 /// factor also yields ten recovery codes, shown this once. A credential that is not JSON, not a
 /// credential, or refused is a 422 naming `credential`; no registration waiting (never started,
 /// expired, or used) is a 409.

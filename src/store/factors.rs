@@ -74,6 +74,8 @@ pub struct ChallengeRecord {
     pub expires_at: DateTime<Utc>,
     pub attempts: i32,
     pub passkey_state: Option<String>,
+    /// The user's `credentials_version` when the password was proved.
+    pub credentials_version: i64,
 }
 
 pub struct NewChallenge<'a> {
@@ -82,6 +84,7 @@ pub struct NewChallenge<'a> {
     pub methods: &'a str,
     pub amr: &'a str,
     pub device_hash: Option<&'a [u8]>,
+    pub credentials_version: i64,
     pub now: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
 }
@@ -309,6 +312,12 @@ impl Store {
                     .persistent(prepared)
                     .fetch_one(&mut *tx)
                     .await?;
+            // A login that waits for a second factor may not go on with one removed.
+            sqlx::query("delete from login_challenges where user_id = $1")
+                .bind(user_id)
+                .persistent(prepared)
+                .execute(&mut *tx)
+                .await?;
             if left == 0 {
                 sqlx::query("delete from recovery_codes where user_id = $1")
                     .bind(user_id)
@@ -369,8 +378,9 @@ impl Store {
         run!(
             self,
             query(
-                "insert into login_challenges (challenge_hash, user_id, methods, amr, device_hash, created_at, expires_at)
-                 values ($1, $2, $3, $4, $5, $6, $7)",
+                "insert into login_challenges
+                   (challenge_hash, user_id, methods, amr, device_hash, created_at, expires_at, credentials_version)
+                 values ($1, $2, $3, $4, $5, $6, $7, $8)",
                 c.challenge_hash,
                 c.user_id,
                 c.methods,
@@ -378,6 +388,7 @@ impl Store {
                 c.device_hash,
                 c.now,
                 c.expires_at,
+                c.credentials_version,
             )
             .execute
         )?;
@@ -397,7 +408,7 @@ impl Store {
             query_as(
                 "update login_challenges set attempts = attempts + 1
                   where challenge_hash = $1 and consumed_at is null and expires_at > $2 and attempts < $3
-                 returning user_id, methods, amr, device_hash, expires_at, attempts, passkey_state",
+                 returning user_id, methods, amr, device_hash, expires_at, attempts, passkey_state, credentials_version",
                 hash,
                 now,
                 max_attempts,

@@ -148,7 +148,7 @@ impl Store {
         run!(
             self,
             query_as(
-                "select user_id, methods, amr, device_hash, expires_at, attempts, passkey_state from login_challenges
+                "select user_id, methods, amr, device_hash, expires_at, attempts, passkey_state, credentials_version from login_challenges
                   where challenge_hash = $1 and consumed_at is null and expires_at > $2 and attempts < $3",
                 hash,
                 now,

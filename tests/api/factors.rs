@@ -72,7 +72,8 @@ struct Enrolled {
 
 /// Enrols and activates a TOTP factor for the holder of `access`.
 async fn with_totp(app: &TestApp, access: &str) -> Enrolled {
-    let (status, enrolment) = post(app, "/api/v1/me/factors/totp", access, json!({"name": "Phone"})).await;
+    let (status, enrolment) =
+        post(app, "/api/v1/me/factors/totp", access, json!({"name": "Phone", "password": PASSWORD})).await;
     assert_eq!(status, StatusCode::OK, "{enrolment}");
     let secret = enrolment["secret"].as_str().unwrap().to_owned();
     let factor_id = enrolment["factor_id"].as_str().unwrap().to_owned();
@@ -122,7 +123,7 @@ async fn a_totp_factor_is_enrolled_activated_and_asked_for_at_login() {
     let (before, before_refresh) = app.ada_tokens().await;
     assert_eq!(amr(&before), json!(["pwd"]));
 
-    let (status, enrolment) = post(&app, "/api/v1/me/factors/totp", &before, json!({})).await;
+    let (status, enrolment) = post(&app, "/api/v1/me/factors/totp", &before, json!({"password": PASSWORD})).await;
     assert_eq!(status, StatusCode::OK, "{enrolment}");
     let secret = enrolment["secret"].as_str().unwrap();
     assert!(enrolment["otpauth_uri"].as_str().unwrap().starts_with("otpauth://totp/authd:ada%40example.com?secret="));
@@ -142,7 +143,8 @@ async fn a_totp_factor_is_enrolled_activated_and_asked_for_at_login() {
     assert_eq!(codes.len(), 10);
     let upgraded = activated["user_token"]["token"].as_str().unwrap();
     assert_eq!(amr(upgraded), json!(["pwd", "otp"]));
-    assert!(claims(upgraded)["auth_time"].is_i64());
+    // The caller's session proved no factor before: the new one is no recent proof either.
+    assert!(claims(upgraded)["auth_time"].is_null(), "{}", claims(upgraded));
     // Every session begun with the password alone has ended, the enrolling one too.
     assert_eq!(app.me(Some(&format!("Bearer {before}"))).await.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(app.refresh(&before_refresh).await.status(), StatusCode::UNAUTHORIZED);
@@ -407,10 +409,13 @@ async fn removing_a_factor_takes_a_recent_proof() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     eventually(SOON, "the removal audited", || audited(&app, "factor_removed", "success")).await;
 
-    // With a fresh login (a recent proof), a second factor goes without one.
+    // With a fresh login that proved the factor (a recent proof), it goes without one.
     let again = with_totp(&app, &tokens(&json_of(app.login("ada@example.com", PASSWORD).await).await.1).0).await;
+    let answer = json!({"challenge": challenge(&app).await, "totp_code": code(&again.secret, 1)});
+    let (status, body) = json_of(complete(&app, answer).await).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
     let path = format!("/api/v1/me/factors/{}", again.factor_id);
-    let (status, body) = call(&app, reqwest::Method::DELETE, &path, &again.access, None).await;
+    let (status, body) = call(&app, reqwest::Method::DELETE, &path, &tokens(&body).0, None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
 }
 
@@ -441,7 +446,8 @@ async fn bad_input_names_the_field() {
         (status, &body["error"][0]["name"]),
         (StatusCode::UNPROCESSABLE_ENTITY, &json!("must be at most 64 characters"))
     );
-    let (_, enrolment) = post(&app, "/api/v1/me/factors/totp", &access, json!({"name": "Phone"})).await;
+    let (_, enrolment) =
+        post(&app, "/api/v1/me/factors/totp", &access, json!({"name": "Phone", "password": PASSWORD})).await;
     let path = format!("/api/v1/me/factors/{}/activate", enrolment["factor_id"].as_str().unwrap());
     let (status, body) = post(&app, &path, &access, json!({"code": "abc"})).await;
     assert_eq!((status, &body["error"][0]["code"]), (StatusCode::UNPROCESSABLE_ENTITY, &json!("must be 6 digits")));
@@ -456,7 +462,7 @@ async fn bad_input_names_the_field() {
         (StatusCode::UNPROCESSABLE_ENTITY, &json!("must be a factor id (a UUID)"))
     );
     // Enrolling again replaces the enrolment that was never activated.
-    let (_, again) = post(&app, "/api/v1/me/factors/totp", &access, json!({})).await;
+    let (_, again) = post(&app, "/api/v1/me/factors/totp", &access, json!({"password": PASSWORD})).await;
     let (_, listed) = call(&app, reqwest::Method::GET, "/api/v1/me/factors", &access, None).await;
     assert_eq!(listed["factors"].as_array().unwrap().len(), 1);
     assert_eq!(listed["factors"][0]["factor_id"], again["factor_id"]);
@@ -484,6 +490,164 @@ async fn a_secret_enrolled_before_the_key_encryption_key_is_sealed_by_its_first_
     assert_eq!(complete(&app, answer).await.status(), StatusCode::OK, "the sealed secret opens");
 }
 
+/// H1, attack A: a stolen access token of a user without a factor cannot add one (and with
+/// it end the owner's sessions and keep the account): enrolling takes the password.
+async fn adding_the_first_factor_takes_the_password() {
+    let app = spawn_app().await;
+    let (access, _) = app.ada_tokens().await;
+    let (status, body) = post(&app, "/api/v1/me/factors/totp", &access, json!({"name": "Mine now"})).await;
+    assert_eq!(
+        (status, &body["error"][0]["password"]),
+        (StatusCode::UNPROCESSABLE_ENTITY, &json!("is needed to add a second factor")),
+        "{body}"
+    );
+    let wrong = json!({"password": "not the password"});
+    let (status, body) = post(&app, "/api/v1/me/factors/totp", &access, wrong).await;
+    assert_eq!((status, &body["error"][0]["password"]), (StatusCode::UNPROCESSABLE_ENTITY, &json!("is incorrect")));
+    let mut factors = FactorServiceClient::new(app.grpc_channel().await);
+    let request = pb::EnrollTotpRequest { name: "Mine now".into(), password: String::new(), proof: None };
+    let status = factors.enroll_totp(with_bearer(request, &access)).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(field_violations(&status).into_iter().map(|(f, _)| f).collect::<Vec<_>>(), ["password"]);
+    // Nothing was enrolled, and the refusals are audited.
+    let (_, listed) = call(&app, reqwest::Method::GET, "/api/v1/me/factors", &access, None).await;
+    assert_eq!(listed["factors"], json!([]), "{listed}");
+    eventually(SOON, "a refused enrolment audited", || audited(&app, "factor_enrolled", "failure")).await;
+    // With the password it goes.
+    let ada = with_totp(&app, &access).await;
+    assert_eq!(amr(&ada.access), json!(["pwd", "otp"]));
+}
+
+/// H1, attack B: an old session (its factor proved an hour ago) can add a factor only with a
+/// fresh proof of an existing one, and the new factor's activation keeps the session's
+/// `auth_time`: it is no fresh proof for removing the old factor or replacing the codes.
+async fn a_new_factor_is_no_fresh_proof_of_the_old_ones() {
+    let app = spawn_app().await;
+    let ada = ada_with_totp(&app).await;
+    let hour_ago = Utc::now() - chrono::Duration::hours(1);
+    app.sql("update sessions set auth_time = $1", &[Arg::Time(hour_ago)]).await;
+    let (_, body) = json_of(app.refresh(&ada.refresh).await).await;
+    let (access, _) = tokens(&body);
+    assert_eq!(claims(&access)["auth_time"], hour_ago.timestamp());
+
+    // Neither nothing nor the password alone adds a factor for a user who has one.
+    let (status, body) = post(&app, "/api/v1/me/factors/totp", &access, json!({})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, body) = post(&app, "/api/v1/me/factors/totp", &access, json!({"password": PASSWORD})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body["error"][0]["recovery_code"].is_string(), "{body}");
+    let (_, listed) = call(&app, reqwest::Method::GET, "/api/v1/me/factors", &access, None).await;
+    assert_eq!(listed["factors"].as_array().unwrap().len(), 1, "{listed}");
+
+    // A fresh code of the existing factor adds one; its activation keeps the old auth_time.
+    let proof = json!({"name": "Second", "totp_code": code(&ada.secret, 1)});
+    let (status, enrolment) = post(&app, "/api/v1/me/factors/totp", &access, proof).await;
+    assert_eq!(status, StatusCode::OK, "{enrolment}");
+    let path = format!("/api/v1/me/factors/{}/activate", enrolment["factor_id"].as_str().unwrap());
+    let new_code = code(enrolment["secret"].as_str().unwrap(), 0);
+    let (status, activated) = post(&app, &path, &access, json!({"code": new_code})).await;
+    assert_eq!(status, StatusCode::OK, "{activated}");
+    let access = activated["user_token"]["token"].as_str().unwrap().to_owned();
+    assert_eq!(amr(&access), json!(["pwd", "otp"]));
+    assert_eq!(claims(&access)["auth_time"], hour_ago.timestamp(), "the caller's auth_time is kept");
+
+    // So the old factor stays, and so do the recovery codes.
+    let path = format!("/api/v1/me/factors/{}", ada.factor_id);
+    let (status, body) = call(&app, reqwest::Method::DELETE, &path, &access, Some(json!({}))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, body) = post(&app, "/api/v1/me/factors/recovery-codes", &access, json!({})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (_, listed) = call(&app, reqwest::Method::GET, "/api/v1/me/factors", &access, None).await;
+    assert_eq!((listed["factors"].as_array().unwrap().len(), &listed["recovery_codes_left"]), (2, &json!(10)));
+}
+
+/// An app whose account ceiling is 3 failures, with no backoff per source before it.
+async fn ceiling_of_three() -> TestApp {
+    spawn_app_with(|s| {
+        s.throttle.free_failures = 100;
+        s.throttle.account_failure_limit = 3;
+    })
+    .await
+}
+
+/// M2: second-factor guesses from a signed-in session (here proofs for new recovery codes)
+/// meet the account's ceiling: a stolen session cannot guess codes for ever.
+async fn wrong_codes_from_a_session_meet_the_account_ceiling() {
+    let app = ceiling_of_three().await;
+    let ada = ada_with_totp(&app).await;
+    let wrong = if code(&ada.secret, 1) == "000000" { "111111" } else { "000000" };
+    let mut statuses = Vec::new();
+    for _ in 0..8 {
+        let (status, _) =
+            post(&app, "/api/v1/me/factors/recovery-codes", &ada.access, json!({"totp_code": wrong})).await;
+        statuses.push(status);
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            break;
+        }
+    }
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::UNPROCESSABLE_ENTITY,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            StatusCode::TOO_MANY_REQUESTS
+        ]
+    );
+    // Past the ceiling the right code is not even looked at.
+    let right = json!({"totp_code": code(&ada.secret, 1)});
+    assert_eq!(
+        post(&app, "/api/v1/me/factors/recovery-codes", &ada.access, right).await.0,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
+
+/// M1: whoever has the password cannot lock the owner's known device out of second-factor
+/// logins: past the account's ceiling, reached by wrong codes from elsewhere, a challenge
+/// of a known device is still answered.
+async fn wrong_codes_from_elsewhere_do_not_lock_out_a_known_device() {
+    let app = ceiling_of_three().await;
+    let ada = ada_with_totp(&app).await;
+    // The owner's device becomes known by a login it completes (a recovery code, so that the
+    // authenticator's next step is left for the end).
+    let answer = json!({"challenge": challenge(&app).await, "recovery_code": ada.recovery_codes[0]});
+    let (status, body) = json_of(complete(&app, answer).await).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let device = body["device_token"].as_str().expect("a device token").to_owned();
+
+    // The attacker, with the password, answers wrong codes until the ceiling refuses them.
+    let attacker = challenge(&app).await;
+    let wrong = if code(&ada.secret, 1) == "000000" { "111111" } else { "000000" };
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(complete(&app, json!({"challenge": attacker, "totp_code": wrong})).await.status());
+    }
+    assert_eq!(statuses.last(), Some(&StatusCode::TOO_MANY_REQUESTS), "{statuses:?}");
+
+    // The owner's device still logs in with the right code.
+    let body = json!({"email": "ada@example.com", "password": PASSWORD, "device_token": device});
+    let (status, body) = json_of(app.post_json("/api/v1/auth/login", &body).await).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    let answer = json!({"challenge": body["challenge"], "totp_code": code(&ada.secret, 1)});
+    let (status, body) = json_of(complete(&app, answer).await).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+/// L1: a challenge is tied to the credentials it proved: after a logout everywhere (which
+/// bumps them, as a password change does) a phisher's challenge is no longer answered.
+async fn a_logout_everywhere_voids_outstanding_challenges() {
+    let app = spawn_app().await;
+    let ada = ada_with_totp(&app).await;
+    let phished = challenge(&app).await;
+    let (status, body) = post(&app, "/api/v1/auth/logout", &ada.access, json!({"all_sessions": true})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let answer = json!({"challenge": phished, "totp_code": code(&ada.secret, 1)});
+    assert_eq!(complete(&app, answer).await.status(), StatusCode::UNAUTHORIZED);
+    // A challenge made since is answered.
+    let answer = json!({"challenge": challenge(&app).await, "totp_code": code(&ada.secret, 1)});
+    assert_eq!(complete(&app, answer).await.status(), StatusCode::OK);
+}
+
 on_both_backends!(
     a_totp_factor_is_enrolled_activated_and_asked_for_at_login,
     wrong_replayed_and_expired_codes_are_refused_over_grpc_and_rest,
@@ -494,4 +658,9 @@ on_both_backends!(
     removing_a_factor_takes_a_recent_proof,
     bad_input_names_the_field,
     a_secret_enrolled_before_the_key_encryption_key_is_sealed_by_its_first_start,
+    adding_the_first_factor_takes_the_password,
+    a_new_factor_is_no_fresh_proof_of_the_old_ones,
+    wrong_codes_from_a_session_meet_the_account_ceiling,
+    wrong_codes_from_elsewhere_do_not_lock_out_a_known_device,
+    a_logout_everywhere_voids_outstanding_challenges,
 );

@@ -310,7 +310,7 @@ async fn bad_credentials_are_named_never_a_panic() {
     let app = passkey_app(true).await;
     let token = user_token(&app, "Ada", "ada@example.com").await;
     let mut factors_client = pb::factor_service_client::FactorServiceClient::new(app.grpc_channel().await);
-    let request = pb::StartPasskeyRegistrationRequest { password: PASSWORD.into() };
+    let request = pb::StartPasskeyRegistrationRequest { password: PASSWORD.into(), proof: None };
     factors_client.start_passkey_registration(with_bearer(request, &token)).await.unwrap();
     for (credential, says) in [
         ("", "must not be empty"),
@@ -402,6 +402,62 @@ async fn passkeys_off_or_passkey_login_off_say_so() {
     assert_eq!(status.get_details_error_info().unwrap().reason, "PASSKEY_LOGIN_DISABLED");
 }
 
+/// H1: a passkey is added with a recent proof of a factor the user has, the password alone no
+/// longer being enough once they have one; its registration keeps the caller's `auth_time`,
+/// so it is no fresh proof for removing the old factor.
+async fn a_new_passkey_takes_a_proof_of_an_existing_factor_and_is_none_itself() {
+    let app = passkey_app(false).await;
+    let token = user_token(&app, "Ada", "ada@example.com").await;
+    let mut laptop = Authenticator::new();
+    let (_, registered) = register_passkey(&app, &token, &mut laptop).await;
+    let codes = registered["recovery_codes"].clone();
+    let old_factor = registered["factor_id"].as_str().unwrap().to_owned();
+    // The registration's session proved no factor the user had: no recent proof.
+    let first = registered["user_token"]["token"].as_str().unwrap().to_owned();
+    let (status, body) = post(&app, "/api/v1/me/factors/passkeys/options", Some(&first), json!({})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    // A login that proved the passkey is one for 10 minutes: no password needed.
+    let challenge = challenge(&app, "ada@example.com").await;
+    let credential = laptop.get(&passkey_options(&app, &challenge).await);
+    let (status, body) = answer(&app, &challenge, &credential).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let recent = body["data"]["user_token"]["token"].as_str().unwrap().to_owned();
+    let refresh = body["data"]["user_token"]["refreshToken"].as_str().unwrap().to_owned();
+    let (status, body) = post(&app, "/api/v1/me/factors/passkeys/options", Some(&recent), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    // An hour later, it is not, and the password alone does not serve either.
+    let hour_ago = chrono::Utc::now() - chrono::Duration::hours(1);
+    app.sql("update sessions set auth_time = $1", &[Arg::Time(hour_ago)]).await;
+    let (status, body) = json_of(app.refresh(&refresh).await).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let old = body["data"]["user_token"]["token"].as_str().unwrap().to_owned();
+    let options = |body: Value| post(&app, "/api/v1/me/factors/passkeys/options", Some(&old), body);
+    let (status, body) = options(json!({})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, body) = options(json!({"password": PASSWORD})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body["error"][0]["recovery_code"].is_string(), "{body}");
+
+    // The password and a recovery code prove the old factor: the new passkey is added, and
+    // its session keeps the old auth_time.
+    let (status, started) = options(json!({"password": PASSWORD, "recovery_code": codes[0]})).await;
+    assert_eq!(status, StatusCode::OK, "{started}");
+    let credential = Authenticator::new().create(started["options_json"].as_str().unwrap());
+    let (status, second) =
+        post(&app, "/api/v1/me/factors/passkeys", Some(&old), json!({"credential": credential})).await;
+    assert_eq!(status, StatusCode::OK, "{second}");
+    let new = second["user_token"]["token"].as_str().unwrap().to_owned();
+    let payload = new.split('.').nth(1).unwrap();
+    let claims: Value =
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+    assert_eq!(claims["auth_time"], hour_ago.timestamp(), "{claims}");
+    let removal = app.http.delete(app.url(&format!("/api/v1/me/factors/{old_factor}"))).bearer_auth(&new);
+    let (status, body) = json_of(removal.json(&json!({})).send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(factors(&app, &new).await["factors"].as_array().unwrap().len(), 2);
+}
+
 on_both_backends!(
     a_registered_passkey_answers_the_login_challenge,
     a_ceremony_state_serves_once,
@@ -409,4 +465,5 @@ on_both_backends!(
     a_passkey_login_with_another_users_handle_is_refused,
     bad_credentials_are_named_never_a_panic,
     passkeys_off_or_passkey_login_off_say_so,
+    a_new_passkey_takes_a_proof_of_an_existing_factor_and_is_none_itself,
 );

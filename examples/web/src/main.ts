@@ -98,7 +98,7 @@ const changeEmailForm = byId<HTMLFormElement>("change-email-form");
 const verifyLink = byId("verify-link");
 const confirmButton = byId<HTMLButtonElement>("confirm-button");
 const secondFactorForm = byId<HTMLFormElement>("second-factor-form");
-const enrollTotpButton = byId<HTMLButtonElement>("enroll-totp");
+const enrollTotpForm = byId<HTMLFormElement>("enroll-totp-form");
 const activateTotpForm = byId<HTMLFormElement>("activate-totp-form");
 
 /** The address of `target`'s view, keeping `?authd=` when the page was given one. */
@@ -320,9 +320,15 @@ secondFactorForm.addEventListener("submit", async (event) => {
   }
 });
 
-enrollTotpButton.addEventListener("click", async () => {
+enrollTotpForm.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  clearFieldErrors(enrollTotpForm);
   try {
-    const enrolment = await factors.enrollTotp({ name: "" }, { headers: bearer() });
+    // Adding a factor takes the password (authd asks a user who has one for a recent proof
+    // with it instead: a login with it within 10 minutes serves).
+    const password = field(enrollTotpForm, "password");
+    const enrolment = await factors.enrollTotp({ name: "", password }, { headers: bearer() });
+    enrollTotpForm.reset();
     enrolledFactor = enrolment.factorId;
     // The SVG as an image: its markup is never put into the page.
     byId<HTMLImageElement>("totp-qr").src = `data:image/svg+xml;base64,${btoa(enrolment.qrSvg)}`;
@@ -331,7 +337,7 @@ enrollTotpButton.addEventListener("click", async () => {
     byId("recovery-codes").hidden = true;
     say("Scan the QR code, then give the app's code.", "ok");
   } catch (reason) {
-    showError("Setting up the authenticator", reason);
+    showError("Setting up the authenticator", reason, enrollTotpForm);
   }
 });
 

@@ -601,6 +601,8 @@ describe("the account page in headless Chromium, over grpc-web from another orig
     await fill("login", { email: cy.email, password: cy.password });
     assert.equal(await statusAfter(() => page.locator("#login-form button[type=submit]").click()), "Logged in.");
 
+    // Adding a factor takes the password.
+    await fill("enroll-totp", { password: cy.password });
     const enrolled = await statusAfter(() => page.locator("#enroll-totp").click());
     assert.equal(enrolled, "Scan the QR code, then give the app's code.");
     const qrShown = await page.locator("#totp-qr").evaluate((img) => img.complete && img.naturalWidth > 0);
