@@ -20,7 +20,9 @@ use utoipa::{
 };
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
-use super::error::{BadRequestBody, Detail, EmailTaken, ErrorBody, FieldErrors, Unauthenticated};
+use super::error::{
+    BadRequestBody, CodedError, CodedText, Detail, EmailTaken, ErrorBody, FieldErrors, Unauthenticated,
+};
 
 pub const DOCUMENT_PATH: &str = "/openapi.json";
 
@@ -33,7 +35,7 @@ pub const DOCUMENT_PATH: &str = "/openapi.json";
         license(name = "MIT", identifier = "MIT"),
     ),
     // The bodies of the shared error answers, which utoipa does not gather from them.
-    components(schemas(ErrorBody, FieldErrors, BadRequestBody, EmailTaken, Detail)),
+    components(schemas(ErrorBody, CodedError, CodedText, FieldErrors, BadRequestBody, EmailTaken, Detail)),
     modifiers(&SecuritySchemes),
     tags(
         (name = "users", description = "Registration and the caller's own account"),

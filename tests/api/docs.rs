@@ -6,7 +6,7 @@ use std::{process::Command, time::Duration};
 
 use reqwest::StatusCode;
 
-use crate::helpers::{json_of, spawn_app};
+use crate::helpers::{json_of, spawn_app, spawn_app_with};
 
 /// Every route of the REST shim with its methods, as the router serves them.
 const ROUTES: &[(&str, &[&str])] = &[
@@ -173,7 +173,14 @@ async fn schemathesis_finds_the_live_server_true_to_its_document() {
         eprintln!("skipped: schemathesis (`st`) is not installed; pip install schemathesis");
         return;
     }
-    let app = spawn_app().await;
+    // Passkeys on, passwordless login too: their routes answer as a deployment with them
+    // does (without, they answer 501, which is what a server error looks like to the run).
+    let app = spawn_app_with(|s| {
+        let mut webauthn = authd::config::WebauthnSettings::new(None, "http://localhost:8000").unwrap();
+        webauthn.passkey_login = true;
+        s.webauthn = Some(webauthn);
+    })
+    .await;
     let (access, _) = app.ada_tokens().await;
     // Logout and a password change end the session whose token the run sends: test them
     // last, so that the other bearer routes are exercised signed in, not only for their 401.
