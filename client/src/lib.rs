@@ -75,7 +75,8 @@ pub struct Config {
     /// ([`Config::service_key`]). None when the channel presents a client certificate
     /// mapped to a client.
     pub authorization: Option<String>,
-    /// How long the feed may be down before [`Config::when_stale`] applies.
+    /// How long the feed may be silent past authd's 5 s heartbeat (counted from the last
+    /// message heard) before [`Config::when_stale`] applies. 10 s by default.
     pub stale_after: Duration,
     pub when_stale: WhenStale,
     /// At most one JWKS fetch for unknown `kid`s per this interval.
@@ -90,7 +91,8 @@ pub struct Config {
     pub unpublished_key_grace: Duration,
     /// Clock difference allowed between authd's processes when a user's revocation is
     /// judged against a token's `iat`: a token issued up to this long after the revocation
-    /// (by another process's clock) is asked about rather than trusted. 5 s by default.
+    /// (by another process's clock) is asked about rather than trusted. [`CLOCK_SKEW`]
+    /// (30 s, what authd allows between its processes) by default.
     pub revocation_leeway: Duration,
     /// The feed counts as dead when no message (authd sends a heartbeat every 5 s) came for
     /// this long: it is then reconnected. 15 s by default.
@@ -111,7 +113,7 @@ impl Config {
             refetch_interval: Duration::from_secs(10),
             forget_after: TOKEN_LIFETIME + LEEWAY + CLOCK_SKEW,
             unpublished_key_grace: Duration::from_secs(30),
-            revocation_leeway: Duration::from_secs(5),
+            revocation_leeway: CLOCK_SKEW,
             heartbeat_timeout: Duration::from_secs(15),
         }
     }
