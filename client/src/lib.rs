@@ -83,7 +83,9 @@ pub struct Config {
     pub refetch_interval: Duration,
     /// How long a revocation is kept: authd's access-token lifetime plus [`LEEWAY`] and
     /// [`CLOCK_SKEW`], as authd keeps its own (set by [`Config::token_lifetime`]); a token
-    /// older than that is refused on its `exp` anyway.
+    /// older than that is refused on its `exp` anyway. A token whose `exp - iat` exceeds
+    /// this less [`Config::revocation_leeway`] is never vouched for from memory (asked
+    /// about, or refused, as for a stale feed).
     pub forget_after: Duration,
     /// How long a key authd stopped publishing is still accepted after a fetch found it
     /// gone, for tokens in flight: at most the access-token lifetime (authd unpublishes a
@@ -144,6 +146,14 @@ impl Config {
     pub fn algorithms(mut self, algorithms: &[Algorithm]) -> Self {
         self.algorithms = algorithms.to_vec();
         self
+    }
+
+    /// Whether `claims` may outlive the revocations kept ([`Config::forget_after`], less
+    /// the leeway): a token longer-lived than authd's lifetime as configured here could
+    /// have a revocation already forgotten, so memory cannot vouch for it.
+    fn outlived_by(&self, claims: &Claims) -> bool {
+        let kept = self.forget_after.saturating_sub(self.revocation_leeway).as_secs() as i64;
+        claims.exp.saturating_sub(claims.iat) > kept
     }
 
     pub fn when_stale(mut self, after: Duration, then: WhenStale) -> Self {
@@ -337,6 +347,7 @@ impl Verifier {
         match revocations.judge(&claims.sid, user_id, claims.iat, leeway) {
             follow::Judgement::Revoked => Err(Rejection::Revoked),
             follow::Judgement::UserChanged => Ok(Local::Unsure(claims)),
+            follow::Judgement::NotRevoked if config.outlived_by(&claims) => Ok(Local::Unsure(claims)),
             follow::Judgement::NotRevoked if !self.feed_fresh() => Ok(Local::Unsure(claims)),
             follow::Judgement::NotRevoked => Ok(Local::Live(claims)),
         }
@@ -434,4 +445,35 @@ fn bare(value: &str) -> Option<&str> {
 
 fn unix_now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(iat: i64, exp: i64) -> Claims {
+        Claims {
+            iss: "authd".into(),
+            aud: "authd".into(),
+            sub: "7".into(),
+            sid: "s".into(),
+            iat,
+            nbf: iat,
+            exp,
+            jti: "j".into(),
+            email_verified: false,
+        }
+    }
+
+    #[test]
+    fn a_token_living_longer_than_revocations_are_kept_is_not_vouched_for() {
+        let config = Config::new("authd", "authd");
+        // Kept 15 min + 60 s; less the 30 s leeway: a token of up to 930 s is judged from memory.
+        assert!(!config.outlived_by(&claims(1000, 1000 + 15 * 60)));
+        assert!(!config.outlived_by(&claims(1000, 1930)));
+        assert!(config.outlived_by(&claims(1000, 1931)));
+        assert!(config.outlived_by(&claims(1000, 1000 + 3600)), "an hour-long token: authd's lifetime is longer");
+        let config = Config::new("authd", "authd").token_lifetime(Duration::from_secs(3600));
+        assert!(!config.outlived_by(&claims(1000, 1000 + 3600)));
+    }
 }
