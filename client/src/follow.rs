@@ -200,6 +200,12 @@ async fn follow_once(inner: &Inner, cursor: &mut i64) -> Result<(), tonic::Statu
         };
         if let Some(published) = published
             && !published.is_empty()
+            && let Ok(mut keys) = inner.keys.write()
+        {
+            keys.unpublish_missing(published, Instant::now());
+        }
+        if let Some(published) = published
+            && !published.is_empty()
             && inner.keys_differ(published)
         {
             // Bounded: a GetJwks that hangs must not hold the feed (nor its freshness).
