@@ -101,41 +101,42 @@ impl Revocations {
     }
 }
 
-/// Whether the feed is in step, and since when it is not.
+/// How often authd sends a message on an idle feed (a heartbeat).
+pub(crate) const HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// Whether the feed is in step: caught up once, and heard from lately.
 pub(crate) struct FeedState {
-    /// `None` while in step; else since when not (from the start, until the first snapshot).
-    down_since: Mutex<Option<Instant>>,
+    /// When the last message of a caught-up stream was heard (heartbeats too); `None`
+    /// until the first snapshot.
+    last_heard: Mutex<Option<Instant>>,
     synced: watch::Sender<bool>,
 }
 
 impl Default for FeedState {
     fn default() -> Self {
-        Self { down_since: Mutex::new(Some(Instant::now())), synced: watch::Sender::new(false) }
+        Self { last_heard: Mutex::new(None), synced: watch::Sender::new(false) }
     }
 }
 
 impl FeedState {
+    /// In step when a message was heard within authd's heartbeat interval plus `bound`:
+    /// counted from what was heard, not from when a dead stream was found out.
     pub(crate) fn fresh(&self, bound: Duration) -> bool {
         let synced = *self.synced.borrow();
-        let down = self.down_since.lock().map_or(None, |d| *d);
-        synced && down.is_none_or(|since| since.elapsed() <= bound)
+        let heard = self.last_heard.lock().map_or(None, |h| *h);
+        synced && heard.is_some_and(|at| at.elapsed() <= HEARTBEAT + bound)
     }
 
     pub(crate) fn subscribe(&self) -> watch::Receiver<bool> {
         self.synced.subscribe()
     }
 
-    fn up(&self) {
-        if let Ok(mut down) = self.down_since.lock() {
-            *down = None;
+    /// A message of a caught-up stream was heard.
+    fn heard(&self) {
+        if let Ok(mut heard) = self.last_heard.lock() {
+            *heard = Some(Instant::now());
         }
         self.synced.send_replace(true);
-    }
-
-    fn down(&self) {
-        if let Ok(mut down) = self.down_since.lock() {
-            down.get_or_insert_with(Instant::now);
-        }
     }
 }
 
@@ -150,7 +151,6 @@ pub(crate) async fn follow(inner: Weak<Inner>) {
     loop {
         let Some(strong) = inner.upgrade() else { return };
         let result = follow_once(&strong, &mut cursor).await;
-        strong.feed.down();
         if let Err(e) = result {
             tracing::warn!(error = %e, cursor, "authd's revocation feed broke; reconnecting");
         }
@@ -174,6 +174,9 @@ async fn follow_once(inner: &Inner, cursor: &mut i64) -> Result<(), tonic::Statu
     let timeout = inner.config.heartbeat_timeout;
     let answer = tokio::time::timeout(timeout, client.watch_revocations(request)).await;
     let mut events = answer.map_err(|_| tonic::Status::unavailable("authd's feed did not answer"))??.into_inner();
+    // Until this stream has caught up (a complete snapshot, or the keys sent after what
+    // was missed), what it says does not make the feed fresh.
+    let mut caught_up = false;
     loop {
         // authd sends a heartbeat every 5 s: a stream silent for longer than the timeout
         // is dead (a peer gone without a word, a stalled proxy), however open it looks.
@@ -182,6 +185,9 @@ async fn follow_once(inner: &Inner, cursor: &mut i64) -> Result<(), tonic::Statu
         let Some(event) = next? else { break };
         let Some(body) = &event.event else { continue };
         if matches!(body, Event::Heartbeat(_)) {
+            if caught_up {
+                inner.feed.heard();
+            }
             continue;
         }
         // A snapshot adds to what was known (entries leave with age only): nothing known
@@ -194,9 +200,16 @@ async fn follow_once(inner: &Inner, cursor: &mut i64) -> Result<(), tonic::Statu
         };
         if let Some(published) = published
             && !published.is_empty()
+            && let Ok(mut keys) = inner.keys.write()
+        {
+            keys.unpublish_missing(published, Instant::now());
+        }
+        if let Some(published) = published
+            && !published.is_empty()
             && inner.keys_differ(published)
         {
-            let _ = inner.fetch_keys().await;
+            // Bounded: a GetJwks that hangs must not hold the feed (nor its freshness).
+            let _ = tokio::time::timeout(inner.config.heartbeat_timeout, inner.fetch_keys()).await;
         }
         if let Ok(mut revocations) = inner.revocations.write() {
             revocations.apply_at(body, unix_now(), inner.config.forget_after.as_secs() as i64);
@@ -208,8 +221,11 @@ async fn follow_once(inner: &Inner, cursor: &mut i64) -> Result<(), tonic::Statu
         }
         match body {
             Event::Snapshot(snapshot) if !snapshot.complete => {}
-            Event::SigningKeysChanged(_) | Event::Snapshot(_) => inner.feed.up(),
+            Event::SigningKeysChanged(_) | Event::Snapshot(_) => caught_up = true,
             _ => {}
+        }
+        if caught_up {
+            inner.feed.heard();
         }
     }
     Ok(())
@@ -244,6 +260,18 @@ mod tests {
         assert!(matches!(judged(1003, 5), Judgement::UserChanged));
         assert!(matches!(judged(1006, 5), Judgement::NotRevoked));
         assert!(matches!(revocations.judge("s", 8, 1000, 5), Judgement::NotRevoked));
+    }
+
+    #[test]
+    fn by_default_a_token_from_a_replica_up_to_authds_clock_skew_ahead_is_asked_about() {
+        let leeway = crate::Config::new("authd", "authd").revocation_leeway.as_secs() as i64;
+        let mut revocations = Revocations::default();
+        // Logout everywhere at 1000 (by one replica's clock); a token issued just before it
+        // by a replica whose clock is 20 s ahead says 1019.
+        revocations.apply_at(&user_revoked(7, 1000), 1000, 960);
+        assert!(matches!(revocations.judge("s", 7, 1019, leeway), Judgement::UserChanged));
+        assert!(matches!(revocations.judge("s", 7, 1030, leeway), Judgement::UserChanged));
+        assert!(matches!(revocations.judge("s", 7, 1031, leeway), Judgement::NotRevoked));
     }
 
     #[test]

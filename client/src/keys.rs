@@ -46,6 +46,17 @@ impl KeySet {
         self.keys = keys;
     }
 
+    /// Starts the grace at `now` for every key held as published that `published` (authd's
+    /// signing `kid`s, from the feed) leaves out: a key authd dropped stops verifying
+    /// after its grace even if the fetch that should follow fails.
+    pub(crate) fn unpublish_missing(&mut self, published: &[String], now: Instant) {
+        for (kid, (_, _, unpublished)) in &mut self.keys {
+            if unpublished.is_none() && !published.contains(kid) {
+                *unpublished = Some(now);
+            }
+        }
+    }
+
     /// Whether `published` (authd's signing `kid`s, from the feed) names a key not held,
     /// or leaves out one held as published.
     pub(crate) fn published_differ(&self, published: &[String]) -> bool {
@@ -64,6 +75,18 @@ mod tests {
 
     fn published(kids: &[&str]) -> HashMap<String, (Algorithm, DecodingKey)> {
         kids.iter().map(|kid| ((*kid).to_owned(), key())).collect()
+    }
+
+    #[test]
+    fn a_key_the_feed_no_longer_names_goes_after_its_grace_even_unfetched() {
+        let grace = Duration::from_secs(30);
+        let start = Instant::now();
+        let mut keys = KeySet::default();
+        keys.replace(published(&["old", "new"]), start, grace);
+        keys.unpublish_missing(&["new".into()], start + Duration::from_secs(5));
+        assert!(keys.get("old", start + Duration::from_secs(35), grace).is_some(), "within its grace");
+        assert!(keys.get("old", start + Duration::from_secs(36), grace).is_none(), "past it, with no fetch");
+        assert!(keys.get("new", start + Duration::from_secs(3600), grace).is_some());
     }
 
     #[test]

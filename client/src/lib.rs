@@ -75,14 +75,17 @@ pub struct Config {
     /// ([`Config::service_key`]). None when the channel presents a client certificate
     /// mapped to a client.
     pub authorization: Option<String>,
-    /// How long the feed may be down before [`Config::when_stale`] applies.
+    /// How long the feed may be silent past authd's 5 s heartbeat (counted from the last
+    /// message heard) before [`Config::when_stale`] applies. 10 s by default.
     pub stale_after: Duration,
     pub when_stale: WhenStale,
     /// At most one JWKS fetch for unknown `kid`s per this interval.
     pub refetch_interval: Duration,
     /// How long a revocation is kept: authd's access-token lifetime plus [`LEEWAY`] and
     /// [`CLOCK_SKEW`], as authd keeps its own (set by [`Config::token_lifetime`]); a token
-    /// older than that is refused on its `exp` anyway.
+    /// older than that is refused on its `exp` anyway. A token whose `exp - iat` exceeds
+    /// this less [`Config::revocation_leeway`] is never vouched for from memory (asked
+    /// about, or refused, as for a stale feed).
     pub forget_after: Duration,
     /// How long a key authd stopped publishing is still accepted after a fetch found it
     /// gone, for tokens in flight: at most the access-token lifetime (authd unpublishes a
@@ -90,7 +93,8 @@ pub struct Config {
     pub unpublished_key_grace: Duration,
     /// Clock difference allowed between authd's processes when a user's revocation is
     /// judged against a token's `iat`: a token issued up to this long after the revocation
-    /// (by another process's clock) is asked about rather than trusted. 5 s by default.
+    /// (by another process's clock) is asked about rather than trusted. [`CLOCK_SKEW`]
+    /// (30 s, what authd allows between its processes) by default.
     pub revocation_leeway: Duration,
     /// The feed counts as dead when no message (authd sends a heartbeat every 5 s) came for
     /// this long: it is then reconnected. 15 s by default.
@@ -111,7 +115,7 @@ impl Config {
             refetch_interval: Duration::from_secs(10),
             forget_after: TOKEN_LIFETIME + LEEWAY + CLOCK_SKEW,
             unpublished_key_grace: Duration::from_secs(30),
-            revocation_leeway: Duration::from_secs(5),
+            revocation_leeway: CLOCK_SKEW,
             heartbeat_timeout: Duration::from_secs(15),
         }
     }
@@ -142,6 +146,14 @@ impl Config {
     pub fn algorithms(mut self, algorithms: &[Algorithm]) -> Self {
         self.algorithms = algorithms.to_vec();
         self
+    }
+
+    /// Whether `claims` may outlive the revocations kept ([`Config::forget_after`], less
+    /// the leeway): a token longer-lived than authd's lifetime as configured here could
+    /// have a revocation already forgotten, so memory cannot vouch for it.
+    fn outlived_by(&self, claims: &Claims) -> bool {
+        let kept = self.forget_after.saturating_sub(self.revocation_leeway).as_secs() as i64;
+        claims.exp.saturating_sub(claims.iat) > kept
     }
 
     pub fn when_stale(mut self, after: Duration, then: WhenStale) -> Self {
@@ -335,6 +347,7 @@ impl Verifier {
         match revocations.judge(&claims.sid, user_id, claims.iat, leeway) {
             follow::Judgement::Revoked => Err(Rejection::Revoked),
             follow::Judgement::UserChanged => Ok(Local::Unsure(claims)),
+            follow::Judgement::NotRevoked if config.outlived_by(&claims) => Ok(Local::Unsure(claims)),
             follow::Judgement::NotRevoked if !self.feed_fresh() => Ok(Local::Unsure(claims)),
             follow::Judgement::NotRevoked => Ok(Local::Live(claims)),
         }
@@ -432,4 +445,35 @@ fn bare(value: &str) -> Option<&str> {
 
 fn unix_now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(iat: i64, exp: i64) -> Claims {
+        Claims {
+            iss: "authd".into(),
+            aud: "authd".into(),
+            sub: "7".into(),
+            sid: "s".into(),
+            iat,
+            nbf: iat,
+            exp,
+            jti: "j".into(),
+            email_verified: false,
+        }
+    }
+
+    #[test]
+    fn a_token_living_longer_than_revocations_are_kept_is_not_vouched_for() {
+        let config = Config::new("authd", "authd");
+        // Kept 15 min + 60 s; less the 30 s leeway: a token of up to 930 s is judged from memory.
+        assert!(!config.outlived_by(&claims(1000, 1000 + 15 * 60)));
+        assert!(!config.outlived_by(&claims(1000, 1930)));
+        assert!(config.outlived_by(&claims(1000, 1931)));
+        assert!(config.outlived_by(&claims(1000, 1000 + 3600)), "an hour-long token: authd's lifetime is longer");
+        let config = Config::new("authd", "authd").token_lifetime(Duration::from_secs(3600));
+        assert!(!config.outlived_by(&claims(1000, 1000 + 3600)));
+    }
 }

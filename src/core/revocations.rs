@@ -7,9 +7,9 @@
 //! secret, a service token, or a client certificate mapped to it), or a caller sending a
 //! key of `REVOCATIONS_SERVICE_KEYS`, in [`Authd::authorize_watcher`].
 
-use std::{collections::HashMap, time::Duration};
+use std::{collections::BTreeMap, time::Duration};
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use sha2::Digest;
 use tokio::sync::mpsc;
 
@@ -19,15 +19,17 @@ use crate::{
     store::{Revocation, RevocationKind},
 };
 
-/// How far back each look at the log reaches beyond the last revocation sent: a row may
-/// commit after one with a greater number, as long after its own time as its transaction
-/// takes to commit, bounded by [`crate::store::LONGEST_COMMIT_DELAY`].
+/// How far before the time of the revocation a service resumes from its feed reads the log
+/// again: a row may commit after one with a greater number, as long after its own time as
+/// its transaction takes to commit (usually within [`crate::store::LONGEST_COMMIT_DELAY`]).
+/// A running feed needs no such bound: it remembers the numbers it has not seen.
 const RECENT: chrono::Duration = chrono::Duration::seconds(crate::store::LONGEST_COMMIT_DELAY.as_secs() as i64 + 2);
 /// How often a heartbeat is sent on every feed, so that a service finds a dead stream out
 /// (authd-client waits 15 s, three heartbeats).
 const HEARTBEAT: Duration = Duration::from_secs(5);
-/// How long a sent revocation is remembered, so that a second look does not send it again.
-const REMEMBERED: chrono::Duration = chrono::Duration::seconds(60);
+/// Gaps remembered per feed at most, the newest kept (a sequence that jumps, as
+/// PostgreSQL's may after a crash, leaves at most 32; each look reads 16 per statement).
+const MOST_GAPS: usize = 256;
 /// Entries per snapshot message: 1,000 entries are about 60 KiB, well under any
 /// client's message limit.
 const SNAPSHOT_CHUNK: usize = 1000;
@@ -81,7 +83,7 @@ impl Authd {
         let authd = self.clone();
         tokio::spawn(async move {
             tracing::info!(service = watcher.name, cursor, "a service follows the revocations");
-            let mut feed = Feed { sender, last_seq: 0, sent: HashMap::new() };
+            let mut feed = Feed { sender, last_seq: 0, gaps: BTreeMap::new() };
             let result = authd.feed_revocations(&mut feed, cursor, &watcher).await;
             match result {
                 Ok(()) => tracing::info!(service = watcher.name, "the service stopped following the revocations"),
@@ -107,9 +109,12 @@ impl Authd {
         };
         match resumed_at {
             Some(at) => {
-                feed.last_seq = cursor;
-                let missed = self.store.revocations_after(cursor, at - RECENT, Utc::now() - window).await?;
-                if !feed.send_new(missed).await {
+                // What the service may have missed: every row after the cursor, and those
+                // below it that may have committed since it last heard.
+                let from = self.store.revocation_before(at - RECENT).await?;
+                let missed = self.store.revocations_after(from, &[]).await?;
+                feed.last_seq = from;
+                if !feed.send_new(missed, window).await {
                     return Ok(());
                 }
                 // Last: a service takes the keys as the sign that it has caught up.
@@ -119,9 +124,9 @@ impl Authd {
                 }
             }
             None => {
-                let cursor = self.store.last_revocation().await?;
-                let snapshot = self.store.revocations_since(Utc::now() - window).await?;
-                if !feed.send_snapshot(cursor, snapshot, signing_kids).await {
+                let from = self.store.revocation_before(Utc::now() - window).await?;
+                let snapshot = self.store.revocations_after(from, &[]).await?;
+                if !feed.send_snapshot(from, snapshot, signing_kids).await {
                     return Ok(());
                 }
             }
@@ -161,21 +166,25 @@ impl Authd {
                     continue;
                 }
             }
-            let now = Utc::now();
-            let new = self.store.revocations_after(feed.last_seq, now - RECENT, now - window).await?;
-            if !feed.send_new(new).await {
+            feed.forget_old_gaps(window);
+            let gaps: Vec<i64> = feed.gaps.keys().copied().collect();
+            let new = self.store.revocations_after(feed.last_seq, &gaps).await?;
+            if !feed.send_new(new, window).await {
                 return Ok(());
             }
         }
     }
 }
 
-/// One service's feed: where it stands, and what it was sent lately.
+/// One service's feed: where it stands, and the numbers below it not seen yet.
 struct Feed {
     sender: mpsc::Sender<Result<pb::RevocationEvent>>,
+    /// The greatest number read from the log.
     last_seq: i64,
-    /// Revocations sent, with their time, for [`REMEMBERED`].
-    sent: HashMap<i64, DateTime<Utc>>,
+    /// Numbers below `last_seq` not read yet, with when they were found missing: a row
+    /// still to commit (however late, whatever its time says), or one rolled back (which
+    /// never comes, so it is forgotten after a token's lifetime, when it no longer matters).
+    gaps: BTreeMap<i64, tokio::time::Instant>,
 }
 
 impl Feed {
@@ -184,35 +193,57 @@ impl Feed {
         self.sender.send(Ok(pb::RevocationEvent { cursor, event: Some(event) })).await.is_ok()
     }
 
-    /// Sends each revocation of `revocations` not sent yet, in log order.
-    async fn send_new(&mut self, revocations: Vec<Revocation>) -> bool {
+    /// Sends each revocation of `revocations` (read after `last_seq` or in the gaps), in
+    /// log order.
+    async fn send_new(&mut self, revocations: Vec<Revocation>, window: chrono::Duration) -> bool {
         for revocation in revocations {
-            if self.sent.contains_key(&revocation.seq) {
-                continue;
-            }
-            self.remember(&revocation);
+            self.read(revocation.seq);
             let Some(event) = event(&revocation) else { continue };
             if !self.send(self.last_seq, event).await {
                 return false;
             }
         }
-        let forget_before = Utc::now() - REMEMBERED;
-        self.sent.retain(|_, at| *at > forget_before);
+        self.forget_old_gaps(window);
         true
     }
 
-    fn remember(&mut self, revocation: &Revocation) {
-        self.last_seq = self.last_seq.max(revocation.seq);
-        if revocation.at > Utc::now() - REMEMBERED {
-            self.sent.insert(revocation.seq, revocation.at);
+    /// Notes that the row `seq` was read: a gap filled, or a new last number, the numbers
+    /// skipped to reach it becoming gaps.
+    fn read(&mut self, seq: i64) {
+        if seq <= self.last_seq {
+            self.gaps.remove(&seq);
+            return;
         }
+        let now = tokio::time::Instant::now();
+        let skipped = self.last_seq.saturating_add(1)..seq;
+        let skipped = skipped.start.max(seq.saturating_sub(MOST_GAPS as i64))..seq;
+        for gap in skipped {
+            self.gaps.insert(gap, now);
+        }
+        if self.gaps.len() > MOST_GAPS {
+            tracing::warn!(
+                gaps = self.gaps.len(),
+                "too many numbers missing from the revocation log; the oldest are no longer looked for"
+            );
+            while self.gaps.len() > MOST_GAPS {
+                self.gaps.pop_first();
+            }
+        }
+        self.last_seq = seq;
+    }
+
+    /// Forgets the gaps older than `window`: a row that has not committed in that time was
+    /// rolled back, or revokes tokens that have all expired.
+    fn forget_old_gaps(&mut self, window: chrono::Duration) {
+        let window = window.to_std().unwrap_or(Duration::MAX);
+        self.gaps.retain(|_, found| found.elapsed() < window);
     }
 
     /// Sends `revocations` as a snapshot, in parts, the last one `complete`.
-    async fn send_snapshot(&mut self, cursor: i64, revocations: Vec<Revocation>, signing_kids: Vec<String>) -> bool {
-        self.last_seq = cursor;
+    async fn send_snapshot(&mut self, from: i64, revocations: Vec<Revocation>, signing_kids: Vec<String>) -> bool {
+        self.last_seq = from;
         for revocation in &revocations {
-            self.remember(revocation);
+            self.read(revocation.seq);
         }
         let parts = revocations.chunks(SNAPSHOT_CHUNK).count().max(1);
         let mut chunks = revocations.chunks(SNAPSHOT_CHUNK);

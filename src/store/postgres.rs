@@ -146,7 +146,6 @@ pub(super) async fn log_and_announce(
     prepared: bool,
     kind: &str,
     change: SessionChange,
-    at: chrono::DateTime<chrono::Utc>,
 ) -> sqlx::Result<()> {
     let (session_id, user_id, payload) = match change {
         SessionChange::Session(id) => (Some(id), None, format!("session:{id}")),
@@ -154,13 +153,13 @@ pub(super) async fn log_and_announce(
         SessionChange::Listening | SessionChange::Unheard | SessionChange::Client(_) => return Ok(()),
     };
     sqlx::query(
-        "with logged as (insert into revocations (kind, session_id, user_id, at) values ($1, $2, $3, $4) returning seq)
-         select pg_notify($5, $6) from logged",
+        "with logged as (insert into revocations (kind, session_id, user_id, at)
+                         values ($1, $2, $3, clock_timestamp()) returning seq)
+         select pg_notify($4, $5) from logged",
     )
     .bind(kind)
     .bind(session_id)
     .bind(user_id)
-    .bind(at)
     .bind(CHANGES_CHANNEL)
     .bind(payload)
     .persistent(prepared)

@@ -88,13 +88,18 @@ impl Row {
     }
 }
 
+/// Gaps read per statement by [`Store::revocations_after`].
+const GAP_SLOTS: usize = 16;
+
 pub(super) const INSERT_REVOCATION: &str =
     "insert into revocations (kind, session_id, user_id, at) values ($1, $2, $3, $4) returning seq";
 
 /// Logging a revocation inside the transaction of the change it records, so that the
 /// change and its log row commit together or not at all: no process, and no service, can
 /// miss a revocation that committed. On PostgreSQL the same statement announces it with
-/// NOTIFY, which is delivered at commit (and never for a rolled-back change).
+/// NOTIFY, which is delivered at commit (and never for a rolled-back change). The row's time
+/// is the database's clock on PostgreSQL (one clock for every process: the trigger on
+/// `service_clients` uses it too), and this process's on SQLite (one machine).
 pub(super) trait RevocationLog {
     /// Logs `change` (a [`SessionChange::Session`] or [`SessionChange::User`]) as `kind`.
     async fn log_revocation(&mut self, prepared: bool, kind: RevocationKind, change: SessionChange)
@@ -108,7 +113,7 @@ impl RevocationLog for sqlx::PgConnection {
         kind: RevocationKind,
         change: SessionChange,
     ) -> sqlx::Result<()> {
-        postgres::log_and_announce(self, prepared, kind.as_str(), change, Utc::now()).await
+        postgres::log_and_announce(self, prepared, kind.as_str(), change).await
     }
 }
 
@@ -143,40 +148,81 @@ impl Store {
 
     /// The revocations logged after `since` (their own time), oldest first.
     pub async fn revocations_since(&self, since: DateTime<Utc>) -> StoreResult<Vec<Revocation>> {
-        self.revocations_after(i64::MAX, since, since).await
-    }
-
-    /// The revocations after `seq`, or logged after `recent` (a row may commit after one
-    /// of a greater number), and none logged before `oldest`; in log order.
-    pub async fn revocations_after(
-        &self,
-        seq: i64,
-        recent: DateTime<Utc>,
-        oldest: DateTime<Utc>,
-    ) -> StoreResult<Vec<Revocation>> {
         let rows: Vec<Row> = run!(
             self,
             query_as(
-                "select seq, kind, session_id, user_id, client_id, at from revocations
-                  where (seq > $1 or at > $2) and at > $3
-                  order by seq",
-                seq,
-                recent,
-                oldest,
+                "select seq, kind, session_id, user_id, client_id, at from revocations where at > $1 order by seq",
+                since,
             )
             .fetch_all
         )?;
         Ok(rows.into_iter().filter_map(Row::into_revocation).collect())
     }
 
+    /// The revocations after `seq` and those numbered in `gaps` (rows not seen yet below
+    /// `seq`: a row may commit after one of a greater number), in log order.
+    pub async fn revocations_after(&self, seq: i64, gaps: &[i64]) -> StoreResult<Vec<Revocation>> {
+        let mut rows = Vec::new();
+        let mut chunks = gaps.chunks(GAP_SLOTS);
+        let mut after = seq;
+        loop {
+            // One statement shape for both backends: a fixed number of slots, the unused
+            // ones 0 (no row has that number); after the first, only the gaps are read.
+            let mut slots = [0i64; GAP_SLOTS];
+            let chunk = chunks.next().unwrap_or_default();
+            slots[..chunk.len()].copy_from_slice(chunk);
+            let [g1, g2, g3, g4, g5, g6, g7, g8, g9, g10, g11, g12, g13, g14, g15, g16] = slots;
+            let read: Vec<Row> = run!(
+                self,
+                query_as(
+                    "select seq, kind, session_id, user_id, client_id, at from revocations
+                      where seq > $1
+                         or seq in ($2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+                      order by seq",
+                    after,
+                    g1,
+                    g2,
+                    g3,
+                    g4,
+                    g5,
+                    g6,
+                    g7,
+                    g8,
+                    g9,
+                    g10,
+                    g11,
+                    g12,
+                    g13,
+                    g14,
+                    g15,
+                    g16,
+                )
+                .fetch_all
+            )?;
+            rows.extend(read.into_iter().filter_map(Row::into_revocation));
+            if chunks.len() == 0 {
+                break;
+            }
+            after = i64::MAX;
+        }
+        rows.sort_by_key(|r| r.seq);
+        Ok(rows)
+    }
+
+    /// The number of the revocation logged last at or before `at` (by its time), 0 for
+    /// none: where a reader that wants what was logged after `at` starts.
+    pub async fn revocation_before(&self, at: DateTime<Utc>) -> StoreResult<i64> {
+        let seq: Option<i64> = run!(
+            self,
+            query_scalar("select seq from revocations where at <= $1 order by at desc, seq desc limit 1", at)
+                .fetch_optional
+        )?;
+        Ok(seq.unwrap_or(0))
+    }
+
     /// When the revocation `seq` was logged, if it still is.
     pub async fn revocation_time(&self, seq: i64) -> StoreResult<Option<DateTime<Utc>>> {
         run!(self, query_scalar("select at from revocations where seq = $1", seq).fetch_optional)
-    }
-
-    /// The number of the last revocation logged (0 for none).
-    pub async fn last_revocation(&self) -> StoreResult<i64> {
-        run!(self, query_scalar("select coalesce(max(seq), 0) from revocations").fetch_one)
     }
 
     /// Forgets the revocations logged before `before`; returns how many.
